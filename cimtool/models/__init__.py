@@ -1,0 +1,1 @@
+"""Model registry, front-ends and model (de)serialisation."""

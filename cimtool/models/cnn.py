@@ -1,0 +1,60 @@
+"""Convolutional models whose every conv/linear layer is a crossbar layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Normalize(nn.Module):
+    """Per-channel (x − mean) / std with train-split statistics (off-array, digital)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
+        self.register_buffer("std", torch.ones(1, channels, 1, 1))
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor) -> None:
+        self.mean.copy_(x.mean(dim=(0, 2, 3)).view_as(self.mean))
+        self.std.copy_(x.std(dim=(0, 2, 3)).clamp_min(1e-6).view_as(self.std))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def _conv(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True)]
+
+
+class ConvNet(nn.Module):
+    """normalize → conv stack (with 2x2 max-pools) → flatten → classifier."""
+
+    def __init__(self, input_shape: tuple[int, int, int], plan: list[int | str],
+                 fc: list[int], num_classes: int) -> None:
+        super().__init__()
+        channels, height, width = input_shape
+        self.normalize = Normalize(channels)
+        layers: list[nn.Module] = []
+        for item in plan:
+            if item == "pool":
+                layers.append(nn.MaxPool2d(2))
+                height, width = height // 2, width // 2
+            else:
+                layers += _conv(channels, int(item))
+                channels = int(item)
+        self.features = nn.Sequential(*layers)
+        dims = [channels * height * width, *fc]
+        head: list[nn.Module] = []
+        for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
+            head += [nn.Linear(d_in, d_out), nn.ReLU(inplace=True)]
+        head.append(nn.Linear(dims[-1], num_classes))
+        self.classifier = nn.Sequential(*head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(self.normalize(x)).flatten(1))
+
+
+# DNN+NeuroSim's CIFAR VGG8: conv128 conv128 pool conv256 conv256 pool conv512 conv512 pool fc1024 fc10
+VGG8_PLAN: list[int | str] = [128, 128, "pool", 256, 256, "pool", 512, 512, "pool"]
+MNIST_CNN_PLAN: list[int | str] = [16, "pool", 32, "pool"]

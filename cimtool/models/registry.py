@@ -1,0 +1,109 @@
+"""Model registry: ``--model NAME`` (and ``--method`` for the crossbar model's front-end).
+
+A model artifact stores its architecture as a JSON spec; ``build`` turns a spec back into a
+module, so weights (safetensors) can be loaded without code execution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from cimtool.models.cnn import MNIST_CNN_PLAN, VGG8_PLAN, ConvNet
+from cimtool.models.frontends import FRONTENDS, N_FEATURES, FeatureScaler
+
+
+class FrontEndHead(nn.Module):
+    """Off-array front-end (features scaled to [0, 1]) followed by the crossbar classifier head."""
+
+    def __init__(self, frontend: nn.Module, hidden: list[int], num_classes: int) -> None:
+        super().__init__()
+        self.frontend = frontend
+        self.scaler = FeatureScaler(N_FEATURES)
+        dims = [N_FEATURES, *hidden, num_classes]
+        layers: list[nn.Module] = []
+        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+            layers.append(nn.Linear(d_in, d_out))
+            if i < len(dims) - 2:
+                layers.append(nn.ReLU())
+        self.head = nn.Sequential(*layers)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scaler(self.frontend(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    description: str
+    build: Callable[[dict[str, Any]], nn.Module]
+    off_array: tuple[str, ...]  # module prefixes computed digitally, not on the crossbar
+    uses_method: bool = False
+
+
+def _build_crossbar(spec: dict[str, Any]) -> nn.Module:
+    frontend = FRONTENDS[spec["method"]].build(tuple(spec["input_shape"]))
+    return FrontEndHead(frontend, list(spec["hidden"]), spec["num_classes"])
+
+
+MODELS: dict[str, ModelEntry] = {
+    m.name: m
+    for m in [
+        ModelEntry("crossbar", "seed 003 front-end (--method) + 64-row crossbar head "
+                   "(64→10, --hidden N for an MLP)", _build_crossbar,
+                   off_array=("frontend", "scaler"), uses_method=True),
+        ModelEntry("vgg8", "DNN+NeuroSim VGG8: conv128 conv128 pool conv256 conv256 pool "
+                   "conv512 conv512 pool fc1024 fc10",
+                   lambda s: ConvNet(tuple(s["input_shape"]), VGG8_PLAN, [1024], s["num_classes"]),
+                   off_array=("normalize",)),
+        ModelEntry("mnist_cnn", "small CNN: conv16 pool conv32 pool fc128 fc10",
+                   lambda s: ConvNet(tuple(s["input_shape"]), MNIST_CNN_PLAN, [128],
+                                     s["num_classes"]),
+                   off_array=("normalize",)),
+    ]
+}
+
+
+def build(spec: dict[str, Any]) -> nn.Module:
+    return MODELS[spec["model"]].build(spec)
+
+
+def crossbar_layers(model: nn.Module, off_array: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Every Linear/Conv2d outside the off-array part, with its crossbar shape (rows × cols)."""
+    layers = []
+    for name, module in model.named_modules():
+        if any(name == p or name.startswith(p + ".") for p in off_array):
+            continue
+        if isinstance(module, nn.Linear):
+            layers.append({"name": name, "type": "linear", "in_features": module.in_features,
+                           "out_features": module.out_features, "bias": module.bias is not None,
+                           "rows": module.in_features, "cols": module.out_features})
+        elif isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            layers.append({"name": name, "type": "conv2d", "in_channels": module.in_channels,
+                           "out_channels": module.out_channels, "kernel_size": [kh, kw],
+                           "stride": list(module.stride), "padding": list(module.padding),
+                           "bias": module.bias is not None,
+                           "rows": module.in_channels * kh * kw, "cols": module.out_channels})
+    return layers
+
+
+def make_spec(model_name: str, method: str | None, input_shape: tuple[int, int, int],
+              num_classes: int, hidden: list[int]) -> dict[str, Any]:
+    entry = MODELS[model_name]
+    spec: dict[str, Any] = {"model": model_name, "input_shape": list(input_shape),
+                            "num_classes": num_classes}
+    if entry.uses_method:
+        spec.update(method=method, hidden=hidden, frontend_out_features=N_FEATURES)
+    model = build(spec)
+    spec["off_array"] = list(entry.off_array)
+    spec["crossbar_layers"] = crossbar_layers(model, entry.off_array)
+    spec["bias_note"] = "biases are added digitally after the array readout"
+    return spec

@@ -1,0 +1,1 @@
+"""One module per stage: read inputs, call domain code, write the artifact."""

@@ -1,0 +1,223 @@
+"""`cimtool train-ann`: train a float model on a data set and write a model artifact.
+
+For the crossbar model the off-array front-end is fitted first (PCA, or a projection trained
+with an auxiliary classifier for proj_sup_64), the features are scaled to [0, 1] on the train
+split, and the crossbar head is then trained on the (fixed) features.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cimtool import artifacts
+from cimtool.data.registry import check_dataset_name
+from cimtool.errors import CimtoolError
+from cimtool.ui import Reporter
+
+KIND = "model"
+
+
+@dataclass(frozen=True)
+class TrainAnnParams:
+    dataset: str = "mnist5k"
+    data_dir: str | None = None
+    allow_pickle: bool = False
+    model: str = "crossbar"
+    method: str = "proj_sup_64"
+    hidden: list[int] = field(default_factory=list)
+    epochs: int = 40
+    frontend_epochs: int = 20
+    batch_size: int = 128
+    lr: float = 4e-3
+    optimizer: str = "adamw"
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    grad_clip: float = 1.0
+    val_frac: float = 0.1
+    test_frac: float = 0.2
+    split_seed: int = 0
+    seed: int = 0
+    compile: str = "auto"
+    loader: str = "auto"
+    device: str = "auto"
+
+
+def validate(p: TrainAnnParams) -> None:
+    """Refuse impossible parameters before anything is loaded or written."""
+    from cimtool.models.frontends import FRONTENDS
+    from cimtool.models.registry import MODELS
+    from cimtool.train.loop import OPTIMIZERS
+
+    check_dataset_name(p.dataset)
+    if p.model not in MODELS:
+        raise CimtoolError(f"unknown --model '{p.model}' (choose from: {', '.join(MODELS)})")
+    if MODELS[p.model].uses_method and p.method not in FRONTENDS:
+        raise CimtoolError(f"unknown --method '{p.method}' (choose from: {', '.join(FRONTENDS)})")
+    if p.optimizer not in OPTIMIZERS:
+        raise CimtoolError(f"unknown --optimizer '{p.optimizer}' (choose from: {', '.join(OPTIMIZERS)})")
+    for name in ("epochs", "frontend_epochs", "batch_size"):
+        if getattr(p, name) < 1:
+            raise CimtoolError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(p, name)}")
+    if any(h < 1 for h in p.hidden):
+        raise CimtoolError(f"--hidden sizes must be positive, got {p.hidden}")
+    for name in ("lr", "weight_decay", "momentum", "warmup_epochs", "label_smoothing", "grad_clip"):
+        value = getattr(p, name)
+        if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
+            raise CimtoolError(f"--{name.replace('_', '-')} must be a finite number "
+                               f"{'> 0' if name == 'lr' else '>= 0'}, got {value}")
+    if p.label_smoothing >= 1:
+        raise CimtoolError(f"--label-smoothing must be below 1, got {p.label_smoothing}")
+    if not (0 < p.val_frac < 1 and 0 < p.test_frac < 1 and p.val_frac + p.test_frac < 1):
+        raise CimtoolError(f"--val-frac {p.val_frac} and --test-frac {p.test_frac} must be in (0, 1) "
+                           "and sum to less than 1")
+    for name, choices in (("compile", ("auto", "on", "off")),
+                          ("loader", ("auto", "memory", "dataloader")),
+                          ("device", ("auto", "cpu", "cuda"))):
+        if getattr(p, name) not in choices:
+            raise CimtoolError(f"unknown --{name} '{getattr(p, name)}' (choose from: {', '.join(choices)})")
+
+
+def _resolve_device(name: str):
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CimtoolError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, resume: bool,
+        reporter: Reporter) -> artifacts.Artifact:
+    validate(p)
+    import numpy as np
+    import torch
+
+    from cimtool.data import load_dataset, make_splits
+
+    device = _resolve_device(p.device)
+    raw = load_dataset(p.dataset, Path(p.data_dir) if p.data_dir else None, p.allow_pickle)
+    splits = make_splits(raw.x, raw.y, p.split_seed, p.val_frac, p.test_frac, raw.test)
+    params = {**asdict(p), "device": device.type}
+    name = f"{p.dataset}-{p.method if p.model == 'crossbar' else p.model}-s{p.seed}"
+    if out is None and resume:
+        out_partial = artifacts.find_resumable(root / artifacts.KIND_DIRS[KIND],
+                                               artifacts.sha256_json(params))
+        if out_partial is None:
+            raise CimtoolError(f"--resume: no interrupted train-ann run with these parameters "
+                               f"under {root / artifacts.KIND_DIRS[KIND]}")
+        out = out_partial.with_name(out_partial.name[: -len(artifacts.PARTIAL_SUFFIX)])
+    out = out or artifacts.default_out(root, KIND, name)
+    artifacts.check_out(out, force)
+    reporter.log(f"train-ann: {raw.name} ({raw.source}); train {len(splits.train)}, "
+                 f"val {len(splits.val)}, test {len(splits.test)} → {out}")
+
+    tensors = {k: _to_tensors(getattr(splits, k)) for k in ("train", "val", "test")}
+    t_start = time.perf_counter()
+    with artifacts.ArtifactWriter(out, KIND, params, force=force, resume=resume,
+                                  keep_on_interrupt=True) as writer:
+        model, spec, result = _train(p, raw, tensors, device, writer.scratch, reporter)
+        from cimtool.train.loop import evaluate
+
+        _, test_acc = evaluate(model, tensors["test"], device)  # test is touched once, here
+        from cimtool.models.io import save_model
+
+        model.cpu()
+        save_model(writer.partial, model, spec)
+        _write_table(writer.path("metrics.parquet"), result.metrics)
+        _write_table(writer.path("timing.parquet"), result.timing)
+        head_timing = [t for t in result.timing if t["phase"] in ("head", "model")]
+        summary = {
+            "test_accuracy": test_acc,
+            "val_accuracy": result.best_val_acc,
+            "best_epoch": result.best_epoch,
+            "n_train": len(splits.train), "n_val": len(splits.val), "n_test": len(splits.test),
+            "n_parameters": int(sum(t.numel() for t in model.parameters())),
+            "crossbar_layers": [layer["name"] for layer in spec["crossbar_layers"]],
+            "train_samples_per_s": float(np.median([t["samples_per_s"] for t in head_timing])),
+            "wall_s": time.perf_counter() - t_start,
+        }
+        inputs = [{"role": "dataset", "kind": "dataset", "name": raw.name, "source": raw.source,
+                   "data_sha256": raw.sha256(), "split_sha256": splits.indices_sha256}]
+        path = writer.commit(inputs, summary)
+    return artifacts.load(path, KIND)
+
+
+def _to_tensors(split):
+    import torch
+
+    from cimtool.train.batching import TensorData
+
+    return TensorData(torch.from_numpy(split.x), torch.from_numpy(split.y))
+
+
+def _train_config(p: TrainAnnParams, epochs: int):
+    from cimtool.train.loop import TrainConfig
+
+    return TrainConfig(epochs=epochs, batch_size=p.batch_size, lr=p.lr, optimizer=p.optimizer,
+                       weight_decay=p.weight_decay, momentum=p.momentum,
+                       warmup_epochs=p.warmup_epochs, label_smoothing=p.label_smoothing,
+                       grad_clip=p.grad_clip, seed=p.seed, compile=p.compile, loader=p.loader)
+
+
+def _train(p: TrainAnnParams, raw, tensors, device, scratch: Path, reporter: Reporter):
+    import torch
+
+    from cimtool.models.registry import MODELS, make_spec
+    from cimtool.train.loop import FitResult, fit
+
+    input_shape = tuple(raw.x.shape[1:])
+    spec = make_spec(p.model, p.method, input_shape, raw.num_classes, list(p.hidden))
+    torch.manual_seed(p.seed)
+    model = MODELS[p.model].build(spec)
+    if not MODELS[p.model].uses_method:  # CNN: fit input normalisation, train everything
+        model.normalize.fit(tensors["train"].x.float().div(255.0))
+        result = fit(model, tensors["train"], tensors["val"], _train_config(p, p.epochs), device,
+                     scratch / "model.ckpt", "model", reporter)
+        return model, spec, result
+
+    result = FitResult()
+    if spec["method"] == "proj_pca_64":
+        model.frontend.fit_pca(tensors["train"].x.float().div(255.0))
+    elif spec["method"] == "proj_sup_64":
+        # seed 003 §3: train P with an auxiliary classifier W_aux; keep P, drop W_aux
+        aux = torch.nn.Sequential(model.frontend, torch.nn.Linear(64, raw.num_classes))
+        result = fit(aux, tensors["train"], tensors["val"],
+                     _train_config(p, p.frontend_epochs), device, scratch / "frontend.ckpt",
+                     "frontend", reporter)
+    model.frontend.requires_grad_(False)
+    feats = {k: _features(model, v, device) for k, v in tensors.items()}
+    model.scaler.fit(feats["train"].x)
+    feats = {k: type(v)(model.scaler(v.x), v.y) for k, v in feats.items()}
+    head = fit(model.head, feats["train"], feats["val"], _train_config(p, p.epochs), device,
+               scratch / "head.ckpt", "head", reporter)
+    result.metrics += head.metrics
+    result.timing += head.timing
+    result.best_val_acc, result.best_epoch = head.best_val_acc, head.best_epoch
+    return model.to(device), spec, result
+
+
+def _features(model, data, device, batch_size: int = 4096):
+    """Front-end outputs (before scaling) for a whole split, computed once."""
+    import torch
+
+    from cimtool.train.batching import TensorData, to_float
+
+    model.frontend.to(device).eval()
+    with torch.no_grad():
+        chunks = [model.frontend(to_float(data.x[i: i + batch_size].to(device))).float().cpu()
+                  for i in range(0, len(data), batch_size)]
+    return TensorData(torch.cat(chunks), data.y)
+
+
+def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), path)

@@ -1,0 +1,80 @@
+"""Batches from in-memory tensors: a plain index batcher for small data sets (no DataLoader
+overhead) and a DataLoader (pinned memory, persistent workers) for large ones."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+MEMORY_LIMIT_BYTES = 2 << 30  # auto: data sets above this go through a DataLoader
+
+
+@dataclass
+class TensorData:
+    """One split as tensors: x uint8 images [N, C, H, W] or float features [N, F]; y int64 [N]."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def nbytes(self) -> int:
+        return self.x.element_size() * self.x.nelement()
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float in [0, 1]; float features pass through."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
+
+
+class MemoryBatcher:
+    """Shuffled mini-batches by indexing tensors already on the training device."""
+
+    def __init__(self, data: TensorData, batch_size: int, device: torch.device) -> None:
+        self.x = data.x.to(device)
+        self.y = data.y.to(device)
+        self.batch_size = batch_size
+        self.device = device
+
+    def __len__(self) -> int:
+        return -(-len(self.y) // self.batch_size)
+
+    def epoch(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        perm = torch.randperm(len(self.y), generator=generator).to(self.device)
+        for start in range(0, len(perm), self.batch_size):
+            idx = perm[start: start + self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+class LoaderBatcher:
+    """torch DataLoader with pinned memory and persistent workers, for large data sets."""
+
+    def __init__(self, data: TensorData, batch_size: int, device: torch.device) -> None:
+        from torch.utils.data import DataLoader, TensorDataset
+
+        self.generator = torch.Generator()
+        workers = min(4, os.cpu_count() or 1)
+        self.loader = DataLoader(
+            TensorDataset(data.x, data.y), batch_size=batch_size, shuffle=True,
+            generator=self.generator, num_workers=workers, persistent_workers=workers > 0,
+            pin_memory=device.type == "cuda",
+        )
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def epoch(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.generator.set_state(generator.get_state())
+        for xb, yb in self.loader:
+            yield (xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True))
+
+
+def make_batcher(data: TensorData, batch_size: int, device: torch.device, loader: str):
+    use_loader = loader == "dataloader" or (loader == "auto" and data.nbytes() > MEMORY_LIMIT_BYTES)
+    cls = LoaderBatcher if use_loader else MemoryBatcher
+    return cls(data, batch_size, device)

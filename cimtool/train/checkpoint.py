@@ -1,0 +1,59 @@
+"""Per-epoch training checkpoints: one safetensors file (model, best model, optimizer tensors)
+with the loop's scalar state as JSON metadata. Written atomically (temp file + rename)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+
+
+def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, scalars = {}, {}
+    for pid, entry in state_dict["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"opt.{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = value
+    for name, value in meta["scalars"].items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, best_state: dict[str, torch.Tensor],
+                    optimizer: torch.optim.Optimizer, loop_state: dict[str, Any]) -> None:
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()})
+    opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+    tensors.update(opt_tensors)
+    meta = {"loop": json.dumps(loop_state), "optimizer": json.dumps(opt_meta)}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Restore model and optimizer in place; return (best_state, loop_state)."""
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+    tensors = load_file(str(path))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    opt = {k: v for k, v in tensors.items() if k.startswith("opt.")}
+    optimizer.load_state_dict(_unflatten_optimizer(opt, json.loads(meta["optimizer"])))
+    return best, json.loads(meta["loop"])
