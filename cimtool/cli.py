@@ -60,12 +60,14 @@ def train_ann(
                                              "proj_pca_64, avgpool_8x8, bilinear_8x8.")] = "proj_sup_64",
     hidden: Annotated[list[int] | None, typer.Option(help="Hidden width of the crossbar head "
                                                           "(repeat for more layers).")] = None,
-    epochs: Annotated[int, typer.Option(help="Epochs of the (head) training.")] = 40,
+    epochs: Annotated[int, typer.Option(help="Epochs of the (head) training.")] = 150,
     frontend_epochs: Annotated[int, typer.Option(help="Epochs of the proj_sup_64 projection "
                                                       "training.")] = 20,
+    frontend_lr: Annotated[float, typer.Option(help="Peak learning rate per 256 samples of the "
+                                                    "proj_sup_64 projection training.")] = 1e-2,
     batch_size: Annotated[int, typer.Option(help="Mini-batch size.")] = 128,
     lr: Annotated[float, typer.Option(help="Peak learning rate per 256 samples (scaled linearly "
-                                           "with --batch-size).")] = 4e-3,
+                                           "with --batch-size).")] = 4e-2,
     optimizer: Annotated[str, typer.Option(help="adamw or sgd.")] = "adamw",
     weight_decay: Annotated[float, typer.Option(help="Decoupled weight decay.")] = 1e-4,
     momentum: Annotated[float, typer.Option(help="SGD (Nesterov) momentum.")] = 0.9,
@@ -94,7 +96,7 @@ def train_ann(
     params = stage.TrainAnnParams(
         dataset=dataset, data_dir=str(data_dir) if data_dir else None, allow_pickle=allow_pickle,
         model=model, method=method, hidden=list(hidden or []), epochs=epochs,
-        frontend_epochs=frontend_epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+        frontend_epochs=frontend_epochs, frontend_lr=frontend_lr, batch_size=batch_size, lr=lr, optimizer=optimizer,
         weight_decay=weight_decay, momentum=momentum, warmup_epochs=warmup_epochs,
         label_smoothing=label_smoothing, grad_clip=grad_clip, val_frac=val_frac,
         test_frac=test_frac, split_seed=split_seed, seed=seed, compile=compile, loader=loader,

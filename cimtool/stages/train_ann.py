@@ -29,10 +29,11 @@ class TrainAnnParams:
     model: str = "crossbar"
     method: str = "proj_sup_64"
     hidden: list[int] = field(default_factory=list)
-    epochs: int = 40
+    epochs: int = 150
     frontend_epochs: int = 20
+    frontend_lr: float = 1e-2
     batch_size: int = 128
-    lr: float = 4e-3
+    lr: float = 4e-2
     optimizer: str = "adamw"
     weight_decay: float = 1e-4
     momentum: float = 0.9
@@ -66,11 +67,11 @@ def validate(p: TrainAnnParams) -> None:
             raise CimtoolError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(p, name)}")
     if any(h < 1 for h in p.hidden):
         raise CimtoolError(f"--hidden sizes must be positive, got {p.hidden}")
-    for name in ("lr", "weight_decay", "momentum", "warmup_epochs", "label_smoothing", "grad_clip"):
+    for name in ("lr", "frontend_lr", "weight_decay", "momentum", "warmup_epochs", "label_smoothing", "grad_clip"):
         value = getattr(p, name)
-        if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
+        if not math.isfinite(value) or value < 0 or (name.endswith("lr") and value == 0):
             raise CimtoolError(f"--{name.replace('_', '-')} must be a finite number "
-                               f"{'> 0' if name == 'lr' else '>= 0'}, got {value}")
+                               f"{'> 0' if name.endswith('lr') else '>= 0'}, got {value}")
     if p.label_smoothing >= 1:
         raise CimtoolError(f"--label-smoothing must be below 1, got {p.label_smoothing}")
     if not (0 < p.val_frac < 1 and 0 < p.test_frac < 1 and p.val_frac + p.test_frac < 1):
@@ -157,10 +158,10 @@ def _to_tensors(split):
     return TensorData(torch.from_numpy(split.x), torch.from_numpy(split.y))
 
 
-def _train_config(p: TrainAnnParams, epochs: int):
+def _train_config(p: TrainAnnParams, epochs: int, lr: float):
     from cimtool.train.loop import TrainConfig
 
-    return TrainConfig(epochs=epochs, batch_size=p.batch_size, lr=p.lr, optimizer=p.optimizer,
+    return TrainConfig(epochs=epochs, batch_size=p.batch_size, lr=lr, optimizer=p.optimizer,
                        weight_decay=p.weight_decay, momentum=p.momentum,
                        warmup_epochs=p.warmup_epochs, label_smoothing=p.label_smoothing,
                        grad_clip=p.grad_clip, seed=p.seed, compile=p.compile, loader=p.loader)
@@ -178,7 +179,7 @@ def _train(p: TrainAnnParams, raw, tensors, device, scratch: Path, reporter: Rep
     model = MODELS[p.model].build(spec)
     if not MODELS[p.model].uses_method:  # CNN: fit input normalisation, train everything
         model.normalize.fit(tensors["train"].x.float().div(255.0))
-        result = fit(model, tensors["train"], tensors["val"], _train_config(p, p.epochs), device,
+        result = fit(model, tensors["train"], tensors["val"], _train_config(p, p.epochs, p.lr), device,
                      scratch / "model.ckpt", "model", reporter)
         return model, spec, result
 
@@ -189,13 +190,13 @@ def _train(p: TrainAnnParams, raw, tensors, device, scratch: Path, reporter: Rep
         # seed 003 §3: train P with an auxiliary classifier W_aux; keep P, drop W_aux
         aux = torch.nn.Sequential(model.frontend, torch.nn.Linear(64, raw.num_classes))
         result = fit(aux, tensors["train"], tensors["val"],
-                     _train_config(p, p.frontend_epochs), device, scratch / "frontend.ckpt",
+                     _train_config(p, p.frontend_epochs, p.frontend_lr), device, scratch / "frontend.ckpt",
                      "frontend", reporter)
     model.frontend.requires_grad_(False)
     feats = {k: _features(model, v, device) for k, v in tensors.items()}
     model.scaler.fit(feats["train"].x)
     feats = {k: type(v)(model.scaler(v.x), v.y) for k, v in feats.items()}
-    head = fit(model.head, feats["train"], feats["val"], _train_config(p, p.epochs), device,
+    head = fit(model.head, feats["train"], feats["val"], _train_config(p, p.epochs, p.lr), device,
                scratch / "head.ckpt", "head", reporter)
     result.metrics += head.metrics
     result.timing += head.timing
