@@ -66,8 +66,9 @@ def train_ann(
     frontend_lr: Annotated[float, typer.Option(help="Peak learning rate per 256 samples of the "
                                                     "proj_sup_64 projection training.")] = 1e-2,
     batch_size: Annotated[int, typer.Option(help="Mini-batch size.")] = 128,
-    lr: Annotated[float, typer.Option(help="Peak learning rate per 256 samples (scaled linearly "
-                                           "with --batch-size).")] = 4e-2,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate per 256 samples (scaled "
+                                                  "linearly with --batch-size); default: 0.04 for "
+                                                  "the crossbar head, 0.002 for CNNs.")] = None,
     optimizer: Annotated[str, typer.Option(help="adamw or sgd.")] = "adamw",
     weight_decay: Annotated[float, typer.Option(help="Decoupled weight decay.")] = 1e-4,
     momentum: Annotated[float, typer.Option(help="SGD (Nesterov) momentum.")] = 0.9,
@@ -96,7 +97,8 @@ def train_ann(
     params = stage.TrainAnnParams(
         dataset=dataset, data_dir=str(data_dir) if data_dir else None, allow_pickle=allow_pickle,
         model=model, method=method, hidden=list(hidden or []), epochs=epochs,
-        frontend_epochs=frontend_epochs, frontend_lr=frontend_lr, batch_size=batch_size, lr=lr, optimizer=optimizer,
+        frontend_epochs=frontend_epochs, frontend_lr=frontend_lr, batch_size=batch_size, lr=lr,
+        optimizer=optimizer,
         weight_decay=weight_decay, momentum=momentum, warmup_epochs=warmup_epochs,
         label_smoothing=label_smoothing, grad_clip=grad_clip, val_frac=val_frac,
         test_frac=test_frac, split_seed=split_seed, seed=seed, compile=compile, loader=loader,
@@ -126,7 +128,7 @@ def _is_usage_error(exc: Exception) -> bool:
 
 
 def _fail(message: str, code: int) -> None:
-    sys.stderr.write(message.rstrip() + "\n")
+    sys.stderr.write(" ".join(message.split()) + "\n")  # always exactly one line
     sys.exit(code)
 
 
@@ -147,8 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         if _is_usage_error(exc):
             ctx = getattr(exc, "ctx", None)
             where = f" ({ctx.command_path})" if ctx is not None else ""
-            message = " ".join(exc.format_message().split())
-            _fail(f"cimtool: error{where}: {message}", 2 if exc.exit_code in (0, 1, 2) else exc.exit_code)
+            _fail(f"cimtool: error{where}: {exc.format_message()}", 2)
         traceback.print_exc()
         _fail("cimtool: internal error (a bug) - please report it with the traceback above", 1)
     sys.exit(code if isinstance(code, int) else 0)

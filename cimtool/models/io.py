@@ -17,7 +17,9 @@ def save_model(directory: Path, model, spec: dict[str, Any]) -> None:
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS), metadata={"format": "pt", "model": spec["model"]})
+    # one metadata key only: safetensors writes a multi-key metadata map in random order,
+    # which would break byte-identical artifacts
+    save_file(state, str(directory / WEIGHTS), metadata={"format": "pt"})
     (directory / ARCH).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
 
 

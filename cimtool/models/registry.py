@@ -45,6 +45,7 @@ class ModelEntry:
     description: str
     build: Callable[[dict[str, Any]], nn.Module]
     off_array: tuple[str, ...]  # module prefixes computed digitally, not on the crossbar
+    default_lr: float  # peak AdamW learning rate per 256 samples that trains it well
     uses_method: bool = False
 
 
@@ -58,15 +59,15 @@ MODELS: dict[str, ModelEntry] = {
     for m in [
         ModelEntry("crossbar", "seed 003 front-end (--method) + 64-row crossbar head "
                    "(64→10, --hidden N for an MLP)", _build_crossbar,
-                   off_array=("frontend", "scaler"), uses_method=True),
+                   off_array=("frontend", "scaler"), default_lr=4e-2, uses_method=True),
         ModelEntry("vgg8", "DNN+NeuroSim VGG8: conv128 conv128 pool conv256 conv256 pool "
                    "conv512 conv512 pool fc1024 fc10",
                    lambda s: ConvNet(tuple(s["input_shape"]), VGG8_PLAN, [1024], s["num_classes"]),
-                   off_array=("normalize",)),
+                   off_array=("normalize",), default_lr=2e-3),
         ModelEntry("mnist_cnn", "small CNN: conv16 pool conv32 pool fc128 fc10",
                    lambda s: ConvNet(tuple(s["input_shape"]), MNIST_CNN_PLAN, [128],
                                      s["num_classes"]),
-                   off_array=("normalize",)),
+                   off_array=("normalize",), default_lr=2e-3),
     ]
 }
 

@@ -33,7 +33,7 @@ class TrainAnnParams:
     frontend_epochs: int = 20
     frontend_lr: float = 1e-2
     batch_size: int = 128
-    lr: float = 4e-2
+    lr: float | None = None  # None: the model's default (registry)
     optimizer: str = "adamw"
     weight_decay: float = 1e-4
     momentum: float = 0.9
@@ -67,7 +67,10 @@ def validate(p: TrainAnnParams) -> None:
             raise CimtoolError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(p, name)}")
     if any(h < 1 for h in p.hidden):
         raise CimtoolError(f"--hidden sizes must be positive, got {p.hidden}")
-    for name in ("lr", "frontend_lr", "weight_decay", "momentum", "warmup_epochs", "label_smoothing", "grad_clip"):
+    if p.lr is None:
+        raise ValueError("resolve the learning rate first (resolve_defaults)")
+    for name in ("lr", "frontend_lr", "weight_decay", "momentum", "warmup_epochs", "label_smoothing",
+                 "grad_clip"):
         value = getattr(p, name)
         if not math.isfinite(value) or value < 0 or (name.endswith("lr") and value == 0):
             raise CimtoolError(f"--{name.replace('_', '-')} must be a finite number "
@@ -84,6 +87,17 @@ def validate(p: TrainAnnParams) -> None:
             raise CimtoolError(f"unknown --{name} '{getattr(p, name)}' (choose from: {', '.join(choices)})")
 
 
+def resolve_defaults(p: TrainAnnParams) -> TrainAnnParams:
+    """Fill in model-dependent defaults, so that the manifest records the values used."""
+    from dataclasses import replace
+
+    from cimtool.models.registry import MODELS
+
+    if p.lr is None and p.model in MODELS:
+        p = replace(p, lr=MODELS[p.model].default_lr)
+    return p
+
+
 def _resolve_device(name: str):
     import torch
 
@@ -96,9 +110,9 @@ def _resolve_device(name: str):
 
 def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, resume: bool,
         reporter: Reporter) -> artifacts.Artifact:
+    p = resolve_defaults(p)
     validate(p)
     import numpy as np
-    import torch
 
     from cimtool.data import load_dataset, make_splits
 

@@ -1,0 +1,48 @@
+"""nox sessions: tests (the default CPU suite), lint (ruff), bench (tests/bench), demo (main job).
+
+Every session installs with constraints.txt, which pins the CPU build of torch for CI.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+
+CONSTRAINTS = ("-c", "constraints.txt")
+
+
+def _install(session: nox.Session, extras: str = "") -> None:
+    session.install(*CONSTRAINTS, "torch")  # first, so nothing else pulls a CUDA build
+    session.install(*CONSTRAINTS, "-e", f".{extras}")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The default CPU test suite."""
+    _install(session, "[test]")
+    session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the package, tests and noxfile."""
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", "cimtool", "tests", "noxfile.py")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks in tests/bench/ (not part of the default run); results in tests/bench/results/."""
+    _install(session, "[test]")
+    session.run("python", "tests/bench/bench_train.py", *session.posargs)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The main job on the embedded default data set (mnist5k), then show the artifact."""
+    _install(session)
+    session.run("cimtool", "train-ann", "--out", "artifacts/models/demo", "--force")
+    session.run("cimtool", "inspect", "artifacts/models/demo")

@@ -1,0 +1,105 @@
+import json
+
+import pytest
+
+from cimtool import artifacts
+from cimtool.errors import CimtoolError
+
+
+def _make(out, params=None, payload=b"hello"):
+    with artifacts.ArtifactWriter(out, "model", params or {"a": 1}) as w:
+        w.path("data.bin").write_bytes(payload)
+        return w.commit(inputs=[], summary={"test_accuracy": 0.5})
+
+
+def test_roundtrip_records_hashes_and_params(tmp_path):
+    path = _make(tmp_path / "art")
+    art = artifacts.load(path, "model")
+    m = art.manifest
+    assert m["schema"] == "cimtool.model/1" and m["kind"] == "model"
+    assert m["params"] == {"a": 1}
+    assert m["files"]["data.bin"] == {"sha256": artifacts.sha256_file(path / "data.bin"), "bytes": 5}
+    assert set(m["libraries"]) >= {"python", "torch", "numpy"}
+    assert not (tmp_path / "art.partial").exists()
+    assert art.as_input("model")["manifest_sha256"] == artifacts.sha256_file(path / "manifest.json")
+
+
+def test_altered_payload_is_refused(tmp_path):
+    path = _make(tmp_path / "art")
+    (path / "data.bin").write_bytes(b"hellO")
+    with pytest.raises(CimtoolError, match="sha256 differs"):
+        artifacts.load(path)
+    (path / "data.bin").write_bytes(b"hello!")
+    with pytest.raises(CimtoolError, match="size differs"):
+        artifacts.load(path)
+    (path / "data.bin").unlink()
+    with pytest.raises(CimtoolError, match="missing"):
+        artifacts.load(path)
+
+
+@pytest.mark.parametrize("schema, message", [
+    ("cimtool.model/2", "newer than this cimtool"),
+    ("cimtool.spaceship/1", "unknown artifact kind"),
+    ("something-else", "unrecognised schema"),
+])
+def test_bad_schema_is_refused(tmp_path, schema, message):
+    path = _make(tmp_path / "art")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["schema"] = schema
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CimtoolError, match=message):
+        artifacts.load(path)
+
+
+def test_not_an_artifact(tmp_path):
+    with pytest.raises(CimtoolError, match="no such artifact"):
+        artifacts.load(tmp_path / "nope")
+    with pytest.raises(CimtoolError, match="no manifest.json"):
+        artifacts.load(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(CimtoolError, match="corrupt manifest"):
+        artifacts.load(tmp_path)
+
+
+def test_wrong_kind_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setitem(artifacts.SCHEMAS, "other", 1)
+    with artifacts.ArtifactWriter(tmp_path / "o", "other", {}) as w:
+        w.commit([], {})
+    with pytest.raises(CimtoolError, match="expected a 'model' artifact"):
+        artifacts.load(tmp_path / "o", "model")
+
+
+def test_failure_leaves_nothing_and_refuses_overwrite(tmp_path):
+    out = tmp_path / "art"
+    with pytest.raises(RuntimeError):
+        with artifacts.ArtifactWriter(out, "model", {}) as w:
+            w.path("x").write_text("half")
+            raise RuntimeError("crash")
+    assert list(tmp_path.iterdir()) == []
+    _make(out)
+    with pytest.raises(CimtoolError, match="already exists"):
+        _make(out)
+    with artifacts.ArtifactWriter(out, "model", {"b": 2}, force=True) as w:
+        w.path("y").write_text("new")
+        w.commit([], {})
+    assert artifacts.load(out).params == {"b": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+
+
+def test_interrupted_run_is_resumable_not_readable(tmp_path):
+    out = tmp_path / "models" / "run"
+    with pytest.raises(KeyboardInterrupt):
+        with artifacts.ArtifactWriter(out, "model", {"p": 1}, keep_on_interrupt=True) as w:
+            (w.scratch / "ckpt").write_text("epoch 3")
+            raise KeyboardInterrupt
+    partial = tmp_path / "models" / "run.partial"
+    assert partial.is_dir()
+    with pytest.raises(CimtoolError, match="unfinished artifact"):
+        artifacts.load(partial)
+    found = artifacts.find_resumable(tmp_path / "models", artifacts.sha256_json({"p": 1}))
+    assert found == partial
+    assert artifacts.find_resumable(tmp_path / "models", artifacts.sha256_json({"p": 2})) is None
+    with artifacts.ArtifactWriter(out, "model", {"p": 1}, resume=True) as w:
+        assert w.resumed and (w.scratch / "ckpt").read_text() == "epoch 3"
+        w.commit([], {})
+    assert "scratch/ckpt" not in artifacts.load(out).manifest["files"]

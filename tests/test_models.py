@@ -1,0 +1,81 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cimtool.models.frontends import FRONTENDS, FeatureScaler, LinearProjection, Pool8x8
+from cimtool.models.registry import build, make_spec
+from cimtool.train.schedule import scaled_lr, warmup_cosine
+
+
+@pytest.mark.parametrize("method", sorted(FRONTENDS))
+@pytest.mark.parametrize("shape", [(1, 28, 28), (1, 8, 8), (3, 32, 32)])
+def test_frontends_give_64_features(method, shape):
+    spec = make_spec("crossbar", method, shape, 10, [])
+    model = build(spec)
+    x = torch.rand(5, *shape)
+    assert model.features(x).shape == (5, 64)
+    assert model(x).shape == (5, 10)
+    assert [layer["name"] for layer in spec["crossbar_layers"]] == ["head.0"]
+    assert spec["crossbar_layers"][0]["rows"] == 64 and spec["crossbar_layers"][0]["cols"] == 10
+
+
+def test_avgpool_is_the_block_mean():
+    x = torch.rand(2, 1, 32, 32)
+    expected = x.view(2, 1, 8, 4, 8, 4).mean(dim=(3, 5)).flatten(1)
+    torch.testing.assert_close(Pool8x8("avgpool")(x), expected)
+    # colour images are pooled as BT.601 luma
+    rgb = torch.rand(1, 3, 8, 8)
+    luma = 0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]
+    torch.testing.assert_close(Pool8x8("avgpool")(rgb), luma.flatten(1))
+
+
+def test_pca_matches_numpy_principal_components():
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.normal(size=(300, 1, 10, 10)) * np.linspace(3, 0.1, 100).reshape(1, 1, 10, 10),
+                     dtype=torch.float32)
+    proj = LinearProjection(100, 64)
+    proj.fit_pca(x)
+    flat = x.flatten(1).double().numpy()
+    centred = flat - flat.mean(0)
+    eigval = np.sort(np.linalg.eigvalsh(np.cov(centred, rowvar=False)))[::-1][:64]
+    with torch.no_grad():
+        z = proj(x).double()
+    np.testing.assert_allclose(z.var(0, unbiased=True).numpy(), eigval, rtol=1e-3)
+    w = proj.proj.weight.detach().double()
+    torch.testing.assert_close(w @ w.T, torch.eye(64, dtype=torch.float64), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(z.mean(0).numpy(), 0, atol=1e-4)
+
+
+def test_scaler_maps_train_range_to_unit_interval():
+    feats = torch.randn(1000, 64) * 5 + 3
+    scaler = FeatureScaler()
+    scaler.fit(feats)
+    out = scaler(feats)
+    assert out.min() == 0 and out.max() == 1
+    assert (out.quantile(0.5, dim=0) - 0.5).abs().max() < 0.1
+
+
+def test_vgg8_matches_the_neurosim_network():
+    spec = make_spec("vgg8", None, (3, 32, 32), 10, [])
+    layers = spec["crossbar_layers"]
+    assert [(layer["type"], layer["rows"], layer["cols"]) for layer in layers] == [
+        ("conv2d", 27, 128), ("conv2d", 1152, 128), ("conv2d", 1152, 256),
+        ("conv2d", 2304, 256), ("conv2d", 2304, 512), ("conv2d", 4608, 512),
+        ("linear", 8192, 1024), ("linear", 1024, 10),
+    ]
+    assert build(spec)(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    mnist = make_spec("vgg8", None, (1, 28, 28), 10, [])
+    assert mnist["crossbar_layers"][-2]["rows"] == 512 * 3 * 3
+
+
+def test_lr_schedule_and_linear_scaling():
+    assert scaled_lr(0.04, 128) == pytest.approx(0.02)
+    peak, total, warm = 1.0, 100, 10
+    lrs = [warmup_cosine(s, total, warm, peak) for s in range(total)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(1.0)
+    assert lrs[55] == pytest.approx(0.5 * (1 + math.cos(math.pi * 45 / 90)))
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert warmup_cosine(total, total, warm, peak) == pytest.approx(0.0)

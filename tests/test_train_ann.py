@@ -1,0 +1,224 @@
+"""End-to-end `cimtool train-ann` / `cimtool inspect`: accuracy, reproducibility, resume, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from cimtool import artifacts
+from tests.conftest import run_subprocess
+
+
+def _train(cli, out, *args):
+    result = cli("train-ann", "--out", out, "--quiet", "--json", *args)
+    assert result.code == 0, result.err
+    payload = json.loads(result.out)
+    assert payload["artifact"] == str(out) and payload["kind"] == "model"
+    return payload["summary"]
+
+
+@pytest.fixture(scope="module")
+def default_model(tmp_path_factory):
+    """The README's main command: default settings (mnist5k, proj_sup_64), as a subprocess."""
+    root = tmp_path_factory.mktemp("root")
+    t0 = time.perf_counter()
+    proc = run_subprocess("train-ann", "--artifacts-root", root, "--json", "--quiet")
+    wall = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr
+    payload = json.loads(proc.stdout)
+    return artifacts.load(payload["artifact"], "model"), wall, root
+
+
+def test_default_command_accuracy_time_and_layout(default_model):
+    art, wall, root = default_model
+    assert art.path.parent == root / "models"
+    assert art.path.name.startswith("mnist5k-proj_sup_64-s0-")
+    assert art.summary["test_accuracy"] >= 0.88
+    assert 0 <= art.summary["val_accuracy"] <= 1
+    assert wall < 180
+    assert set(art.manifest["files"]) == {"weights.safetensors", "arch.json", "metrics.parquet",
+                                          "timing.parquet"}
+    spec = json.loads((art.path / "arch.json").read_text())
+    assert spec["off_array"] == ["frontend", "scaler"]
+    assert spec["crossbar_layers"][0] | {} == {
+        "name": "head.0", "type": "linear", "in_features": 64, "out_features": 10,
+        "bias": True, "rows": 64, "cols": 10}
+    dataset = art.manifest["inputs"][0]
+    assert dataset["name"] == "mnist5k" and len(dataset["split_sha256"]) == 64
+    metrics = pq.read_table(art.path / "metrics.parquet").to_pandas()
+    assert list(metrics.columns) == ["phase", "epoch", "train_loss", "train_acc", "val_loss",
+                                     "val_acc", "lr"]
+    assert set(metrics["phase"]) == {"frontend", "head"}
+    head = metrics[metrics.phase == "head"]
+    assert len(head) == art.params["epochs"] == 150
+    assert head["val_acc"].max() == art.summary["val_accuracy"]
+    assert head["train_loss"].iloc[-1] < head["train_loss"].iloc[0]
+    timing = pq.read_table(art.path / "timing.parquet").to_pandas()
+    assert (timing["samples_per_s"] > 0).all() and (timing["wall_s"] > 0).all()
+
+
+def test_default_model_reloads_and_reproduces_test_accuracy(default_model):
+    import torch
+
+    from cimtool.data import load_dataset, make_splits
+    from cimtool.models.io import load_model
+
+    art, _, _ = default_model
+    model, _ = load_model(art)
+    raw = load_dataset("mnist5k")
+    s = make_splits(raw.x, raw.y, 0, 0.1, 0.2)
+    with torch.no_grad():
+        pred = model(torch.from_numpy(s.test.x).float() / 255).argmax(1).numpy()
+    assert (pred == s.test.y).mean() == pytest.approx(art.summary["test_accuracy"])
+    feats = model.features(torch.from_numpy(s.test.x[:50]).float() / 255)
+    assert feats.min() >= 0 and feats.max() <= 1
+
+
+@pytest.mark.parametrize("args, floor", [
+    (["--method", "proj_pca_64"], 0.88),
+    (["--method", "avgpool_8x8"], 0.85),
+    (["--dataset", "digits", "--hidden", "128"], 0.95),
+])
+def test_accuracy_floors(cli, tmp_path, args, floor):
+    assert _train(cli, tmp_path / "m", *args)["test_accuracy"] >= floor
+
+
+def test_same_seed_gives_byte_identical_payloads(cli, tmp_path):
+    args = ["--epochs", "20", "--frontend-epochs", "5"]
+    _train(cli, tmp_path / "a", *args)
+    _train(cli, tmp_path / "b", *args)
+    _train(cli, tmp_path / "c", *args, "--seed", "1")
+    for name in ("weights.safetensors", "metrics.parquet", "arch.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert (tmp_path / "a" / "weights.safetensors").read_bytes() != \
+        (tmp_path / "c" / "weights.safetensors").read_bytes()
+
+
+def test_killed_run_resumes_to_the_same_weights(cli, tmp_path):
+    args = ["--model", "mnist_cnn", "--epochs", "4", "--artifacts-root", tmp_path / "root"]
+    _train(cli, tmp_path / "straight", *args)
+    proc = subprocess.Popen([sys.executable, "-m", "cimtool", "train-ann", "--quiet", *map(str, args)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    ckpts = []
+    while time.time() < deadline and not ckpts and proc.poll() is None:
+        ckpts = list((tmp_path / "root").glob("models/*.partial/scratch/model.ckpt"))
+        time.sleep(0.01)
+    assert ckpts, "the run ended before its first checkpoint"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = ckpts[0].parents[1]
+    assert partial.is_dir() and not partial.with_name(partial.name[:-8]).exists()
+    result = cli("train-ann", "--resume", "--quiet", "--json", *args)
+    assert result.code == 0, result.err
+    resumed = json.loads(result.out)["artifact"]
+    assert resumed == str(partial)[: -len(".partial")]
+    assert (tmp_path / "straight" / "weights.safetensors").read_bytes() == \
+        (tmp_path / resumed / "weights.safetensors").read_bytes()
+    assert (tmp_path / "straight" / "metrics.parquet").read_bytes() == \
+        (tmp_path / resumed / "metrics.parquet").read_bytes()
+    assert not partial.exists()
+
+
+def test_inspect_verifies(cli, default_model):
+    art, _, _ = default_model
+    result = cli("inspect", art.path, "--json")
+    assert result.code == 0
+    payload = json.loads(result.out)
+    assert payload["verified"] and payload["summary"] == art.summary
+    assert cli("inspect", art.path).code == 0
+
+
+def _assert_user_error(result, root, pattern):
+    assert result.code == 2, (result.code, result.err)
+    assert result.err.count("\n") == 1 and result.err.startswith("cimtool: error"), result.err
+    assert pattern in result.err, result.err
+    assert "Traceback" not in result.err
+    assert not root.exists() or not any(root.rglob("*")), list(root.rglob("*"))
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["--dataset", "mnist"], "needs --data-dir"),
+    (["--dataset", "mnist", "--data-dir", "/nonexistent"], "no such directory"),
+    (["--dataset", "cifar10", "--data-dir", "."], "data_batch_1.bin"),
+    (["--method", "proj_magic_64"], "unknown --method 'proj_magic_64'"),
+    (["--model", "resnet1000"], "unknown --model 'resnet1000'"),
+    (["--dataset", "imagenet"], "unknown --dataset 'imagenet'"),
+    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--lr", "nan"], "--lr must be a finite number"),
+    (["--val-frac", "0.5", "--test-frac", "0.6"], "sum to less than 1"),
+    (["--epochs", "x"], "Invalid value for '--epochs'"),
+    (["--no-such-flag"], "No such option"),
+])
+def test_bad_arguments(cli, tmp_path, args, pattern):
+    root = tmp_path / "root"
+    result = cli("train-ann", "--artifacts-root", root, *args)
+    _assert_user_error(result, root, pattern)
+
+
+@pytest.mark.parametrize("corrupt, pattern", [
+    ("magic", "wrong IDX magic number"),
+    ("truncate", "truncated"),
+])
+def test_bad_idx_files(cli, tmp_path, mnist_idx_dir, corrupt, pattern):
+    import gzip
+    import shutil
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(mnist_idx_dir, data_dir)
+    target = data_dir / "train-images-idx3-ubyte.gz"
+    raw = gzip.decompress(target.read_bytes())
+    raw = (b"\x00\x00\x08\x02" + raw[4:]) if corrupt == "magic" else raw[: len(raw) // 2]
+    target.write_bytes(gzip.compress(raw))
+    root = tmp_path / "root"
+    result = cli("train-ann", "--dataset", "mnist", "--data-dir", data_dir, "--artifacts-root", root)
+    _assert_user_error(result, root, pattern)
+
+
+def test_mnist_idx_end_to_end(cli, tmp_path, mnist_idx_dir):
+    summary = _train(cli, tmp_path / "m", "--dataset", "mnist", "--data-dir", mnist_idx_dir,
+                     "--method", "avgpool_8x8", "--epochs", "30")
+    assert summary["n_test"] == 1000 and summary["n_train"] + summary["n_val"] == 4000
+    assert summary["test_accuracy"] >= 0.85
+
+
+def test_edited_payload_is_refused(cli, tmp_path):
+    _train(cli, tmp_path / "m", "--epochs", "2", "--frontend-epochs", "1")
+    metrics = tmp_path / "m" / "metrics.parquet"
+    metrics.write_bytes(metrics.read_bytes()[:-1] + b"\x00")
+    result = cli("inspect", tmp_path / "m")
+    assert result.code == 2 and result.err.count("\n") == 1
+    assert "metrics.parquet" in result.err and "altered" in result.err
+    result = cli("inspect", tmp_path / "nothing-here")
+    assert result.code == 2 and "no such artifact" in result.err
+
+
+def test_out_exists_needs_force(cli, tmp_path):
+    _train(cli, tmp_path / "m", "--epochs", "1", "--frontend-epochs", "1")
+    result = cli("train-ann", "--out", tmp_path / "m", "--epochs", "1")
+    assert result.code == 2 and "--force" in result.err
+    _train(cli, tmp_path / "m", "--epochs", "1", "--frontend-epochs", "1", "--force")
+
+
+def test_resume_with_nothing_to_resume(cli, tmp_path):
+    result = cli("train-ann", "--resume", "--artifacts-root", tmp_path)
+    assert result.code == 2 and "no interrupted train-ann run" in result.err
+
+
+def test_help_is_fast_and_imports_no_torch():
+    code = "import sys, cimtool.cli; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    best = min(_time_help() for _ in range(3))
+    assert best < 0.5, f"cimtool --help took {best:.2f} s"
+
+
+def _time_help() -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "cimtool", "--help"], capture_output=True)
+    assert proc.returncode == 0 and b"train-ann" in proc.stdout
+    return time.perf_counter() - t0
