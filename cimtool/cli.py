@@ -82,8 +82,9 @@ def train_ann(
     compile: Annotated[str, typer.Option(help="torch.compile: auto (on CUDA only), on, off.")] = "auto",
     loader: Annotated[str, typer.Option(help="auto, memory (in-memory batcher) or dataloader.")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run (same parameters) from "
-                                              "its last epoch checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run with the same parameters "
+                                              "from its last epoch checkpoint (the newest one under "
+                                              "the artifacts root, or --out's).")] = False,
     seed: Seed = 0,
     out: Out = None,
     force: Force = False,
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        _fail("cimtool: interrupted", 130)
+        _fail("cimtool: interrupted (an interrupted train-ann continues with --resume)", 130)
     except Exception as exc:  # noqa: BLE001 - classify, then show bugs in full
         if type(exc).__name__ == "NoArgsIsHelpError" and getattr(exc, "ctx", None):
             print(exc.ctx.get_help())

@@ -154,6 +154,8 @@ def _assert_user_error(result, root, pattern):
     (["--val-frac", "0.5", "--test-frac", "0.6"], "sum to less than 1"),
     (["--epochs", "x"], "Invalid value for '--epochs'"),
     (["--no-such-flag"], "No such option"),
+    (["--optimizer", "sgd", "--lr", "1e30", "--grad-clip", "0", "--epochs", "2",
+      "--frontend-epochs", "1", "--quiet"], "training diverged"),
 ])
 def test_bad_arguments(cli, tmp_path, args, pattern):
     root = tmp_path / "root"
@@ -222,3 +224,12 @@ def _time_help() -> float:
     proc = subprocess.run([sys.executable, "-m", "cimtool", "--help"], capture_output=True)
     assert proc.returncode == 0 and b"train-ann" in proc.stdout
     return time.perf_counter() - t0
+
+
+def test_dataloader_path_trains_and_is_reproducible(cli, tmp_path):
+    args = ["--loader", "dataloader", "--method", "avgpool_8x8", "--epochs", "4"]
+    summary = _train(cli, tmp_path / "a", *args)
+    assert summary["test_accuracy"] >= 0.8
+    _train(cli, tmp_path / "b", *args)
+    assert (tmp_path / "a" / "weights.safetensors").read_bytes() == \
+        (tmp_path / "b" / "weights.safetensors").read_bytes()

@@ -137,8 +137,10 @@ def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, resume: bo
     t_start = time.perf_counter()
     with artifacts.ArtifactWriter(out, KIND, params, force=force, resume=resume,
                                   keep_on_interrupt=True) as writer:
+        if resume and not writer.resumed:
+            reporter.log(f"[yellow]--resume: nothing to resume at {writer.partial}; starting afresh")
         model, spec, result = _train(p, raw, tensors, device, writer.scratch, reporter)
-        from cimtool.train.loop import evaluate
+        from cimtool.train.loop import evaluate, should_compile
 
         _, test_acc = evaluate(model, tensors["test"], device)  # test is touched once, here
         from cimtool.models.io import save_model
@@ -155,6 +157,8 @@ def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, resume: bo
             "n_train": len(splits.train), "n_val": len(splits.val), "n_test": len(splits.test),
             "n_parameters": int(sum(t.numel() for t in model.parameters())),
             "crossbar_layers": [layer["name"] for layer in spec["crossbar_layers"]],
+            "device": device.type,
+            "compiled": should_compile(p.compile, device),
             "train_samples_per_s": float(np.median([t["samples_per_s"] for t in head_timing])),
             "wall_s": time.perf_counter() - t_start,
         }

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cimtool.errors import CimtoolError
 from cimtool.train.batching import TensorData, make_batcher, to_float
 from cimtool.train.checkpoint import load_checkpoint, save_checkpoint
 from cimtool.train.schedule import scaled_lr, warmup_cosine
@@ -145,6 +146,9 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
                 if i % STATUS_EVERY == 0 and not reporter.quiet:
                     progress.update(task, status=f"ep {epoch}/{cfg.epochs} loss {loss.item():.3f}")
             wall = time.perf_counter() - t0
+            if not torch.isfinite(loss_sum):
+                raise CimtoolError(f"{phase}: training diverged (loss is not finite in epoch {epoch}); "
+                                   f"lower the learning rate (it peaked at {peak_lr:.3g})")
             val_loss, val_acc = evaluate(model, val, device, cfg.eval_batch_size)
             result.metrics.append({
                 "phase": phase, "epoch": epoch, "train_loss": float(loss_sum) / len(train),
