@@ -209,6 +209,7 @@ class ArtifactWriter:
         self.partial = _partial_of(out)
         self.resumed = False
         self._resume = resume
+        self._created_parents: list[Path] = []  # removed again if the run fails
 
     @property
     def scratch(self) -> Path:
@@ -228,6 +229,7 @@ class ArtifactWriter:
         else:
             if self.partial.exists():
                 shutil.rmtree(self.partial)
+            self._created_parents = [d for d in self.partial.parents if not d.exists()]
             self.partial.mkdir(parents=True)
             info_path.write_text(json.dumps({"params_sha256": params_sha, "params": self.params},
                                             sort_keys=True, indent=1))
@@ -240,6 +242,11 @@ class ArtifactWriter:
         if exc_type is KeyboardInterrupt and self.keep_on_interrupt:
             return
         shutil.rmtree(self.partial, ignore_errors=True)
+        for parent in self._created_parents:  # deepest first; only if still empty
+            try:
+                parent.rmdir()
+            except OSError:
+                break
 
     def path(self, name: str) -> Path:
         """Where to write payload file ``name`` inside the partial directory."""
