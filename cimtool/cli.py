@@ -23,15 +23,23 @@ app = typer.Typer(
 )
 
 # Options shared by every stage (DESIGN.md §7).
-ArtifactsRoot = Annotated[Path, typer.Option(
-    "--artifacts-root", envvar="CIMTOOL_ARTIFACTS",
-    help="Root for default outputs and look-ups.")]
-Out = Annotated[Path | None, typer.Option(
-    "--out", help="Output artifact directory (default: a new directory under the artifacts root).")]
+ArtifactsRoot = Annotated[
+    Path,
+    typer.Option(
+        "--artifacts-root", envvar="CIMTOOL_ARTIFACTS", help="Root for default outputs and look-ups."
+    ),
+]
+Out = Annotated[
+    Path | None,
+    typer.Option(
+        "--out", help="Output artifact directory (default: a new directory under the artifacts root)."
+    ),
+]
 Force = Annotated[bool, typer.Option("--force", help="Replace an existing --out artifact.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for initialisation and shuffling.")]
-Json = Annotated[bool, typer.Option(
-    "--json", help="Print one JSON object on stdout (progress and logs go to stderr).")]
+Json = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object on stdout (progress and logs go to stderr).")
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 
 
@@ -42,49 +50,117 @@ def _reporter(json_mode: bool, quiet: bool):
 
 
 def _emit(reporter, artifact, headline: str) -> None:
-    reporter.result({"artifact": str(artifact.path), "kind": artifact.kind,
-                     "summary": artifact.summary}, human=headline)
+    reporter.result(
+        {"artifact": str(artifact.path), "kind": artifact.kind, "summary": artifact.summary}, human=headline
+    )
 
 
 @app.command("train-ann")
 def train_ann(
-    dataset: Annotated[str, typer.Option(help="mnist5k (embedded), digits (embedded), mnist or "
-                                              "cifar10 (from --data-dir).")] = "mnist5k",
-    data_dir: Annotated[Path | None, typer.Option(help="Folder with MNIST IDX or CIFAR-10 "
-                                                       "binary files.")] = None,
-    allow_pickle: Annotated[bool, typer.Option(help="Allow the python (pickle) CIFAR-10 batches; "
-                                                    "unpickling can run code.")] = False,
-    model: Annotated[str, typer.Option(help="crossbar (front-end + 64-row crossbar head), "
-                                            "vgg8 or mnist_cnn.")] = "crossbar",
-    method: Annotated[str, typer.Option(help="Front-end of the crossbar model: proj_sup_64, "
-                                             "proj_pca_64, avgpool_8x8, bilinear_8x8.")] = "proj_sup_64",
-    hidden: Annotated[list[int] | None, typer.Option(help="Hidden width of the crossbar head "
-                                                          "(repeat for more layers).")] = None,
-    epochs: Annotated[int, typer.Option(help="Epochs of the (head) training.")] = 150,
-    frontend_epochs: Annotated[int, typer.Option(help="Epochs of the proj_sup_64 projection "
-                                                      "training.")] = 20,
-    frontend_lr: Annotated[float, typer.Option(help="Peak learning rate per 256 samples of the "
-                                                    "proj_sup_64 projection training.")] = 1e-2,
-    batch_size: Annotated[int, typer.Option(help="Mini-batch size.")] = 128,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate per 256 samples (scaled "
-                                                  "linearly with --batch-size); default: 0.04 for "
-                                                  "the crossbar head, 0.002 for CNNs.")] = None,
-    optimizer: Annotated[str, typer.Option(help="adamw or sgd.")] = "adamw",
-    weight_decay: Annotated[float, typer.Option(help="Decoupled weight decay.")] = 1e-4,
-    momentum: Annotated[float, typer.Option(help="SGD (Nesterov) momentum.")] = 0.9,
-    warmup_epochs: Annotated[float, typer.Option(help="Linear warm-up before cosine decay.")] = 1.0,
-    label_smoothing: Annotated[float, typer.Option(help="Label smoothing of the loss.")] = 0.1,
-    grad_clip: Annotated[float, typer.Option(help="Max global gradient norm (0: off).")] = 1.0,
-    val_frac: Annotated[float, typer.Option(help="Validation fraction (stratified).")] = 0.1,
-    test_frac: Annotated[float, typer.Option(help="Test fraction, for data sets without an "
-                                                  "official test set.")] = 0.2,
-    split_seed: Annotated[int, typer.Option(help="Seed of the train/val/test split.")] = 0,
-    compile: Annotated[str, typer.Option(help="torch.compile: auto (on CUDA only), on, off.")] = "auto",
-    loader: Annotated[str, typer.Option(help="auto, memory (in-memory batcher) or dataloader.")] = "auto",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run with the same parameters "
-                                              "from its last epoch checkpoint (the newest one under "
-                                              "the artifacts root, or --out's).")] = False,
+    dataset: Annotated[
+        str,
+        typer.Option(
+            rich_help_panel="Data",
+            help="mnist5k (embedded), digits (embedded), mnist or cifar10 (from --data-dir).",
+        ),
+    ] = "mnist5k",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(rich_help_panel="Data", help="Folder with MNIST IDX or CIFAR-10 binary files."),
+    ] = None,
+    allow_pickle: Annotated[
+        bool,
+        typer.Option(
+            rich_help_panel="Data",
+            help="Allow the python (pickle) CIFAR-10 batches; unpickling can run code.",
+        ),
+    ] = False,
+    model: Annotated[
+        str,
+        typer.Option(
+            rich_help_panel="Model", help="crossbar (front-end + 64-row crossbar head), vgg8 or mnist_cnn."
+        ),
+    ] = "crossbar",
+    method: Annotated[
+        str,
+        typer.Option(
+            rich_help_panel="Model",
+            help="Front-end of the crossbar model: proj_sup_64, proj_pca_64, avgpool_8x8, bilinear_8x8.",
+        ),
+    ] = "proj_sup_64",
+    hidden: Annotated[
+        list[int] | None,
+        typer.Option(
+            rich_help_panel="Model", help="Hidden width of the crossbar head (repeat for more layers)."
+        ),
+    ] = None,
+    epochs: Annotated[
+        int, typer.Option(rich_help_panel="Training", help="Epochs of the (head) training.")
+    ] = 150,
+    frontend_epochs: Annotated[
+        int, typer.Option(rich_help_panel="Training", help="Epochs of the proj_sup_64 projection training.")
+    ] = 20,
+    frontend_lr: Annotated[
+        float,
+        typer.Option(
+            rich_help_panel="Training",
+            help="Peak learning rate per 256 samples of the proj_sup_64 projection training.",
+        ),
+    ] = 1e-2,
+    batch_size: Annotated[int, typer.Option(rich_help_panel="Training", help="Mini-batch size.")] = 128,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            rich_help_panel="Training",
+            help="Peak learning rate per 256 samples (scaled "
+            "linearly with --batch-size); default: 0.04 for "
+            "the crossbar head, 0.002 for CNNs.",
+        ),
+    ] = None,
+    optimizer: Annotated[str, typer.Option(rich_help_panel="Training", help="adamw or sgd.")] = "adamw",
+    weight_decay: Annotated[
+        float, typer.Option(rich_help_panel="Training", help="Decoupled weight decay.")
+    ] = 1e-4,
+    momentum: Annotated[
+        float, typer.Option(rich_help_panel="Training", help="SGD (Nesterov) momentum.")
+    ] = 0.9,
+    warmup_epochs: Annotated[
+        float, typer.Option(rich_help_panel="Training", help="Linear warm-up before cosine decay.")
+    ] = 1.0,
+    label_smoothing: Annotated[
+        float, typer.Option(rich_help_panel="Training", help="Label smoothing of the loss.")
+    ] = 0.1,
+    grad_clip: Annotated[
+        float, typer.Option(rich_help_panel="Training", help="Max global gradient norm (0: off).")
+    ] = 1.0,
+    val_frac: Annotated[
+        float, typer.Option(rich_help_panel="Data", help="Validation fraction (stratified).")
+    ] = 0.1,
+    test_frac: Annotated[
+        float,
+        typer.Option(
+            rich_help_panel="Data", help="Test fraction, for data sets without an official test set."
+        ),
+    ] = 0.2,
+    split_seed: Annotated[
+        int, typer.Option(rich_help_panel="Data", help="Seed of the train/val/test split.")
+    ] = 0,
+    compile: Annotated[
+        str, typer.Option(rich_help_panel="Training", help="torch.compile: auto (on CUDA only), on, off.")
+    ] = "auto",
+    loader: Annotated[
+        str, typer.Option(rich_help_panel="Training", help="auto, memory (in-memory batcher) or dataloader.")
+    ] = "auto",
+    device: Annotated[str, typer.Option(rich_help_panel="Training", help="auto, cpu or cuda.")] = "auto",
+    resume: Annotated[
+        bool,
+        typer.Option(
+            rich_help_panel="Training",
+            help="Continue an interrupted run with the same parameters "
+            "from its last epoch checkpoint (the newest one under "
+            "the artifacts root, or --out's).",
+        ),
+    ] = False,
     seed: Seed = 0,
     out: Out = None,
     force: Force = False,
@@ -96,20 +172,40 @@ def train_ann(
     from cimtool.stages import train_ann as stage
 
     params = stage.TrainAnnParams(
-        dataset=dataset, data_dir=str(data_dir) if data_dir else None, allow_pickle=allow_pickle,
-        model=model, method=method, hidden=list(hidden or []), epochs=epochs,
-        frontend_epochs=frontend_epochs, frontend_lr=frontend_lr, batch_size=batch_size, lr=lr,
+        dataset=dataset,
+        data_dir=str(data_dir) if data_dir else None,
+        allow_pickle=allow_pickle,
+        model=model,
+        method=method,
+        hidden=list(hidden or []),
+        epochs=epochs,
+        frontend_epochs=frontend_epochs,
+        frontend_lr=frontend_lr,
+        batch_size=batch_size,
+        lr=lr,
         optimizer=optimizer,
-        weight_decay=weight_decay, momentum=momentum, warmup_epochs=warmup_epochs,
-        label_smoothing=label_smoothing, grad_clip=grad_clip, val_frac=val_frac,
-        test_frac=test_frac, split_seed=split_seed, seed=seed, compile=compile, loader=loader,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        warmup_epochs=warmup_epochs,
+        label_smoothing=label_smoothing,
+        grad_clip=grad_clip,
+        val_frac=val_frac,
+        test_frac=test_frac,
+        split_seed=split_seed,
+        seed=seed,
+        compile=compile,
+        loader=loader,
         device=device,
     )
     reporter = _reporter(json_, quiet)
     artifact = stage.run(params, out, artifacts_root, force, resume, reporter)
     s = artifact.summary
-    _emit(reporter, artifact, f"[green]model[/green] {artifact.path}  test_accuracy "
-                              f"{s['test_accuracy']:.4f}  val_accuracy {s['val_accuracy']:.4f}")
+    _emit(
+        reporter,
+        artifact,
+        f"[green]model[/green] {artifact.path}  test_accuracy "
+        f"{s['test_accuracy']:.4f}  val_accuracy {s['val_accuracy']:.4f}",
+    )
 
 
 @app.command("inspect")

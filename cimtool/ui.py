@@ -55,4 +55,4 @@ class Reporter:
             sys.stdout.write(json.dumps(payload, sort_keys=True, default=str) + "\n")
             sys.stdout.flush()
         elif human is not None:
-            Console(highlight=False).print(human)
+            Console(highlight=False, soft_wrap=True).print(human)
