@@ -151,6 +151,14 @@ def train_ann(
     loader: Annotated[
         str, typer.Option(rich_help_panel="Training", help="auto, memory (in-memory batcher) or dataloader.")
     ] = "auto",
+    augment: Annotated[
+        str,
+        typer.Option(
+            rich_help_panel="Training",
+            help="Random crop + horizontal flip of image batches (suits natural images, not digits): "
+            "auto (on for CNNs on cifar10), on, off.",
+        ),
+    ] = "auto",
     device: Annotated[str, typer.Option(rich_help_panel="Training", help="auto, cpu or cuda.")] = "auto",
     resume: Annotated[
         bool,
@@ -195,6 +203,7 @@ def train_ann(
         seed=seed,
         compile=compile,
         loader=loader,
+        augment=augment,
         device=device,
     )
     reporter = _reporter(json_, quiet)

@@ -79,3 +79,24 @@ def test_lr_schedule_and_linear_scaling():
     assert lrs[55] == pytest.approx(0.5 * (1 + math.cos(math.pi * 45 / 90)))
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
     assert warmup_cosine(total, total, warm, peak) == pytest.approx(0.0)
+
+
+def test_random_crop_flip_is_a_shifted_window_of_the_padded_image():
+    from torch.nn import functional as F
+
+    from cimtool.train.augment import random_crop_flip
+
+    x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    out = random_crop_flip(x, torch.Generator().manual_seed(0), pad=2)
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    padded = F.pad(x, (2, 2, 2, 2))
+    flips = 0
+    for k in range(len(x)):
+        windows = [(dy, dx, f) for dy in range(5) for dx in range(5) for f in (False, True)
+                   if torch.equal(out[k], (lambda w: w.flip(-1) if f else w)(
+                       padded[k, :, dy:dy + 8, dx:dx + 8]))]
+        assert windows, k
+        flips += windows[0][2]
+    assert 16 < flips < 48  # about half are flipped
+    again = random_crop_flip(x, torch.Generator().manual_seed(0), pad=2)
+    assert torch.equal(out, again)

@@ -46,6 +46,7 @@ class TrainAnnParams:
     seed: int = 0
     compile: str = "auto"
     loader: str = "auto"
+    augment: str = "auto"  # auto: on for cifar10 with a CNN
     device: str = "auto"
 
 
@@ -65,6 +66,8 @@ def validate(p: TrainAnnParams) -> None:
     for name in ("epochs", "frontend_epochs", "batch_size"):
         if getattr(p, name) < 1:
             raise CimtoolError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(p, name)}")
+    if p.augment == "on" and MODELS[p.model].uses_method:
+        raise CimtoolError("--augment on applies to image models (vgg8, mnist_cnn), not the crossbar head")
     if any(h < 1 for h in p.hidden):
         raise CimtoolError(f"--hidden sizes must be positive, got {p.hidden}")
     if p.lr is None:
@@ -82,6 +85,7 @@ def validate(p: TrainAnnParams) -> None:
                            "and sum to less than 1")
     for name, choices in (("compile", ("auto", "on", "off")),
                           ("loader", ("auto", "memory", "dataloader")),
+                          ("augment", ("auto", "on", "off")),
                           ("device", ("auto", "cpu", "cuda"))):
         if getattr(p, name) not in choices:
             raise CimtoolError(f"unknown --{name} '{getattr(p, name)}' (choose from: {', '.join(choices)})")
@@ -95,6 +99,9 @@ def resolve_defaults(p: TrainAnnParams) -> TrainAnnParams:
 
     if p.lr is None and p.model in MODELS:
         p = replace(p, lr=MODELS[p.model].default_lr)
+    if p.augment == "auto" and p.model in MODELS:
+        on = p.dataset == "cifar10" and not MODELS[p.model].uses_method
+        p = replace(p, augment="on" if on else "off")
     return p
 
 
@@ -176,13 +183,14 @@ def _to_tensors(split):
     return TensorData(torch.from_numpy(split.x), torch.from_numpy(split.y))
 
 
-def _train_config(p: TrainAnnParams, epochs: int, lr: float):
+def _train_config(p: TrainAnnParams, epochs: int, lr: float, augment: bool = False):
     from cimtool.train.loop import TrainConfig
 
     return TrainConfig(epochs=epochs, batch_size=p.batch_size, lr=lr, optimizer=p.optimizer,
                        weight_decay=p.weight_decay, momentum=p.momentum,
                        warmup_epochs=p.warmup_epochs, label_smoothing=p.label_smoothing,
-                       grad_clip=p.grad_clip, seed=p.seed, compile=p.compile, loader=p.loader)
+                       grad_clip=p.grad_clip, seed=p.seed, compile=p.compile, loader=p.loader,
+                       augment=augment)
 
 
 def _train(p: TrainAnnParams, raw, tensors, device, scratch: Path, reporter: Reporter):
@@ -197,7 +205,8 @@ def _train(p: TrainAnnParams, raw, tensors, device, scratch: Path, reporter: Rep
     model = MODELS[p.model].build(spec)
     if not MODELS[p.model].uses_method:  # CNN: fit input normalisation, train everything
         model.normalize.fit(tensors["train"].x.float().div(255.0))
-        result = fit(model, tensors["train"], tensors["val"], _train_config(p, p.epochs, p.lr), device,
+        config = _train_config(p, p.epochs, p.lr, augment=p.augment == "on")
+        result = fit(model, tensors["train"], tensors["val"], config, device,
                      scratch / "model.ckpt", "model", reporter)
         return model, spec, result
 

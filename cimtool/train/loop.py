@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from cimtool.errors import CimtoolError
+from cimtool.train.augment import random_crop_flip
 from cimtool.train.batching import TensorData, make_batcher, to_float
 from cimtool.train.checkpoint import load_checkpoint, save_checkpoint
 from cimtool.train.schedule import scaled_lr, warmup_cosine
@@ -36,6 +37,7 @@ class TrainConfig:
     compile: str = "auto"  # auto | on | off
     loader: str = "auto"  # auto | memory | dataloader
     eval_batch_size: int = 2048
+    augment: bool = False  # random crop + horizontal flip of image batches
 
 
 @dataclass
@@ -128,6 +130,8 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
             correct = torch.zeros((), device=device, dtype=torch.int64)
             t0 = time.perf_counter()
             for i, (xb, yb) in enumerate(batcher.epoch(generator)):
+                if cfg.augment:
+                    xb = random_crop_flip(xb, generator)
                 step = (epoch - 1) * steps_per_epoch + i
                 lr = warmup_cosine(step, total_steps, warmup_steps, peak_lr)
                 for group in optimizer.param_groups:
