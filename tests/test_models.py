@@ -100,3 +100,22 @@ def test_random_crop_flip_is_a_shifted_window_of_the_padded_image():
     assert 16 < flips < 48  # about half are flipped
     again = random_crop_flip(x, torch.Generator().manual_seed(0), pad=2)
     assert torch.equal(out, again)
+
+
+def test_mac_count_and_the_cpu_compile_decision():
+    from cimtool.models.macs import count_macs
+    from cimtool.train.batching import TensorData
+    from cimtool.train.loop import eager_estimate_s, should_compile
+
+    cnn = build(make_spec("mnist_cnn", None, (1, 28, 28), 10, []))
+    # conv16: 28·28·16·9, conv32: 14·14·32·16·9, fc: 1568·128, fc: 128·10
+    assert count_macs(cnn, torch.rand(1, 1, 28, 28)) == 28 * 28 * 16 * 9 + 14 * 14 * 32 * 144 \
+        + 1568 * 128 + 1280
+    vgg = build(make_spec("vgg8", None, (3, 32, 32), 10, []))
+    cifar = TensorData(torch.zeros(45000, 3, 32, 32, dtype=torch.uint8), torch.zeros(45000))
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert should_compile("auto", cpu, eager_estimate_s(vgg, cifar, 1))  # long run: compile
+    small = TensorData(torch.zeros(3500, 1, 28, 28, dtype=torch.uint8), torch.zeros(3500))
+    assert not should_compile("auto", cpu, eager_estimate_s(cnn, small, 40))
+    assert should_compile("auto", cuda, 0.0) and should_compile("on", cpu, 0.0)
+    assert not should_compile("off", cuda, 1e9)

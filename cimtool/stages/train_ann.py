@@ -147,7 +147,7 @@ def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, resume: bo
         if resume and not writer.resumed:
             reporter.log(f"[yellow]--resume: nothing to resume at {writer.partial}; starting afresh")
         model, spec, result = _train(p, raw, tensors, device, writer.scratch, reporter)
-        from cimtool.train.loop import evaluate, should_compile
+        from cimtool.train.loop import evaluate
 
         _, test_acc = evaluate(model, tensors["test"], device)  # test is touched once, here
         from cimtool.models.io import save_model
@@ -165,7 +165,7 @@ def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, resume: bo
             "n_parameters": int(sum(t.numel() for t in model.parameters())),
             "crossbar_layers": [layer["name"] for layer in spec["crossbar_layers"]],
             "device": device.type,
-            "compiled": should_compile(p.compile, device),
+            "compiled": result.compiled,
             "train_samples_per_s": float(np.median([t["samples_per_s"] for t in head_timing])),
             "wall_s": time.perf_counter() - t_start,
         }
@@ -228,6 +228,7 @@ def _train(p: TrainAnnParams, raw, tensors, device, scratch: Path, reporter: Rep
     result.metrics += head.metrics
     result.timing += head.timing
     result.best_val_acc, result.best_epoch = head.best_val_acc, head.best_epoch
+    result.compiled = result.compiled or head.compiled
     return model.to(device), spec, result
 
 

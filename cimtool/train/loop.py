@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from cimtool.errors import CimtoolError
+from cimtool.models.macs import count_macs
 from cimtool.train.augment import random_crop_flip
 from cimtool.train.batching import TensorData, make_batcher, to_float
 from cimtool.train.checkpoint import load_checkpoint, save_checkpoint
@@ -20,6 +21,11 @@ from cimtool.train.schedule import scaled_lr, warmup_cosine
 from cimtool.ui import Reporter
 
 STATUS_EVERY = 25  # steps between live loss/accuracy updates (each costs a host sync)
+# --compile auto on CPU: compile only when the eager run is estimated to last longer than this.
+# tests/bench: inductor takes ~25 s to compile VGG8 on 2 cores and then steps 1.2x faster, so it
+# breaks even after ~150 s of eager training; 300 s leaves a margin.
+CPU_COMPILE_MIN_EAGER_S = 300.0
+CPU_MACS_PER_S = 8e10  # VGG8 eager fwd+bwd on 2 cores: 3 × 616 MMAC × 128 samples in 2.9 s (tests/bench)
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,7 @@ class FitResult:
     timing: list[dict[str, Any]] = field(default_factory=list)  # wall time, samples/s
     best_val_acc: float = -1.0
     best_epoch: int = 0
+    compiled: bool = False
 
 
 OPTIMIZERS = {
@@ -64,9 +71,17 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def should_compile(mode: str, device: torch.device) -> bool:
-    """auto compiles on CUDA only: on these CPUs compilation costs ~15 s, more than short runs."""
-    return mode == "on" or (mode == "auto" and device.type == "cuda")
+def should_compile(mode: str, device: torch.device, eager_estimate_s: float) -> bool:
+    """auto compiles on CUDA, and on CPU only for runs long enough to repay the compile time."""
+    if mode != "auto":
+        return mode == "on"
+    return device.type == "cuda" or eager_estimate_s > CPU_COMPILE_MIN_EAGER_S
+
+
+def eager_estimate_s(model: nn.Module, train: TensorData, epochs: int) -> float:
+    """Deterministic guess of the eager CPU training time: 3 × forward MACs per sample."""
+    macs = count_macs(model, to_float(train.x[:1]))
+    return 3.0 * macs * len(train) * epochs / CPU_MACS_PER_S
 
 
 @torch.no_grad()
@@ -109,14 +124,16 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = OPTIMIZERS[cfg.optimizer](params, cfg, peak_lr)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    step_model = torch.compile(model) if should_compile(cfg.compile, device) else model
+    compiled = should_compile(cfg.compile, device, eager_estimate_s(model, train, cfg.epochs))
+    step_model = torch.compile(model) if compiled else model
 
-    result = FitResult()
+    result = FitResult(compiled=compiled)
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     start_epoch = 0
     if checkpoint.is_file():
         best_state, loop = load_checkpoint(checkpoint, model, optimizer)
-        result = FitResult(loop["metrics"], loop["timing"], loop["best_val_acc"], loop["best_epoch"])
+        result = FitResult(loop["metrics"], loop["timing"], loop["best_val_acc"], loop["best_epoch"],
+                           compiled)
         start_epoch = loop["epoch"]
         reporter.log(f"[dim]{phase}: resuming after epoch {start_epoch} from {checkpoint}[/dim]")
 

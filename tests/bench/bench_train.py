@@ -29,7 +29,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ CPU = torch.device("cpu")
 
 @dataclass(frozen=True)
 class BenchSettings:
-    repeats: int = 3  # timed runs per implementation (alternated); the median is reported
+    repeats: int = 5  # timed runs per implementation (alternated); the median is reported
     head_epochs: int = 150  # train-ann's default --epochs; ~3-5 s per fit() on 2 cores
     head_warmup_epochs: int = 5
     cnn_epochs: int = 3
@@ -129,16 +129,20 @@ def make_cases(settings: BenchSettings) -> list[Case]:
     ]
 
 
+RECIPE_FIELDS = ("batch_size", "lr", "optimizer", "weight_decay", "momentum", "warmup_epochs",
+                 "label_smoothing", "grad_clip", "seed")
+
+
 def train_config(epochs: int, model: str) -> TrainConfig:
-    """train-ann's defaults for the loop (TrainAnnParams, and the model's default learning rate
-    where train-ann takes it from the registry), with compile off and the memory batcher."""
+    """train-ann's default recipe for the loop (TrainAnnParams; the model's default learning rate
+    where train-ann leaves it to the registry), with compile off and the memory batcher; every
+    other TrainConfig field (augmentation, ...) keeps its default, which is what mnist5k gets."""
     defaults = TrainAnnParams()
-    shared = {f.name: getattr(defaults, f.name) for f in fields(TrainConfig)
-              if getattr(defaults, f.name, None) is not None}
-    if getattr(defaults, "lr", None) is None:  # lr: None means "the model's default"
-        shared["lr"] = getattr(MODELS[model], "default_lr", TrainConfig.lr)
-    shared.update(epochs=epochs, compile="off", loader="memory")
-    return TrainConfig(**shared)
+    recipe = {name: getattr(defaults, name) for name in RECIPE_FIELDS
+              if getattr(defaults, name, None) is not None}
+    if "lr" not in recipe:  # lr None: the model's default (registry)
+        recipe["lr"] = getattr(MODELS[model], "default_lr", TrainConfig.lr)
+    return TrainConfig(epochs=epochs, compile="off", loader="memory", **recipe)
 
 
 # --------------------------------------------------------------------------- the two loops
@@ -188,6 +192,33 @@ def run_hand_loop(model: nn.Module, case: Case, epochs: int, workdir: Path) -> d
     return {"wall_s": wall, "samples_per_s": n * epochs / wall, "val_acc": val_acc}
 
 
+class OtherLoad:
+    """CPU share taken by *other* processes during a measurement (Linux /proc/stat minus this
+    process's CPU time), as a fraction of all CPUs: above ~0.1 the figure is suspect."""
+
+    def __enter__(self) -> OtherLoad:
+        self.share: float | None = None
+        self._start = self._sample()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = self._sample()
+        if self._start is not None and end is not None:
+            busy, own, wall = (b - a for a, b in zip(self._start, end, strict=True))
+            self.share = round(max(0.0, busy - own) / max(1e-9, wall * (os.cpu_count() or 1)), 3)
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
+        try:
+            values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+            hz = os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, AttributeError):
+            return None
+        busy = (sum(values[:8]) - values[3] - values[4]) / hz  # all but idle and iowait
+        t = os.times()
+        return busy, t.user + t.system, time.perf_counter()
+
+
 def compare_case(case: Case, settings: BenchSettings, workdir: Path,
                  log: Callable[[str], None]) -> dict[str, Any]:
     """Warm both up once, then alternate them ``repeats`` times; medians of samples/s."""
@@ -198,10 +229,14 @@ def compare_case(case: Case, settings: BenchSettings, workdir: Path,
     order = list(impls)
     for r in range(settings.repeats):
         for name in order if r % 2 == 0 else order[::-1]:  # ABBA: cancels slow drift
-            out = impls[name](case.build(), case, case.epochs, workdir)
+            model = case.build()
+            with OtherLoad() as other:
+                out = impls[name](model, case, case.epochs, workdir)
+            out["other_processes_cpu_share"] = other.share
             runs[name].append(out)
             log(f"  {case.name} run {r + 1}/{settings.repeats} {name}: "
-                f"{out['samples_per_s']:,.0f} samples/s ({out['wall_s']:.2f} s)")
+                f"{out['samples_per_s']:,.0f} samples/s ({out['wall_s']:.2f} s; other processes "
+                f"{other.share if other.share is not None else '?'} of the CPUs)")
 
     def med(name: str, key: str) -> float:
         return statistics.median(o[key] for o in runs[name])
@@ -226,6 +261,8 @@ def compare_case(case: Case, settings: BenchSettings, workdir: Path,
         "cimtool_fit_non_training_ms_per_epoch": 1e3 * (
             med("cimtool_fit", "wall_s") - med("cimtool_fit", "train_only_wall_s")) / case.epochs,
         "val_acc": {name: med(name, "val_acc") for name in impls},
+        "max_other_processes_cpu_share": max(
+            (o["other_processes_cpu_share"] or 0.0) for rs in runs.values() for o in rs),
         "runs": runs,
     }
 
@@ -255,63 +292,87 @@ def fresh_inductor_cache(directory: str) -> Iterator[None]:
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = old
 
 
-def time_vgg8_steps(compiled: bool, settings: BenchSettings) -> dict[str, Any]:
-    spec = make_spec("vgg8", None, (3, 32, 32), 10, [])
-    torch.manual_seed(settings.seed)
-    model = MODELS["vgg8"].build(spec).train()
-    x = torch.rand(settings.vgg_batch, 3, 32, 32)
-    y = torch.randint(0, 10, (settings.vgg_batch,))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    criterion = nn.CrossEntropyLoss()
-    step_model = torch.compile(model) if compiled else model  # as fit() does with compile=on
+class Vgg8Trainer:
+    """One VGG8 + AdamW on fixed random CIFAR-shaped data; ``step()`` times one train step."""
 
-    def step() -> float:
+    def __init__(self, compiled: bool, settings: BenchSettings) -> None:
+        torch.manual_seed(settings.seed)
+        self.model = MODELS["vgg8"].build(make_spec("vgg8", None, (3, 32, 32), 10, [])).train()
+        self.x = torch.rand(settings.vgg_batch, 3, 32, 32)
+        self.y = torch.randint(0, 10, (settings.vgg_batch,))
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3, weight_decay=1e-4)
+        self.criterion = nn.CrossEntropyLoss()
+        # as fit() does with compile=on: the model is compiled, the optimizer step is not
+        self.step_model = torch.compile(self.model) if compiled else self.model
+        self.warmup_s: list[float] = []
+        self.step_s: list[float] = []
+
+    def step(self) -> float:
         t0 = time.perf_counter()
-        loss = criterion(step_model(x), y)
-        optimizer.zero_grad(set_to_none=True)
+        loss = self.criterion(self.step_model(self.x), self.y)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        self.optimizer.step()
         return time.perf_counter() - t0
 
-    warmup = [step() for _ in range(settings.vgg_warmup_steps)]
-    timed = [step() for _ in range(settings.vgg_steps)]
-    median = statistics.median(timed)
-    return {"warmup_step_s": warmup, "step_s": timed, "median_step_s": median,
-            "samples_per_s": settings.vgg_batch / median,
-            # the first step(s) minus steady-state steps: the cost of compiling (or of
-            # first-touch allocation, for eager)
-            "first_steps_overhead_s": sum(warmup) - median * len(warmup)}
+    def summary(self, batch: int, other_share: float | None) -> dict[str, Any]:
+        median = statistics.median(self.step_s)
+        return {"warmup_step_s": self.warmup_s, "step_s": self.step_s, "median_step_s": median,
+                "samples_per_s": batch / median, "other_processes_cpu_share": other_share,
+                # the first step(s) minus steady-state steps: the cost of compiling (or of
+                # first-touch allocation, for eager)
+                "first_steps_overhead_s": sum(self.warmup_s) - median * len(self.warmup_s)}
 
 
 def bench_vgg8(settings: BenchSettings, workdir: Path,
                log: Callable[[str], None]) -> dict[str, Any]:
+    """Warm both up (the compiled one compiles), then alternate timed steps of the two, so that
+    drift in the machine's speed (large on shared VMs) hits both alike."""
     out: dict[str, Any] = {"batch_size": settings.vgg_batch, "input_shape": [3, 32, 32],
                            "warmup_steps": settings.vgg_warmup_steps,
                            "timed_steps": settings.vgg_steps,
                            "compile_backend": "inductor (torch.compile defaults)",
                            "compiled_part": "model forward/backward; AdamW step eager (as fit)",
-                           "inductor_cache": "fresh (cold compile)"}
-    eager = time_vgg8_steps(False, settings)
-    out["eager"] = eager
-    log(f"  vgg8 eager: {eager['median_step_s']:.3f} s/step")
+                           "inductor_cache": "fresh (cold compile)",
+                           "timing": "eager and compiled steps alternated (ABBA)"}
+    trainers = {"eager": Vgg8Trainer(False, settings)}
+    trainers["eager"].warmup_s = [trainers["eager"].step()
+                                  for _ in range(settings.vgg_warmup_steps)]
     try:
         with fresh_inductor_cache(str(workdir / "inductor-cache")):
-            compiled = time_vgg8_steps(True, settings)
+            compiled = Vgg8Trainer(True, settings)
+            compiled.warmup_s = [compiled.step() for _ in range(settings.vgg_warmup_steps)]
+            trainers["compiled"] = compiled
+            with OtherLoad() as other:  # timed steps only: compile workers count as "other"
+                for i in range(settings.vgg_steps):
+                    order = ["eager", "compiled"] if i % 2 == 0 else ["compiled", "eager"]
+                    for name in order:
+                        trainers[name].step_s.append(trainers[name].step())
     except Exception as exc:  # noqa: BLE001 - report, never crash the benchmark
-        out["compiled"] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:500]}",
+        out["compiled"] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:500]}"
+                                    if str(exc) else type(exc).__name__,
                            "traceback": traceback.format_exc()[-4000:]}
-        out["speedup"] = None
-        out["compile_s"] = None
+        out["speedup"] = out["compile_s"] = None
         log(f"  vgg8 torch.compile failed: {out['compiled']['error']}")
+        eager = trainers["eager"]
+        with OtherLoad() as other:
+            while len(eager.step_s) < settings.vgg_steps:
+                eager.step_s.append(eager.step())
+        out["eager"] = eager.summary(settings.vgg_batch, other.share)
     else:
-        out["compiled"] = compiled
-        out["compile_s"] = compiled["first_steps_overhead_s"]
-        out["speedup"] = eager["median_step_s"] / compiled["median_step_s"]
-        log(f"  vgg8 compiled: {compiled['median_step_s']:.3f} s/step, "
+        out["eager"] = trainers["eager"].summary(settings.vgg_batch, other.share)
+        out["compiled"] = compiled.summary(settings.vgg_batch, other.share)
+        out["compile_s"] = out["compiled"]["first_steps_overhead_s"]
+        # the same, less what eager's first steps cost beyond its steady state (allocation)
+        out["compile_s_net_of_eager_warmup"] = (out["compile_s"]
+                                                - out["eager"]["first_steps_overhead_s"])
+        out["speedup"] = out["eager"]["median_step_s"] / out["compiled"]["median_step_s"]
+        log(f"  vgg8 compiled: {out['compiled']['median_step_s']:.3f} s/step, "
             f"compile {out['compile_s']:.1f} s")
     finally:
         with contextlib.suppress(Exception):
             torch._dynamo.reset()
+    log(f"  vgg8 eager: {out['eager']['median_step_s']:.3f} s/step")
     return out
 
 
@@ -373,45 +434,65 @@ def load_average() -> list[float] | None:
 
 
 def print_table(results: dict[str, Any]) -> None:
-    rows: list[tuple[str, ...]] = []
+    """Two compact tables (they fit 80 columns): fit vs hand-written, and VGG8 eager vs compiled."""
+    loops = [("case", "loop", "samples/s", "us/step", "ratio")]
     for name, c in results["fit_vs_hand"].items():
-        rows += [
-            (name, "hand-written loop", f"{c['hand_loop_samples_per_s']:,.0f} samples/s",
-             f"{c['hand_loop_step_us']:,.0f} us/step", ""),
-            (name, "cimtool fit, end to end", f"{c['cimtool_fit_samples_per_s']:,.0f} samples/s",
-             f"{c['cimtool_fit_non_training_ms_per_epoch']:.1f} ms/epoch eval+ckpt",
-             f"ratio {c['ratio_end_to_end']:.2f}"),
-            (name, "cimtool fit, training only",
-             f"{c['cimtool_fit_train_only_samples_per_s']:,.0f} samples/s",
-             f"{c['cimtool_fit_step_us']:,.0f} us/step", f"ratio {c['ratio_train_only']:.2f}"),
+        loops += [
+            (name, "hand-written", f"{c['hand_loop_samples_per_s']:,.0f}",
+             f"{c['hand_loop_step_us']:,.0f}", "1.00"),
+            ("", "fit, end to end", f"{c['cimtool_fit_samples_per_s']:,.0f}", "",
+             f"{c['ratio_end_to_end']:.2f}"),
+            ("", "fit, training only", f"{c['cimtool_fit_train_only_samples_per_s']:,.0f}",
+             f"{c['cimtool_fit_step_us']:,.0f}", f"{c['ratio_train_only']:.2f}"),
         ]
+    notes = [f"{name}: {c['epochs']} epochs x {c['n_train']} samples, median of {c['repeats']}; "
+             f"fit spends {c['cimtool_fit_non_training_ms_per_epoch']:.1f} ms/epoch outside "
+             "training (val eval, checkpoint)" for name, c in results["fit_vs_hand"].items()]
+    vgg_rows: list[tuple[str, ...]] = []
     vgg = results.get("vgg8")
     if vgg:
+        vgg_rows.append(("mode", "s/step", "samples/s", "first steps s", "speed-up"))
         e = vgg["eager"]
-        rows.append(("vgg8 b128", "eager", f"{e['median_step_s']:.3f} s/step",
-                     f"{e['samples_per_s']:.1f} samples/s", ""))
+        vgg_rows.append(("eager", f"{e['median_step_s']:.3f}", f"{e['samples_per_s']:.1f}",
+                         f"{sum(e['warmup_step_s']):.1f}", "1.00"))
         c = vgg["compiled"]
         if "error" in c:
-            rows.append(("vgg8 b128", "torch.compile", "FAILED", c["error"][:60], ""))
+            notes.append(f"vgg8 torch.compile FAILED: {c['error']}")
         else:
-            rows.append(("vgg8 b128", "torch.compile", f"{c['median_step_s']:.3f} s/step",
-                         f"compile {vgg['compile_s']:.1f} s", f"speed-up {vgg['speedup']:.2f}x"))
-    header = ("case", "implementation", "throughput", "detail", "vs hand / eager")
+            vgg_rows.append(("torch.compile", f"{c['median_step_s']:.3f}",
+                             f"{c['samples_per_s']:.1f}", f"{sum(c['warmup_step_s']):.1f}",
+                             f"{vgg['speedup']:.2f}"))
+            notes.append(f"vgg8 batch {vgg['batch_size']}: compile time {vgg['compile_s']:.1f} s "
+                         f"(first {vgg['warmup_steps']} steps minus steady state); median of "
+                         f"{vgg['timed_steps']} steps")
+    env = results["env"]
+    title = (f"torch {env['torch']}, {env['torch_num_threads']} threads, "
+             f"{env['cpu_count']} CPUs, {env['machine']}")
     try:
         from rich.console import Console
         from rich.table import Table
     except ImportError:
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        for r in [header, *rows]:
-            print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+        print(title)
+        for rows in (loops, vgg_rows):
+            if rows:
+                widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+                for r in rows:
+                    print("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)))
+        print("\n".join(notes))
         return
-    table = Table(title=f"cimtool training benchmarks (torch {results['env']['torch']}, "
-                        f"{results['env']['torch_num_threads']} threads)")
-    for h in header:
-        table.add_column(h, justify="left" if h in ("case", "implementation") else "right")
-    for r in rows:
-        table.add_row(*r)
-    Console().print(table)
+    console = Console()
+    for rows, caption in ((loops, f"fit() vs hand-written loop ({title})"),
+                          (vgg_rows, "VGG8 train step, eager vs torch.compile")):
+        if not rows:
+            continue
+        table = Table(title=caption)
+        for i, h in enumerate(rows[0]):
+            table.add_column(h, justify="left" if i < (2 if rows is loops else 1) else "right")
+        for r in rows[1:]:
+            table.add_row(*r)
+        console.print(table)
+    for note in notes:
+        console.print(note, highlight=False)
 
 
 def run_all(settings: BenchSettings, out: Path | None = RESULTS_JSON,
