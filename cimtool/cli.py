@@ -146,7 +146,11 @@ def train_ann(
         int, typer.Option(rich_help_panel="Data", help="Seed of the train/val/test split.")
     ] = 0,
     compile: Annotated[
-        str, typer.Option(rich_help_panel="Training", help="torch.compile: auto (on CUDA; on CPU for runs estimated over 5 min), on, off.")
+        str,
+        typer.Option(
+            rich_help_panel="Training",
+            help="torch.compile: auto (on CUDA; on CPU for runs estimated over 5 min), on, off.",
+        ),
     ] = "auto",
     loader: Annotated[
         str, typer.Option(rich_help_panel="Training", help="auto, memory (in-memory batcher) or dataloader.")
