@@ -119,3 +119,28 @@ def test_mac_count_and_the_cpu_compile_decision():
     assert not should_compile("auto", cpu, eager_estimate_s(cnn, small, 40))
     assert should_compile("auto", cuda, 0.0) and should_compile("on", cpu, 0.0)
     assert not should_compile("off", cuda, 1e9)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
+def test_smoothed_cross_entropy_matches_torch(eps):
+    from torch.nn import functional as F
+
+    from cimtool.train.loop import smoothed_cross_entropy
+
+    logits, target = torch.randn(64, 10), torch.randint(0, 10, (64,))
+    torch.testing.assert_close(smoothed_cross_entropy(logits, target, eps),
+                               F.cross_entropy(logits, target, label_smoothing=eps))
+
+
+def test_clip_grad_norm_matches_torch():
+    from cimtool.train.loop import clip_grad_norm
+
+    for scale in (0.01, 10.0):  # below and above the limit
+        grads = [torch.randn(20, 5) * scale, torch.randn(5) * scale]
+        params = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.clone()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        clip_grad_norm(grads, 1.0)
+        for p, g in zip(params, grads, strict=True):
+            torch.testing.assert_close(g, p.grad)
