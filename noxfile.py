@@ -38,6 +38,7 @@ def bench(session: nox.Session) -> None:
     """Benchmarks in tests/bench/ (not part of the default run); results in tests/bench/results/."""
     _install(session, "[test]")
     session.run("python", "tests/bench/bench_train.py", *session.posargs)
+    session.run("python", "tests/bench/bench_gpu.py")  # says so and exits without CUDA
 
 
 @nox.session
