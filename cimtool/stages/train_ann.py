@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
 from cimtool import artifacts
+from cimtool.data import load_dataset, make_splits
 from cimtool.data.registry import check_dataset_name
 from cimtool.errors import CimtoolError
+from cimtool.models.frontends import FRONTENDS
+from cimtool.models.io import save_model
+from cimtool.models.registry import MODELS, make_spec
+from cimtool.train.batching import TensorData, to_float
+from cimtool.train.loop import OPTIMIZERS, FitResult, TrainConfig, evaluate, fit
 from cimtool.ui import Reporter
 
 KIND = "model"
@@ -52,10 +63,6 @@ class TrainAnnParams:
 
 def validate(p: TrainAnnParams) -> None:
     """Refuse impossible parameters before anything is loaded or written."""
-    from cimtool.models.frontends import FRONTENDS
-    from cimtool.models.registry import MODELS
-    from cimtool.train.loop import OPTIMIZERS
-
     check_dataset_name(p.dataset)
     if p.model not in MODELS:
         raise CimtoolError(f"unknown --model '{p.model}' (choose from: {', '.join(MODELS)})")
@@ -93,10 +100,6 @@ def validate(p: TrainAnnParams) -> None:
 
 def resolve_defaults(p: TrainAnnParams) -> TrainAnnParams:
     """Fill in model-dependent defaults, so that the manifest records the values used."""
-    from dataclasses import replace
-
-    from cimtool.models.registry import MODELS
-
     if p.lr is None and p.model in MODELS:
         p = replace(p, lr=MODELS[p.model].default_lr)
     if p.augment == "auto" and p.model in MODELS:
@@ -106,8 +109,6 @@ def resolve_defaults(p: TrainAnnParams) -> TrainAnnParams:
 
 
 def _resolve_device(name: str):
-    import torch
-
     if name == "cuda" and not torch.cuda.is_available():
         raise CimtoolError("--device cuda: no CUDA device is available (use --device cpu or auto)")
     if name == "auto":
@@ -119,9 +120,7 @@ def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, resume: bo
         reporter: Reporter) -> artifacts.Artifact:
     p = resolve_defaults(p)
     validate(p)
-    import numpy as np
 
-    from cimtool.data import load_dataset, make_splits
 
     device = _resolve_device(p.device)
     raw = load_dataset(p.dataset, Path(p.data_dir) if p.data_dir else None, p.allow_pickle)
@@ -147,10 +146,8 @@ def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, resume: bo
         if resume and not writer.resumed:
             reporter.log(f"[yellow]--resume: nothing to resume at {writer.partial}; starting afresh")
         model, spec, result = _train(p, raw, tensors, device, writer.scratch, reporter)
-        from cimtool.train.loop import evaluate
 
         _, test_acc = evaluate(model, tensors["test"], device)  # test is touched once, here
-        from cimtool.models.io import save_model
 
         model.cpu()
         save_model(writer.partial, model, spec)
@@ -175,17 +172,11 @@ def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, resume: bo
     return artifacts.load(path, KIND)
 
 
-def _to_tensors(split):
-    import torch
-
-    from cimtool.train.batching import TensorData
-
+def _to_tensors(split) -> TensorData:
     return TensorData(torch.from_numpy(split.x), torch.from_numpy(split.y))
 
 
 def _train_config(p: TrainAnnParams, epochs: int, lr: float, augment: bool = False):
-    from cimtool.train.loop import TrainConfig
-
     return TrainConfig(epochs=epochs, batch_size=p.batch_size, lr=lr, optimizer=p.optimizer,
                        weight_decay=p.weight_decay, momentum=p.momentum,
                        warmup_epochs=p.warmup_epochs, label_smoothing=p.label_smoothing,
@@ -194,11 +185,6 @@ def _train_config(p: TrainAnnParams, epochs: int, lr: float, augment: bool = Fal
 
 
 def _train(p: TrainAnnParams, raw, tensors, device, scratch: Path, reporter: Reporter):
-    import torch
-
-    from cimtool.models.registry import MODELS, make_spec
-    from cimtool.train.loop import FitResult, fit
-
     input_shape = tuple(raw.x.shape[1:])
     spec = make_spec(p.model, p.method, input_shape, raw.num_classes, list(p.hidden))
     torch.manual_seed(p.seed)
@@ -211,14 +197,15 @@ def _train(p: TrainAnnParams, raw, tensors, device, scratch: Path, reporter: Rep
         return model, spec, result
 
     result = FitResult()
-    if spec["method"] == "proj_pca_64":
+    fitting = FRONTENDS[p.method].fit  # how the off-array front-end is fitted
+    if fitting == "pca":
         model.frontend.fit_pca(tensors["train"].x.float().div(255.0))
-    elif spec["method"] == "proj_sup_64":
+    elif fitting == "supervised":
         # seed 003 §3: train P with an auxiliary classifier W_aux; keep P, drop W_aux
         aux = torch.nn.Sequential(model.frontend, torch.nn.Linear(64, raw.num_classes))
-        result = fit(aux, tensors["train"], tensors["val"],
-                     _train_config(p, p.frontend_epochs, p.frontend_lr), device, scratch / "frontend.ckpt",
-                     "frontend", reporter)
+        config = _train_config(p, p.frontend_epochs, p.frontend_lr)
+        result = fit(aux, tensors["train"], tensors["val"], config, device,
+                     scratch / "frontend.ckpt", "frontend", reporter)
     model.frontend.requires_grad_(False)
     feats = {k: _features(model, v, device) for k, v in tensors.items()}
     model.scaler.fit(feats["train"].x)
@@ -234,10 +221,6 @@ def _train(p: TrainAnnParams, raw, tensors, device, scratch: Path, reporter: Rep
 
 def _features(model, data, device, batch_size: int = 4096):
     """Front-end outputs (before scaling) for a whole split, computed once."""
-    import torch
-
-    from cimtool.train.batching import TensorData, to_float
-
     model.frontend.to(device).eval()
     with torch.no_grad():
         chunks = [model.frontend(to_float(data.x[i: i + batch_size].to(device))).float().cpu()
@@ -246,7 +229,4 @@ def _features(model, data, device, batch_size: int = 4096):
 
 
 def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     pq.write_table(pa.Table.from_pylist(rows), path)
