@@ -230,7 +230,11 @@ class ArtifactWriter:
             if self.partial.exists():
                 shutil.rmtree(self.partial)
             self._created_parents = [d for d in self.partial.parents if not d.exists()]
-            self.partial.mkdir(parents=True)
+            try:
+                self.partial.mkdir(parents=True)
+            except OSError as exc:
+                raise CimtoolError(f"{self.out}: cannot create the artifact directory "
+                                   f"({exc.strerror})") from None
             info_path.write_text(json.dumps({"params_sha256": params_sha, "params": self.params},
                                             sort_keys=True, indent=1))
         self.scratch.mkdir(exist_ok=True)

@@ -68,7 +68,8 @@ def load_dataset(name: str, data_dir: Path | None = None, allow_pickle: bool = F
         if data_dir is None:
             raise CimtoolError(f"--dataset {name} needs --data-dir: {spec.loader.__doc__}")
         if not data_dir.is_dir():
-            raise CimtoolError(f"--data-dir {data_dir}: no such directory; {spec.loader.__doc__}")
+            what = "not a directory" if data_dir.exists() else "no such directory"
+            raise CimtoolError(f"--data-dir {data_dir}: {what}; {spec.loader.__doc__}")
         x, y, test, source = spec.loader(data_dir, allow_pickle=allow_pickle)
     else:
         x, y, test, source = spec.loader()
