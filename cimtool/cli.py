@@ -232,6 +232,9 @@ def inspect(
     stage.run(path, _reporter(json_, False))
 
 
+INTERRUPTED = "cimtool: interrupted (an interrupted train-ann continues with --resume)"
+
+
 def _is_usage_error(exc: Exception) -> bool:
     """click's (or typer's vendored click's) usage errors, recognised without importing click."""
     return hasattr(exc, "format_message") and hasattr(exc, "exit_code")
@@ -248,10 +251,12 @@ def main(argv: list[str] | None = None) -> None:
         code = app(args=argv, standalone_mode=False)
     except CimtoolError as exc:
         _fail(f"cimtool: error: {exc}", 2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        _fail("cimtool: interrupted (an interrupted train-ann continues with --resume)", 130)
+        _fail(INTERRUPTED, 130)
+    except typer.Exit as exc:
+        if exc.exit_code == 130:  # Ctrl-C, as older typer versions report it
+            _fail(INTERRUPTED, 130)
+        sys.exit(exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - classify, then show bugs in full
         if type(exc).__name__ == "NoArgsIsHelpError" and getattr(exc, "ctx", None):
             print(exc.ctx.get_help())
@@ -262,4 +267,6 @@ def main(argv: list[str] | None = None) -> None:
             _fail(f"cimtool: error{where}: {exc.format_message()}", 2)
         traceback.print_exc()
         _fail("cimtool: internal error (a bug) - please report it with the traceback above", 1)
+    if code == 130:  # typer returns Ctrl-C as exit code 130 when not in standalone mode
+        _fail(INTERRUPTED, 130)
     sys.exit(code if isinstance(code, int) else 0)

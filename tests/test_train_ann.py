@@ -233,3 +233,17 @@ def test_dataloader_path_trains_and_is_reproducible(cli, tmp_path):
     _train(cli, tmp_path / "b", *args)
     assert (tmp_path / "a" / "weights.safetensors").read_bytes() == \
         (tmp_path / "b" / "weights.safetensors").read_bytes()
+
+
+def test_ctrl_c_keeps_the_checkpoint_for_resume(cli, tmp_path, monkeypatch):
+    from cimtool.stages import train_ann
+
+    def interrupted(p, raw, tensors, device, scratch, reporter):
+        (scratch / "model.ckpt").write_bytes(b"epoch 1")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_ann, "_train", interrupted)
+    result = cli("train-ann", "--artifacts-root", tmp_path, "--quiet")
+    assert result.code == 130 and "continues with --resume" in result.err
+    partials = list((tmp_path / "models").glob("*.partial"))
+    assert len(partials) == 1 and (partials[0] / "scratch" / "model.ckpt").is_file()
