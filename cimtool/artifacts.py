@@ -36,7 +36,11 @@ SCHEMAS: dict[str, int] = {"model": 1}
 # kind -> default sub-directory of the artifacts root
 KIND_DIRS: dict[str, str] = {"model": "models"}
 
-_SCHEMA_RE = re.compile(r"^cimtool\.([a-z_]+)/(\d+)$")
+_SCHEMA_RE = re.compile(r"cimtool\.([a-z_]+)/(\d{1,6})")
+# payload files every artifact of a kind must have (later stages add theirs)
+REQUIRED_FILES: dict[str, tuple[str, ...]] = {
+    "model": ("weights.safetensors", "arch.json", "metrics.parquet", "timing.parquet"),
+}
 _LIBRARIES = ("torch", "numpy", "pandas", "pyarrow", "safetensors")
 
 
@@ -100,7 +104,7 @@ class Artifact:
 
 
 def _parse_schema(schema: Any, where: Path) -> tuple[str, int]:
-    match = _SCHEMA_RE.match(schema) if isinstance(schema, str) else None
+    match = _SCHEMA_RE.fullmatch(schema) if isinstance(schema, str) else None
     if not match:
         raise CimtoolError(f"{where}: unrecognised schema {schema!r} (expected 'cimtool.<kind>/<n>')")
     kind, version = match.group(1), int(match.group(2))
@@ -114,6 +118,24 @@ def _parse_schema(schema: Any, where: Path) -> tuple[str, int]:
     if version < 1:
         raise CimtoolError(f"{where}: invalid schema version in {schema!r}")
     return kind, version
+
+
+_FIELD_TYPES = {"files": dict, "params": dict, "summary": dict, "inputs": list, "command": list}
+
+
+def _check_structure(manifest: dict[str, Any], where: Path) -> None:
+    """Field types, and payload names that stay inside the artifact directory."""
+    for field, kind in _FIELD_TYPES.items():
+        if field in manifest and not isinstance(manifest[field], kind):
+            raise CimtoolError(f"{where}: '{field}' must be a {kind.__name__}")
+    if not all(isinstance(entry, dict) for entry in manifest.get("inputs", [])):
+        raise CimtoolError(f"{where}: every entry of 'inputs' must be an object")
+    for name, entry in manifest["files"].items():
+        parts = Path(name).parts
+        if Path(name).is_absolute() or ".." in parts or not parts:
+            raise CimtoolError(f"{where}: payload name {name!r} points outside the artifact")
+        if not isinstance(entry, dict):
+            raise CimtoolError(f"{where}: entry for {name!r} must be an object with sha256 and bytes")
 
 
 def load(path: Path | str, kind: str | None = None, verify: bool = True) -> Artifact:
@@ -134,11 +156,15 @@ def load(path: Path | str, kind: str | None = None, verify: bool = True) -> Arti
         raise CimtoolError(f"{manifest_path}: corrupt manifest ({exc})") from None
     if not isinstance(manifest, dict) or "files" not in manifest or "schema" not in manifest:
         raise CimtoolError(f"{manifest_path}: not a cimtool manifest (no 'schema'/'files')")
+    _check_structure(manifest, manifest_path)
     found_kind, _ = _parse_schema(manifest["schema"], manifest_path)
     if manifest.get("kind") != found_kind:
         raise CimtoolError(f"{manifest_path}: 'kind' does not match schema {manifest['schema']}")
     if kind is not None and found_kind != kind:
         raise CimtoolError(f"{path}: expected a '{kind}' artifact, found a '{found_kind}' artifact")
+    missing = [n for n in REQUIRED_FILES.get(found_kind, ()) if n not in manifest["files"]]
+    if missing:
+        raise CimtoolError(f"{manifest_path}: a '{found_kind}' artifact needs {', '.join(missing)}")
     for name, entry in manifest["files"].items():
         file_path = path / name
         if not file_path.is_file():
@@ -167,11 +193,21 @@ def _partial_of(out: Path) -> Path:
 
 
 def check_out(out: Path, force: bool) -> None:
-    """Refuse to overwrite an existing artifact unless --force (checked before any work)."""
-    if out.exists() and not force:
-        raise CimtoolError(f"{out}: already exists (pass --force to replace it)")
-    if out.exists() and not out.is_dir():
+    """Refuse to overwrite an existing artifact unless --force (checked before any work).
+
+    --force replaces only a cimtool artifact (a directory with a manifest) or an empty directory,
+    never an arbitrary folder of the user's."""
+    if not out.name or out.name in (".", ".."):
+        raise CimtoolError(f"{out}: not a usable artifact directory name")
+    if not out.exists():
+        return
+    if not out.is_dir():
         raise CimtoolError(f"{out}: exists and is not a directory")
+    if not force:
+        raise CimtoolError(f"{out}: already exists (pass --force to replace it)")
+    if not (out / MANIFEST).is_file() and any(out.iterdir()):
+        raise CimtoolError(f"{out}: exists and is not a cimtool artifact; --force replaces only "
+                           "artifacts (or empty directories)")
 
 
 def find_resumable(search_dir: Path, params_sha256: str) -> Path | None:
@@ -184,7 +220,7 @@ def find_resumable(search_dir: Path, params_sha256: str) -> Path | None:
         try:
             if json.loads(info.read_text()).get("params_sha256") == params_sha256:
                 candidates.append(partial)
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError, AttributeError):  # unreadable: not a candidate
             continue
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
@@ -210,6 +246,7 @@ class ArtifactWriter:
         self.resumed = False
         self._resume = resume
         self._created_parents: list[Path] = []  # removed again if the run fails
+        self.discarded_partial = False
 
     @property
     def scratch(self) -> Path:
@@ -220,14 +257,21 @@ class ArtifactWriter:
         params_sha = sha256_json(self.params)
         info_path = self.partial / "partial.json"
         if self._resume and info_path.is_file():
-            info = json.loads(info_path.read_text())
+            try:
+                info = json.loads(info_path.read_text())
+                if not isinstance(info, dict):
+                    raise ValueError("not an object")
+            except (OSError, ValueError) as exc:
+                raise CimtoolError(f"{info_path}: unreadable ({exc}); delete {self.partial} "
+                                   "to start afresh") from None
             if info.get("params_sha256") != params_sha:
                 raise CimtoolError(
                     f"{self.partial}: --resume with different parameters than the interrupted run"
                 )
             self.resumed = True
         else:
-            if self.partial.exists():
+            if self.partial.exists():  # an interrupted run that the user did not --resume
+                self.discarded_partial = True
                 shutil.rmtree(self.partial)
             self._created_parents = [d for d in self.partial.parents if not d.exists()]
             try:
@@ -243,7 +287,11 @@ class ArtifactWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             return
-        if exc_type is KeyboardInterrupt and self.keep_on_interrupt:
+        # keep checkpoints for --resume after Ctrl-C, and after a crash (a bug, a full disk) of a
+        # run that has checkpoints; a user error (CimtoolError) leaves nothing behind
+        has_checkpoint = self.scratch.is_dir() and any(self.scratch.iterdir())
+        if self.keep_on_interrupt and (exc_type is KeyboardInterrupt or (
+                has_checkpoint and not issubclass(exc_type, CimtoolError))):
             return
         shutil.rmtree(self.partial, ignore_errors=True)
         for parent in self._created_parents:  # deepest first; only if still empty

@@ -163,7 +163,12 @@ def train_ann(
             "auto (on for CNNs on cifar10), on, off.",
         ),
     ] = "auto",
-    device: Annotated[str, typer.Option(rich_help_panel="Training", help="auto, cpu or cuda.")] = "auto",
+    torch_device: Annotated[
+        str,
+        typer.Option(
+            "--torch-device", rich_help_panel="Training", help="Where torch trains: auto, cpu or cuda."
+        ),
+    ] = "auto",
     resume: Annotated[
         bool,
         typer.Option(
@@ -208,7 +213,7 @@ def train_ann(
         compile=compile,
         loader=loader,
         augment=augment,
-        device=device,
+        torch_device=torch_device,
     )
     reporter = _reporter(json_, quiet)
     artifact = stage.run(params, out, artifacts_root, force, resume, reporter)

@@ -6,17 +6,23 @@ from cimtool import artifacts
 from cimtool.errors import CimtoolError
 
 
+@pytest.fixture(autouse=True)
+def toy_kind(monkeypatch):
+    """A kind without required files, for testing the store itself."""
+    monkeypatch.setitem(artifacts.SCHEMAS, "toy", 1)
+
+
 def _make(out, params=None, payload=b"hello"):
-    with artifacts.ArtifactWriter(out, "model", params or {"a": 1}) as w:
+    with artifacts.ArtifactWriter(out, "toy", params or {"a": 1}) as w:
         w.path("data.bin").write_bytes(payload)
         return w.commit(inputs=[], summary={"test_accuracy": 0.5})
 
 
 def test_roundtrip_records_hashes_and_params(tmp_path):
     path = _make(tmp_path / "art")
-    art = artifacts.load(path, "model")
+    art = artifacts.load(path, "toy")
     m = art.manifest
-    assert m["schema"] == "cimtool.model/1" and m["kind"] == "model"
+    assert m["schema"] == "cimtool.toy/1" and m["kind"] == "toy"
     assert m["params"] == {"a": 1}
     assert m["files"]["data.bin"] == {"sha256": artifacts.sha256_file(path / "data.bin"), "bytes": 5}
     assert set(m["libraries"]) >= {"python", "torch", "numpy"}
@@ -38,7 +44,9 @@ def test_altered_payload_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("schema, message", [
-    ("cimtool.model/2", "newer than this cimtool"),
+    ("cimtool.toy/2", "newer than this cimtool"),
+    ("cimtool.toy/1\n", "unrecognised schema"),
+    ("cimtool.toy/" + "9" * 5000, "unrecognised schema"),
     ("cimtool.spaceship/1", "unknown artifact kind"),
     ("something-else", "unrecognised schema"),
 ])
@@ -65,21 +73,21 @@ def test_wrong_kind_is_refused(tmp_path, monkeypatch):
     monkeypatch.setitem(artifacts.SCHEMAS, "other", 1)
     with artifacts.ArtifactWriter(tmp_path / "o", "other", {}) as w:
         w.commit([], {})
-    with pytest.raises(CimtoolError, match="expected a 'model' artifact"):
-        artifacts.load(tmp_path / "o", "model")
+    with pytest.raises(CimtoolError, match="expected a 'toy' artifact"):
+        artifacts.load(tmp_path / "o", "toy")
 
 
 def test_failure_leaves_nothing_and_refuses_overwrite(tmp_path):
     out = tmp_path / "art"
     with pytest.raises(RuntimeError):
-        with artifacts.ArtifactWriter(out, "model", {}) as w:
+        with artifacts.ArtifactWriter(out, "toy", {}) as w:
             w.path("x").write_text("half")
             raise RuntimeError("crash")
     assert list(tmp_path.iterdir()) == []
     _make(out)
     with pytest.raises(CimtoolError, match="already exists"):
         _make(out)
-    with artifacts.ArtifactWriter(out, "model", {"b": 2}, force=True) as w:
+    with artifacts.ArtifactWriter(out, "toy", {"b": 2}, force=True) as w:
         w.path("y").write_text("new")
         w.commit([], {})
     assert artifacts.load(out).params == {"b": 2}
@@ -89,7 +97,7 @@ def test_failure_leaves_nothing_and_refuses_overwrite(tmp_path):
 def test_interrupted_run_is_resumable_not_readable(tmp_path):
     out = tmp_path / "models" / "run"
     with pytest.raises(KeyboardInterrupt):
-        with artifacts.ArtifactWriter(out, "model", {"p": 1}, keep_on_interrupt=True) as w:
+        with artifacts.ArtifactWriter(out, "toy", {"p": 1}, keep_on_interrupt=True) as w:
             (w.scratch / "ckpt").write_text("epoch 3")
             raise KeyboardInterrupt
     partial = tmp_path / "models" / "run.partial"
@@ -99,7 +107,45 @@ def test_interrupted_run_is_resumable_not_readable(tmp_path):
     found = artifacts.find_resumable(tmp_path / "models", artifacts.sha256_json({"p": 1}))
     assert found == partial
     assert artifacts.find_resumable(tmp_path / "models", artifacts.sha256_json({"p": 2})) is None
-    with artifacts.ArtifactWriter(out, "model", {"p": 1}, resume=True) as w:
+    with artifacts.ArtifactWriter(out, "toy", {"p": 1}, resume=True) as w:
         assert w.resumed and (w.scratch / "ckpt").read_text() == "epoch 3"
         w.commit([], {})
     assert "scratch/ckpt" not in artifacts.load(out).manifest["files"]
+
+
+def test_force_replaces_only_artifacts(tmp_path):
+    precious = tmp_path / "data"
+    precious.mkdir()
+    (precious / "x.txt").write_text("keep me")
+    with pytest.raises(CimtoolError, match="not a cimtool artifact"):
+        artifacts.check_out(precious, force=True)
+    artifacts.check_out(tmp_path / "empty", force=True)
+    with pytest.raises(CimtoolError, match="not a usable"):
+        artifacts.check_out(tmp_path / "..", force=True)
+    assert (precious / "x.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.update(files=[]), "'files' must be a dict"),
+    (lambda m: m.update(summary=[1]), "'summary' must be a dict"),
+    (lambda m: m.update(inputs=["x"]), "every entry of 'inputs'"),
+    (lambda m: m["files"].update({"../escape": {"sha256": "", "bytes": 0}}), "outside the artifact"),
+    (lambda m: m["files"].update({"/etc/hostname": {"sha256": "", "bytes": 0}}), "outside the artifact"),
+    (lambda m: m["files"].update({"data.bin": "abc"}), "must be an object"),
+])
+def test_malformed_manifest_is_a_user_error(tmp_path, edit, message):
+    path = _make(tmp_path / "art")
+    manifest = json.loads((path / "manifest.json").read_text())
+    edit(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CimtoolError, match=message):
+        artifacts.load(path)
+
+
+def test_required_payload_files(tmp_path):
+    path = _make(tmp_path / "art")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest.update(schema="cimtool.model/1", kind="model")
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CimtoolError, match="needs weights.safetensors"):
+        artifacts.load(path)

@@ -22,8 +22,8 @@ def test_autocast_is_bf16_on_cuda():
     ([], 0.88),
 ])
 def test_train_ann_on_cuda_compiled(cli, tmp_path, args, floor):
-    result = cli("train-ann", "--device", "cuda", "--out", tmp_path / "m", "--quiet", "--json", *args)
+    result = cli("train-ann", "--torch-device", "cuda", "--out", tmp_path / "m", "--quiet", "--json", *args)
     assert result.code == 0, result.err
     summary = json.loads(result.out)["summary"]
-    assert summary["compiled"] is True and summary["device"] == "cuda"
+    assert summary["compiled"] is True and summary["torch_device"] == "cuda"
     assert summary["test_accuracy"] >= floor

@@ -154,6 +154,12 @@ def _assert_user_error(result, root, pattern):
     (["--val-frac", "0.5", "--test-frac", "0.6"], "sum to less than 1"),
     (["--epochs", "x"], "Invalid value for '--epochs'"),
     (["--no-such-flag"], "No such option"),
+    (["--seed", "-1"], "--seed must be in [0, 2**32)"),
+    (["--split-seed", str(2**40)], "--split-seed must be in [0, 2**32)"),
+    (["--momentum", "5"], "--momentum must be below 1"),
+    (["--val-frac", "0.0001", "--test-frac", "0.0001"], "val split of mnist5k is empty"),
+    (["--hidden", "1000000000000"], "cannot build --model crossbar"),
+    (["--torch-device", "tpu"], "unknown --torch-device 'tpu'"),
     (["--optimizer", "sgd", "--lr", "1e30", "--grad-clip", "0", "--epochs", "2",
       "--frontend-epochs", "1", "--quiet"], "training diverged"),
 ])
@@ -238,7 +244,7 @@ def test_dataloader_path_trains_and_is_reproducible(cli, tmp_path):
 def test_ctrl_c_keeps_the_checkpoint_for_resume(cli, tmp_path, monkeypatch):
     from cimtool.stages import train_ann
 
-    def interrupted(p, raw, tensors, device, scratch, reporter):
+    def interrupted(p, spec, raw, tensors, device, scratch, reporter):
         (scratch / "model.ckpt").write_bytes(b"epoch 1")
         raise KeyboardInterrupt
 
@@ -247,3 +253,60 @@ def test_ctrl_c_keeps_the_checkpoint_for_resume(cli, tmp_path, monkeypatch):
     assert result.code == 130 and "continues with --resume" in result.err
     partials = list((tmp_path / "models").glob("*.partial"))
     assert len(partials) == 1 and (partials[0] / "scratch" / "model.ckpt").is_file()
+
+
+def test_inspect_checks_weight_shapes(cli, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    _train(cli, tmp_path / "m", "--epochs", "1", "--frontend-epochs", "1")
+    weights = tmp_path / "m" / "weights.safetensors"
+    save_file({"head.0.weight": torch.zeros(3, 3)}, str(weights))
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    manifest["files"]["weights.safetensors"] = {"sha256": artifacts.sha256_file(weights),
+                                                "bytes": weights.stat().st_size}
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps(manifest))
+    result = cli("inspect", tmp_path / "m")
+    assert result.code == 2 and "tensors do not match arch.json" in result.err
+
+
+def test_force_never_deletes_a_users_folder(cli, tmp_path):
+    folder = tmp_path / "mydata"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("precious")
+    result = cli("train-ann", "--out", folder, "--force", "--epochs", "1")
+    assert result.code == 2 and "not a cimtool artifact" in result.err
+    assert (folder / "notes.txt").read_text() == "precious"
+
+
+def test_dataloader_batches_match_the_memory_batcher_from_any_epoch():
+    import torch
+
+    from cimtool.train.batching import LoaderBatcher, MemoryBatcher, TensorData
+
+    data = TensorData(torch.arange(50, dtype=torch.float32)[:, None], torch.arange(50))
+    cpu = torch.device("cpu")
+    memory, reused = MemoryBatcher(data, 8, cpu), LoaderBatcher(data, 8, cpu)
+    for epoch in range(3):
+        expected = [yb.tolist() for _, yb in memory.epoch(torch.Generator().manual_seed(epoch))]
+        got = [yb.tolist() for _, yb in reused.epoch(torch.Generator().manual_seed(epoch))]
+        assert got == expected, epoch
+    fresh = LoaderBatcher(data, 8, cpu)  # as after --resume: a new loader mid-run
+    assert [yb.tolist() for _, yb in fresh.epoch(torch.Generator().manual_seed(2))] == expected
+
+
+def test_images_too_small_for_the_model_are_refused():
+    import numpy as np
+
+    from cimtool.data.registry import RawDataset
+    from cimtool.data.split import make_splits
+    from cimtool.errors import CimtoolError
+    from cimtool.stages.train_ann import TrainAnnParams, _check_fit
+
+    x = np.zeros((100, 1, 6, 6), dtype=np.uint8)
+    y = np.arange(100) % 10
+    raw = RawDataset("tiny", x, y, 10, "test")
+    splits = make_splits(x, y, 0, 0.1, 0.2)
+    _check_fit(TrainAnnParams(model="mnist_cnn"), raw, splits)
+    with pytest.raises(CimtoolError, match="needs images of at least 8x8"):
+        _check_fit(TrainAnnParams(model="vgg8"), raw, splits)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ def read_idx(path: Path, expected_magic: int) -> np.ndarray:
     try:
         with opener(path, "rb") as fh:
             raw = fh.read()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise CimtoolError(f"{path}: cannot read IDX file ({exc})") from None
     if len(raw) < 4:
         raise CimtoolError(f"{path}: truncated IDX file ({len(raw)} bytes, no header)")
@@ -34,6 +35,8 @@ def read_idx(path: Path, expected_magic: int) -> np.ndarray:
     if len(raw) < header:
         raise CimtoolError(f"{path}: truncated IDX header")
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    if 0 in dims:
+        raise CimtoolError(f"{path}: empty IDX file (dimensions {dims})")
     expected = header + int(np.prod(dims))
     if len(raw) != expected:
         what = "truncated" if len(raw) < expected else "has trailing bytes"

@@ -40,6 +40,7 @@ class DatasetSpec:
     description: str
     loader: Callable[..., tuple[np.ndarray, np.ndarray, tuple | None, str]]
     needs_data_dir: bool = False
+    official_test: bool = False  # has its own test set: the split carves only val from train
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -49,9 +50,9 @@ DATASETS: dict[str, DatasetSpec] = {
                     embedded.load_mnist5k),
         DatasetSpec("digits", "scikit-learn's 1,797 8x8 handwritten digits", embedded.load_digits),
         DatasetSpec("mnist", "official MNIST IDX files (60k train + 10k test) from --data-dir",
-                    mnist_idx.load_mnist, needs_data_dir=True),
+                    mnist_idx.load_mnist, needs_data_dir=True, official_test=True),
         DatasetSpec("cifar10", "CIFAR-10 binary version (data_batch_*.bin) from --data-dir",
-                    cifar.load_cifar10, needs_data_dir=True),
+                    cifar.load_cifar10, needs_data_dir=True, official_test=True),
     ]
 }
 
@@ -73,5 +74,9 @@ def load_dataset(name: str, data_dir: Path | None = None, allow_pickle: bool = F
         x, y, test, source = spec.loader(data_dir, allow_pickle=allow_pickle)
     else:
         x, y, test, source = spec.loader()
-    return RawDataset(name=name, x=x, y=y.astype(np.int64), num_classes=int(y.max()) + 1,
+    if test is not None and test[0].shape[1:] != x.shape[1:]:
+        raise CimtoolError(f"--data-dir {data_dir}: test images are {list(test[0].shape[1:])}, "
+                           f"train images {list(x.shape[1:])}")
+    num_classes = int(max(y.max(), test[1].max() if test is not None else 0)) + 1
+    return RawDataset(name=name, x=x, y=y.astype(np.int64), num_classes=num_classes,
                       source=source, test=test)

@@ -47,6 +47,7 @@ class ModelEntry:
     off_array: tuple[str, ...]  # module prefixes computed digitally, not on the crossbar
     default_lr: float  # peak AdamW learning rate per 256 samples that trains it well
     uses_method: bool = False
+    min_size: int = 1  # smallest image side the architecture accepts (its max-pools halve it)
 
 
 def _build_crossbar(spec: dict[str, Any]) -> nn.Module:
@@ -63,11 +64,11 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry("vgg8", "DNN+NeuroSim VGG8: conv128 conv128 pool conv256 conv256 pool "
                    "conv512 conv512 pool fc1024 fc10",
                    lambda s: ConvNet(tuple(s["input_shape"]), VGG8_PLAN, [1024], s["num_classes"]),
-                   off_array=("normalize",), default_lr=2e-3),
+                   off_array=("normalize",), default_lr=2e-3, min_size=8),
         ModelEntry("mnist_cnn", "small CNN: conv16 pool conv32 pool fc128 fc10",
                    lambda s: ConvNet(tuple(s["input_shape"]), MNIST_CNN_PLAN, [128],
                                      s["num_classes"]),
-                   off_array=("normalize",), default_lr=2e-3),
+                   off_array=("normalize",), default_lr=2e-3, min_size=4),
     ]
 }
 

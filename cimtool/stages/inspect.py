@@ -9,8 +9,19 @@ from cimtool import artifacts
 from cimtool.ui import Reporter
 
 
+def _check_model(artifact: artifacts.Artifact) -> None:
+    from cimtool.models.io import load_model
+
+    load_model(artifact)  # architecture spec, tensor names and shapes, finite values
+
+
+# kind -> deeper check of the payload's content, beyond the hashes
+CONTENT_CHECKS = {"model": _check_model}
+
+
 def run(path: Path, reporter: Reporter) -> artifacts.Artifact:
     artifact = artifacts.load(path)  # validates schema and every payload hash
+    CONTENT_CHECKS.get(artifact.kind, lambda _: None)(artifact)
     manifest = artifact.manifest
     if reporter.json_mode:
         reporter.result({"artifact": str(artifact.path), "kind": artifact.kind, "verified": True,

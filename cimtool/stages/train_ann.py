@@ -20,7 +20,7 @@ import torch
 
 from cimtool import artifacts
 from cimtool.data import load_dataset, make_splits
-from cimtool.data.registry import check_dataset_name
+from cimtool.data.registry import DATASETS, check_dataset_name
 from cimtool.errors import CimtoolError
 from cimtool.models.frontends import FRONTENDS
 from cimtool.models.io import save_model
@@ -58,7 +58,7 @@ class TrainAnnParams:
     compile: str = "auto"
     loader: str = "auto"
     augment: str = "auto"  # auto: on for cifar10 with a CNN
-    device: str = "auto"
+    torch_device: str = "auto"
 
 
 def validate(p: TrainAnnParams) -> None:
@@ -87,15 +87,24 @@ def validate(p: TrainAnnParams) -> None:
                                f"{'> 0' if name.endswith('lr') else '>= 0'}, got {value}")
     if p.label_smoothing >= 1:
         raise CimtoolError(f"--label-smoothing must be below 1, got {p.label_smoothing}")
-    if not (0 < p.val_frac < 1 and 0 < p.test_frac < 1 and p.val_frac + p.test_frac < 1):
+    if DATASETS[p.dataset].official_test:
+        if not 0 < p.val_frac < 1:
+            raise CimtoolError(f"--val-frac must be in (0, 1), got {p.val_frac}")
+    elif not (0 < p.val_frac < 1 and 0 < p.test_frac < 1 and p.val_frac + p.test_frac < 1):
         raise CimtoolError(f"--val-frac {p.val_frac} and --test-frac {p.test_frac} must be in (0, 1) "
                            "and sum to less than 1")
+    for name in ("seed", "split_seed"):
+        if not 0 <= getattr(p, name) < 2**32:
+            raise CimtoolError(f"--{name.replace('_', '-')} must be in [0, 2**32), got {getattr(p, name)}")
+    if p.momentum >= 1:
+        raise CimtoolError(f"--momentum must be below 1, got {p.momentum}")
     for name, choices in (("compile", ("auto", "on", "off")),
                           ("loader", ("auto", "memory", "dataloader")),
                           ("augment", ("auto", "on", "off")),
-                          ("device", ("auto", "cpu", "cuda"))):
+                          ("torch_device", ("auto", "cpu", "cuda"))):
         if getattr(p, name) not in choices:
-            raise CimtoolError(f"unknown --{name} '{getattr(p, name)}' (choose from: {', '.join(choices)})")
+            raise CimtoolError(f"unknown --{name.replace('_', '-')} '{getattr(p, name)}' "
+                               f"(choose from: {', '.join(choices)})")
 
 
 def resolve_defaults(p: TrainAnnParams) -> TrainAnnParams:
@@ -110,7 +119,7 @@ def resolve_defaults(p: TrainAnnParams) -> TrainAnnParams:
 
 def _resolve_device(name: str):
     if name == "cuda" and not torch.cuda.is_available():
-        raise CimtoolError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+        raise CimtoolError("--torch-device cuda: no CUDA device is available (use cpu or auto)")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
@@ -122,10 +131,12 @@ def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, resume: bo
     validate(p)
 
 
-    device = _resolve_device(p.device)
+    device = _resolve_device(p.torch_device)
     raw = load_dataset(p.dataset, Path(p.data_dir) if p.data_dir else None, p.allow_pickle)
     splits = make_splits(raw.x, raw.y, p.split_seed, p.val_frac, p.test_frac, raw.test)
-    params = {**asdict(p), "device": device.type}
+    _check_fit(p, raw, splits)
+    spec = _make_spec(p, raw)
+    params = {**asdict(p), "torch_device": device.type}
     name = f"{p.dataset}-{p.method if p.model == 'crossbar' else p.model}-s{p.seed}"
     if out is None and resume:
         out_partial = artifacts.find_resumable(root / artifacts.KIND_DIRS[KIND],
@@ -145,7 +156,10 @@ def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, resume: bo
                                   keep_on_interrupt=True) as writer:
         if resume and not writer.resumed:
             reporter.log(f"[yellow]--resume: nothing to resume at {writer.partial}; starting afresh")
-        model, spec, result = _train(p, raw, tensors, device, writer.scratch, reporter)
+        if writer.discarded_partial:
+            reporter.log(f"[yellow]discarded an interrupted run at {writer.partial} "
+                         "(pass --resume to continue one)")
+        model, result = _train(p, spec, raw, tensors, device, writer.scratch, reporter)
 
         _, test_acc = evaluate(model, tensors["test"], device)  # test is touched once, here
 
@@ -161,7 +175,7 @@ def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, resume: bo
             "n_train": len(splits.train), "n_val": len(splits.val), "n_test": len(splits.test),
             "n_parameters": int(sum(t.numel() for t in model.parameters())),
             "crossbar_layers": [layer["name"] for layer in spec["crossbar_layers"]],
-            "device": device.type,
+            "torch_device": device.type,
             "compiled": result.compiled,
             "train_samples_per_s": float(np.median([t["samples_per_s"] for t in head_timing])),
             "wall_s": time.perf_counter() - t_start,
@@ -184,9 +198,30 @@ def _train_config(p: TrainAnnParams, epochs: int, lr: float, augment: bool = Fal
                        augment=augment)
 
 
-def _train(p: TrainAnnParams, raw, tensors, device, scratch: Path, reporter: Reporter):
-    input_shape = tuple(raw.x.shape[1:])
-    spec = make_spec(p.model, p.method, input_shape, raw.num_classes, list(p.hidden))
+def _check_fit(p: TrainAnnParams, raw, splits) -> None:
+    """Refuse splits and images the chosen model cannot train on."""
+    for name in ("train", "val", "test"):
+        if len(getattr(splits, name)) == 0:
+            raise CimtoolError(f"the {name} split of {raw.name} is empty; adjust --val-frac/--test-frac")
+    missing = sorted(set(range(raw.num_classes)) - set(np.unique(splits.train.y).tolist()))
+    if missing:
+        raise CimtoolError(f"the train split of {raw.name} has no samples of class(es) {missing}")
+    entry = MODELS[p.model]
+    if min(raw.x.shape[2:]) < entry.min_size:
+        raise CimtoolError(f"--model {p.model} needs images of at least {entry.min_size}x"
+                           f"{entry.min_size} pixels; {raw.name} has {list(raw.x.shape[2:])}")
+
+
+def _make_spec(p: TrainAnnParams, raw) -> dict[str, Any]:
+    try:
+        return make_spec(p.model, p.method, tuple(raw.x.shape[1:]), raw.num_classes, list(p.hidden))
+    except (RuntimeError, MemoryError) as exc:  # e.g. an absurd --hidden width
+        raise CimtoolError(f"cannot build --model {p.model} with --hidden {p.hidden}: "
+                           f"{str(exc).splitlines()[0]}") from None
+
+
+def _train(p: TrainAnnParams, spec: dict[str, Any], raw, tensors, device, scratch: Path,
+           reporter: Reporter):
     torch.manual_seed(p.seed)
     model = MODELS[p.model].build(spec)
     if not MODELS[p.model].uses_method:  # CNN: fit input normalisation, train everything
@@ -194,7 +229,7 @@ def _train(p: TrainAnnParams, raw, tensors, device, scratch: Path, reporter: Rep
         config = _train_config(p, p.epochs, p.lr, augment=p.augment == "on")
         result = fit(model, tensors["train"], tensors["val"], config, device,
                      scratch / "model.ckpt", "model", reporter)
-        return model, spec, result
+        return model, result
 
     result = FitResult()
     fitting = FRONTENDS[p.method].fit  # how the off-array front-end is fitted
@@ -216,7 +251,7 @@ def _train(p: TrainAnnParams, raw, tensors, device, scratch: Path, reporter: Rep
     result.timing += head.timing
     result.best_val_acc, result.best_epoch = head.best_val_acc, head.best_epoch
     result.compiled = result.compiled or head.compiled
-    return model.to(device), spec, result
+    return model.to(device), result
 
 
 def _features(model, data, device, batch_size: int = 4096):

@@ -50,18 +50,34 @@ class MemoryBatcher:
             yield self.x[idx], self.y[idx]
 
 
+class _EpochOrder(torch.utils.data.Sampler):
+    """Yields the permutation the training loop drew for the current epoch."""
+
+    def __init__(self, n: int) -> None:
+        self.order = list(range(n))
+
+    def __iter__(self):
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
 class LoaderBatcher:
-    """torch DataLoader with pinned memory and persistent workers, for large data sets."""
+    """torch DataLoader with pinned memory and persistent workers, for large data sets.
+
+    The epoch's order is drawn from the loop's generator exactly as in MemoryBatcher, so a
+    resumed run sees the same batches; the loader's own generator only seeds its workers."""
 
     def __init__(self, data: TensorData, batch_size: int, device: torch.device) -> None:
         from torch.utils.data import DataLoader, TensorDataset
 
-        self.generator = torch.Generator()
         workers = min(4, os.cpu_count() or 1)
+        self.sampler = _EpochOrder(len(data))
         self.loader = DataLoader(
-            TensorDataset(data.x, data.y), batch_size=batch_size, shuffle=True,
-            generator=self.generator, num_workers=workers, persistent_workers=workers > 0,
-            pin_memory=device.type == "cuda",
+            TensorDataset(data.x, data.y), batch_size=batch_size, sampler=self.sampler,
+            generator=torch.Generator().manual_seed(0), num_workers=workers,
+            persistent_workers=workers > 0, pin_memory=device.type == "cuda",
         )
         self.device = device
 
@@ -69,7 +85,7 @@ class LoaderBatcher:
         return len(self.loader)
 
     def epoch(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self.generator.set_state(generator.get_state())
+        self.sampler.order = torch.randperm(len(self.sampler), generator=generator).tolist()
         for xb, yb in self.loader:
             yield (xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True))
 

@@ -139,7 +139,7 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
     steps_per_epoch = len(batcher)
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = min(total_steps, round(cfg.warmup_epochs * steps_per_epoch))
-    peak_lr = scaled_lr(cfg.lr, cfg.batch_size)
+    peak_lr = scaled_lr(cfg.lr, min(cfg.batch_size, len(train)))  # the batch actually used
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = OPTIMIZERS[cfg.optimizer](params, cfg, peak_lr)
     compiled = should_compile(cfg.compile, device, eager_estimate_s(model, train, cfg.epochs))
