@@ -149,7 +149,7 @@ def train_ann(
         str,
         typer.Option(
             rich_help_panel="Training",
-            help="torch.compile: auto (on CUDA; on CPU for runs estimated over 5 min), on, off.",
+            help="torch.compile: auto (on CUDA; on CPU for runs estimated over 10 min), on, off.",
         ),
     ] = "auto",
     loader: Annotated[
