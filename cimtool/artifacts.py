@@ -228,9 +228,9 @@ def find_resumable(search_dir: Path, params_sha256: str) -> Path | None:
 class ArtifactWriter:
     """Builds an artifact in ``<out>.partial`` and moves it into place on ``commit``.
 
-    Used as a context manager: an exception removes the partial directory, except a
-    KeyboardInterrupt when ``keep_on_interrupt`` (so that ``--resume`` can continue from its
-    checkpoints). A SIGKILL leaves the partial directory, which no reader accepts as an artifact.
+    Used as a context manager: a user error (CimtoolError) removes the partial directory. With
+    ``keep_on_interrupt``, Ctrl-C and crashes of a run that has checkpoints keep it, so that
+    ``--resume`` can continue; so does a SIGKILL. No reader accepts a partial directory.
     """
 
     def __init__(self, out: Path, kind: str, params: dict[str, Any], force: bool = False,
