@@ -237,6 +237,252 @@ def inspect(
     stage.run(path, _reporter(json_, False))
 
 
+# Mapping options shared by map-weights and export-weightmap (None: the default / the cmap's).
+_MAP = "Mapping"
+Device = Annotated[
+    str | None,
+    typer.Option(
+        rich_help_panel=_MAP,
+        help="Device card: a preset (cimtool devices list) or a .toml file. Default: rram_seed003.",
+    ),
+]
+WeightBits = Annotated[
+    int | None,
+    typer.Option(
+        rich_help_panel=_MAP,
+        help="2^N conductance levels over the card's range and spacing (default: the card's levels).",
+    ),
+]
+Scaling = Annotated[
+    str | None,
+    typer.Option(
+        rich_help_panel=_MAP,
+        help="Weight scale: shared_max (max|W| per layer, default), per_column, percentile.",
+    ),
+]
+ScalePercentile = Annotated[
+    float | None,
+    typer.Option(rich_help_panel=_MAP, help="Percentile of |W| for --scaling percentile (default 99.9)."),
+]
+ArrayRows = Annotated[
+    int | None, typer.Option(rich_help_panel=_MAP, help="Rows of one physical array (default 128).")
+]
+ArrayCols = Annotated[
+    int | None,
+    typer.Option(
+        rich_help_panel=_MAP, help="Physical columns of one array, pos+neg pairs (default 128)."
+    ),
+]
+Layout = Annotated[
+    str | None,
+    typer.Option(
+        rich_help_panel=_MAP,
+        help="Physical columns of output j: interleaved (2j, 2j+1; default) or blocked (j, J+j).",
+    ),
+]
+ModelPath = Annotated[
+    Path | None,
+    typer.Option(
+        "--model",
+        help="Model artifact (default: the newest model trained with --method under the artifacts root).",
+    ),
+]
+Method = Annotated[
+    str, typer.Option(help="Front-end of the model to look up when --model is not given.")
+]
+
+
+def _mapping(**given):
+    return {k: v for k, v in given.items() if v is not None}
+
+
+@app.command("map-weights")
+def map_weights(
+    model: ModelPath = None,
+    method: Method = "proj_sup_64",
+    device: Device = None,
+    weight_bits: WeightBits = None,
+    scaling: Scaling = None,
+    scale_percentile: ScalePercentile = None,
+    array_rows: ArrayRows = None,
+    array_cols: ArrayCols = None,
+    layout: Layout = None,
+    program: Annotated[
+        bool,
+        typer.Option(
+            rich_help_panel=_MAP,
+            help="Also draw one chip's programmed conductances (D2D, write noise, stuck-at; --seed).",
+        ),
+    ] = False,
+    evaluate: Annotated[
+        bool,
+        typer.Option(
+            rich_help_panel="Simulation",
+            help="Accuracy of float vs mapped (ideal) vs mapped with the card's non-idealities.",
+        ),
+    ] = False,
+    split: Annotated[
+        str, typer.Option(rich_help_panel="Simulation", help="Split to evaluate on: test, val or train.")
+    ] = "test",
+    trials: Annotated[
+        int, typer.Option(rich_help_panel="Simulation", help="Monte Carlo trials (fresh chip each).")
+    ] = 10,
+    effects: Annotated[
+        str,
+        typer.Option(
+            rich_help_panel="Simulation",
+            help="Non-idealities, comma-separated: d2d,c2c,stuck,drift,ir,read (or all, none).",
+        ),
+    ] = "all",
+    adc_bits: Annotated[
+        int | None, typer.Option(rich_help_panel="Simulation", help="ADC bits (default: the card's).")
+    ] = None,
+    scheme: Annotated[
+        str | None,
+        typer.Option(
+            rich_help_panel="Simulation",
+            help="Readout: A (each column digitised, then subtracted) or B (I_pos-I_neg into one "
+            "ADC). Default: the card's.",
+        ),
+    ] = None,
+    input_bits: Annotated[
+        int | None, typer.Option(rich_help_panel="Simulation", help="DAC/input bits (default: the card's).")
+    ] = None,
+    encoding: Annotated[
+        str,
+        typer.Option(
+            rich_help_panel="Simulation",
+            help="analog (one read, DAC voltages) or bitserial (one binary read per input bit).",
+        ),
+    ] = "analog",
+    drift_time: Annotated[
+        float,
+        typer.Option(rich_help_panel="Simulation", help="Seconds after programming, for drift."),
+    ] = 3600.0,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder of the model's data set, if it moved since training."),
+    ] = None,
+    seed: Seed = 0,
+    out: Out = None,
+    force: Force = False,
+    artifacts_root: ArtifactsRoot = Path("artifacts"),
+    json_: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Map a model's crossbar layers onto device conductance levels (and simulate the array)."""
+    from cimtool.nn.array import EFFECTS
+    from cimtool.stages import map_weights as stage
+
+    names = {"all": list(EFFECTS), "none": []}.get(effects.strip(), None)
+    if names is None:
+        names = [e.strip() for e in effects.split(",") if e.strip()]
+    params = stage.MapParams(
+        mapping=stage.MappingOptions(
+            **_mapping(device=device, weight_bits=weight_bits, scaling=scaling,
+                       scale_percentile=scale_percentile, array_rows=array_rows,
+                       array_cols=array_cols, layout=layout)
+        ),
+        model=str(model) if model else None,
+        method=method,
+        program=program,
+        evaluate=evaluate,
+        split=split,
+        trials=trials,
+        effects=tuple(names),
+        adc_bits=adc_bits,
+        scheme=scheme,
+        input_bits=input_bits,
+        encoding=encoding,
+        drift_time=drift_time,
+        data_dir=str(data_dir) if data_dir else None,
+        seed=seed,
+    )
+    reporter = _reporter(json_, quiet)
+    artifact = stage.run(params, out, artifacts_root, force, reporter)
+    s = artifact.summary
+    headline = f"[green]cmap[/green] {artifact.path}  {s['n_cells']} cells on {s['n_arrays']} array(s)"
+    if "accuracy_float" in s:
+        headline += (
+            f"  {s['split']} accuracy: float {s['accuracy_float']:.4f}, mapped ideal "
+            f"{s['accuracy_mapped_ideal']:.4f}, non-ideal {s['accuracy_nonideal_mean']:.4f} ± "
+            f"{s['accuracy_nonideal_std']:.4f} ({s['trials']} trials)"
+        )
+    _emit(reporter, artifact, headline)
+
+
+@app.command("export-weightmap")
+def export_weightmap(
+    model: ModelPath = None,
+    method: Method = "proj_sup_64",
+    cmap: Annotated[
+        Path | None,
+        typer.Option(help="Export an existing conductance map (from map-weights) instead of a model."),
+    ] = None,
+    device: Device = None,
+    weight_bits: WeightBits = None,
+    scaling: Scaling = None,
+    scale_percentile: ScalePercentile = None,
+    array_rows: ArrayRows = None,
+    array_cols: ArrayCols = None,
+    layout: Layout = None,
+    with_resistance: Annotated[
+        bool, typer.Option(help="Append R_pos,R_neg (ohm) to each line.")
+    ] = False,
+    out: Out = None,
+    force: Force = False,
+    artifacts_root: ArtifactsRoot = Path("artifacts"),
+    json_: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Write the device team's CSVs: row,col_pos,col_neg,level_pos,level_neg,G_pos,G_neg per layer,
+    plus the logical output → physical column table."""
+    from cimtool.stages import export_weightmap as stage
+
+    params = stage.ExportParams(
+        model=str(model) if model else None,
+        method=method,
+        cmap=str(cmap) if cmap else None,
+        device=device,
+        weight_bits=weight_bits,
+        scaling=scaling,
+        scale_percentile=scale_percentile,
+        array_rows=array_rows,
+        array_cols=array_cols,
+        layout=layout,
+        with_resistance=with_resistance,
+    )
+    reporter = _reporter(json_, quiet)
+    artifact = stage.run(params, out, artifacts_root, force, reporter)
+    s = artifact.summary
+    files = ", ".join(f"{v['weightmap']} ({v['lines']} lines)" for v in s["layers"].values())
+    _emit(reporter, artifact, f"[green]weightmap[/green] {artifact.path}  {files}; {s['layout']} columns")
+
+
+devices_app = typer.Typer(help="List and show device cards (presets or your own TOML files).",
+                          no_args_is_help=True)
+app.add_typer(devices_app, name="devices")
+
+
+@devices_app.command("list")
+def devices_list(json_: Json = False) -> None:
+    """The shipped device cards."""
+    from cimtool.stages import devices as stage
+
+    stage.list_cards(_reporter(json_, False))
+
+
+@devices_app.command("show")
+def devices_show(
+    card: Annotated[str, typer.Argument(help="A preset name or a path to a .toml card.")],
+    json_: Json = False,
+) -> None:
+    """Validate a device card and print every field (assumed values are marked)."""
+    from cimtool.stages import devices as stage
+
+    stage.show_card(card, _reporter(json_, False))
+
+
 INTERRUPTED = "cimtool: interrupted (an interrupted train-ann continues with --resume)"
 
 

@@ -1,0 +1,61 @@
+"""What several stages need: open a model artifact, rebuild its data splits, find models by method."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cimtool import artifacts
+from cimtool.errors import CimtoolError
+
+
+def open_model(path: Path | str):
+    """(artifact, model in eval mode, arch spec) of a verified model artifact."""
+    from cimtool.models.io import load_model
+
+    artifact = artifacts.load(path, "model")
+    model, spec = load_model(artifact)
+    return artifact, model, spec
+
+
+def model_splits(artifact: artifacts.Artifact, data_dir: str | None = None) -> dict[str, Any]:
+    """The train/val/test splits the model was trained on, as TensorData, checked by hash.
+
+    ``data_dir`` overrides the folder recorded at training time (data sets read from disk)."""
+    import torch
+
+    from cimtool.data import load_dataset, make_splits
+    from cimtool.train.batching import TensorData
+
+    p = artifact.params
+    folder = data_dir or p.get("data_dir")
+    raw = load_dataset(p["dataset"], Path(folder) if folder else None, bool(p.get("allow_pickle")))
+    splits = make_splits(raw.x, raw.y, p["split_seed"], p["val_frac"], p["test_frac"], raw.test)
+    recorded = next((i for i in artifact.manifest.get("inputs", []) if i.get("role") == "dataset"), {})
+    if recorded and (recorded.get("data_sha256"), recorded.get("split_sha256")) != (
+            raw.sha256(), splits.indices_sha256):
+        raise CimtoolError(f"{artifact.path}: the data set '{p['dataset']}' differs from the one the "
+                           "model was trained on (data or split hash mismatch)")
+    return {name: TensorData(torch.from_numpy(getattr(splits, name).x),
+                             torch.from_numpy(getattr(splits, name).y))
+            for name in ("train", "val", "test")}
+
+
+def find_model(root: Path, method: str) -> Path:
+    """The newest model artifact under ``root`` trained with front-end ``method``."""
+    folder = root / artifacts.KIND_DIRS["model"]
+    candidates = []
+    for manifest_path in folder.glob(f"*/{artifacts.MANIFEST}"):
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            continue  # not readable: not a candidate (it would fail to load anyway)
+        params = manifest.get("params") if isinstance(manifest, dict) else None
+        if isinstance(params, dict) and params.get("model") == "crossbar" and params.get("method") == method:
+            candidates.append((str(manifest.get("created", "")), manifest_path.parent))
+    if not candidates:
+        raise CimtoolError(f"no model trained with --method {method} under {folder}; "
+                           f"run: cimtool train-ann --method {method}"
+                           + (f" --artifacts-root {root}" if str(root) != "artifacts" else ""))
+    return max(candidates)[1]
