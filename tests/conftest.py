@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import gzip
+import json
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cimtool import artifacts
 from cimtool.cli import main
 
 
@@ -66,3 +69,15 @@ def mnist_idx_dir(tmp_path_factory) -> Path:
     write_idx(folder / "t10k-images-idx3-ubyte.gz", raw.x[test, 0])
     write_idx(folder / "t10k-labels-idx1-ubyte.gz", raw.y[test].astype(np.uint8))
     return folder
+
+
+@pytest.fixture(scope="session")
+def default_model(tmp_path_factory):
+    """The README's main command: default settings (mnist5k, proj_sup_64), as a subprocess."""
+    root = tmp_path_factory.mktemp("root")
+    t0 = time.perf_counter()
+    proc = run_subprocess("train-ann", "--artifacts-root", root, "--json", "--quiet")
+    wall = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr
+    payload = json.loads(proc.stdout)
+    return artifacts.load(payload["artifact"], "model"), wall, root

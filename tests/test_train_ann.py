@@ -11,7 +11,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from cimtool import artifacts
-from tests.conftest import run_subprocess
 
 
 def _train(cli, out, *args):
@@ -20,18 +19,6 @@ def _train(cli, out, *args):
     payload = json.loads(result.out)
     assert payload["artifact"] == str(out) and payload["kind"] == "model"
     return payload["summary"]
-
-
-@pytest.fixture(scope="module")
-def default_model(tmp_path_factory):
-    """The README's main command: default settings (mnist5k, proj_sup_64), as a subprocess."""
-    root = tmp_path_factory.mktemp("root")
-    t0 = time.perf_counter()
-    proc = run_subprocess("train-ann", "--artifacts-root", root, "--json", "--quiet")
-    wall = time.perf_counter() - t0
-    assert proc.returncode == 0, proc.stderr
-    payload = json.loads(proc.stdout)
-    return artifacts.load(payload["artifact"], "model"), wall, root
 
 
 def test_default_command_accuracy_time_and_layout(default_model):

@@ -15,8 +15,14 @@ def _check_model(artifact: artifacts.Artifact) -> None:
     load_model(artifact)  # architecture spec, tensor names and shapes, finite values
 
 
+def _check_cmap(artifact: artifacts.Artifact) -> None:
+    from cimtool.stages.map_weights import load_cmap
+
+    load_cmap(artifact.path)  # levels in range, G = grid[level] on the recorded card, shapes
+
+
 # kind -> deeper check of the payload's content, beyond the hashes
-CONTENT_CHECKS = {"model": _check_model}
+CONTENT_CHECKS = {"model": _check_model, "cmap": _check_cmap}
 
 
 def run(path: Path, reporter: Reporter) -> artifacts.Artifact:

@@ -1,0 +1,169 @@
+"""Device cards and the differential weight → conductance mapping (seed 003, DESIGN.md §6)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from cimtool.devices.card import load_card, parse_card, preset_names
+from cimtool.devices.mapping import (
+    Placement,
+    card_grid,
+    crossbar_matrix,
+    level_grid,
+    map_matrix,
+    nearest_level,
+)
+from cimtool.errors import CimtoolError
+
+
+def test_presets_load_with_the_documented_values():
+    assert preset_names() == ["ag_asi", "organic_ofet", "rram_seed003"]
+    rram = load_card("rram_seed003")
+    assert (rram.r_on, rram.r_off, rram.levels, rram.spacing) == (2.34e8, 4.18e11, 16, "log")
+    assert rram.g_min == pytest.approx(2.392e-12, rel=1e-3)
+    assert rram.g_max == pytest.approx(4.274e-9, rel=1e-3)
+    ag = load_card("ag_asi")
+    assert (ag.g_min, ag.g_max, ag.levels, ag.pulses_ltd) == (3.0769e-9, 3.8462e-8, 97, 100)
+    assert (ag.nl_ltp, ag.nl_ltd, ag.c2c_sigma, ag.variation_model) == (2.4, -4.88, 0.035, "range")
+    organic = load_card("organic_ofet")
+    assert 1e-10 <= organic.g_min < organic.g_max <= 1e-7  # nA at ~1 V
+    assert "conductance" in organic.assumed and organic.responsivity[1] == max(organic.responsivity)
+
+
+def _card_text(**overrides):
+    sections = {
+        "conductance": {"r_on": 1e4, "r_off": 1e6, "levels": 8, "spacing": '"linear"'},
+        "read": {"voltage": 0.1, "noise": 0.0},
+        "variation": {"model": '"lognormal"', "d2d": 0.0, "c2c": 0.0, "stuck_off": 0.0, "stuck_on": 0.0},
+        "drift": {"nu": 0.0, "nu_sigma": 0.0, "t0": 1.0},
+        "array": {"wire_resistance": 0.0},
+        "update": {"nl_ltp": 1.0, "nl_ltd": -1.0, "pulses_ltp": 8, "pulses_ltd": 8},
+        "adc": {"bits": 6, "scheme": '"A"', "input_bits": 4},
+    }
+    for key, value in overrides.items():
+        section, name = key.split("__")
+        if value is None:
+            del sections[section][name]
+        else:
+            sections[section][name] = value
+    lines = ['name = "test"']
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {v}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def test_user_card_file_round_trip(tmp_path):
+    path = tmp_path / "cell.toml"
+    path.write_text(_card_text())
+    card = load_card(str(path))
+    assert card.g_max == pytest.approx(1e-4) and card.levels == 8
+
+
+@pytest.mark.parametrize("overrides, pattern", [
+    ({"conductance__r_on": 1e6}, "r_on (1e+06 ohm) must be below r_off"),
+    ({"conductance__r_on": 2e6}, "must be below r_off"),
+    ({"conductance__levels": 1}, "conductance.levels must be at least 2"),
+    ({"conductance__levels": 0}, "conductance.levels must be at least 2"),
+    ({"variation__d2d": -0.1}, "variation.d2d must be >= 0"),
+    ({"read__noise": -1}, "read.noise must be >= 0"),
+    ({"conductance__spacing": '"cubic"'}, "conductance.spacing must be one of log, linear"),
+    ({"conductance__levels": 2.5}, "conductance.levels must be a int"),
+    ({"conductance__g_min": 1e-9}, "not both"),
+    ({"conductance__r_off": None}, "needs both r_on and r_off"),
+    ({"read__voltage": None}, "missing field(s) read.voltage"),
+    ({"read__volts": 0.2}, "read.volts is not a device-card field"),
+    ({"variation__stuck_on": 1.5}, "stuck_on must be a fraction"),
+    ({"adc__bits": 1}, "adc.bits must be at least 2"),
+    ({"drift__nu": "nan"}, "drift.nu must be finite"),
+])
+def test_impossible_cards_name_the_field(tmp_path, overrides, pattern):
+    path = tmp_path / "bad.toml"
+    path.write_text(_card_text(**overrides))
+    with pytest.raises(CimtoolError, match=None) as err:
+        load_card(str(path))
+    assert pattern in str(err.value) and str(path) in str(err.value)
+
+
+def test_unknown_section_corrupt_and_missing_cards(tmp_path):
+    with pytest.raises(CimtoolError, match="unknown section"):
+        parse_card({"name": "x", "magic": {"a": 1}}, "card.toml")
+    bad = tmp_path / "broken.toml"
+    bad.write_text("[conductance\nr_on = ")
+    with pytest.raises(CimtoolError, match="not a valid TOML"):
+        load_card(str(bad))
+    with pytest.raises(CimtoolError, match="unknown --device 'rram_magic'"):
+        load_card("rram_magic")
+    with pytest.raises(CimtoolError, match="no such device card file"):
+        load_card(str(tmp_path / "missing.toml"))
+
+
+def test_seed_003_worked_example():
+    """W=−0.30, shared_max=0.80 → level_neg 13, G≈1.575e-9 S, R≈6.35e8 Ω; W=+0.52 → level 14."""
+    card = load_card("rram_seed003")
+    grid = card_grid(card, 4)
+    assert len(grid) == 16 and grid[0] == pytest.approx(1 / 4.18e11) and grid[-1] == pytest.approx(1 / 2.34e8)
+    m = map_matrix("t", np.array([[-0.30, 0.52, 0.0, 0.80]]), grid)
+    assert m.scale[0] == 0.80  # shared_max = max|W|
+    assert m.level_neg[0, 0] == 13 and m.level_pos[0, 0] == 0
+    # the seed's figures, to the digits it gives
+    assert f"{m.g_neg[0, 0]:.4g}" == "1.575e-09" and f"{1 / m.g_neg[0, 0]:.3g}" == "6.35e+08"
+    assert m.g_pos[0, 0] == pytest.approx(card.g_min) and 1 / m.g_pos[0, 0] == pytest.approx(4.18e11)
+    assert m.level_pos[0, 1] == 14 and m.level_neg[0, 1] == 0
+    assert f"{1 / m.g_pos[0, 1]:.3g}" == "3.85e+08" and 1 / m.g_neg[0, 1] == pytest.approx(4.18e11)
+    assert m.level_pos[0, 2] == m.level_neg[0, 2] == 0  # zero → g_min on both branches
+    assert m.level_pos[0, 3] == 15
+
+
+def test_nearest_level_is_the_argmin_and_grids_follow_the_formula():
+    rng = np.random.default_rng(0)
+    for spacing in ("log", "linear"):
+        grid = level_grid(1e-12, 1e-8, 16, spacing)
+        n = np.concatenate([rng.random(5000), [0.0, 1.0, 2.0]])
+        brute = np.abs(n[:, None] - grid[None, :] / grid[-1]).argmin(axis=1)
+        assert np.array_equal(nearest_level(n, grid), brute)
+    k = np.arange(16) / 15
+    assert np.allclose(level_grid(1e-12, 1e-8, 16, "log"), 1e-12 * (1e4) ** k, rtol=1e-12)
+    assert np.allclose(level_grid(1e-12, 1e-8, 16, "linear"), 1e-12 + (1e-8 - 1e-12) * k, rtol=1e-12)
+
+
+def test_scalings_and_effective_weight():
+    grid = level_grid(1e-12, 1e-6, 2**12, "linear")  # fine levels, on/off 1e6
+    w = np.random.default_rng(1).normal(size=(64, 10))
+    w[:, 3] *= 0.1
+    for scaling in ("shared_max", "per_column", "percentile"):
+        m = map_matrix("t", w, grid, scaling, percentile=99.0)
+        if scaling == "per_column":
+            assert np.allclose(m.scale, np.abs(w).max(axis=0))
+        error = np.abs(m.effective_weight() - w)
+        if scaling == "percentile":  # weights above the percentile clamp to the top level
+            inside = np.abs(w) <= m.scale[0]
+            assert error[inside].max() < 1e-3 * m.scale[0] and (error[~inside] > 0).all()
+        else:
+            assert error.max() < 1e-3 * m.scale.max()
+    with pytest.raises(CimtoolError, match="NaN or inf"):
+        map_matrix("bad", np.array([[np.nan, 1.0]]), grid)
+    zero = map_matrix("z", np.zeros((3, 2)), grid)
+    assert (zero.level_pos == 0).all() and (zero.level_neg == 0).all()
+
+
+def test_conv_weights_unroll_to_cin_kh_kw_rows():
+    w = np.arange(2 * 3 * 2 * 2).reshape(2, 3, 2, 2)  # [Cout, Cin, kh, kw]
+    m = crossbar_matrix(w)
+    assert m.shape == (12, 2) and m[5, 1] == w[1, 1, 0, 1]
+
+
+def test_placement_layouts_and_tiles():
+    p = Placement(rows=300, cols=70, array_rows=128, array_cols=64, layout="interleaved")
+    assert p.tile_grid == (3, 3)  # 32 outputs per array
+    col = np.arange(70)
+    pos, neg = p.physical_columns(col)
+    assert (pos == 2 * col).all() and (neg == 2 * col + 1).all()
+    tile_col, a_pos, a_neg = p.array_columns(col)
+    assert tile_col[69] == 2 and a_pos[69] == 2 * (69 - 64) and a_neg[69] == a_pos[69] + 1
+    assert p.tile_of(np.array([299]), np.array([69]))[0] == 2 * 3 + 2
+    b = Placement(rows=64, cols=10, array_rows=128, array_cols=128, layout="blocked")
+    pos, neg = b.physical_columns(np.arange(10))
+    assert (pos == np.arange(10)).all() and (neg == np.arange(10, 20)).all()
+    assert math.prod(b.tile_grid) == 1
