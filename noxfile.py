@@ -38,12 +38,17 @@ def bench(session: nox.Session) -> None:
     """Benchmarks in tests/bench/ (not part of the default run); results in tests/bench/results/."""
     _install(session, "[test]")
     session.run("python", "tests/bench/bench_train.py", *session.posargs)
+    session.run("python", "tests/bench/bench_crossbar.py")
     session.run("python", "tests/bench/bench_gpu.py")  # says so and exits without CUDA
 
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The main job on the embedded default data set (mnist5k), then show the artifact."""
+    """The main job on the embedded default data set (mnist5k): train, map onto the seed-003 RRAM
+    and simulate the array, export the device team's CSV."""
     _install(session)
     session.run("cimtool", "train-ann", "--out", "artifacts/models/demo", "--force")
     session.run("cimtool", "inspect", "artifacts/models/demo")
+    session.run("cimtool", "map-weights", "--model", "artifacts/models/demo", "--weight-bits", "4",
+                "--evaluate", "--out", "artifacts/cmaps/demo", "--force")
+    session.run("cimtool", "export-weightmap", "--method", "proj_sup_64", "--weight-bits", "4")
