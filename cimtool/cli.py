@@ -264,6 +264,14 @@ ScalePercentile = Annotated[
     float | None,
     typer.Option(rich_help_panel=_MAP, help="Percentile of |W| for --scaling percentile (default 99.9)."),
 ]
+Normalize = Annotated[
+    str | None,
+    typer.Option(
+        rich_help_panel=_MAP,
+        help="Level targets: gmax (n vs G_k/g_max, seed 003; default) or range (n vs "
+        "(G_k-g_min)/(g_max-g_min): no bias from the g_min floor on low on/off devices).",
+    ),
+]
 ArrayRows = Annotated[
     int | None, typer.Option(rich_help_panel=_MAP, help="Rows of one physical array (default 128).")
 ]
@@ -304,6 +312,7 @@ def map_weights(
     weight_bits: WeightBits = None,
     scaling: Scaling = None,
     scale_percentile: ScalePercentile = None,
+    normalize: Normalize = None,
     array_rows: ArrayRows = None,
     array_cols: ArrayCols = None,
     layout: Layout = None,
@@ -380,7 +389,7 @@ def map_weights(
     params = stage.MapParams(
         mapping=stage.MappingOptions(
             **_mapping(device=device, weight_bits=weight_bits, scaling=scaling,
-                       scale_percentile=scale_percentile, array_rows=array_rows,
+                       scale_percentile=scale_percentile, normalize=normalize, array_rows=array_rows,
                        array_cols=array_cols, layout=layout)
         ),
         model=str(model) if model else None,
@@ -423,6 +432,7 @@ def export_weightmap(
     weight_bits: WeightBits = None,
     scaling: Scaling = None,
     scale_percentile: ScalePercentile = None,
+    normalize: Normalize = None,
     array_rows: ArrayRows = None,
     array_cols: ArrayCols = None,
     layout: Layout = None,
@@ -447,6 +457,7 @@ def export_weightmap(
         weight_bits=weight_bits,
         scaling=scaling,
         scale_percentile=scale_percentile,
+        normalize=normalize,
         array_rows=array_rows,
         array_cols=array_cols,
         layout=layout,

@@ -167,3 +167,16 @@ def test_placement_layouts_and_tiles():
     pos, neg = b.physical_columns(np.arange(10))
     assert (pos == np.arange(10)).all() and (neg == np.arange(10, 20)).all()
     assert math.prod(b.tile_grid) == 1
+
+
+def test_range_normalisation_removes_the_g_min_bias_on_low_on_off_devices():
+    """ag_asi (on/off 12.5): with the seed's G_k/g_max targets every nonzero weight shrinks by
+    about scale·g_min/g_max; --normalize range compares with (G_k−g_min)/(g_max−g_min) instead."""
+    card = load_card("ag_asi")
+    grid = card_grid(card, None)  # 97 linear levels
+    w = np.random.default_rng(3).uniform(-1, 1, size=(64, 10))
+    step = 1 / 96  # one level, in units of the scale
+    seed_err = np.abs(map_matrix("t", w, grid).effective_weight() - w)
+    range_err = np.abs(map_matrix("t", w, grid, normalize="range").effective_weight() - w)
+    assert range_err.max() <= step / 2 * np.abs(w).max() + 1e-12
+    assert seed_err.mean() > 5 * range_err.mean()

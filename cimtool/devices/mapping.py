@@ -35,9 +35,18 @@ def card_grid(card: DeviceCard, weight_bits: int | None) -> np.ndarray:
     return level_grid(card.g_min, card.g_max, n_levels, card.spacing)
 
 
-def nearest_level(n: np.ndarray, grid: np.ndarray) -> np.ndarray:
+# How a normalised weight n is compared with the levels (and how the array's output is scaled back).
+NORMALIZATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "gmax": lambda grid: grid / grid[-1],  # seed 003 §4: G_k/g_max
+    # (G_k − g_min)/(g_max − g_min): level 0 means 0, so the g_min floor adds no bias on
+    # devices with a small on/off ratio
+    "range": lambda grid: (grid - grid[0]) / (grid[-1] - grid[0]),
+}
+
+
+def nearest_level(n: np.ndarray, grid: np.ndarray, normalize: str = "gmax") -> np.ndarray:
     """k = argmin_k |n − G_k/g_max| (ties to the lower level), vectorised via the midpoints."""
-    norm = grid / grid[-1]
+    norm = NORMALIZATIONS[normalize](grid)
     midpoints = (norm[:-1] + norm[1:]) / 2
     return np.searchsorted(midpoints, n, side="left").astype(np.int16)
 
@@ -72,10 +81,16 @@ class LayerMap:
     level_neg: np.ndarray
     scale: np.ndarray
     grid: np.ndarray  # G_k, float64 [L]
+    normalize: str = "gmax"
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.level_pos.shape
+
+    @property
+    def g_ref(self) -> float:
+        """The conductance difference that stands for a weight of ``scale``."""
+        return float(self.grid[-1] - (self.grid[0] if self.normalize == "range" else 0.0))
 
     @property
     def g_pos(self) -> np.ndarray:
@@ -87,11 +102,11 @@ class LayerMap:
 
     def effective_weight(self) -> np.ndarray:
         """W_eff = scale·(G_pos − G_neg)/g_max: what an ideal array computes, [rows, cols]."""
-        return self.scale * (self.g_pos - self.g_neg) / self.grid[-1]
+        return self.scale * (self.g_pos - self.g_neg) / self.g_ref
 
 
 def map_matrix(name: str, w: np.ndarray, grid: np.ndarray, scaling: str = "shared_max",
-               percentile: float = 99.9) -> LayerMap:
+               percentile: float = 99.9, normalize: str = "gmax") -> LayerMap:
     """Differential mapping of a [rows, cols] weight matrix onto the level grid."""
     w = np.asarray(w, dtype=np.float64)
     if not np.isfinite(w).all():
@@ -100,8 +115,8 @@ def map_matrix(name: str, w: np.ndarray, grid: np.ndarray, scaling: str = "share
     scale = np.where(scale > 0, scale, 1.0)  # an all-zero layer/column maps to g_min everywhere
     w_pos = np.maximum(w, 0.0)  # seed 003 §1: differential split
     w_neg = np.maximum(-w, 0.0)
-    return LayerMap(name, nearest_level(w_pos / scale, grid), nearest_level(w_neg / scale, grid),
-                    scale, grid)
+    return LayerMap(name, nearest_level(w_pos / scale, grid, normalize),
+                    nearest_level(w_neg / scale, grid, normalize), scale, grid, normalize)
 
 
 def crossbar_matrix(weight: np.ndarray) -> np.ndarray:

@@ -18,7 +18,8 @@ Signal chain of one layer (seed 003 §2 lists the non-idealities; DESIGN.md §6)
    chip). Scheme A: ``I_pos`` and ``I_neg`` each digitised (unsigned, ``2^b`` codes), then
    subtracted. Scheme B: ``I_pos − I_neg`` in analog, one signed ADC (codes ``±(2^(b−1)−1)``).
    Values beyond the full scale saturate.
-5. **Digital**: partial sums of the row tiles are added, ``y = D/(V_read·g_max)·scale·x_max + bias``.
+5. **Digital**: partial sums of the row tiles are added, ``y = D/(V_read·g_ref)·scale·x_max + bias``
+   (``g_ref = g_max``, or ``g_max − g_min`` with the ``range`` normalisation).
 
 **IR drop, first-order model.** Each row wire is driven at physical column 0 and each column
 wire is read at the bottom of the array (virtual ground) through segments of ``wire_resistance``
@@ -168,7 +169,7 @@ class ArrayLayer(nn.Module):
                               "stride": module.stride, "dilation": module.dilation}
         self.bias = None if module.bias is None else module.bias.detach().clone()
         self.card, self.config, self.placement = card, config, placement
-        self.g_max = float(layer_map.grid[-1])
+        self.g_ref = layer_map.g_ref  # conductance difference that stands for a weight of `scale`
         self.target = torch.from_numpy(np.stack([layer_map.g_pos, layer_map.g_neg]))  # float64
         self.scale = torch.from_numpy(layer_map.scale).float()
         self.g = self.target.float()  # conductances of the current chip, [2, rows, cols]
@@ -211,7 +212,7 @@ class ArrayLayer(nn.Module):
         acc = self._read(v.clamp_min(0.0))
         if self.signed:
             acc = acc - self._read((-v).clamp_min(0.0))
-        y = acc * (self.scale * (x_max / (self.card.read_voltage * self.g_max)))
+        y = acc * (self.scale * (x_max / (self.card.read_voltage * self.g_ref)))
         return y if self.bias is None else y + self.bias
 
     def _read(self, v: torch.Tensor) -> torch.Tensor:

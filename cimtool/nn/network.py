@@ -22,7 +22,7 @@ from cimtool.train.batching import TensorData, to_float
 
 
 def map_model(model: nn.Module, spec: dict[str, Any], grid: np.ndarray, scaling: str = "shared_max",
-              percentile: float = 99.9) -> dict[str, LayerMap]:
+              percentile: float = 99.9, normalize: str = "gmax") -> dict[str, LayerMap]:
     """Every crossbar layer of ``spec`` mapped onto the level grid, in network order."""
     layers = spec.get("crossbar_layers", [])
     if not layers:
@@ -30,7 +30,8 @@ def map_model(model: nn.Module, spec: dict[str, Any], grid: np.ndarray, scaling:
     maps = {}
     for layer in layers:
         weight = model.get_submodule(layer["name"]).weight.detach().cpu().double().numpy()
-        maps[layer["name"]] = map_matrix(layer["name"], crossbar_matrix(weight), grid, scaling, percentile)
+        maps[layer["name"]] = map_matrix(layer["name"], crossbar_matrix(weight), grid, scaling,
+                                           percentile, normalize)
     return maps
 
 
@@ -47,14 +48,17 @@ class ArrayNetwork:
             parent, _, child = name.rpartition(".")
             setattr(self.model.get_submodule(parent) if parent else self.model, child, layer)
             self.layers.append(layer)
+        # conv layers are unrolled per output position: smaller batches keep memory bounded
+        self.batch_size = 32 if any(layer.is_conv for layer in self.layers) else 512
 
-    def _forward_all(self, data: TensorData, batch_size: int) -> torch.Tensor:
+    def _forward_all(self, data: TensorData, batch_size: int | None = None) -> torch.Tensor:
+        batch_size = batch_size or self.batch_size
         preds = [self.model(to_float(data.x[i: i + batch_size])).argmax(1)
                  for i in range(0, len(data), batch_size)]
         return torch.cat(preds)
 
     @torch.no_grad()
-    def calibrate(self, train: TensorData, batch_size: int = 512) -> None:
+    def calibrate(self, train: TensorData, batch_size: int | None = None) -> None:
         """Input ranges and ADC full scales from the train split on an ideal chip (layer by layer)."""
         for layer in self.layers:
             layer.program_chip(None)
@@ -66,7 +70,8 @@ class ArrayNetwork:
                 layer.calibrating = False
 
     @torch.no_grad()
-    def accuracy(self, data: TensorData, gen: torch.Generator | None, batch_size: int = 512) -> float:
+    def accuracy(self, data: TensorData, gen: torch.Generator | None,
+                 batch_size: int | None = None) -> float:
         """Accuracy on one chip: ``gen`` draws it (None: the ideal mapped chip)."""
         for layer in self.layers:
             layer.program_chip(gen)

@@ -40,6 +40,7 @@ class ExportParams:
     weight_bits: int | None = None
     scaling: str | None = None
     scale_percentile: float | None = None
+    normalize: str | None = None
     array_rows: int | None = None
     array_cols: int | None = None
     layout: str | None = None

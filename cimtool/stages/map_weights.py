@@ -21,7 +21,14 @@ import pyarrow.parquet as pq
 
 from cimtool import artifacts
 from cimtool.devices.card import DeviceCard, load_card
-from cimtool.devices.mapping import SCALINGS, LayerMap, Placement, card_grid, check_placement
+from cimtool.devices.mapping import (
+    NORMALIZATIONS,
+    SCALINGS,
+    LayerMap,
+    Placement,
+    card_grid,
+    check_placement,
+)
 from cimtool.errors import CimtoolError
 from cimtool.nn.array import EFFECTS, ArrayConfig
 from cimtool.stages.common import find_model, open_model
@@ -39,6 +46,7 @@ class MappingOptions:
     weight_bits: int | None = None  # None: the card's number of levels
     scaling: str = "shared_max"
     scale_percentile: float = 99.9
+    normalize: str = "gmax"
     array_rows: int = 128
     array_cols: int = 128
     layout: str = "interleaved"
@@ -48,6 +56,9 @@ class MappingOptions:
             raise CimtoolError(f"--weight-bits must be in 1..15 (2..32768 levels), got {self.weight_bits}")
         if self.scaling not in SCALINGS:
             raise CimtoolError(f"unknown --scaling '{self.scaling}' (choose from: {', '.join(SCALINGS)})")
+        if self.normalize not in NORMALIZATIONS:
+            raise CimtoolError(f"unknown --normalize '{self.normalize}' "
+                               f"(choose from: {', '.join(NORMALIZATIONS)})")
         if not 0 < self.scale_percentile <= 100:
             raise CimtoolError(f"--scale-percentile must be in (0, 100], got {self.scale_percentile}")
         check_placement(self.array_rows, self.array_cols, self.layout)
@@ -104,7 +115,8 @@ def map_loaded_model(model, spec: dict[str, Any], opts: MappingOptions, reporter
     if opts.weight_bits is not None and 2**opts.weight_bits > card.levels:
         reporter.log(f"[yellow]note: --weight-bits {opts.weight_bits} asks for {2**opts.weight_bits} "
                      f"levels; the card '{card.name}' lists {card.levels} programmable states")
-    maps = map_model(model, spec, card_grid(card, opts.weight_bits), opts.scaling, opts.scale_percentile)
+    maps = map_model(model, spec, card_grid(card, opts.weight_bits), opts.scaling, opts.scale_percentile,
+                     opts.normalize)
     placements = {name: Placement(*m.shape, opts.array_rows, opts.array_cols, opts.layout)
                   for name, m in maps.items()}
     types = {layer["name"]: layer["type"] for layer in spec["crossbar_layers"]}
@@ -187,8 +199,9 @@ def validate(p: MapParams) -> None:
         raise CimtoolError(f"--seed must be in [0, 2**32), got {p.seed}")
     if not math.isfinite(p.drift_time):
         raise CimtoolError(f"--drift-time must be finite, got {p.drift_time}")
+    # the card fills unset converter options later; validate what the user gave
     ArrayConfig(effects=tuple(p.effects), adc_bits=p.adc_bits, scheme=p.scheme or "B",
-                input_bits=p.input_bits, encoding=p.encoding, drift_time=p.drift_time).validate()
+                input_bits=p.input_bits or 1, encoding=p.encoding, drift_time=p.drift_time).validate()
 
 
 def evaluate_mapped(model, mapped: MappedModel, data: dict[str, Any], split: str, config: ArrayConfig,
@@ -299,7 +312,7 @@ def load_cmap(path: Path | str) -> tuple[artifacts.Artifact, MappedModel, Mappin
             raise CimtoolError(f"{artifact.file('cmap.parquet')}: G values of layer '{name}' do not "
                                "match its levels on the recorded device card")
         scale = scales[scales["layer"] == name]["scale"].to_numpy()
-        maps[name] = LayerMap(name, lp, ln, scale, grid)
+        maps[name] = LayerMap(name, lp, ln, scale, grid, opts.normalize)
         placements[name] = Placement(rows, cols, opts.array_rows, opts.array_cols, opts.layout)
         types[name] = info["type"]
     return artifact, MappedModel(card, maps, placements, types), opts
