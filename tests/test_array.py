@@ -178,7 +178,7 @@ def test_read_noise_has_the_documented_sigma():
     v = x[0] * card.read_voltage
     g = layer.g.double()
     sigma_current = card.read_noise * torch.sqrt((v.double() ** 2) @ (g[0] ** 2 + g[1] ** 2))
-    sigma_out = sigma_current * layer.scale.double() / (card.read_voltage * layer.g_max)
+    sigma_out = sigma_current * layer.scale.double() / (card.read_voltage * layer.g_ref)
     assert torch.allclose(out.double().std(0), sigma_out, rtol=0.05)
 
 

@@ -83,9 +83,12 @@ class MapParams:
     seed: int = 0
 
     def array_config(self, card: DeviceCard) -> ArrayConfig:
-        return ArrayConfig(effects=tuple(self.effects), adc_bits=self.adc_bits or card.adc_bits,
-                           scheme=self.scheme or card.adc_scheme,
-                           input_bits=self.input_bits or card.input_bits, encoding=self.encoding,
+        def pick(given, default):
+            return default if given is None else given
+
+        return ArrayConfig(effects=tuple(self.effects), adc_bits=pick(self.adc_bits, card.adc_bits),
+                           scheme=pick(self.scheme, card.adc_scheme),
+                           input_bits=pick(self.input_bits, card.input_bits), encoding=self.encoding,
                            drift_time=self.drift_time)
 
 
@@ -201,7 +204,8 @@ def validate(p: MapParams) -> None:
         raise CimtoolError(f"--drift-time must be finite, got {p.drift_time}")
     # the card fills unset converter options later; validate what the user gave
     ArrayConfig(effects=tuple(p.effects), adc_bits=p.adc_bits, scheme=p.scheme or "B",
-                input_bits=p.input_bits or 1, encoding=p.encoding, drift_time=p.drift_time).validate()
+                input_bits=1 if p.input_bits is None else p.input_bits, encoding=p.encoding,
+                drift_time=p.drift_time).validate()
 
 
 def evaluate_mapped(model, mapped: MappedModel, data: dict[str, Any], split: str, config: ArrayConfig,
