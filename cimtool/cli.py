@@ -470,6 +470,82 @@ def export_weightmap(
     _emit(reporter, artifact, f"[green]weightmap[/green] {artifact.path}  {files}; {s['layout']} columns")
 
 
+@app.command("qat")
+def qat(
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="ptq (quantize to the device levels, no training), qat (fine-tune on the levels "
+            "with a straight-through estimator) or noise (qat + the card's D2D/C2C/read noise).",
+        ),
+    ] = "qat",
+    model: ModelPath = None,
+    method: Method = "proj_sup_64",
+    device: Device = None,
+    weight_bits: WeightBits = None,
+    scaling: Scaling = None,
+    scale_percentile: ScalePercentile = None,
+    normalize: Normalize = None,
+    epochs: Annotated[int, typer.Option(rich_help_panel="Training", help="Fine-tuning epochs.")] = 30,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            rich_help_panel="Training",
+            help="Peak learning rate per 256 samples (default: the model's training LR x 0.25).",
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(rich_help_panel="Training", help="Mini-batch size.")] = 128,
+    noise_scale: Annotated[
+        float,
+        typer.Option(rich_help_panel="Training", help="Scale of the card's sigmas in --mode noise training."),
+    ] = 1.0,
+    trials: Annotated[
+        int,
+        typer.Option(help="Monte Carlo chips for the plain vs new comparison on the array simulator."),
+    ] = 10,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Folder of the model's data set, if it moved since training.")
+    ] = None,
+    seed: Seed = 0,
+    out: Out = None,
+    force: Force = False,
+    artifacts_root: ArtifactsRoot = Path("artifacts"),
+    json_: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Hardware-aware model on a device card's levels: PTQ, QAT or noise-aware fine-tuning."""
+    from cimtool.stages import map_weights
+    from cimtool.stages import qat as stage
+
+    params = stage.QatParams(
+        mode=mode,
+        model=str(model) if model else None,
+        method=method,
+        mapping=map_weights.MappingOptions(
+            **_mapping(device=device, weight_bits=weight_bits, scaling=scaling,
+                       scale_percentile=scale_percentile, normalize=normalize)
+        ),
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        noise_scale=noise_scale,
+        trials=trials,
+        data_dir=str(data_dir) if data_dir else None,
+        seed=seed,
+    )
+    reporter = _reporter(json_, quiet)
+    artifact = stage.run(params, out, artifacts_root, force, reporter)
+    s = artifact.summary
+    _emit(
+        reporter,
+        artifact,
+        f"[green]qmodel[/green] {artifact.path}  test accuracy: float {s['float_accuracy']:.4f}, "
+        f"PTQ {s['ptq_accuracy']:.4f}, {s['mode']} {s['test_accuracy']:.4f}; on the array with "
+        f"every non-ideality: plain {s['nonideal_plain_mean']:.4f} ± {s['nonideal_plain_std']:.4f}, "
+        f"{s['mode']} {s['nonideal_mean']:.4f} ± {s['nonideal_std']:.4f} ({s['trials']} trials)",
+    )
+
+
 devices_app = typer.Typer(help="List and show device cards (presets or your own TOML files).",
                           no_args_is_help=True)
 app.add_typer(devices_app, name="devices")

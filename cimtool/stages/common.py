@@ -9,12 +9,16 @@ from typing import Any
 from cimtool import artifacts
 from cimtool.errors import CimtoolError
 
+MODEL_KINDS = ("model", "qmodel")
+
 
 def open_model(path: Path | str):
-    """(artifact, model in eval mode, arch spec) of a verified model artifact."""
+    """(artifact, model in eval mode, arch spec) of a verified model or hardware-aware model."""
     from cimtool.models.io import load_model
 
-    artifact = artifacts.load(path, "model")
+    artifact = artifacts.load(path)
+    if artifact.kind not in MODEL_KINDS:
+        raise CimtoolError(f"{path}: expected a model or qmodel artifact, found a '{artifact.kind}' artifact")
     model, spec = load_model(artifact)
     return artifact, model, spec
 
@@ -28,6 +32,11 @@ def model_splits(artifact: artifacts.Artifact, data_dir: str | None = None) -> d
     from cimtool.data import load_dataset, make_splits
     from cimtool.train.batching import TensorData
 
+    if artifact.kind == "qmodel":  # its data set is that of the model it came from
+        source = next((i for i in artifact.manifest.get("inputs", []) if i.get("role") == "model"), None)
+        if source is None:
+            raise CimtoolError(f"{artifact.path}: the qmodel does not record its source model")
+        return model_splits(artifacts.load(source["path"], "model"), data_dir)
     p = artifact.params
     folder = data_dir or p.get("data_dir")
     raw = load_dataset(p["dataset"], Path(folder) if folder else None, bool(p.get("allow_pickle")))

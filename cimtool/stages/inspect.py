@@ -22,7 +22,7 @@ def _check_cmap(artifact: artifacts.Artifact) -> None:
 
 
 # kind -> deeper check of the payload's content, beyond the hashes
-CONTENT_CHECKS = {"model": _check_model, "cmap": _check_cmap}
+CONTENT_CHECKS = {"model": _check_model, "qmodel": _check_model, "cmap": _check_cmap}
 
 
 def run(path: Path, reporter: Reporter) -> artifacts.Artifact:

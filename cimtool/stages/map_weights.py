@@ -241,6 +241,9 @@ def run(p: MapParams, out: Path | None, root: Path, force: bool, reporter: Repor
     model_path = resolve_model(p.model, p.method, root, reporter)
     model_artifact, model, spec = open_model(model_path)
     mapped = map_loaded_model(model, spec, p.mapping, reporter)
+    if model_artifact.kind == "qmodel" and model_artifact.params.get("mapping") != asdict(p.mapping):
+        reporter.log(f"[yellow]note: this qmodel was trained for the mapping "
+                     f"{model_artifact.params.get('mapping')}; mapping it with {asdict(p.mapping)}")
     p = replace(p, model=str(model_path))
     data = None
     if p.evaluate:

@@ -1,0 +1,196 @@
+"""`cimtool qat`: hardware-aware versions of a trained model on a device card's levels.
+
+Modes (``MODES``):
+
+- ``ptq``: quantize the trained weights to the device levels (differential, the card's spacing,
+  ``--weight-bits``) and evaluate; no training.
+- ``qat``: fine-tune with the forward pass on the discrete levels and a straight-through
+  estimator back to float master weights (seed 003 §2).
+- ``noise``: like ``qat``, with the card's D2D, C2C and read noise drawn in every training forward
+  pass, so the model survives the array simulator.
+
+The artifact (``qmodel``) stores the float master weights (they map onto the levels with the
+recorded mapping options; ``map-weights`` uses them by default) and an evaluation table: float,
+PTQ and the result on the ideal array, and the plain vs the new model on the array simulator with
+every non-ideality of the card (Monte Carlo).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from cimtool import artifacts
+from cimtool.devices.card import load_card
+from cimtool.devices.mapping import card_grid
+from cimtool.errors import CimtoolError
+from cimtool.models.io import save_model
+from cimtool.models.registry import MODELS
+from cimtool.nn.array import EFFECTS, ArrayConfig
+from cimtool.nn.quant import DeviceWeight, NoiseSpec, attach, detach_all
+from cimtool.stages.common import model_splits, open_model
+from cimtool.stages.map_weights import MappingOptions, map_loaded_model, resolve_model
+from cimtool.train.batching import TensorData, to_float
+from cimtool.train.loop import TrainConfig, evaluate, fit
+from cimtool.ui import Reporter
+
+KIND = "qmodel"
+MODES = ("ptq", "qat", "noise")
+FINE_TUNE_LR_FACTOR = 0.25  # default fine-tuning LR = the model's training LR × this
+
+
+@dataclass(frozen=True)
+class QatParams:
+    mode: str = "qat"
+    model: str | None = None
+    method: str = "proj_sup_64"
+    mapping: MappingOptions = field(default_factory=MappingOptions)
+    epochs: int = 30
+    lr: float | None = None  # None: the model's default × FINE_TUNE_LR_FACTOR
+    batch_size: int = 128
+    noise_scale: float = 1.0  # multiplies the card's sigmas during noise-aware training
+    trials: int = 10
+    data_dir: str | None = None
+    seed: int = 0
+
+
+def validate(p: QatParams) -> None:
+    if p.mode not in MODES:
+        raise CimtoolError(f"unknown --mode '{p.mode}' (choose from: {', '.join(MODES)})")
+    p.mapping.validate()
+    for name in ("epochs", "batch_size", "trials"):
+        if getattr(p, name) < 1:
+            raise CimtoolError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(p, name)}")
+    if p.lr is not None and not (math.isfinite(p.lr) and p.lr > 0):
+        raise CimtoolError(f"--lr must be a finite number > 0, got {p.lr}")
+    if not (math.isfinite(p.noise_scale) and p.noise_scale >= 0):
+        raise CimtoolError(f"--noise-scale must be >= 0, got {p.noise_scale}")
+    if not 0 <= p.seed < 2**32:
+        raise CimtoolError(f"--seed must be in [0, 2**32), got {p.seed}")
+
+
+def _features(model, data: TensorData, batch_size: int = 4096) -> TensorData:
+    """Off-array front-end + scaler outputs (fixed during fine-tuning), computed once."""
+    with torch.no_grad():
+        chunks = [model.features(to_float(data.x[i: i + batch_size]))
+                  for i in range(0, len(data), batch_size)]
+    return TensorData(torch.cat(chunks), data.y)
+
+
+def _nonideal(model, spec, mapping: MappingOptions, data, trials: int, seed: int, reporter: Reporter):
+    """Accuracies of ``trials`` chips with every non-ideality of the card (its ADC and DAC)."""
+    from cimtool.nn.network import ArrayNetwork
+
+    mapped = map_loaded_model(model, spec, mapping, reporter)
+    card = mapped.card
+    config = ArrayConfig(effects=EFFECTS, adc_bits=card.adc_bits, scheme=card.adc_scheme,
+                         input_bits=card.input_bits)
+    net = ArrayNetwork(model, mapped.maps, mapped.placements, card, config)
+    net.calibrate(data["train"])
+    return net.trials(data["test"], trials, seed)
+
+
+def run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:
+    validate(p)
+    t_start = time.perf_counter()
+    model_path = resolve_model(p.model, p.method, root, reporter)
+    source, model, spec = open_model(model_path)
+    entry = MODELS[spec["model"]]
+    if p.lr is None:
+        p = replace(p, lr=entry.default_lr * FINE_TUNE_LR_FACTOR)
+    p = replace(p, model=str(model_path))
+    card = load_card(p.mapping.device)
+    grid = card_grid(card, p.mapping.weight_bits)
+    data = model_splits(source, p.data_dir)
+    layers = [layer["name"] for layer in spec["crossbar_layers"]]
+    if not layers:
+        raise CimtoolError(f"{model_path}: the model has no crossbar layer")
+    bits = f"w{p.mapping.weight_bits}" if p.mapping.weight_bits else "card"
+    name = f"{model_path.name}-{p.mode}-{card.name}-{bits}"
+    out = out or artifacts.default_out(root, KIND, name)
+    artifacts.check_out(out, force)
+    cpu = torch.device("cpu")
+    reporter.log(f"qat --mode {p.mode}: {model_path} on '{card.name}' ({len(grid)} levels) → {out}")
+
+    def quantizer(noise: NoiseSpec | None = None):
+        m = p.mapping
+        return lambda: DeviceWeight(grid, m.scaling, m.scale_percentile, m.normalize, noise)
+
+    acc_float = evaluate(model, data["test"], cpu)[1]
+    ptq = copy.deepcopy(model)
+    attach(ptq, layers, quantizer())
+    acc_ptq = evaluate(ptq, data["test"], cpu)[1]
+    reporter.log(f"float {acc_float:.4f}, PTQ {acc_ptq:.4f}")
+
+    params = {**asdict(p), "card": card.to_dict(), "n_levels": len(grid)}
+    with artifacts.ArtifactWriter(out, KIND, params, force=force) as writer:
+        trained = copy.deepcopy(model)
+        metrics: list[dict[str, Any]] = []
+        timing: list[dict[str, Any]] = []
+        if p.mode != "ptq":
+            noise = NoiseSpec.from_card(card, p.noise_scale) if p.mode == "noise" else None
+            attach(trained, layers, quantizer(noise))
+            torch.manual_seed(p.seed)
+            config = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, seed=p.seed,
+                                 compile="off")
+            if entry.uses_method:  # crossbar model: the front-end is fixed, fine-tune the head
+                feats = {k: _features(trained, data[k]) for k in ("train", "val")}
+                result = fit(trained.head, feats["train"], feats["val"], config, cpu,
+                             writer.scratch / "head.ckpt", p.mode, reporter)
+            else:
+                result = fit(trained, data["train"], data["val"], config, cpu, writer.scratch / "model.ckpt",
+                             p.mode, reporter)
+            metrics, timing = result.metrics, result.timing
+            trained.eval()
+            acc_after = evaluate(trained, data["test"], cpu)[1]  # on the ideal device levels
+            val_after = result.best_val_acc
+            detach_all(trained, layers)
+        else:
+            acc_after, val_after = acc_ptq, evaluate(ptq, data["val"], cpu)[1]
+
+        plain = _nonideal(model, spec, p.mapping, data, p.trials, p.seed, reporter)
+        ours = plain if p.mode == "ptq" else _nonideal(trained, spec, p.mapping, data, p.trials, p.seed,
+                                                       reporter)
+        rows = [{"model": "float", "condition": "float", "trial": 0, "accuracy": acc_float},
+                {"model": "plain", "condition": "ideal_array", "trial": 0, "accuracy": acc_ptq},
+                {"model": p.mode, "condition": "ideal_array", "trial": 0, "accuracy": acc_after}]
+        rows += [{"model": "plain", "condition": "nonideal_array", "trial": t, "accuracy": a}
+                 for t, a in enumerate(plain)]
+        rows += [{"model": p.mode, "condition": "nonideal_array", "trial": t, "accuracy": a}
+                 for t, a in enumerate(ours)]
+
+        save_model(writer.partial, trained, spec)
+        pq.write_table(pa.Table.from_pylist(metrics, schema=_METRICS_SCHEMA if not metrics else None),
+                       writer.path("metrics.parquet"))
+        pq.write_table(pa.Table.from_pylist(timing, schema=_TIMING_SCHEMA if not timing else None),
+                       writer.path("timing.parquet"))
+        pq.write_table(pa.Table.from_pylist(rows), writer.path("evaluation.parquet"))
+        drop = acc_float - acc_ptq
+        summary = {
+            "mode": p.mode, "device": card.name, "n_levels": len(grid),
+            "float_accuracy": acc_float, "ptq_accuracy": acc_ptq,
+            "test_accuracy": acc_after, "val_accuracy": val_after,
+            "gain_over_ptq": acc_after - acc_ptq,
+            "recovered_fraction_of_ptq_drop": (acc_after - acc_ptq) / drop if drop > 0 else None,
+            "nonideal_plain_mean": float(np.mean(plain)), "nonideal_plain_std": float(np.std(plain)),
+            "nonideal_mean": float(np.mean(ours)), "nonideal_std": float(np.std(ours)),
+            "trials": p.trials, "crossbar_layers": layers, "wall_s": time.perf_counter() - t_start,
+        }
+        path = writer.commit([source.as_input("model")], summary)
+    return artifacts.load(path, KIND)
+
+
+_METRICS_SCHEMA = pa.schema([("phase", pa.string()), ("epoch", pa.int64()), ("train_loss", pa.float64()),
+                             ("train_acc", pa.float64()), ("val_loss", pa.float64()),
+                             ("val_acc", pa.float64()), ("lr", pa.float64())])
+_TIMING_SCHEMA = pa.schema([("phase", pa.string()), ("epoch", pa.int64()), ("wall_s", pa.float64()),
+                            ("samples_per_s", pa.float64())])
