@@ -476,7 +476,8 @@ def qat(
         str,
         typer.Option(
             help="ptq (quantize to the device levels, no training), qat (fine-tune on the levels "
-            "with a straight-through estimator) or noise (qat + the card's D2D/C2C/read noise).",
+            "with a straight-through estimator), noise (qat + the card's D2D/C2C/read noise) or "
+            "onchip (NeuroSim V2.1 on-chip training: pulses along the card's LTP/LTD curves).",
         ),
     ] = "qat",
     model: ModelPath = None,
@@ -491,7 +492,8 @@ def qat(
         float | None,
         typer.Option(
             rich_help_panel="Training",
-            help="Peak learning rate per 256 samples (default: the model's training LR x 0.25).",
+            help="Peak learning rate per 256 samples (default: the model's training LR x 0.25); "
+            "for --mode onchip the QG gradient scale (default 0.25).",
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(rich_help_panel="Training", help="Mini-batch size.")] = 128,
@@ -499,6 +501,15 @@ def qat(
         float,
         typer.Option(rich_help_panel="Training", help="Scale of the card's sigmas in --mode noise training."),
     ] = 1.0,
+    grad_bits: Annotated[
+        int, typer.Option(rich_help_panel="On-chip", help="WAGE gradient bits (--mode onchip).")
+    ] = 5,
+    nl_d2d: Annotated[
+        float,
+        typer.Option(
+            rich_help_panel="On-chip", help="Device-to-device spread (σ) of the LTP/LTD nonlinearity."
+        ),
+    ] = 0.0,
     trials: Annotated[
         int,
         typer.Option(help="Monte Carlo chips for the plain vs new comparison on the array simulator."),
@@ -529,6 +540,8 @@ def qat(
         lr=lr,
         batch_size=batch_size,
         noise_scale=noise_scale,
+        grad_bits=grad_bits,
+        nl_d2d=nl_d2d,
         trials=trials,
         data_dir=str(data_dir) if data_dir else None,
         seed=seed,

@@ -48,13 +48,13 @@ class DeviceCard:
     drift_nu_sigma: float  # device-to-device spread of ν
     drift_t0: float  # s
     wire_resistance: float  # Ω per cell segment of a row or column wire
-    nl_ltp: float  # LTP/LTD nonlinearity and pulse counts (on-chip training)
-    nl_ltd: float
-    pulses_ltp: int
-    pulses_ltd: int
     adc_bits: int
     adc_scheme: str  # "A": each column digitised then subtracted; "B": I_pos − I_neg into one ADC
     input_bits: int
+    nl_ltp: float | None = None  # LTP/LTD nonlinearity and pulse counts (on-chip training)
+    nl_ltd: float | None = None
+    pulses_ltp: int | None = None
+    pulses_ltd: int | None = None
     responsivity: tuple[float, float, float] | None = None  # optical R, G, B (organic synapses)
     max_photons: float | None = None
 
@@ -65,6 +65,10 @@ class DeviceCard:
     @property
     def r_off(self) -> float:
         return 1.0 / self.g_min
+
+    @property
+    def has_update_curve(self) -> bool:
+        return self.pulses_ltp is not None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -131,7 +135,8 @@ _FIELDS: dict[tuple[str, str], tuple[str, type, Any]] = {
     ("optical", "max_photons"): ("max_photons", float, _positive),
 }
 _OPTIONAL = {"g_min", "g_max", "r_on", "r_off", "responsivity", "max_photons", "assumed", "source",
-             "description"}
+             "description", "nl_ltp", "nl_ltd", "pulses_ltp", "pulses_ltd"}
+UPDATE_FIELDS = ("nl_ltp", "nl_ltd", "pulses_ltp", "pulses_ltd")
 _SECTIONS = {section for section, _ in _FIELDS if section}
 
 
@@ -194,6 +199,9 @@ def _build(values: dict[str, Any], origin: str) -> DeviceCard:
     if not all(isinstance(a, str) for a in values.get("assumed", [])):
         raise CimtoolError(f"{origin}: assumed must be a list of field names")
     values["assumed"] = tuple(values.get("assumed", ()))
+    given = [f for f in UPDATE_FIELDS if f in values]
+    if given and len(given) < len(UPDATE_FIELDS):
+        raise CimtoolError(f"{origin}: [update] needs all of nl_ltp, nl_ltd, pulses_ltp, pulses_ltd")
     values.setdefault("description", "")
     values.setdefault("source", origin)
     required = {f for f, _, _ in _FIELDS.values()} - _OPTIONAL

@@ -8,6 +8,10 @@ Modes (``MODES``):
   estimator back to float master weights (seed 003 §2).
 - ``noise``: like ``qat``, with the card's D2D, C2C and read noise drawn in every training forward
   pass, so the model survives the array simulator.
+- ``onchip``: the DNN+NeuroSim V2.1 on-chip training emulation (seed 001): the crossbar layers are
+  re-initialised and trained with device updates only (momentum, QG pulses along the card's
+  LTP/LTD curves, stochastic rounding, C2C write noise); the same run with a linear device
+  (NL = 0) is reported beside it. Per-epoch weight/update distributions go to ``dist.parquet``.
 
 The artifact (``qmodel``) stores the float master weights (they map onto the levels with the
 recorded mapping options; ``map-weights`` uses them by default) and an evaluation table: float,
@@ -44,7 +48,8 @@ from cimtool.train.loop import TrainConfig, evaluate, fit
 from cimtool.ui import Reporter
 
 KIND = "qmodel"
-MODES = ("ptq", "qat", "noise")
+MODES = ("ptq", "qat", "noise", "onchip")
+ONCHIP_LR = 0.25  # default QG gradient scale of --mode onchip
 FINE_TUNE_LR_FACTOR = 0.25  # default fine-tuning LR = the model's training LR × this
 
 
@@ -58,6 +63,8 @@ class QatParams:
     lr: float | None = None  # None: the model's default × FINE_TUNE_LR_FACTOR
     batch_size: int = 128
     noise_scale: float = 1.0  # multiplies the card's sigmas during noise-aware training
+    grad_bits: int = 5  # onchip: WAGE gradient bits
+    nl_d2d: float = 0.0  # onchip: device-to-device spread of the LTP/LTD nonlinearity
     trials: int = 10
     data_dir: str | None = None
     seed: int = 0
@@ -74,6 +81,10 @@ def validate(p: QatParams) -> None:
         raise CimtoolError(f"--lr must be a finite number > 0, got {p.lr}")
     if not (math.isfinite(p.noise_scale) and p.noise_scale >= 0):
         raise CimtoolError(f"--noise-scale must be >= 0, got {p.noise_scale}")
+    if not 2 <= p.grad_bits <= 15:
+        raise CimtoolError(f"--grad-bits must be in 2..15, got {p.grad_bits}")
+    if not (math.isfinite(p.nl_d2d) and p.nl_d2d >= 0):
+        raise CimtoolError(f"--nl-d2d must be >= 0, got {p.nl_d2d}")
     if not 0 <= p.seed < 2**32:
         raise CimtoolError(f"--seed must be in [0, 2**32), got {p.seed}")
 
@@ -106,9 +117,15 @@ def run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repor
     source, model, spec = open_model(model_path)
     entry = MODELS[spec["model"]]
     if p.lr is None:
-        p = replace(p, lr=entry.default_lr * FINE_TUNE_LR_FACTOR)
+        p = replace(p, lr=ONCHIP_LR if p.mode == "onchip" else entry.default_lr * FINE_TUNE_LR_FACTOR)
     p = replace(p, model=str(model_path))
     card = load_card(p.mapping.device)
+    if p.mode == "onchip" and not card.has_update_curve:
+        raise CimtoolError(f"--mode onchip needs the card's [update] section (nl_ltp, nl_ltd, pulses_ltp, "
+                           f"pulses_ltd); '{card.name}' has none")
+    if p.mode == "onchip" and not entry.uses_method:
+        raise CimtoolError("--mode onchip trains the crossbar head of a crossbar model; "
+                           f"'{spec['model']}' is not one")
     grid = card_grid(card, p.mapping.weight_bits)
     data = model_splits(source, p.data_dir)
     layers = [layer["name"] for layer in spec["crossbar_layers"]]
@@ -136,7 +153,13 @@ def run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repor
         trained = copy.deepcopy(model)
         metrics: list[dict[str, Any]] = []
         timing: list[dict[str, Any]] = []
-        if p.mode != "ptq":
+        dists: list[dict[str, Any]] = []
+        if p.mode == "onchip":
+            feats = {k: _features(trained, data[k]) for k in ("train", "val", "test")}
+            trained, metrics, dists, linear_acc = _onchip(p, card, trained, spec, feats, reporter)
+            acc_after = evaluate(trained, data["test"], cpu)[1]
+            val_after = metrics[-1]["val_acc"]
+        elif p.mode != "ptq":
             noise = NoiseSpec.from_card(card, p.noise_scale) if p.mode == "noise" else None
             attach(trained, layers, quantizer(noise))
             torch.manual_seed(p.seed)
@@ -173,6 +196,10 @@ def run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repor
                        writer.path("metrics.parquet"))
         pq.write_table(pa.Table.from_pylist(timing, schema=_TIMING_SCHEMA if not timing else None),
                        writer.path("timing.parquet"))
+        if p.mode == "onchip":
+            rows.append({"model": "onchip_linear_device", "condition": "ideal_array", "trial": 0,
+                         "accuracy": linear_acc})
+            pq.write_table(pa.Table.from_pylist(dists), writer.path("dist.parquet"))
         pq.write_table(pa.Table.from_pylist(rows), writer.path("evaluation.parquet"))
         drop = acc_float - acc_ptq
         summary = {
@@ -185,8 +212,38 @@ def run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repor
             "nonideal_mean": float(np.mean(ours)), "nonideal_std": float(np.std(ours)),
             "trials": p.trials, "crossbar_layers": layers, "wall_s": time.perf_counter() - t_start,
         }
+        if p.mode == "onchip":
+            summary["linear_device_accuracy"] = linear_acc
         path = writer.commit([source.as_input("model")], summary)
     return artifacts.load(path, KIND)
+
+
+def _onchip(p: QatParams, card, model, spec, feats, reporter: Reporter):
+    """Train the crossbar head on chip with the card's curves, and once more with a linear device."""
+    from cimtool.train.onchip import OnchipConfig, train_onchip
+
+    layers = [name.removeprefix("head.") for name in (x["name"] for x in spec["crossbar_layers"])]
+    alphas = {name: float(model.head.get_submodule(name).weight.detach().abs().max()) for name in layers}
+    bits = p.mapping.weight_bits or max(2, math.ceil(math.log2(card.levels)))
+    results = {}
+    for label, (nl_ltp, nl_ltd) in (("card", (card.nl_ltp, card.nl_ltd)), ("linear", (0.0, 0.0))):
+        head = copy.deepcopy(model.head)
+        torch.manual_seed(p.seed)  # on-chip training starts from fresh (random) weights
+        for module in head.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+                module.reset_parameters()
+        cfg = OnchipConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, weight_bits=bits,
+                           grad_bits=p.grad_bits, nl_ltp=nl_ltp, nl_ltd=nl_ltd, nl_d2d=p.nl_d2d,
+                           pulses_ltp=card.pulses_ltp, pulses_ltd=card.pulses_ltd, c2c=card.c2c_sigma,
+                           seed=p.seed)
+        metrics, dists = train_onchip(head, layers, alphas, feats["train"], feats["val"], cfg, reporter)
+        with torch.no_grad():
+            acc = float((head(feats["test"].x).argmax(1) == feats["test"].y).double().mean())
+        results[label] = (head, metrics, dists, acc)
+        reporter.log(f"onchip ({label} device): test accuracy {acc:.4f}")
+    head, metrics, dists, _ = results["card"]
+    model.head = head
+    return model, metrics, dists, results["linear"][3]
 
 
 _METRICS_SCHEMA = pa.schema([("phase", pa.string()), ("epoch", pa.int64()), ("train_loss", pa.float64()),
