@@ -123,9 +123,6 @@ def run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repor
     if p.mode == "onchip" and not card.has_update_curve:
         raise CimtoolError(f"--mode onchip needs the card's [update] section (nl_ltp, nl_ltd, pulses_ltp, "
                            f"pulses_ltd); '{card.name}' has none")
-    if p.mode == "onchip" and not entry.uses_method:
-        raise CimtoolError("--mode onchip trains the crossbar head of a crossbar model; "
-                           f"'{spec['model']}' is not one")
     grid = card_grid(card, p.mapping.weight_bits)
     data = model_splits(source, p.data_dir)
     layers = [layer["name"] for layer in spec["crossbar_layers"]]
@@ -155,8 +152,10 @@ def run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repor
         timing: list[dict[str, Any]] = []
         dists: list[dict[str, Any]] = []
         if p.mode == "onchip":
-            feats = {k: _features(trained, data[k]) for k in ("train", "val", "test")}
-            trained, metrics, dists, linear_acc = _onchip(p, card, trained, spec, feats, reporter)
+            inputs = {k: _features(trained, data[k]) for k in ("train", "val", "test")} if entry.uses_method \
+                else data  # crossbar model: train its head on the fixed features; a CNN: all of it
+            trained, metrics, dists, linear_acc = _onchip(p, card, trained, spec, inputs, entry.uses_method,
+                                                          reporter)
             acc_after = evaluate(trained, data["test"], cpu)[1]
             val_after = metrics[-1]["val_acc"]
         elif p.mode != "ptq":
@@ -218,16 +217,17 @@ def run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repor
     return artifacts.load(path, KIND)
 
 
-def _onchip(p: QatParams, card, model, spec, feats, reporter: Reporter):
-    """Train the crossbar head on chip with the card's curves, and once more with a linear device."""
-    from cimtool.train.onchip import OnchipConfig, train_onchip
+def _onchip(p: QatParams, card, model, spec, inputs, head_only: bool, reporter: Reporter):
+    """Train the crossbar layers on chip with the card's curves, and once more with a linear device."""
+    from cimtool.train.onchip import OnchipConfig, logits_of, train_onchip
 
-    layers = [name.removeprefix("head.") for name in (x["name"] for x in spec["crossbar_layers"])]
-    alphas = {name: float(model.head.get_submodule(name).weight.detach().abs().max()) for name in layers}
+    net = model.head if head_only else model
+    layers = [x["name"].removeprefix("head.") if head_only else x["name"] for x in spec["crossbar_layers"]]
+    alphas = {name: float(net.get_submodule(name).weight.detach().abs().max()) for name in layers}
     bits = p.mapping.weight_bits or max(2, math.ceil(math.log2(card.levels)))
     results = {}
     for label, (nl_ltp, nl_ltd) in (("card", (card.nl_ltp, card.nl_ltd)), ("linear", (0.0, 0.0))):
-        head = copy.deepcopy(model.head)
+        head = copy.deepcopy(net)
         torch.manual_seed(p.seed)  # on-chip training starts from fresh (random) weights
         for module in head.modules():
             if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
@@ -236,12 +236,14 @@ def _onchip(p: QatParams, card, model, spec, feats, reporter: Reporter):
                            grad_bits=p.grad_bits, nl_ltp=nl_ltp, nl_ltd=nl_ltd, nl_d2d=p.nl_d2d,
                            pulses_ltp=card.pulses_ltp, pulses_ltd=card.pulses_ltd, c2c=card.c2c_sigma,
                            seed=p.seed)
-        metrics, dists = train_onchip(head, layers, alphas, feats["train"], feats["val"], cfg, reporter)
+        metrics, dists = train_onchip(head, layers, alphas, inputs["train"], inputs["val"], cfg, reporter)
         with torch.no_grad():
-            acc = float((head(feats["test"].x).argmax(1) == feats["test"].y).double().mean())
+            acc = float((logits_of(head, inputs["test"].x).argmax(1) == inputs["test"].y).double().mean())
         results[label] = (head, metrics, dists, acc)
         reporter.log(f"onchip ({label} device): test accuracy {acc:.4f}")
     head, metrics, dists, _ = results["card"]
+    if not head_only:
+        return head, metrics, dists, results["linear"][3]
     model.head = head
     return model, metrics, dists, results["linear"][3]
 

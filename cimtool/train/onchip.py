@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
 from cimtool.nn import wage
-from cimtool.train.batching import TensorData
+from cimtool.train.batching import TensorData, to_float
 from cimtool.ui import Reporter
 
 
@@ -63,69 +63,104 @@ def _histogram(values: torch.Tensor, lo: float, hi: float, bins: int = 40) -> li
     return torch.histc(values.float(), bins=bins, min=lo, max=hi).long().tolist()
 
 
-def train_onchip(head: nn.Module, layers: list[str], alphas: dict[str, float], train: TensorData,
-                 val: TensorData, cfg: OnchipConfig, reporter: Reporter) -> tuple[list, list]:
-    """Train ``head`` (inputs: features) in place. Returns (per-epoch metrics, distribution rows)."""
-    gen = torch.Generator().manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    params, a_ltp, a_ltd, velocity = {}, {}, {}, {}
-    for name in layers:
-        module = head.get_submodule(name)
-        w0 = (module.weight.detach() / alphas[name]).clamp(-1, 1)
-        parametrize.register_parametrization(module, "weight", DeviceDomain(alphas[name], cfg.weight_bits))
+def logits_of(net: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+    return torch.cat([net(to_float(x[i: i + batch_size])) for i in range(0, len(x), batch_size)])
+
+
+class OnchipTrainer:
+    """Device-level SGD on the crossbar layers of ``net`` (momentum → QG → W), digital biases."""
+
+    def __init__(self, net: nn.Module, layers: list[str], alphas: dict[str, float],
+                 cfg: OnchipConfig) -> None:
+        self.net, self.layers, self.cfg = net, layers, cfg
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        self.params, self.a_ltp, self.a_ltd, self.velocity = {}, {}, {}, {}
+        for name in layers:
+            module = net.get_submodule(name)
+            w0 = (module.weight.detach() / alphas[name]).clamp(-1, 1)
+            domain = DeviceDomain(alphas[name], cfg.weight_bits)
+            parametrize.register_parametrization(module, "weight", domain)
+            with torch.no_grad():
+                module.parametrizations.weight.original.copy_(wage.C(w0, cfg.weight_bits))
+            self.params[name] = module.parametrizations.weight.original
+            shape = self.params[name].shape
+            d2d = rng.normal(0.0, cfg.nl_d2d, size=shape) if cfg.nl_d2d > 0 else 0.0  # per device
+            self.a_ltp[name] = _pulse_a(cfg.nl_ltp + d2d, cfg.pulses_ltp, shape)
+            self.a_ltd[name] = _pulse_a(cfg.nl_ltd + d2d, cfg.pulses_ltd, shape)
+            self.velocity[name] = torch.zeros(shape)
+        biases = [m.bias for m in net.modules()
+                  if isinstance(m, (nn.Linear, nn.Conv2d)) and m.bias is not None]
+        self.bias_opt = torch.optim.SGD(biases, lr=cfg.bias_lr, momentum=cfg.gamma)
+        self.deltas: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        """One mini-batch; returns (summed loss, correct predictions)."""
+        cfg = self.cfg
+        logits = self.net(to_float(x))
+        loss = F.cross_entropy(logits, y)
+        self.net.zero_grad(set_to_none=True)
+        loss.backward()
+        self.bias_opt.step()
         with torch.no_grad():
-            module.parametrizations.weight.original.copy_(wage.C(w0, cfg.weight_bits))
-        params[name] = module.parametrizations.weight.original
-        shape = params[name].shape
-        d2d = rng.normal(0.0, cfg.nl_d2d, size=shape) if cfg.nl_d2d > 0 else 0.0  # per device
-        a_ltp[name] = _pulse_a(cfg.nl_ltp + d2d, cfg.pulses_ltp, shape)
-        a_ltd[name] = _pulse_a(cfg.nl_ltd + d2d, cfg.pulses_ltd, shape)
-        velocity[name] = torch.zeros(shape)
-    biases = [m.bias for m in head.modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and m.bias is not None]
-    bias_opt = torch.optim.SGD(biases, lr=cfg.bias_lr, momentum=cfg.gamma)
+            for name in self.layers:
+                w = self.params[name]
+                self.velocity[name] = cfg.gamma * self.velocity[name] + cfg.alpha * w.grad
+                update = wage.QG(w, cfg.weight_bits, self.velocity[name], cfg.grad_bits, cfg.lr,
+                                 self.a_ltp[name], self.a_ltd[name], cfg.pulses_ltp, cfg.pulses_ltd, self.gen)
+                w.copy_(wage.W(w - update, update, cfg.weight_bits, cfg.c2c, self.gen))
+                self.deltas[name].append(update.flatten())
+        return float(loss.detach()) * len(y), int((logits.argmax(1) == y).sum())
+
+    def distributions(self, epoch: int) -> list[dict[str, Any]]:
+        """The seed's weight_dist / delta_dist of this epoch (and resets the update record)."""
+        rows = []
+        d_max = 2.0 / wage.S(self.cfg.grad_bits)
+        for name in self.layers:
+            d = torch.cat(self.deltas[name]) if self.deltas[name] else torch.zeros(1)
+            for kind, values, lo, hi in (("weight", self.params[name].detach(), -1.0, 1.0),
+                                         ("delta", d, -d_max, d_max)):
+                rows.append({"epoch": epoch, "layer": name, "kind": kind,
+                             "mean": float(values.mean()), "std": float(values.std()),
+                             "fraction_zero": float((values == 0).double().mean()),
+                             "lo": lo, "hi": hi, "counts": _histogram(values, lo, hi)})
+            self.deltas[name] = []
+        return rows
+
+    def finish(self) -> None:
+        """Keep the realised weight α·QW(w) as each layer's plain weight."""
+        for name in self.layers:
+            module = self.net.get_submodule(name)
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+
+
+def train_onchip(net: nn.Module, layers: list[str], alphas: dict[str, float], train: TensorData,
+                 val: TensorData, cfg: OnchipConfig, reporter: Reporter) -> tuple[list, list]:
+    """Train ``net`` (a crossbar head on features, or a whole CNN on images) in place.
+
+    Returns (per-epoch metrics, distribution rows)."""
+    trainer = OnchipTrainer(net, layers, alphas, cfg)
     metrics: list[dict[str, Any]] = []
     dists: list[dict[str, Any]] = []
     with reporter.progress() as progress:
         task = progress.add_task("onchip", total=cfg.epochs, status="")
-        for epoch in range(cfg.epochs):
-            head.train()
-            order = torch.randperm(len(train), generator=gen)
-            loss_sum, correct, deltas = 0.0, 0, {n: [] for n in layers}
+        for epoch in range(1, cfg.epochs + 1):
+            net.train()
+            order = torch.randperm(len(train), generator=trainer.gen)
+            loss_sum, correct = 0.0, 0
             for start in range(0, len(train), cfg.batch_size):
                 idx = order[start: start + cfg.batch_size]
-                logits = head(train.x[idx])
-                loss = F.cross_entropy(logits, train.y[idx])
-                head.zero_grad(set_to_none=True)
-                loss.backward()
-                loss_sum += float(loss.detach()) * len(idx)
-                correct += int((logits.argmax(1) == train.y[idx]).sum())
-                bias_opt.step()
-                with torch.no_grad():
-                    for name in layers:
-                        w = params[name]
-                        velocity[name] = cfg.gamma * velocity[name] + cfg.alpha * w.grad
-                        update = wage.QG(w, cfg.weight_bits, velocity[name], cfg.grad_bits, cfg.lr,
-                                         a_ltp[name], a_ltd[name], cfg.pulses_ltp, cfg.pulses_ltd, gen)
-                        w.copy_(wage.W(w - update, update, cfg.weight_bits, cfg.c2c, gen))
-                        deltas[name].append(update.flatten())
-            head.eval()
+                batch_loss, batch_correct = trainer.step(train.x[idx], train.y[idx])
+                loss_sum, correct = loss_sum + batch_loss, correct + batch_correct
+            net.eval()
             with torch.no_grad():
-                val_logits = head(val.x)
+                val_logits = logits_of(net, val.x)
             val_acc = float((val_logits.argmax(1) == val.y).double().mean())
-            metrics.append({"phase": "onchip", "epoch": epoch + 1, "train_loss": loss_sum / len(train),
+            metrics.append({"phase": "onchip", "epoch": epoch, "train_loss": loss_sum / len(train),
                             "train_acc": correct / len(train),
                             "val_loss": float(F.cross_entropy(val_logits, val.y)), "val_acc": val_acc,
                             "lr": cfg.lr})
-            for name in layers:  # the seed's weight_dist / delta_dist, per epoch
-                d = torch.cat(deltas[name])
-                d_max = 2.0 / wage.S(cfg.grad_bits)
-                for kind, values, lo, hi in (("weight", params[name].detach(), -1.0, 1.0),
-                                             ("delta", d, -d_max, d_max)):
-                    dists.append({"epoch": epoch + 1, "layer": name, "kind": kind,
-                                  "mean": float(values.mean()), "std": float(values.std()),
-                                  "fraction_zero": float((values == 0).double().mean()),
-                                  "lo": lo, "hi": hi, "counts": _histogram(values, lo, hi)})
+            dists += trainer.distributions(epoch)
             progress.update(task, advance=1, status=f"val {val_acc:.4f}")
-    for name in layers:  # keep the realised weight α·QW(w) as the model's weight
-        parametrize.remove_parametrizations(head.get_submodule(name), "weight", leave_parametrized=True)
+    trainer.finish()
     return metrics, dists
