@@ -39,6 +39,7 @@ def bench(session: nox.Session) -> None:
     _install(session, "[test]")
     session.run("python", "tests/bench/bench_train.py", *session.posargs)
     session.run("python", "tests/bench/bench_crossbar.py")
+    session.run("python", "tests/bench/bench_qat.py")
     session.run("python", "tests/bench/bench_gpu.py")  # says so and exits without CUDA
 
 

@@ -66,18 +66,20 @@ class DeviceWeight(nn.Module):
             scale = self._scale(w2)
             k_pos = torch.bucketize(w2.clamp_min(0) / scale, self.midpoints)  # nearest level
             k_neg = torch.bucketize((-w2).clamp_min(0) / scale, self.midpoints)
-            g_pos, g_neg = self.g_norm[k_pos], self.g_norm[k_neg]
-            if self.noise is not None and self.training:
-                g_pos, g_neg = self._perturb(g_pos), self._perturb(g_neg)
+            if self.noise is not None and self.training:  # float32 suffices for a noisy draw
+                g_norm = self.g_norm.float()
+                g_pos, g_neg = self._perturb(g_norm[k_pos]), self._perturb(g_norm[k_neg])
+                scale = scale.float()
+            else:  # float64: exactly what map-weights computes
+                g_pos, g_neg = self.g_norm[k_pos], self.g_norm[k_neg]
             w_dev = (scale * (g_pos - g_neg) / self.g_ref_norm).to(w.dtype).reshape(w.shape)
         return w + (w_dev - w).detach()  # straight-through estimator
 
     def _perturb(self, g: torch.Tensor) -> torch.Tensor:
         noise = self.noise
-        if noise.model == "lognormal":
-            g = g * torch.exp(noise.sigma * torch.randn_like(g))
-        else:
-            g = g + noise.sigma * (1 - self.g_floor) * torch.randn_like(g)
+        if noise.model == "lognormal":  # programming and read noise in one lognormal draw
+            return g * torch.exp(float(np.hypot(noise.sigma, noise.read_sigma)) * torch.randn_like(g))
+        g = g + noise.sigma * (1 - self.g_floor) * torch.randn_like(g)
         return g * (1 + noise.read_sigma * torch.randn_like(g))
 
 
