@@ -103,7 +103,8 @@ def onchip(default_model, tmp_path_factory):
 
 def test_onchip_with_ag_asi_reaches_080(onchip):
     s = onchip.summary
-    assert s["test_accuracy"] >= 0.80
+    assert s["onchip_accuracy"] >= 0.80  # the chip as trained (7-bit WAGE weights)
+    assert s["test_accuracy"] >= 0.80  # those weights mapped onto the card's levels
     assert s["linear_device_accuracy"] >= 0.80  # reported beside it
     dist = pq.read_table(onchip.file("dist.parquet")).to_pandas()
     assert set(dist["kind"]) == {"weight", "delta"} and dist["epoch"].max() == 30

@@ -48,7 +48,6 @@ from cimtool.train.loop import TrainConfig, evaluate, fit
 from cimtool.ui import Reporter
 
 KIND = "qmodel"
-MODES = ("ptq", "qat", "noise", "onchip")
 ONCHIP_LR = 0.25  # default QG gradient scale of --mode onchip
 FINE_TUNE_LR_FACTOR = 0.25  # default fine-tuning LR = the model's training LR × this
 
@@ -110,14 +109,114 @@ def _nonideal(model, spec, mapping: MappingOptions, data, trials: int, seed: int
     return net.trials(data["test"], trials, seed)
 
 
+@dataclass
+class Job:
+    """What every mode works from."""
+
+    p: QatParams
+    card: Any
+    model: torch.nn.Module  # the plain (input) model, not modified
+    spec: dict[str, Any]
+    data: dict[str, TensorData]
+    layers: list[str]
+    grid: np.ndarray
+    scratch: Path
+    reporter: Reporter
+
+    @property
+    def head_only(self) -> bool:  # crossbar model: the front-end is fixed, its head is trained
+        return MODELS[self.spec["model"]].uses_method
+
+    def quantizer(self, noise: NoiseSpec | None = None):
+        m = self.p.mapping
+        return lambda: DeviceWeight(self.grid, m.scaling, m.scale_percentile, m.normalize, noise)
+
+
+@dataclass
+class Outcome:
+    model: torch.nn.Module  # plain weights (float masters, or the realised on-chip weights)
+    val_accuracy: float
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    timing: list[dict[str, Any]] = field(default_factory=list)
+    dists: list[dict[str, Any]] = field(default_factory=list)  # onchip: weight/update histograms
+    extra: dict[str, float] = field(default_factory=dict)  # further test accuracies to report
+
+
+def _ptq(job: Job) -> Outcome:
+    ptq = copy.deepcopy(job.model)
+    attach(ptq, job.layers, job.quantizer())
+    return Outcome(copy.deepcopy(job.model), evaluate(ptq, job.data["val"], torch.device("cpu"))[1])
+
+
+def _finetune(job: Job) -> Outcome:
+    """qat / noise: fine-tune on the device levels (STE), optionally with conductance noise."""
+    p = job.p
+    trained = copy.deepcopy(job.model)
+    noise = NoiseSpec.from_card(job.card, p.noise_scale) if p.mode == "noise" else None
+    attach(trained, job.layers, job.quantizer(noise))
+    torch.manual_seed(p.seed)
+    config = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, seed=p.seed, compile="off")
+    if job.head_only:
+        feats = {k: _features(trained, job.data[k]) for k in ("train", "val")}
+        net, train, val = trained.head, feats["train"], feats["val"]
+    else:
+        net, train, val = trained, job.data["train"], job.data["val"]
+    result = fit(net, train, val, config, torch.device("cpu"), job.scratch / "fit.ckpt", p.mode, job.reporter)
+    detach_all(trained, job.layers)
+    return Outcome(trained.eval(), result.best_val_acc, result.metrics, result.timing)
+
+
+def _onchip(job: Job) -> Outcome:
+    """Train the crossbar layers on chip with the card's curves, and once more with a linear device."""
+    from cimtool.train.onchip import OnchipConfig, logits_of, train_onchip
+
+    p, card = job.p, job.card
+    model = copy.deepcopy(job.model)
+    if job.head_only:
+        inputs = {k: _features(model, job.data[k]) for k in ("train", "val", "test")}
+        net, layers = model.head, [name.removeprefix("head.") for name in job.layers]
+    else:
+        inputs, net, layers = job.data, model, job.layers
+    alphas = {name: float(net.get_submodule(name).weight.detach().abs().max()) for name in layers}
+    bits = p.mapping.weight_bits or max(2, math.ceil(math.log2(card.levels)))
+    runs = {}
+    for label, (nl_ltp, nl_ltd) in (("card", (card.nl_ltp, card.nl_ltd)), ("linear", (0.0, 0.0))):
+        trained = copy.deepcopy(net)
+        torch.manual_seed(p.seed)  # on-chip training starts from fresh (random) weights
+        for module in trained.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+                module.reset_parameters()
+        cfg = OnchipConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, weight_bits=bits,
+                           grad_bits=p.grad_bits, nl_ltp=nl_ltp, nl_ltd=nl_ltd, nl_d2d=p.nl_d2d,
+                           pulses_ltp=card.pulses_ltp, pulses_ltd=card.pulses_ltd, c2c=card.c2c_sigma,
+                           seed=p.seed)
+        metrics, dists = train_onchip(trained, layers, alphas, inputs["train"], inputs["val"], cfg,
+                                      job.reporter)
+        with torch.no_grad():
+            acc = float((logits_of(trained, inputs["test"].x).argmax(1) == inputs["test"].y).double().mean())
+        runs[label] = (trained, metrics, dists, acc)
+        job.reporter.log(f"onchip ({label} device): test accuracy {acc:.4f}")
+    trained, metrics, dists, acc = runs["card"]
+    if job.head_only:
+        model.head = trained
+    else:
+        model = trained
+    return Outcome(model.eval(), metrics[-1]["val_acc"], metrics, dists=dists,
+                   extra={"onchip_accuracy": acc, "linear_device_accuracy": runs["linear"][3]})
+
+
+TRAINERS = {"ptq": _ptq, "qat": _finetune, "noise": _finetune, "onchip": _onchip}
+MODES = tuple(TRAINERS)
+
+
 def run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:
     validate(p)
     t_start = time.perf_counter()
     model_path = resolve_model(p.model, p.method, root, reporter)
     source, model, spec = open_model(model_path)
-    entry = MODELS[spec["model"]]
     if p.lr is None:
-        p = replace(p, lr=ONCHIP_LR if p.mode == "onchip" else entry.default_lr * FINE_TUNE_LR_FACTOR)
+        default = MODELS[spec["model"]].default_lr * FINE_TUNE_LR_FACTOR
+        p = replace(p, lr=ONCHIP_LR if p.mode == "onchip" else default)
     p = replace(p, model=str(model_path))
     card = load_card(p.mapping.device)
     if p.mode == "onchip" and not card.has_update_curve:
@@ -129,123 +228,56 @@ def run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repor
     if not layers:
         raise CimtoolError(f"{model_path}: the model has no crossbar layer")
     bits = f"w{p.mapping.weight_bits}" if p.mapping.weight_bits else "card"
-    name = f"{model_path.name}-{p.mode}-{card.name}-{bits}"
-    out = out or artifacts.default_out(root, KIND, name)
+    out = out or artifacts.default_out(root, KIND, f"{model_path.name}-{p.mode}-{card.name}-{bits}")
     artifacts.check_out(out, force)
     cpu = torch.device("cpu")
     reporter.log(f"qat --mode {p.mode}: {model_path} on '{card.name}' ({len(grid)} levels) → {out}")
 
-    def quantizer(noise: NoiseSpec | None = None):
-        m = p.mapping
-        return lambda: DeviceWeight(grid, m.scaling, m.scale_percentile, m.normalize, noise)
-
-    acc_float = evaluate(model, data["test"], cpu)[1]
-    ptq = copy.deepcopy(model)
-    attach(ptq, layers, quantizer())
-    acc_ptq = evaluate(ptq, data["test"], cpu)[1]
-    reporter.log(f"float {acc_float:.4f}, PTQ {acc_ptq:.4f}")
-
     params = {**asdict(p), "card": card.to_dict(), "n_levels": len(grid)}
     with artifacts.ArtifactWriter(out, KIND, params, force=force) as writer:
-        trained = copy.deepcopy(model)
-        metrics: list[dict[str, Any]] = []
-        timing: list[dict[str, Any]] = []
-        dists: list[dict[str, Any]] = []
-        if p.mode == "onchip":
-            inputs = {k: _features(trained, data[k]) for k in ("train", "val", "test")} if entry.uses_method \
-                else data  # crossbar model: train its head on the fixed features; a CNN: all of it
-            trained, metrics, dists, linear_acc = _onchip(p, card, trained, spec, inputs, entry.uses_method,
-                                                          reporter)
-            acc_after = evaluate(trained, data["test"], cpu)[1]
-            val_after = metrics[-1]["val_acc"]
-        elif p.mode != "ptq":
-            noise = NoiseSpec.from_card(card, p.noise_scale) if p.mode == "noise" else None
-            attach(trained, layers, quantizer(noise))
-            torch.manual_seed(p.seed)
-            config = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, seed=p.seed,
-                                 compile="off")
-            if entry.uses_method:  # crossbar model: the front-end is fixed, fine-tune the head
-                feats = {k: _features(trained, data[k]) for k in ("train", "val")}
-                result = fit(trained.head, feats["train"], feats["val"], config, cpu,
-                             writer.scratch / "head.ckpt", p.mode, reporter)
-            else:
-                result = fit(trained, data["train"], data["val"], config, cpu, writer.scratch / "model.ckpt",
-                             p.mode, reporter)
-            metrics, timing = result.metrics, result.timing
-            trained.eval()
-            acc_after = evaluate(trained, data["test"], cpu)[1]  # on the ideal device levels
-            val_after = result.best_val_acc
-            detach_all(trained, layers)
-        else:
-            acc_after, val_after = acc_ptq, evaluate(ptq, data["val"], cpu)[1]
+        job = Job(p, card, model, spec, data, layers, grid, writer.scratch, reporter)
+        acc_float = evaluate(model, data["test"], cpu)[1]
+        ptq = copy.deepcopy(model)
+        attach(ptq, layers, job.quantizer())
+        acc_ptq = evaluate(ptq, data["test"], cpu)[1]
+        reporter.log(f"float {acc_float:.4f}, PTQ {acc_ptq:.4f}")
 
+        outcome = TRAINERS[p.mode](job)
+        new = copy.deepcopy(outcome.model)
+        attach(new, layers, job.quantizer())
+        acc_after = evaluate(new, data["test"], cpu)[1]  # on the ideal device levels; test touched once
         plain = _nonideal(model, spec, p.mapping, data, p.trials, p.seed, reporter)
-        ours = plain if p.mode == "ptq" else _nonideal(trained, spec, p.mapping, data, p.trials, p.seed,
-                                                       reporter)
+        ours = plain if p.mode == "ptq" else _nonideal(outcome.model, spec, p.mapping, data, p.trials,
+                                                       p.seed, reporter)
         rows = [{"model": "float", "condition": "float", "trial": 0, "accuracy": acc_float},
                 {"model": "plain", "condition": "ideal_array", "trial": 0, "accuracy": acc_ptq},
                 {"model": p.mode, "condition": "ideal_array", "trial": 0, "accuracy": acc_after}]
-        rows += [{"model": "plain", "condition": "nonideal_array", "trial": t, "accuracy": a}
-                 for t, a in enumerate(plain)]
-        rows += [{"model": p.mode, "condition": "nonideal_array", "trial": t, "accuracy": a}
-                 for t, a in enumerate(ours)]
+        rows += [{"model": key, "condition": "ideal_array", "trial": 0, "accuracy": value}
+                 for key, value in outcome.extra.items()]
+        rows += [{"model": name, "condition": "nonideal_array", "trial": t, "accuracy": a}
+                 for name, accs in (("plain", plain), (p.mode, ours)) for t, a in enumerate(accs)]
 
-        save_model(writer.partial, trained, spec)
-        pq.write_table(pa.Table.from_pylist(metrics, schema=_METRICS_SCHEMA if not metrics else None),
-                       writer.path("metrics.parquet"))
-        pq.write_table(pa.Table.from_pylist(timing, schema=_TIMING_SCHEMA if not timing else None),
-                       writer.path("timing.parquet"))
-        if p.mode == "onchip":
-            rows.append({"model": "onchip_linear_device", "condition": "ideal_array", "trial": 0,
-                         "accuracy": linear_acc})
-            pq.write_table(pa.Table.from_pylist(dists), writer.path("dist.parquet"))
+        save_model(writer.partial, outcome.model, spec)
+        for name, rows_, schema in (("metrics", outcome.metrics, _METRICS_SCHEMA),
+                                    ("timing", outcome.timing, _TIMING_SCHEMA)):
+            pq.write_table(pa.Table.from_pylist(rows_, schema=schema), writer.path(f"{name}.parquet"))
         pq.write_table(pa.Table.from_pylist(rows), writer.path("evaluation.parquet"))
+        if outcome.dists:
+            pq.write_table(pa.Table.from_pylist(outcome.dists), writer.path("dist.parquet"))
         drop = acc_float - acc_ptq
         summary = {
             "mode": p.mode, "device": card.name, "n_levels": len(grid),
             "float_accuracy": acc_float, "ptq_accuracy": acc_ptq,
-            "test_accuracy": acc_after, "val_accuracy": val_after,
+            "test_accuracy": acc_after, "val_accuracy": outcome.val_accuracy,
             "gain_over_ptq": acc_after - acc_ptq,
             "recovered_fraction_of_ptq_drop": (acc_after - acc_ptq) / drop if drop > 0 else None,
             "nonideal_plain_mean": float(np.mean(plain)), "nonideal_plain_std": float(np.std(plain)),
             "nonideal_mean": float(np.mean(ours)), "nonideal_std": float(np.std(ours)),
-            "trials": p.trials, "crossbar_layers": layers, "wall_s": time.perf_counter() - t_start,
+            "trials": p.trials, "crossbar_layers": layers, **outcome.extra,
+            "wall_s": time.perf_counter() - t_start,
         }
-        if p.mode == "onchip":
-            summary["linear_device_accuracy"] = linear_acc
         path = writer.commit([source.as_input("model")], summary)
     return artifacts.load(path, KIND)
-
-
-def _onchip(p: QatParams, card, model, spec, inputs, head_only: bool, reporter: Reporter):
-    """Train the crossbar layers on chip with the card's curves, and once more with a linear device."""
-    from cimtool.train.onchip import OnchipConfig, logits_of, train_onchip
-
-    net = model.head if head_only else model
-    layers = [x["name"].removeprefix("head.") if head_only else x["name"] for x in spec["crossbar_layers"]]
-    alphas = {name: float(net.get_submodule(name).weight.detach().abs().max()) for name in layers}
-    bits = p.mapping.weight_bits or max(2, math.ceil(math.log2(card.levels)))
-    results = {}
-    for label, (nl_ltp, nl_ltd) in (("card", (card.nl_ltp, card.nl_ltd)), ("linear", (0.0, 0.0))):
-        head = copy.deepcopy(net)
-        torch.manual_seed(p.seed)  # on-chip training starts from fresh (random) weights
-        for module in head.modules():
-            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
-                module.reset_parameters()
-        cfg = OnchipConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, weight_bits=bits,
-                           grad_bits=p.grad_bits, nl_ltp=nl_ltp, nl_ltd=nl_ltd, nl_d2d=p.nl_d2d,
-                           pulses_ltp=card.pulses_ltp, pulses_ltd=card.pulses_ltd, c2c=card.c2c_sigma,
-                           seed=p.seed)
-        metrics, dists = train_onchip(head, layers, alphas, inputs["train"], inputs["val"], cfg, reporter)
-        with torch.no_grad():
-            acc = float((logits_of(head, inputs["test"].x).argmax(1) == inputs["test"].y).double().mean())
-        results[label] = (head, metrics, dists, acc)
-        reporter.log(f"onchip ({label} device): test accuracy {acc:.4f}")
-    head, metrics, dists, _ = results["card"]
-    if not head_only:
-        return head, metrics, dists, results["linear"][3]
-    model.head = head
-    return model, metrics, dists, results["linear"][3]
 
 
 _METRICS_SCHEMA = pa.schema([("phase", pa.string()), ("epoch", pa.int64()), ("train_loss", pa.float64()),
