@@ -524,7 +524,7 @@ def qat(
     json_: Json = False,
     quiet: Quiet = False,
 ) -> None:
-    """Hardware-aware model on a device card's levels: PTQ, QAT or noise-aware fine-tuning."""
+    """Hardware-aware model on a device card's levels: PTQ, QAT, noise-aware or on-chip training."""
     from cimtool.stages import map_weights
     from cimtool.stages import qat as stage
 
