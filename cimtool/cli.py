@@ -169,6 +169,29 @@ def train_ann(
             "--torch-device", rich_help_panel="Training", help="Where torch trains: auto, cpu or cuda."
         ),
     ] = "auto",
+    front_end: Annotated[
+        str,
+        typer.Option(
+            "--front-end",
+            rich_help_panel="Model",
+            help="none, or optical: the organic optoelectronic sensor (inverse sRGB gamma, Poisson "
+            "shot noise, R/G/B responsivity of --device) in front of the model.",
+        ),
+    ] = "none",
+    max_photons: Annotated[
+        float | None,
+        typer.Option(
+            rich_help_panel="Model",
+            help="Photons per pixel at full white for --front-end optical (default: the card's, else 10000).",
+        ),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            rich_help_panel="Model",
+            help="Device card with [optical] responsivity for --front-end optical (default: organic_ofet).",
+        ),
+    ] = None,
     resume: Annotated[
         bool,
         typer.Option(
@@ -214,6 +237,9 @@ def train_ann(
         loader=loader,
         augment=augment,
         torch_device=torch_device,
+        front_end=front_end,
+        max_photons=max_photons,
+        device=device,
     )
     reporter = _reporter(json_, quiet)
     artifact = stage.run(params, out, artifacts_root, force, resume, reporter)

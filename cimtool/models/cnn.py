@@ -31,9 +31,10 @@ class ConvNet(nn.Module):
     """normalize → conv stack (with 2x2 max-pools) → flatten → classifier."""
 
     def __init__(self, input_shape: tuple[int, int, int], plan: list[int | str],
-                 fc: list[int], num_classes: int) -> None:
+                 fc: list[int], num_classes: int, optical: nn.Module | None = None) -> None:
         super().__init__()
         channels, height, width = input_shape
+        self.optical = optical or nn.Identity()  # sensor physics before anything digital
         self.normalize = Normalize(channels)
         layers: list[nn.Module] = []
         for item in plan:
@@ -52,7 +53,7 @@ class ConvNet(nn.Module):
         self.classifier = nn.Sequential(*head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(self.normalize(x)).flatten(1))
+        return self.classifier(self.features(self.normalize(self.optical(x))).flatten(1))
 
 
 # DNN+NeuroSim's CIFAR VGG8: conv128 conv128 pool conv256 conv256 pool conv512 conv512 pool fc1024 fc10

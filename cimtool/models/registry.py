@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cimtool.data.optical import OpticalFrontEnd
 from cimtool.models.cnn import MNIST_CNN_PLAN, VGG8_PLAN, ConvNet
 from cimtool.models.frontends import FRONTENDS, N_FEATURES, FeatureScaler
 
@@ -20,8 +21,10 @@ from cimtool.models.frontends import FRONTENDS, N_FEATURES, FeatureScaler
 class FrontEndHead(nn.Module):
     """Off-array front-end (features scaled to [0, 1]) followed by the crossbar classifier head."""
 
-    def __init__(self, frontend: nn.Module, hidden: list[int], num_classes: int) -> None:
+    def __init__(self, frontend: nn.Module, hidden: list[int], num_classes: int,
+                 optical: nn.Module | None = None) -> None:
         super().__init__()
+        self.optical = optical or nn.Identity()  # sensor physics (seed 000), before the front-end
         self.frontend = frontend
         self.scaler = FeatureScaler(N_FEATURES)
         dims = [N_FEATURES, *hidden, num_classes]
@@ -33,7 +36,7 @@ class FrontEndHead(nn.Module):
         self.head = nn.Sequential(*layers)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scaler(self.frontend(x))
+        return self.scaler(self.frontend(self.optical(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -50,9 +53,16 @@ class ModelEntry:
     min_size: int = 1  # smallest image side the architecture accepts (its max-pools halve it)
 
 
+def _optical(spec: dict[str, Any]) -> nn.Module | None:
+    cfg = spec.get("optical")
+    if not cfg:
+        return None
+    return OpticalFrontEnd(spec["input_shape"][0], tuple(cfg["responsivity"]), cfg["max_photons"])
+
+
 def _build_crossbar(spec: dict[str, Any]) -> nn.Module:
     frontend = FRONTENDS[spec["method"]].build(tuple(spec["input_shape"]))
-    return FrontEndHead(frontend, list(spec["hidden"]), spec["num_classes"])
+    return FrontEndHead(frontend, list(spec["hidden"]), spec["num_classes"], _optical(spec))
 
 
 MODELS: dict[str, ModelEntry] = {
@@ -63,11 +73,12 @@ MODELS: dict[str, ModelEntry] = {
                    off_array=("frontend", "scaler"), default_lr=4e-2, uses_method=True),
         ModelEntry("vgg8", "DNN+NeuroSim VGG8: conv128 conv128 pool conv256 conv256 pool "
                    "conv512 conv512 pool fc1024 fc10",
-                   lambda s: ConvNet(tuple(s["input_shape"]), VGG8_PLAN, [1024], s["num_classes"]),
+                   lambda s: ConvNet(tuple(s["input_shape"]), VGG8_PLAN, [1024], s["num_classes"],
+                                     _optical(s)),
                    off_array=("normalize",), default_lr=2e-3, min_size=8),
         ModelEntry("mnist_cnn", "small CNN: conv16 pool conv32 pool fc128 fc10",
                    lambda s: ConvNet(tuple(s["input_shape"]), MNIST_CNN_PLAN, [128],
-                                     s["num_classes"]),
+                                     s["num_classes"], _optical(s)),
                    off_array=("normalize",), default_lr=2e-3, min_size=4),
     ]
 }
@@ -98,14 +109,16 @@ def crossbar_layers(model: nn.Module, off_array: tuple[str, ...]) -> list[dict[s
 
 
 def make_spec(model_name: str, method: str | None, input_shape: tuple[int, int, int],
-              num_classes: int, hidden: list[int]) -> dict[str, Any]:
+              num_classes: int, hidden: list[int], optical: dict[str, Any] | None = None) -> dict[str, Any]:
     entry = MODELS[model_name]
     spec: dict[str, Any] = {"model": model_name, "input_shape": list(input_shape),
                             "num_classes": num_classes}
+    if optical:
+        spec["optical"] = optical
     if entry.uses_method:
         spec.update(method=method, hidden=hidden, frontend_out_features=N_FEATURES)
     model = build(spec)
-    spec["off_array"] = list(entry.off_array)
+    spec["off_array"] = list(entry.off_array) + (["optical"] if optical else [])
     spec["crossbar_layers"] = crossbar_layers(model, entry.off_array)
     spec["bias_note"] = "biases are added digitally after the array readout"
     return spec

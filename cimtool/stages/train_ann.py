@@ -59,6 +59,14 @@ class TrainAnnParams:
     loader: str = "auto"
     augment: str = "auto"  # auto: on for cifar10 with a CNN
     torch_device: str = "auto"
+    front_end: str = "none"  # "optical": the organic optoelectronic sensor (seed 000)
+    max_photons: float | None = None  # None: the card's (optical front-end)
+    device: str | None = None  # card with [optical] responsivity; None: organic_ofet
+
+
+FRONT_ENDS = ("none", "optical")
+DEFAULT_MAX_PHOTONS = 10_000.0  # seed 000's MAX_PHOTONS
+OPTICAL_CARD = "organic_ofet"
 
 
 def validate(p: TrainAnnParams) -> None:
@@ -96,6 +104,12 @@ def validate(p: TrainAnnParams) -> None:
     for name in ("seed", "split_seed"):
         if not 0 <= getattr(p, name) < 2**32:
             raise CimtoolError(f"--{name.replace('_', '-')} must be in [0, 2**32), got {getattr(p, name)}")
+    if p.front_end not in FRONT_ENDS:
+        raise CimtoolError(f"unknown --front-end '{p.front_end}' (choose from: {', '.join(FRONT_ENDS)})")
+    if p.max_photons is not None and not (math.isfinite(p.max_photons) and p.max_photons > 0):
+        raise CimtoolError(f"--max-photons must be a finite number > 0, got {p.max_photons}")
+    if p.front_end == "none" and (p.max_photons is not None or p.device is not None):
+        raise CimtoolError("--max-photons and --device apply to --front-end optical")
     if p.momentum >= 1:
         raise CimtoolError(f"--momentum must be below 1, got {p.momentum}")
     for name, choices in (("compile", ("auto", "on", "off")),
@@ -111,6 +125,16 @@ def resolve_defaults(p: TrainAnnParams) -> TrainAnnParams:
     """Fill in model-dependent defaults, so that the manifest records the values used."""
     if p.lr is None and p.model in MODELS:
         p = replace(p, lr=MODELS[p.model].default_lr)
+    if p.front_end == "optical":
+        from cimtool.devices.card import load_card
+
+        card = load_card(p.device or OPTICAL_CARD)
+        if card.responsivity is None:
+            raise CimtoolError(f"--front-end optical needs a card with [optical] responsivity; "
+                               f"'{card.name}' has none")
+        if p.max_photons is None:
+            p = replace(p, max_photons=card.max_photons or DEFAULT_MAX_PHOTONS)
+        p = replace(p, device=p.device or OPTICAL_CARD)
     if p.augment == "auto" and p.model in MODELS:
         on = p.dataset == "cifar10" and not MODELS[p.model].uses_method
         p = replace(p, augment="on" if on else "off")
@@ -212,9 +236,19 @@ def _check_fit(p: TrainAnnParams, raw, splits) -> None:
                            f"{entry.min_size} pixels; {raw.name} has {list(raw.x.shape[2:])}")
 
 
+def _optical_spec(p: TrainAnnParams) -> dict[str, Any] | None:
+    if p.front_end != "optical":
+        return None
+    from cimtool.devices.card import load_card
+
+    card = load_card(p.device)
+    return {"device": card.name, "responsivity": list(card.responsivity), "max_photons": p.max_photons}
+
+
 def _make_spec(p: TrainAnnParams, raw) -> dict[str, Any]:
     try:
-        return make_spec(p.model, p.method, tuple(raw.x.shape[1:]), raw.num_classes, list(p.hidden))
+        return make_spec(p.model, p.method, tuple(raw.x.shape[1:]), raw.num_classes, list(p.hidden),
+                         _optical_spec(p))
     except (RuntimeError, MemoryError) as exc:  # e.g. an absurd --hidden width
         raise CimtoolError(f"cannot build --model {p.model} with --hidden {p.hidden}: "
                            f"{str(exc).splitlines()[0]}") from None
@@ -225,7 +259,8 @@ def _train(p: TrainAnnParams, spec: dict[str, Any], raw, tensors, device, scratc
     torch.manual_seed(p.seed)
     model = MODELS[p.model].build(spec)
     if not MODELS[p.model].uses_method:  # CNN: fit input normalisation, train everything
-        model.normalize.fit(tensors["train"].x.float().div(255.0))
+        with torch.no_grad():
+            model.normalize.fit(model.optical(tensors["train"].x.float().div(255.0)))
         config = _train_config(p, p.epochs, p.lr, augment=p.augment == "on")
         result = fit(model, tensors["train"], tensors["val"], config, device,
                      scratch / "model.ckpt", "model", reporter)
@@ -234,10 +269,11 @@ def _train(p: TrainAnnParams, spec: dict[str, Any], raw, tensors, device, scratc
     result = FitResult()
     fitting = FRONTENDS[p.method].fit  # how the off-array front-end is fitted
     if fitting == "pca":
-        model.frontend.fit_pca(tensors["train"].x.float().div(255.0))
+        with torch.no_grad():
+            model.frontend.fit_pca(model.optical(tensors["train"].x.float().div(255.0)))
     elif fitting == "supervised":
         # seed 003 §3: train P with an auxiliary classifier W_aux; keep P, drop W_aux
-        aux = torch.nn.Sequential(model.frontend, torch.nn.Linear(64, raw.num_classes))
+        aux = torch.nn.Sequential(model.optical, model.frontend, torch.nn.Linear(64, raw.num_classes))
         config = _train_config(p, p.frontend_epochs, p.frontend_lr)
         result = fit(aux, tensors["train"], tensors["val"], config, device,
                      scratch / "frontend.ckpt", "frontend", reporter)
@@ -257,8 +293,9 @@ def _train(p: TrainAnnParams, spec: dict[str, Any], raw, tensors, device, scratc
 def _features(model, data, device, batch_size: int = 4096):
     """Front-end outputs (before scaling) for a whole split, computed once."""
     model.frontend.to(device).eval()
+    model.optical.to(device)
     with torch.no_grad():
-        chunks = [model.frontend(to_float(data.x[i: i + batch_size].to(device))).float().cpu()
+        chunks = [model.frontend(model.optical(to_float(data.x[i: i + batch_size].to(device)))).float().cpu()
                   for i in range(0, len(data), batch_size)]
     return TensorData(torch.cat(chunks), data.y)
 
