@@ -265,6 +265,7 @@ def inspect(
 
 # Mapping options shared by map-weights and export-weightmap (None: the default / the cmap's).
 _MAP = "Mapping"
+_SIM = "Simulation (with --evaluate)"
 Device = Annotated[
     str | None,
     typer.Option(
@@ -352,47 +353,47 @@ def map_weights(
     evaluate: Annotated[
         bool,
         typer.Option(
-            rich_help_panel="Simulation",
+            rich_help_panel=_SIM,
             help="Accuracy of float vs mapped (ideal) vs mapped with the card's non-idealities.",
         ),
     ] = False,
     split: Annotated[
-        str, typer.Option(rich_help_panel="Simulation", help="Split to evaluate on: test, val or train.")
+        str, typer.Option(rich_help_panel=_SIM, help="Split to evaluate on: test, val or train.")
     ] = "test",
     trials: Annotated[
-        int, typer.Option(rich_help_panel="Simulation", help="Monte Carlo trials (fresh chip each).")
+        int, typer.Option(rich_help_panel=_SIM, help="Monte Carlo trials (fresh chip each).")
     ] = 10,
     effects: Annotated[
         str,
         typer.Option(
-            rich_help_panel="Simulation",
+            rich_help_panel=_SIM,
             help="Non-idealities, comma-separated: d2d,c2c,stuck,drift,ir,read (or all, none).",
         ),
     ] = "all",
     adc_bits: Annotated[
-        int | None, typer.Option(rich_help_panel="Simulation", help="ADC bits (default: the card's).")
+        int | None, typer.Option(rich_help_panel=_SIM, help="ADC bits (default: the card's).")
     ] = None,
     scheme: Annotated[
         str | None,
         typer.Option(
-            rich_help_panel="Simulation",
+            rich_help_panel=_SIM,
             help="Readout: A (each column digitised, then subtracted) or B (I_pos-I_neg into one "
             "ADC). Default: the card's.",
         ),
     ] = None,
     input_bits: Annotated[
-        int | None, typer.Option(rich_help_panel="Simulation", help="DAC/input bits (default: the card's).")
+        int | None, typer.Option(rich_help_panel=_SIM, help="DAC/input bits (default: the card's).")
     ] = None,
     encoding: Annotated[
         str,
         typer.Option(
-            rich_help_panel="Simulation",
+            rich_help_panel=_SIM,
             help="analog (one read, DAC voltages) or bitserial (one binary read per input bit).",
         ),
     ] = "analog",
     drift_time: Annotated[
         float,
-        typer.Option(rich_help_panel="Simulation", help="Seconds after programming, for drift."),
+        typer.Option(rich_help_panel=_SIM, help="Seconds after programming, for drift."),
     ] = 3600.0,
     data_dir: Annotated[
         Path | None,

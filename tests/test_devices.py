@@ -64,8 +64,8 @@ def test_user_card_file_round_trip(tmp_path):
 @pytest.mark.parametrize("overrides, pattern", [
     ({"conductance__r_on": 1e6}, "r_on (1e+06 ohm) must be below r_off"),
     ({"conductance__r_on": 2e6}, "must be below r_off"),
-    ({"conductance__levels": 1}, "conductance.levels must be at least 2"),
-    ({"conductance__levels": 0}, "conductance.levels must be at least 2"),
+    ({"conductance__levels": 1}, "conductance.levels must be in 2..32768"),
+    ({"conductance__levels": 0}, "conductance.levels must be in 2..32768"),
     ({"variation__d2d": -0.1}, "variation.d2d must be >= 0"),
     ({"read__noise": -1}, "read.noise must be >= 0"),
     ({"conductance__spacing": '"cubic"'}, "conductance.spacing must be one of log, linear"),
@@ -180,3 +180,20 @@ def test_range_normalisation_removes_the_g_min_bias_on_low_on_off_devices():
     range_err = np.abs(map_matrix("t", w, grid, normalize="range").effective_weight() - w)
     assert range_err.max() <= step / 2 * np.abs(w).max() + 1e-12
     assert seed_err.mean() > 5 * range_err.mean()
+
+
+@pytest.mark.parametrize("overrides, pattern", [
+    ({"conductance__levels": 40000}, "conductance.levels must be in 2..32768"),
+    ({"conductance__r_on": 1e-320}, "outside float range"),
+    ({"variation__stuck_off": 0.6, "variation__stuck_on": 0.5}, "stuck_off + stuck_on must be below 1"),
+])
+def test_more_impossible_cards(tmp_path, overrides, pattern):
+    path = tmp_path / "bad.toml"
+    path.write_text(_card_text(**overrides))
+    with pytest.raises(CimtoolError) as err:
+        load_card(str(path))
+    assert pattern in str(err.value)
+    escape = tmp_path / "escape.toml"
+    escape.write_text(_card_text().replace('name = "test"', 'name = "x/../../esc"'))
+    with pytest.raises(CimtoolError, match="name must be letters"):
+        load_card(str(escape))

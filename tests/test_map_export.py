@@ -213,7 +213,7 @@ MAPPING_ERRORS = [
     (["--scaling", "magic"], "unknown --scaling 'magic'"),
     (["BADCARD"], "conductance.r_on (1e+06 ohm) must be below r_off"),
     (["NAN"], "contains NaN or inf"),
-    (["NOXBAR"], "has no crossbar layer"),
+    (["NOXBAR"], "'crossbar_layers' does not match the architecture"),
 ]
 SIMULATION_ERRORS = [
     (["--evaluate", "--trials", "0"], "--trials must be in 1..10000"),
@@ -282,3 +282,40 @@ def test_conv_model_maps_and_simulates(cli, tmp_path):
     layers = pq.read_table(tmp_path / "cm" / "layers.parquet").to_pylist()
     assert [(r["rows"], r["cols"]) for r in layers][:2] == [(9, 16), (144, 32)]
     assert layers[1]["tile_rows"] == 2  # 144 rows on 128-row arrays
+
+
+def test_cmap_rows_in_any_order_and_damaged_cmaps(cmap, cli, tmp_path):
+    import pyarrow as pa
+
+    art, _, _ = cmap
+
+    def shuffle(folder):
+        table = pq.read_table(folder / "cmap.parquet")
+        perm = np.random.default_rng(0).permutation(table.num_rows)
+        pq.write_table(table.take(pa.array(perm)), folder / "cmap.parquet")
+
+    shuffled = _rewrite(art.path, tmp_path / "shuffled", shuffle)
+    _ok(cli("export-weightmap", "--cmap", shuffled, "--out", tmp_path / "a", "--json", "--quiet"))
+    _ok(cli("export-weightmap", "--cmap", art.path, "--out", tmp_path / "b", "--json", "--quiet"))
+    name = "weightmap-head.0.csv"
+    assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+    def drop_level(folder):
+        table = pq.read_table(folder / "cmap.parquet")
+        pq.write_table(table.drop_columns(["level_pos"]), folder / "cmap.parquet")
+
+    def duplicate_row(folder):
+        table = pq.read_table(folder / "cmap.parquet")
+        pq.write_table(pa.concat_tables([table.slice(1), table.slice(0, 1), table.slice(0, 1)]),
+                       folder / "cmap.parquet")
+
+    def not_parquet(folder):
+        (folder / "layers.parquet").write_bytes(b"PAR1 but not really")
+
+    for edit, pattern in ((drop_level, "missing column(s) level_pos"),
+                          (duplicate_row, "does not hold each of its 64x10 cells once"),
+                          (not_parquet, "not a readable Parquet table")):
+        damaged = _rewrite(art.path, tmp_path / edit.__name__, edit)
+        result = cli("export-weightmap", "--cmap", damaged, "--out", tmp_path / "out" / edit.__name__)
+        assert result.code == 2 and pattern in result.err and result.err.count("\n") == 1, result.err
+    assert not (tmp_path / "out").exists()

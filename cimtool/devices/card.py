@@ -9,6 +9,7 @@ default. ``cimtool devices show NAME`` prints a card; ``cimtool devices list`` l
 from __future__ import annotations
 
 import math
+import re
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ PRESET_DIR = Path(__file__).with_name("presets")
 SPACINGS = ("log", "linear")
 VARIATION_MODELS = ("lognormal", "range")
 SCHEMES = ("A", "B")
+MAX_LEVELS = 2**15  # level indices are stored as int16
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,8 @@ _FIELDS: dict[tuple[str, str], tuple[str, type, Any]] = {
     ("conductance", "g_max"): ("g_max", float, _positive),
     ("conductance", "r_on"): ("r_on", float, _positive),
     ("conductance", "r_off"): ("r_off", float, _positive),
-    ("conductance", "levels"): ("levels", int, _at_least(2)),
+    ("conductance", "levels"): ("levels", int, lambda v: None if 2 <= v <= MAX_LEVELS
+                                 else f"must be in 2..{MAX_LEVELS}"),
     ("conductance", "spacing"): ("spacing", str, _one_of(SPACINGS)),
     ("read", "voltage"): ("read_voltage", float, _positive),
     ("read", "noise"): ("read_noise", float, _non_negative),
@@ -186,6 +190,8 @@ def _build(values: dict[str, Any], origin: str) -> DeviceCard:
             raise CimtoolError(f"{origin}: conductance.r_on ({values['r_on']:g} ohm) must be below "
                                f"r_off ({values['r_off']:g} ohm)")
         values["g_max"], values["g_min"] = 1.0 / values.pop("r_on"), 1.0 / values.pop("r_off")
+        if not (math.isfinite(values["g_max"]) and values["g_min"] > 0):
+            raise CimtoolError(f"{origin}: conductance r_on/r_off give a conductance outside float range")
     elif not ("g_min" in values and "g_max" in values):
         raise CimtoolError(f"{origin}: conductance needs g_min and g_max (S) or r_on and r_off (ohm)")
     elif values["g_min"] >= values["g_max"]:
@@ -199,6 +205,11 @@ def _build(values: dict[str, Any], origin: str) -> DeviceCard:
     if not all(isinstance(a, str) for a in values.get("assumed", [])):
         raise CimtoolError(f"{origin}: assumed must be a list of field names")
     values["assumed"] = tuple(values.get("assumed", ()))
+    if not _NAME_RE.fullmatch(values.get("name", "")):
+        raise CimtoolError(f"{origin}: name must be letters, digits, '_', '-' or '.', "
+                           f"got {values.get('name')!r}")
+    if values.get("stuck_off", 0) + values.get("stuck_on", 0) >= 1:
+        raise CimtoolError(f"{origin}: variation.stuck_off + stuck_on must be below 1")
     given = [f for f in UPDATE_FIELDS if f in values]
     if given and len(given) < len(UPDATE_FIELDS):
         raise CimtoolError(f"{origin}: [update] needs all of nl_ltp, nl_ltd, pulses_ltp, pulses_ltd")

@@ -271,6 +271,9 @@ def run(p: MapParams, out: Path | None, root: Path, force: bool, reporter: Repor
             "n_arrays": int(sum(r["n_arrays"] for r in layer_rows)),
             "programmed": p.program,
         }
+        if p.evaluate and "drift" in p.effects and p.drift_time <= mapped.card.drift_t0:
+            reporter.log(f"[yellow]note: --drift-time {p.drift_time:g} s is not after the card's drift t0 "
+                         f"({mapped.card.drift_t0:g} s): no drift")
         if p.evaluate:
             rows, acc = evaluate_mapped(model, mapped, data, p.split, p.array_config(mapped.card),
                                         p.trials, p.seed, reporter)
@@ -299,27 +302,52 @@ def load_cmap(path: Path | str) -> tuple[artifacts.Artifact, MappedModel, Mappin
         grid = level_grid(card.g_min, card.g_max, int(params["n_levels"]), card.spacing)
     except (KeyError, TypeError, ValueError) as exc:
         raise CimtoolError(f"{artifact.path}: manifest params do not describe a mapping ({exc})") from None
-    cells = pq.read_table(artifact.file("cmap.parquet")).to_pandas()
-    scales = pq.read_table(artifact.file("scales.parquet")).to_pandas()
-    layers = pq.read_table(artifact.file("layers.parquet")).to_pylist()
+    opts.validate()
+    cells = _read_table(artifact, "cmap.parquet", ("layer", "row", "col", "level_pos", "level_neg", "G_pos",
+                                                    "G_neg"))
+    scales = _read_table(artifact, "scales.parquet", ("layer", "col", "scale"))
+    layers = _read_table(artifact, "layers.parquet", ("layer", "type", "rows", "cols")).to_dict("records")
+    where = artifact.file("cmap.parquet")
+    if not layers:
+        raise CimtoolError(f"{artifact.file('layers.parquet')}: no layers")
     maps, placements, types = {}, {}, {}
     for info in layers:
-        name, rows, cols = info["layer"], info["rows"], info["cols"]
-        sel = cells[cells["layer"] == name]
-        if len(sel) != rows * cols:
-            raise CimtoolError(f"{artifact.file('cmap.parquet')}: layer '{name}' has {len(sel)} cells, "
-                               f"layers.parquet says {rows}x{cols}")
-        lp = sel["level_pos"].to_numpy().reshape(rows, cols)
-        ln = sel["level_neg"].to_numpy().reshape(rows, cols)
+        name, rows, cols = str(info["layer"]), int(info["rows"]), int(info["cols"])
+        sel = cells[cells["layer"] == name].sort_values(["row", "col"], kind="stable")
+        expected_rows = np.repeat(np.arange(rows), cols)
+        expected_cols = np.tile(np.arange(cols), rows)
+        if len(sel) != rows * cols or not (np.array_equal(sel["row"].to_numpy(), expected_rows)
+                                           and np.array_equal(sel["col"].to_numpy(), expected_cols)):
+            raise CimtoolError(f"{where}: layer '{name}' does not hold each of its {rows}x{cols} cells once")
+        levels = [sel[c].to_numpy() for c in ("level_pos", "level_neg")]
+        if not all(np.issubdtype(lv.dtype, np.integer) for lv in levels):
+            raise CimtoolError(f"{where}: level columns of layer '{name}' are not integers")
+        lp, ln = (lv.reshape(rows, cols).astype(np.int16) for lv in levels)
         if min(lp.min(), ln.min()) < 0 or max(lp.max(), ln.max()) >= len(grid):
-            raise CimtoolError(f"{artifact.file('cmap.parquet')}: layer '{name}' has levels outside "
-                               f"0..{len(grid) - 1}")
+            raise CimtoolError(f"{where}: layer '{name}' has levels outside 0..{len(grid) - 1}")
         if not np.array_equal(grid[lp].ravel(), sel["G_pos"].to_numpy()) or \
                 not np.array_equal(grid[ln].ravel(), sel["G_neg"].to_numpy()):
-            raise CimtoolError(f"{artifact.file('cmap.parquet')}: G values of layer '{name}' do not "
-                               "match its levels on the recorded device card")
-        scale = scales[scales["layer"] == name]["scale"].to_numpy()
+            raise CimtoolError(f"{where}: G values of layer '{name}' do not match its levels on the "
+                               "recorded device card")
+        scale = scales[scales["layer"] == name].sort_values("col")["scale"].to_numpy(dtype=np.float64)
+        if len(scale) != cols or not (np.isfinite(scale).all() and (scale > 0).all()):
+            raise CimtoolError(f"{artifact.file('scales.parquet')}: layer '{name}' needs {cols} "
+                               "positive scales")
         maps[name] = LayerMap(name, lp, ln, scale, grid, opts.normalize)
         placements[name] = Placement(rows, cols, opts.array_rows, opts.array_cols, opts.layout)
         types[name] = info["type"]
     return artifact, MappedModel(card, maps, placements, types), opts
+
+
+def _read_table(artifact: artifacts.Artifact, name: str, columns: tuple[str, ...]):
+    """A payload table as pandas, with the columns it must have (a one-line error otherwise)."""
+    import pyarrow as pa
+
+    try:
+        table = pq.read_table(artifact.file(name))
+    except (pa.ArrowException, OSError) as exc:
+        raise CimtoolError(f"{artifact.file(name)}: not a readable Parquet table ({exc})") from None
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise CimtoolError(f"{artifact.file(name)}: missing column(s) {', '.join(missing)}")
+    return table.to_pandas()
