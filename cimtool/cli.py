@@ -78,7 +78,9 @@ def train_ann(
     model: Annotated[
         str,
         typer.Option(
-            rich_help_panel="Model", help="crossbar (front-end + 64-row crossbar head), vgg8 or mnist_cnn."
+            rich_help_panel="Model",
+            help="crossbar (front-end + 64-row crossbar head), vgg8, mnist_cnn or organic_cnn "
+            "(organic optoelectronic synapses of --device).",
         ),
     ] = "crossbar",
     method: Annotated[
@@ -189,7 +191,8 @@ def train_ann(
         str | None,
         typer.Option(
             rich_help_panel="Model",
-            help="Device card with [optical] responsivity for --front-end optical (default: organic_ofet).",
+            help="Device card of --front-end optical (its [optical] responsivity) and of --model "
+            "organic_cnn (g_max, read voltage, C2C). Default: organic_ofet.",
         ),
     ] = None,
     resume: Annotated[

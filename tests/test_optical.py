@@ -47,9 +47,49 @@ def test_accuracy_falls_as_photons_fall(cli, tmp_path):
     (["--front-end", "optical", "--max-photons", "0"], "--max-photons must be a finite number > 0"),
     (["--front-end", "laser"], "unknown --front-end 'laser'"),
     (["--front-end", "optical", "--device", "rram_seed003"], "needs a card with [optical] responsivity"),
-    (["--max-photons", "100"], "apply to --front-end optical"),
+    (["--max-photons", "100"], "--max-photons applies to --front-end optical"),
+    (["--device", "ag_asi"], "--device applies to --front-end optical and --model organic_cnn"),
 ])
 def test_optical_bad_input(cli, tmp_path, args, pattern):
     result = cli("train-ann", "--artifacts-root", tmp_path / "root", *args)
     assert result.code == 2 and pattern in result.err and result.err.count("\n") == 1, result.err
     assert not (tmp_path / "root").exists()
+
+
+def test_organic_layers_compute_the_renormalised_current_and_clamp():
+    from torch.nn import functional as F
+
+    from cimtool.nn.organic import OrganicConv2d, OrganicLinear, constrain
+
+    torch.manual_seed(0)
+    conv = OrganicConv2d(2, 3, 3, g_max=1e-8, read_voltage=1.0, c2c=0.05).eval()
+    x = torch.rand(4, 2, 6, 6)
+    assert torch.allclose(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1), atol=1e-5)
+    lin = OrganicLinear(5, 2, g_max=1e-8, read_voltage=0.5, c2c=0.05)
+    z = torch.rand(3, 5)
+    lin.eval()
+    assert torch.allclose(lin(z), F.linear(z, lin.weight, lin.bias), atol=1e-6)
+    lin.train()
+    assert not torch.allclose(lin(z), lin(z))  # C2C variability while training
+    with torch.no_grad():
+        lin.weight.mul_(10)
+    constrain(torch.nn.Sequential(lin))
+    assert lin.weight.abs().max() <= 1.0
+
+
+def test_organic_cnn_trains_and_stays_in_the_conductance_range(cli, tmp_path):
+    from safetensors.torch import load_file
+
+    result = cli("train-ann", "--dataset", "digits", "--model", "organic_cnn", "--front-end", "optical",
+                 "--epochs", "10", "--out", tmp_path / "m", "--json", "--quiet")
+    assert result.code == 0, result.err
+    summary = json.loads(result.out)["summary"]
+    assert summary["test_accuracy"] > 0.8
+    state = load_file(str(tmp_path / "m" / "weights.safetensors"))
+    weights = [v for k, v in state.items() if k.endswith(".weight") and "normalize" not in k]
+    assert weights and all(float(w.abs().max()) <= 1.0 for w in weights)
+    spec = json.loads((tmp_path / "m" / "arch.json").read_text())
+    assert spec["organic"]["device"] == "organic_ofet" and spec["optical"]["device"] == "organic_ofet"
+    mapped = cli("map-weights", "--model", tmp_path / "m", "--device", "organic_ofet", "--evaluate",
+                 "--trials", "2", "--out", tmp_path / "c", "--json", "--quiet")
+    assert mapped.code == 0, mapped.err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -23,15 +25,17 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-def _conv(cin: int, cout: int) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True)]
+def _conv(cin: int, cout: int) -> nn.Module:
+    return nn.Conv2d(cin, cout, 3, padding=1)
 
 
 class ConvNet(nn.Module):
     """normalize → conv stack (with 2x2 max-pools) → flatten → classifier."""
 
     def __init__(self, input_shape: tuple[int, int, int], plan: list[int | str],
-                 fc: list[int], num_classes: int, optical: nn.Module | None = None) -> None:
+                 fc: list[int], num_classes: int, optical: nn.Module | None = None,
+                 conv: Callable[[int, int], nn.Module] = _conv,
+                 linear: Callable[[int, int], nn.Module] = nn.Linear) -> None:
         super().__init__()
         channels, height, width = input_shape
         self.optical = optical or nn.Identity()  # sensor physics before anything digital
@@ -42,14 +46,14 @@ class ConvNet(nn.Module):
                 layers.append(nn.MaxPool2d(2))
                 height, width = height // 2, width // 2
             else:
-                layers += _conv(channels, int(item))
+                layers += [conv(channels, int(item)), nn.ReLU(inplace=True)]
                 channels = int(item)
         self.features = nn.Sequential(*layers)
         dims = [channels * height * width, *fc]
         head: list[nn.Module] = []
         for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
-            head += [nn.Linear(d_in, d_out), nn.ReLU(inplace=True)]
-        head.append(nn.Linear(dims[-1], num_classes))
+            head += [linear(d_in, d_out), nn.ReLU(inplace=True)]
+        head.append(linear(dims[-1], num_classes))
         self.classifier = nn.Sequential(*head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from torch import nn
 from cimtool.data.optical import OpticalFrontEnd
 from cimtool.models.cnn import MNIST_CNN_PLAN, VGG8_PLAN, ConvNet
 from cimtool.models.frontends import FRONTENDS, N_FEATURES, FeatureScaler
+from cimtool.nn.organic import OrganicConv2d, OrganicLinear
 
 
 class FrontEndHead(nn.Module):
@@ -60,6 +61,15 @@ def _optical(spec: dict[str, Any]) -> nn.Module | None:
     return OpticalFrontEnd(spec["input_shape"][0], tuple(cfg["responsivity"]), cfg["max_photons"])
 
 
+def _build_organic(spec: dict[str, Any]) -> nn.Module:
+    """mnist_cnn's layout with organic synapse layers (seed 000)."""
+    syn = spec["organic"]
+    args = (syn["g_max"], syn["read_voltage"], syn["c2c"])
+    return ConvNet(tuple(spec["input_shape"]), MNIST_CNN_PLAN, [128], spec["num_classes"], _optical(spec),
+                   conv=lambda cin, cout: OrganicConv2d(cin, cout, 3, *args),
+                   linear=lambda d_in, d_out: OrganicLinear(d_in, d_out, *args))
+
+
 def _build_crossbar(spec: dict[str, Any]) -> nn.Module:
     frontend = FRONTENDS[spec["method"]].build(tuple(spec["input_shape"]))
     return FrontEndHead(frontend, list(spec["hidden"]), spec["num_classes"], _optical(spec))
@@ -80,6 +90,9 @@ MODELS: dict[str, ModelEntry] = {
                    lambda s: ConvNet(tuple(s["input_shape"]), MNIST_CNN_PLAN, [128],
                                      s["num_classes"], _optical(s)),
                    off_array=("normalize",), default_lr=2e-3, min_size=4),
+        ModelEntry("organic_cnn", "mnist_cnn with organic optoelectronic synapse layers (seed 000): "
+                   "nA read-out currents, C2C noise, renormalised read-out, hard-clamped conductances "
+                   "(--device)", _build_organic, off_array=("normalize",), default_lr=2e-3, min_size=4),
     ]
 }
 
@@ -109,12 +122,15 @@ def crossbar_layers(model: nn.Module, off_array: tuple[str, ...]) -> list[dict[s
 
 
 def make_spec(model_name: str, method: str | None, input_shape: tuple[int, int, int],
-              num_classes: int, hidden: list[int], optical: dict[str, Any] | None = None) -> dict[str, Any]:
+              num_classes: int, hidden: list[int], optical: dict[str, Any] | None = None,
+              organic: dict[str, Any] | None = None) -> dict[str, Any]:
     entry = MODELS[model_name]
     spec: dict[str, Any] = {"model": model_name, "input_shape": list(input_shape),
                             "num_classes": num_classes}
     if optical:
         spec["optical"] = optical
+    if organic:
+        spec["organic"] = organic
     if entry.uses_method:
         spec.update(method=method, hidden=hidden, frontend_out_features=N_FEATURES)
     model = build(spec)

@@ -108,8 +108,10 @@ def validate(p: TrainAnnParams) -> None:
         raise CimtoolError(f"unknown --front-end '{p.front_end}' (choose from: {', '.join(FRONT_ENDS)})")
     if p.max_photons is not None and not (math.isfinite(p.max_photons) and p.max_photons > 0):
         raise CimtoolError(f"--max-photons must be a finite number > 0, got {p.max_photons}")
-    if p.front_end == "none" and (p.max_photons is not None or p.device is not None):
-        raise CimtoolError("--max-photons and --device apply to --front-end optical")
+    if p.front_end == "none" and p.max_photons is not None:
+        raise CimtoolError("--max-photons applies to --front-end optical")
+    if p.device is not None and p.front_end == "none" and p.model != "organic_cnn":
+        raise CimtoolError("--device applies to --front-end optical and --model organic_cnn")
     if p.momentum >= 1:
         raise CimtoolError(f"--momentum must be below 1, got {p.momentum}")
     for name, choices in (("compile", ("auto", "on", "off")),
@@ -125,6 +127,8 @@ def resolve_defaults(p: TrainAnnParams) -> TrainAnnParams:
     """Fill in model-dependent defaults, so that the manifest records the values used."""
     if p.lr is None and p.model in MODELS:
         p = replace(p, lr=MODELS[p.model].default_lr)
+    if p.model == "organic_cnn" and p.device is None:
+        p = replace(p, device=OPTICAL_CARD)
     if p.front_end == "optical":
         from cimtool.devices.card import load_card
 
@@ -245,10 +249,20 @@ def _optical_spec(p: TrainAnnParams) -> dict[str, Any] | None:
     return {"device": card.name, "responsivity": list(card.responsivity), "max_photons": p.max_photons}
 
 
+def _organic_spec(p: TrainAnnParams) -> dict[str, Any] | None:
+    if p.model != "organic_cnn":
+        return None
+    from cimtool.devices.card import load_card
+
+    card = load_card(p.device)
+    return {"device": card.name, "g_max": card.g_max, "read_voltage": card.read_voltage,
+            "c2c": card.c2c_sigma}
+
+
 def _make_spec(p: TrainAnnParams, raw) -> dict[str, Any]:
     try:
         return make_spec(p.model, p.method, tuple(raw.x.shape[1:]), raw.num_classes, list(p.hidden),
-                         _optical_spec(p))
+                         _optical_spec(p), _organic_spec(p))
     except (RuntimeError, MemoryError) as exc:  # e.g. an absurd --hidden width
         raise CimtoolError(f"cannot build --model {p.model} with --hidden {p.hidden}: "
                            f"{str(exc).splitlines()[0]}") from None

@@ -14,6 +14,7 @@ from torch import nn
 
 from cimtool.errors import CimtoolError
 from cimtool.models.macs import count_macs
+from cimtool.nn.organic import constrain
 from cimtool.train.augment import random_crop_flip
 from cimtool.train.batching import TensorData, make_batcher, to_float
 from cimtool.train.checkpoint import load_checkpoint, save_checkpoint
@@ -178,6 +179,7 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
                 if cfg.grad_clip > 0:
                     clip_grad_norm([p.grad for p in params if p.grad is not None], cfg.grad_clip)
                 optimizer.step()
+                constrain(model)  # physical limits of the weights (organic synapses), if any
                 losses.append(loss.detach())
                 preds.append(logits.detach().argmax(1))
                 targets.append(yb)
