@@ -19,6 +19,7 @@ def test_autocast_is_bf16_on_cuda():
 
 @pytest.mark.parametrize("args, floor", [
     (["--model", "mnist_cnn", "--epochs", "4"], 0.95),
+    (["--model", "organic_cnn", "--front-end", "optical", "--epochs", "4"], 0.9),
     ([], 0.88),
 ])
 def test_train_ann_on_cuda_compiled(cli, tmp_path, args, floor):
