@@ -325,6 +325,10 @@ ModelPath = Annotated[
         help="Model artifact (default: the newest model trained with --method under the artifacts root).",
     ),
 ]
+ModelDataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Folder of the model's data set, if it moved since training."),
+]
 Method = Annotated[
     str, typer.Option(help="Front-end of the model to look up when --model is not given.")
 ]
@@ -398,10 +402,7 @@ def map_weights(
         float,
         typer.Option(rich_help_panel=_SIM, help="Seconds after programming, for drift."),
     ] = 3600.0,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(help="Folder of the model's data set, if it moved since training."),
-    ] = None,
+    data_dir: ModelDataDir = None,
     seed: Seed = 0,
     out: Out = None,
     force: Force = False,
@@ -544,9 +545,7 @@ def qat(
         int,
         typer.Option(help="Monte Carlo chips for the plain vs new comparison on the array simulator."),
     ] = 10,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Folder of the model's data set, if it moved since training.")
-    ] = None,
+    data_dir: ModelDataDir = None,
     seed: Seed = 0,
     out: Out = None,
     force: Force = False,
