@@ -31,10 +31,11 @@ PARTIAL_SUFFIX = ".partial"
 SCRATCH_DIR = "scratch"  # inside a partial artifact: checkpoints etc., never part of the payload
 
 # kind -> newest schema version this cimtool writes and reads. Later stages register theirs here.
-SCHEMAS: dict[str, int] = {"model": 1, "qmodel": 1, "cmap": 1, "weightmap": 1}
+SCHEMAS: dict[str, int] = {"model": 1, "qmodel": 1, "cmap": 1, "weightmap": 1, "snn": 1, "sweep": 1}
 
 # kind -> default sub-directory of the artifacts root
-KIND_DIRS: dict[str, str] = {"model": "models", "qmodel": "qmodels", "cmap": "cmaps", "weightmap": "exports"}
+KIND_DIRS: dict[str, str] = {"model": "models", "qmodel": "qmodels", "cmap": "cmaps", "weightmap": "exports",
+                             "snn": "snns", "sweep": "sweeps"}
 
 _SCHEMA_RE = re.compile(r"cimtool\.([a-z_]+)/(\d{1,6})")
 # payload files every artifact of a kind must have (later stages add theirs)
@@ -42,6 +43,9 @@ REQUIRED_FILES: dict[str, tuple[str, ...]] = {
     "model": ("weights.safetensors", "arch.json", "metrics.parquet", "timing.parquet"),
     "qmodel": ("weights.safetensors", "arch.json", "metrics.parquet", "timing.parquet", "evaluation.parquet"),
     "cmap": ("cmap.parquet", "layers.parquet", "scales.parquet"),
+    "snn": ("snn.json", "calibration.parquet", "thresholds.parquet", "accuracy_vs_t.parquet",
+            "evaluation.parquet"),
+    "sweep": ("sweep.parquet", "selection.parquet"),
 }
 _LIBRARIES = ("torch", "numpy", "pandas", "pyarrow", "safetensors")
 

@@ -588,6 +588,121 @@ def qat(
     )
 
 
+# Spiking options shared by calibrate-threshold and sweep.
+_SNN = "Spiking network"
+Neuron = Annotated[
+    str,
+    typer.Option(
+        rich_help_panel=_SNN,
+        help="stbif (signed bounded spike tracer, SpikeZIP-TF; reset by subtraction) or if "
+        "(integrate-and-fire, positive spikes).",
+    ),
+]
+Reset = Annotated[
+    str, typer.Option(rich_help_panel=_SNN, help="soft (subtract the threshold) or hard (to zero; --neuron if).")
+]
+Levels = Annotated[
+    int, typer.Option(rich_help_panel=_SNN, help="Levels L of the equivalent quantized activation.")
+]
+Bounds = Annotated[
+    str,
+    typer.Option(
+        rich_help_panel=_SNN,
+        help="Spike-count bounds: asymmetric (0..L-1, suits ReLU) or symmetric (-(L//2)..L//2-1).",
+    ),
+]
+SnnEncoding = Annotated[
+    str,
+    typer.Option(
+        "--encoding",
+        rich_help_panel=_SNN,
+        help="Input encoding: analog (the value as a current at the first step) or rate (a spike "
+        "per step with probability |x|/range).",
+    ),
+]
+Stop = Annotated[
+    str,
+    typer.Option(
+        rich_help_panel=_SNN,
+        help="silent (stop each layer once silent, at most --timesteps; same result, less work) or "
+        "fixed (always --timesteps steps).",
+    ),
+]
+
+
+@app.command("calibrate-threshold")
+def calibrate_threshold(
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="Model or qmodel artifact (default: the newest model trained with --method under "
+            "the artifacts root).",
+        ),
+    ] = None,
+    method: Method = "proj_sup_64",
+    timesteps: Annotated[
+        int, typer.Option(rich_help_panel=_SNN, help="Timesteps T the thresholds are chosen for.")
+    ] = 32,
+    neuron: Neuron = "stbif",
+    reset: Reset = "soft",
+    levels: Levels = 16,
+    bounds: Bounds = "asymmetric",
+    encoding: SnnEncoding = "analog",
+    stop: Stop = "silent",
+    percentiles: Annotated[
+        str,
+        typer.Option(
+            rich_help_panel="Calibration",
+            help="Percentiles p of each layer's activations on train (comma-separated; 'max' = the maximum).",
+        ),
+    ] = "99.9,99.99,max",
+    ratios: Annotated[
+        str,
+        typer.Option(
+            rich_help_panel="Calibration",
+            help="Ratios r to try on val: the top level sits at r x P_p (comma-separated, > 0).",
+        ),
+    ] = "0.5,0.6,0.7,0.8,0.9,1,1.1,1.25,1.5",
+    data_dir: ModelDataDir = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of rate-coded input spikes.")] = 0,
+    out: Out = None,
+    force: Force = False,
+    artifacts_root: ArtifactsRoot = Path("artifacts"),
+    json_: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Convert a model to spiking neurons and choose per-layer thresholds on val (writes an SNN artifact)."""
+    from cimtool.stages import calibrate_threshold as stage
+
+    params = stage.CalibrateParams(
+        model=str(model) if model else None,
+        method=method,
+        neuron=neuron,
+        reset=reset,
+        levels=levels,
+        bounds=bounds,
+        encoding=encoding,
+        timesteps=timesteps,
+        stop=stop,
+        percentiles=stage.parse_percentiles(percentiles),
+        ratios=stage.parse_floats(ratios, "--ratios"),
+        data_dir=str(data_dir) if data_dir else None,
+        seed=seed,
+    )
+    reporter = _reporter(json_, quiet)
+    artifact = stage.run(params, out, artifacts_root, force, reporter)
+    s = artifact.summary
+    _emit(
+        reporter,
+        artifact,
+        f"[green]snn[/green] {artifact.path}  p{s['percentile']} x {s['ratio']:g}; test accuracy at "
+        f"T={s['timesteps']}: SNN {s['test_accuracy']:.4f}, ANN {s['ann_test_accuracy']:.4f}, quantized ANN "
+        f"{s['quantized_ann_test_accuracy']:.4f}; run-until-silent = quantized ANN on "
+        f"{s['equivalence_agreement']:.2%} of val",
+    )
+
+
 devices_app = typer.Typer(help="List and show device cards (presets or your own TOML files).",
                           no_args_is_help=True)
 app.add_typer(devices_app, name="devices")

@@ -59,6 +59,10 @@ class ConvNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(self.normalize(self.optical(x))).flatten(1))
 
+    def snn_parts(self) -> tuple[Callable[[torch.Tensor], torch.Tensor], list[nn.Module]]:
+        """(digital prefix, the layers after it in order): what a spiking conversion needs."""
+        return (lambda x: self.normalize(self.optical(x))), [*self.features, nn.Flatten(), *self.classifier]
+
 
 # DNN+NeuroSim's CIFAR VGG8: conv128 conv128 pool conv256 conv256 pool conv512 conv512 pool fc1024 fc10
 VGG8_PLAN: list[int | str] = [128, 128, "pool", 256, 256, "pool", 512, 512, "pool"]

@@ -42,6 +42,10 @@ class FrontEndHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
+    def snn_parts(self) -> tuple[Callable[[torch.Tensor], torch.Tensor], list[nn.Module]]:
+        """(digital prefix, the layers after it in order): what a spiking conversion needs."""
+        return self.features, list(self.head)
+
 
 @dataclass(frozen=True)
 class ModelEntry:

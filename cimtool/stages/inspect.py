@@ -21,8 +21,14 @@ def _check_cmap(artifact: artifacts.Artifact) -> None:
     load_cmap(artifact.path)  # levels in range, G = grid[level] on the recorded card, shapes
 
 
+def _check_snn(artifact: artifacts.Artifact) -> None:
+    from cimtool.stages.calibrate_threshold import open_snn
+
+    open_snn(artifact.path).network()  # snn.json parses, the source model is unchanged, θ > 0
+
+
 # kind -> deeper check of the payload's content, beyond the hashes
-CONTENT_CHECKS = {"model": _check_model, "qmodel": _check_model, "cmap": _check_cmap}
+CONTENT_CHECKS = {"model": _check_model, "qmodel": _check_model, "cmap": _check_cmap, "snn": _check_snn}
 
 
 def run(path: Path, reporter: Reporter) -> artifacts.Artifact:

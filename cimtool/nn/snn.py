@@ -1,0 +1,504 @@
+"""Spiking execution of a converted ANN: ST-BIF and IF neurons, multi-step network, one-pass twin.
+
+**Neurons** (``NEURONS``), in threshold units (state ``V`` is the membrane potential divided by θ):
+
+- ``stbif`` — signed, bounded spike tracer (SpikeZIP-TF, ICML 2024; DESIGN.md §6): ``V0 = 1/2``,
+  ``H = V + x/θ``; spike ``+1`` if ``H ≥ 1`` and ``count < p_max``, ``−1`` if ``H < 0`` and
+  ``count > n_min``; ``V = H − S`` (reset by subtraction), ``count += S``; output ``S·θ``. Once the
+  input has ended and a step is silent, ``count = clamp(floor(Σx/θ + 1/2), n_min, p_max)``: the
+  quantized ANN activation, exactly.
+- ``if`` — integrate-and-fire, positive spikes only, count capped at ``p_max``; ``soft`` reset
+  subtracts the threshold, ``hard`` reset sets ``V = 0`` (the residue is lost). ``V0 = 1/2`` too.
+
+Level bounds for ``L`` levels: symmetric ``n_min = −(L//2)``, ``p_max = L//2 − 1``; asymmetric
+``0, L − 1``.
+
+**Network.** A model's digital prefix (front-end, scaler, normalisation) runs once; its output is
+the input of the spiking part, encoded as ``analog`` (the value as a current at the first step)
+or ``rate`` (each step a spike ``sign(x)`` with probability ``|x|/R``, carrying ``R/T``; ``R`` =
+the input range on train). Each ReLU becomes a neuron layer, and the last synaptic layer drives
+output neurons; the class is the output neuron with the most spikes, ties broken by membrane
+potential. Biases are injected once, at the first step (so Σ over time is ``W·Σx + b``).
+Max-pooling acts on the running sums: ``out_t = maxpool(Σ_{≤t}) − maxpool(Σ_{<t})``, so its
+total is the max-pool of the totals (exact, signed).
+
+**Execution** is layer by layer with time folded into the batch: one GEMM per synaptic layer on
+``[T·B, …]`` rows and one scan over T per neuron layer. ``stop="silent"`` runs each layer only
+while it can still spike (its input has ended and a step was silent: nothing changes any more),
+capped at T; the results equal a fixed-length run of T steps. ``one_pass`` evaluates the
+equivalent quantized ANN in a single pass (the neuron becomes
+``θ·clamp(floor(x/θ + 1/2), n_min, p_max)``); in run-until-silent mode the spiking network
+decides the same class.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from cimtool.errors import CimtoolError
+from cimtool.train.batching import TensorData, to_float
+
+BOUNDS = ("asymmetric", "symmetric")
+ENCODINGS = ("analog", "rate")
+STOPS = ("silent", "fixed")
+RESETS = ("soft", "hard")
+MAX_LEVELS = 1 << 16
+ELEMENTS_PER_BATCH = 1 << 24  # folded [T·B, …] activations per batch stay below this many values
+
+
+def level_bounds(levels: int, bounds: str) -> tuple[int, int]:
+    """(n_min, p_max) of the spike tracer for ``levels`` levels."""
+    if bounds == "symmetric":
+        return -(levels // 2), levels // 2 - 1
+    return 0, levels - 1
+
+
+def quantize(u: torch.Tensor, n_min: int, p_max: int) -> torch.Tensor:
+    """The quantized activation in threshold units: clamp(floor(u + 1/2), n_min, p_max) (SpikeZIP-TF)."""
+    return torch.floor(u + 0.5).clamp(n_min, p_max)
+
+
+# --- neurons -------------------------------------------------------------------------------------
+
+def if_hard_step(v, count, x, p_max: int):
+    """IF with hard reset (V = 0 after a spike: the residue is lost), one step in threshold units."""
+    h = v + x
+    s = ((h >= 1) & (count < p_max)).to(h.dtype)
+    return h * (1 - s), count + s, s
+
+
+@dataclass(frozen=True)
+class NeuronKind:
+    name: str
+    description: str
+    down: int  # the most negative spike (−1: signed, 0: positive spikes only)
+    resets: tuple[str, ...]
+
+
+NEURONS: dict[str, NeuronKind] = {
+    n.name: n
+    for n in [
+        NeuronKind("stbif", "signed bounded spike tracer, reset by subtraction (SpikeZIP-TF)", -1, ("soft",)),
+        NeuronKind("if", "integrate-and-fire, positive spikes, soft or hard reset", 0, RESETS),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class SnnConfig:
+    """How the converted network spikes."""
+
+    neuron: str = "stbif"
+    reset: str = "soft"
+    levels: int = 16
+    bounds: str = "asymmetric"
+    encoding: str = "analog"
+    timesteps: int = 32
+    stop: str = "silent"
+
+    def validate(self) -> None:
+        if self.neuron not in NEURONS:
+            raise CimtoolError(f"unknown --neuron '{self.neuron}' (choose from: {', '.join(NEURONS)})")
+        if self.reset not in RESETS:
+            raise CimtoolError(f"unknown --reset '{self.reset}' (choose from: {', '.join(RESETS)})")
+        if self.reset not in NEURONS[self.neuron].resets:
+            raise CimtoolError(f"--neuron {self.neuron} resets by subtraction only (--reset soft); "
+                               "hard reset is for --neuron if")
+        if not 2 <= self.levels <= MAX_LEVELS:
+            raise CimtoolError(f"--levels must be in 2..{MAX_LEVELS}, got {self.levels}")
+        if self.bounds not in BOUNDS:
+            raise CimtoolError(f"unknown --bounds '{self.bounds}' (choose from: {', '.join(BOUNDS)})")
+        if self.neuron == "if" and self.bounds != "asymmetric":
+            raise CimtoolError("--neuron if has no negative spikes: use --bounds asymmetric")
+        if self.encoding not in ENCODINGS:
+            raise CimtoolError(f"unknown --encoding '{self.encoding}' (choose from: {', '.join(ENCODINGS)})")
+        if not 1 <= self.timesteps <= 100_000:
+            raise CimtoolError(f"--timesteps must be in 1..100000, got {self.timesteps}")
+        if self.stop not in STOPS:
+            raise CimtoolError(f"unknown --stop '{self.stop}' (choose from: {', '.join(STOPS)})")
+
+    @property
+    def n_min(self) -> int:
+        return level_bounds(self.levels, self.bounds)[0]
+
+    @property
+    def p_max(self) -> int:
+        return level_bounds(self.levels, self.bounds)[1]
+
+    @property
+    def top(self) -> int:
+        """Largest spike count magnitude a neuron can reach: the top level sits at top·θ."""
+        return max(self.p_max, -self.n_min)
+
+
+def scan(x: torch.Tensor, theta: float, cfg: SnnConfig, steps: int, until_silent: bool):
+    """Neuron layer over time: inputs ``x`` [T_in, …] (T_in ≤ steps) → spikes·θ [T_out, …], count, V.
+
+    With ``until_silent`` the output ends at the first silent step after the input has ended
+    (nothing can change afterwards); otherwise it has all ``steps``. Reset-by-subtraction neurons
+    run as trackers of their target count: with ``V0 = 1/2`` the potential before a step's spike
+    is ``H_t = 1/2 + S_t − count_{t−1}`` (``S_t`` = input so far, in units of θ), so the ST-BIF rule
+    (+1 if ``H ≥ 1``, −1 if ``H < 0``, within the bounds) is exactly "move the count one step
+    towards ``clamp(floor(S_t + 1/2), n_min, p_max)``": six in-place ops per step. After the input
+    has ended the remaining spikes are written in closed form."""
+    if cfg.reset == "hard":
+        return _scan_hard(x, theta, cfg, steps, until_silent)
+    x = x[:steps]
+    t_in = len(x)
+    down = NEURONS[cfg.neuron].down
+    acc = torch.full_like(x[0], 0.5)  # 1/2 + S_t (threshold units)
+    spikes = torch.empty_like(x)
+    count = torch.zeros_like(x[0])
+    for t in range(t_in):  # six in-place ops per step, on one step's slice (it stays in cache)
+        acc.add_(x[t], alpha=1 / theta)
+        target = torch.floor(acc, out=spikes[t]).clamp_(cfg.n_min, cfg.p_max)
+        count.add_(target.sub_(count).clamp_(down, 1))
+    gap = torch.floor(acc).clamp_(cfg.n_min, cfg.p_max).sub_(count)  # spikes still to come, one sign
+    if down == 0:
+        gap.clamp_(min=0)
+    rest = steps - t_in
+    n_tail = min(int(gap.abs().max()), rest) if until_silent and gap.numel() else rest
+    if n_tail > 0:
+        k = torch.arange(n_tail, dtype=gap.dtype).view(-1, *([1] * gap.dim()))
+        tail = (k < gap.abs()).to(gap.dtype) * torch.sign(gap)
+        spikes = torch.cat([spikes, tail])
+        count = count + tail.sum(0)
+    v = acc.sub_(count)  # V = 1/2 + Σx/θ − count (V0 = 1/2, reset by subtraction)
+    return spikes.mul_(theta), count, v
+
+
+def _scan_hard(x: torch.Tensor, theta: float, cfg: SnnConfig, steps: int, until_silent: bool):
+    """Hard-reset IF, step by step (the residue it throws away has no closed form)."""
+    v = torch.full_like(x[0], 0.5)
+    count = torch.zeros_like(x[0])
+    u = x / theta
+    out = x.new_zeros((steps, *x.shape[1:]))
+    t_end = steps
+    for t in range(steps):
+        v, count, s = if_hard_step(v, count, u[t] if t < len(u) else 0.0, cfg.p_max)
+        if until_silent and t >= len(u) and not bool(s.any()):
+            t_end = t
+            break
+        out[t] = s
+    return out[: max(t_end, 1)] * theta, count, v
+
+
+def decide(count: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Class = output neuron with the most spikes; ties broken by membrane potential."""
+    top = count.max(dim=1, keepdim=True).values
+    return torch.where(count == top, v, torch.tensor(-math.inf, dtype=v.dtype)).argmax(dim=1)
+
+
+# --- converted layers ---------------------------------------------------------------------------
+
+class Synapse:
+    """A crossbar (or plain) Linear/Conv2d applied to every step at once; its bias at step 0 only."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.bias = None if module.bias is None else module.bias.detach().clone()
+        module.bias = None
+        self.module = module
+        self.is_conv = isinstance(module, nn.Conv2d) or getattr(module, "is_conv", False)
+
+    def _bias(self) -> torch.Tensor:
+        return self.bias.view(-1, 1, 1) if self.is_conv else self.bias
+
+    def over_time(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.module(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+        if self.bias is not None:
+            y[0] += self._bias()
+        return y
+
+    def once(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.module(x)
+        return y if self.bias is None else y + self._bias()
+
+
+class SpikingMaxPool:
+    """Max-pooling of running spike sums (exact: the total is the max-pool of the totals)."""
+
+    def __init__(self, module: nn.MaxPool2d) -> None:
+        self.module = module
+
+    def over_time(self, x: torch.Tensor) -> torch.Tensor:
+        """Consumes ``x`` (running sums in place: step-wise adds beat ``cumsum`` over dim 0 on CPU)."""
+        for t in range(1, len(x)):
+            x[t].add_(x[t - 1])
+        pooled = self.module(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+        for t in range(len(x) - 1, 0, -1):
+            pooled[t].sub_(pooled[t - 1])
+        return pooled
+
+    def once(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+
+class Flatten:
+    def over_time(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(2)
+
+    def once(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+
+@dataclass
+class NeuronSite:
+    """A neuron layer: index into the thresholds, and whether it is the output layer."""
+
+    index: int
+    output: bool
+
+
+def _is_synapse(module: nn.Module) -> bool:
+    from cimtool.nn.array import ArrayLayer
+
+    return isinstance(module, (nn.Linear, nn.Conv2d, ArrayLayer))
+
+
+def convert(body: list[nn.Module]) -> list:
+    """Body layers → converted ops; every ReLU and the last synaptic layer get a NeuronSite."""
+    ops: list = []
+    sites = 0
+    for module in body:
+        if _is_synapse(module):
+            ops.append(Synapse(module))
+        elif isinstance(module, nn.ReLU):
+            ops.append(NeuronSite(sites, output=False))
+            sites += 1
+        elif isinstance(module, nn.MaxPool2d):
+            ops.append(SpikingMaxPool(module))
+        elif isinstance(module, nn.Flatten):
+            ops.append(Flatten())
+        elif isinstance(module, (nn.Identity, nn.Dropout)):
+            continue
+        else:
+            raise CimtoolError(f"cannot convert a {type(module).__name__} layer to spiking neurons")
+    if not ops or not isinstance(ops[-1], Synapse):
+        raise CimtoolError("the model must end with a linear or conv layer to drive the output neurons")
+    ops.append(NeuronSite(sites, output=True))
+    return ops
+
+
+def neuron_count(model: nn.Module) -> int:
+    """Number of neuron layers of the converted model (ReLUs + the output layer)."""
+    _, body = model.snn_parts()
+    return sum(isinstance(m, nn.ReLU) for m in body) + 1
+
+
+# --- threshold statistics -----------------------------------------------------------------------
+
+@torch.no_grad()
+def activation_percentiles(model: nn.Module, data: TensorData, percentiles: list[str], bounds: str,
+                           batch_size: int = 256, cap: int = 1 << 22) -> list[dict[str, float]]:
+    """Per neuron layer, P_p of the values it must represent (float ANN on ``data``).
+
+    Those values are the positive pre-activations (asymmetric bounds) or the nonzero magnitudes
+    (symmetric). ``max`` is exact; the percentiles use every value up to ``cap`` per layer, and an
+    evenly strided subsample beyond."""
+    prefix, body = model.snn_parts()
+    n_sites = neuron_count(model)
+    expected = [0] * n_sites
+    stride = [1] * n_sites
+    collected: list[list[np.ndarray]] = [[] for _ in range(n_sites)]
+    maxima = [0.0] * n_sites
+
+    def visit(site: int, pre: torch.Tensor) -> None:
+        vals = pre[pre > 0] if bounds == "asymmetric" else pre.abs()[pre != 0]
+        if vals.numel():
+            maxima[site] = max(maxima[site], float(vals.max()))
+            collected[site].append(vals[:: stride[site]].numpy())
+
+    # a first batch sizes the stride of each layer so that about `cap` values are kept
+    for start in range(0, len(data), batch_size):
+        h = prefix(to_float(data.x[start: start + batch_size]))
+        site = 0
+        for module in body:
+            if isinstance(module, nn.ReLU):
+                if start == 0:
+                    expected[site] = h.numel() * math.ceil(len(data) / batch_size)
+                    stride[site] = max(1, math.ceil(expected[site] / cap))
+                visit(site, h)
+                site += 1
+                h = torch.relu(h)
+            else:
+                h = module(h)
+        if start == 0:
+            stride[site] = max(1, math.ceil(h.numel() * math.ceil(len(data) / batch_size) / cap))
+        visit(site, h)
+    out = []
+    for site in range(n_sites):
+        values = np.concatenate(collected[site]) if collected[site] else np.zeros(1, np.float32)
+        stats = {}
+        for p in percentiles:
+            stats[p] = maxima[site] if p == "max" else float(np.percentile(values, float(p)))
+        out.append(stats)
+    return out
+
+
+# --- the network --------------------------------------------------------------------------------
+
+@dataclass
+class SnnRun:
+    pred: torch.Tensor  # [B] class
+    count: torch.Tensor  # [B, classes] output spike counts
+    v: torch.Tensor  # [B, classes] output membrane potentials (threshold units)
+    steps: int  # steps the output layer ran
+
+
+class SpikingNetwork:
+    """A converted copy of ``model`` (plain layers or simulated arrays) with one θ per neuron layer."""
+
+    def __init__(self, model: nn.Module, thetas: list[float], cfg: SnnConfig, input_range: float) -> None:
+        cfg.validate()
+        self.model = copy.deepcopy(model).cpu().eval()
+        prefix, body = self.model.snn_parts()
+        self.prefix = prefix
+        self.ops = convert(body)
+        n_sites = sum(isinstance(op, NeuronSite) for op in self.ops)
+        if len(thetas) != n_sites:
+            raise CimtoolError(f"the model has {n_sites} neuron layers, got {len(thetas)} thresholds")
+        if not all(math.isfinite(t) and t > 0 for t in thetas):
+            raise CimtoolError(f"thresholds must be finite and > 0, got {thetas}")
+        self.thetas = [float(t) for t in thetas]
+        self.cfg = cfg
+        self.input_range = float(input_range) if input_range > 0 else 1.0
+
+    @property
+    def array_layers(self) -> list:
+        from cimtool.nn.array import ArrayLayer
+
+        return [m for m in self.model.modules() if isinstance(m, ArrayLayer)]
+
+    def encode(self, x: torch.Tensor, steps: int, gen: torch.Generator | None) -> torch.Tensor:
+        """Prefix outputs [B, …] → input currents over time [T_in, B, …]."""
+        if self.cfg.encoding == "analog":
+            if self.cfg.stop == "silent":
+                return x.unsqueeze(0)
+            return torch.cat([x.unsqueeze(0), x.new_zeros((steps - 1, *x.shape))])
+        p = (x.abs() / self.input_range).clamp(max=1.0)
+        u = torch.rand((steps, *x.shape), generator=gen, dtype=x.dtype)
+        return (u < p).to(x.dtype) * torch.sign(x) * (self.input_range / steps)
+
+    def batch_size(self, sample: torch.Tensor, steps: int) -> int:
+        """Samples per batch so that the folded activations stay below ELEMENTS_PER_BATCH."""
+        with torch.no_grad():
+            h = self.prefix(to_float(sample[:1]))
+            widest = h.numel()
+            for op in self.ops:
+                if not isinstance(op, NeuronSite):
+                    h = op.once(h)
+                    widest = max(widest, h.numel())
+        return int(max(1, min(4096, ELEMENTS_PER_BATCH // (widest * steps))))
+
+    @torch.no_grad()
+    def spike(self, currents: torch.Tensor, steps: int) -> SnnRun:
+        """Spiking forward of encoded input currents [T_in, B, …] for up to ``steps`` steps."""
+        h = currents
+        until_silent = self.cfg.stop == "silent"
+        for op in self.ops:
+            if isinstance(op, NeuronSite):
+                h, count, v = scan(h, self.thetas[op.index], self.cfg, steps, until_silent)
+            else:
+                h = op.over_time(h)
+        return SnnRun(decide(count, v), count, v, len(h))
+
+    @torch.no_grad()
+    def quantized(self, total: torch.Tensor) -> SnnRun:
+        """The equivalent quantized ANN on the input totals [B, …], with the same decision rule."""
+        h = total
+        for op in self.ops:
+            if isinstance(op, NeuronSite):
+                theta = self.thetas[op.index]
+                u = h / theta
+                count = quantize(u, self.cfg.n_min, self.cfg.p_max)
+                h = count * theta
+            else:
+                h = op.once(h)
+        v = u + 0.5 - count  # residual potential of a silent neuron: V = 1/2 + Σx/θ − count
+        return SnnRun(decide(count, v), count, v, 1)
+
+    def run(self, x: torch.Tensor, steps: int | None = None, gen: torch.Generator | None = None,
+            cap: int | None = None) -> SnnRun:
+        """Spiking forward of raw inputs: ``steps`` of input (rate) and up to ``cap`` steps in all."""
+        steps = steps or self.cfg.timesteps
+        with torch.no_grad():
+            currents = self.encode(self.prefix(to_float(x)), steps, gen)
+        return self.spike(currents, max(cap or steps, steps))
+
+    def one_pass(self, x: torch.Tensor, steps: int | None = None, gen: torch.Generator | None = None) -> SnnRun:
+        """The quantized-ANN twin of ``run`` (rate codes: the same input spikes, summed)."""
+        steps = steps or self.cfg.timesteps
+        with torch.no_grad():
+            inp = self.prefix(to_float(x))
+            total = inp if self.cfg.encoding == "analog" else self.encode(inp, steps, gen).sum(0)
+        return self.quantized(total)
+
+    def predict(self, data: TensorData, steps: int | None = None, seed: int = 0,
+                one_pass: bool = False, cap: int | None = None) -> tuple[torch.Tensor, float]:
+        """Predictions on a whole split and the mean number of steps used (rate spikes seeded)."""
+        steps = steps or self.cfg.timesteps
+        gen = torch.Generator().manual_seed(seed)
+        # rate codes draw spikes per batch: the one-pass twin must use the same batches
+        fold = 1 if one_pass and self.cfg.encoding == "analog" else steps
+        if cap and not one_pass:  # each neuron layer can add up to `levels` silent-mode steps
+            fold = min(max(cap, steps), steps + len(self.thetas) * self.cfg.levels)
+        size = self.batch_size(data.x, fold)
+        preds, used = [], []
+        for i in range(0, len(data), size):
+            if one_pass:
+                result = self.one_pass(data.x[i: i + size], steps, gen)
+            else:
+                result = self.run(data.x[i: i + size], steps, gen, cap)
+            preds.append(result.pred)
+            used.append(result.steps * len(result.pred))
+        return torch.cat(preds), sum(used) / max(1, len(data))
+
+    def accuracy(self, data: TensorData, steps: int | None = None, seed: int = 0,
+                 one_pass: bool = False) -> float:
+        pred, _ = self.predict(data, steps, seed, one_pass)
+        return float((pred == data.y).double().mean())
+
+    # --- on simulated arrays ---
+
+    def program(self, gen: torch.Generator | None) -> None:
+        """Draw one chip for every array layer (None: the ideal mapped chip)."""
+        for layer in self.array_layers:
+            layer.program_chip(gen)
+
+    @torch.no_grad()
+    def calibrate_converters(self, data: TensorData, steps: int | None = None, seed: int = 0) -> None:
+        """Input ranges and per-step ADC full scales of the array layers, on ``data`` (ideal chip)."""
+        layers = self.array_layers
+        self.program(None)
+        for layer in layers:
+            layer.calibrating = True
+        try:
+            self.predict(data, steps, seed)
+        finally:
+            for layer in layers:
+                layer.calibrating = False
+
+
+def input_range(model: nn.Module, data: TensorData, batch_size: int = 1024) -> float:
+    """Largest |prefix output| on ``data``: the full scale of rate-coded inputs."""
+    prefix, _ = model.snn_parts()
+    with torch.no_grad():
+        return max(float(prefix(to_float(data.x[i: i + batch_size])).abs().max())
+                   for i in range(0, len(data), batch_size))
+
+
+def thresholds(stats: list[dict[str, float]], percentile: str, ratio: float, cfg: SnnConfig) -> list[float]:
+    """θ per neuron layer: the top level top·θ sits at r·P_p (θ = r·P_p/top)."""
+    out = []
+    for layer in stats:
+        value = layer[percentile]
+        out.append(ratio * value / cfg.top if value > 0 else 1.0)
+    return out

@@ -1,0 +1,242 @@
+"""`cimtool calibrate-threshold`: convert a (quantized) ANN to spiking neurons and pick thresholds.
+
+Per neuron layer, ``P_p`` = the p-th percentile of the values the layer must represent, measured
+on the train split with the float model (p in 99.9, 99.99, max; Rueckauer et al. 2017's robust
+normalisation). The threshold puts the neuron's top level at ``r·P_p``: ``θ = r·P_p/top`` with
+``top`` = the largest spike count (``p_max``, or ``−n_min`` if larger). Every (p, r) of the grid is
+scored on val with the spiking network at the chosen T and reset mode; the best is kept (ties:
+the ratio closest to 1, then the earlier percentile). Then, for the chosen thresholds: val
+accuracy for every T in 1..32, the run-until-silent spiking predictions against the equivalent
+quantized ANN (one pass) on val, and test accuracy of the float ANN, the quantized ANN and the
+SNN at T — the only time test is touched.
+
+Writes an ``snn`` artifact: ``snn.json`` (everything needed to rebuild the SNN from its source
+model), ``calibration.parquet`` (the grid), ``thresholds.parquet``, ``accuracy_vs_t.parquet`` and
+``evaluation.parquet``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cimtool import artifacts
+from cimtool.errors import CimtoolError
+from cimtool.ui import Reporter
+
+KIND = "snn"
+SNN_FILE = "snn.json"
+PERCENTILES = ("99.9", "99.99", "max")
+DEFAULT_RATIOS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5)
+CURVE_T = range(1, 33)  # accuracy vs T in the artifact
+EQUIVALENCE_CAP = 100_000  # steps: run-until-silent for the equivalence check (it ends long before)
+
+
+@dataclass(frozen=True)
+class CalibrateParams:
+    model: str | None = None
+    method: str = "proj_sup_64"
+    neuron: str = "stbif"
+    reset: str = "soft"
+    levels: int = 16
+    bounds: str = "asymmetric"
+    encoding: str = "analog"
+    timesteps: int = 32
+    stop: str = "silent"
+    percentiles: tuple[str, ...] = PERCENTILES
+    ratios: tuple[float, ...] = DEFAULT_RATIOS
+    data_dir: str | None = None
+    seed: int = 0
+
+    def snn_config(self):
+        from cimtool.nn.snn import SnnConfig
+
+        return SnnConfig(neuron=self.neuron, reset=self.reset, levels=self.levels, bounds=self.bounds,
+                         encoding=self.encoding, timesteps=self.timesteps, stop=self.stop)
+
+
+def parse_percentiles(text: str) -> tuple[str, ...]:
+    out = []
+    for item in (s.strip() for s in text.split(",") if s.strip()):
+        if item != "max":
+            try:
+                value = float(item)
+            except ValueError:
+                raise CimtoolError(f"--percentiles: '{item}' is not a number or 'max'") from None
+            if not 0 < value <= 100:
+                raise CimtoolError(f"--percentiles: {item} is outside (0, 100]")
+        out.append(item)
+    if not out:
+        raise CimtoolError("--percentiles is empty")
+    return tuple(dict.fromkeys(out))
+
+
+def parse_floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise CimtoolError(f"{option}: '{text}' is not a comma-separated list of numbers") from None
+    if not values:
+        raise CimtoolError(f"{option} is empty")
+    return values
+
+
+def validate(p: CalibrateParams) -> None:
+    p.snn_config().validate()
+    bad = [r for r in p.ratios if not (math.isfinite(r) and r > 0)]
+    if bad:
+        raise CimtoolError(f"--ratios must all be finite and > 0 (threshold = ratio × percentile), got {bad}")
+    if not 0 <= p.seed < 2**32:
+        raise CimtoolError(f"--seed must be in [0, 2**32), got {p.seed}")
+
+
+@dataclass
+class Snn:
+    """An SNN artifact opened: its source model and the converted network's settings."""
+
+    artifact: artifacts.Artifact
+    source: artifacts.Artifact
+    model: Any
+    spec: dict[str, Any]
+    config: Any  # SnnConfig
+    thetas: list[float]
+    input_range: float
+    layer_names: list[str] = field(default_factory=list)
+
+    def network(self, model=None):
+        from cimtool.nn.snn import SpikingNetwork
+
+        return SpikingNetwork(self.model if model is None else model, self.thetas, self.config,
+                              self.input_range)
+
+
+def open_snn(path: Path | str) -> Snn:
+    """Load an snn artifact and its source model (checked against the recorded manifest hash)."""
+    from cimtool.nn.snn import SnnConfig
+    from cimtool.stages.common import open_model
+
+    artifact = artifacts.load(path, KIND)
+    source_ref = next((i for i in artifact.manifest.get("inputs", []) if i.get("role") == "model"), None)
+    if source_ref is None:
+        raise CimtoolError(f"{artifact.path}: the SNN does not record its source model")
+    source, model, spec = open_model(source_ref["path"])
+    if source.manifest_sha256() != source_ref.get("manifest_sha256"):
+        raise CimtoolError(f"{artifact.path}: its source model {source.path} changed since calibration")
+    try:
+        info = json.loads(artifact.file(SNN_FILE).read_text())
+        config = SnnConfig(**info["config"])
+        config.validate()
+        thetas = [float(layer["theta"]) for layer in info["layers"]]
+        names = [str(layer["name"]) for layer in info["layers"]]
+        input_range = float(info["input_range"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CimtoolError(f"{artifact.file(SNN_FILE)}: invalid SNN description ({exc})") from None
+    return Snn(artifact, source, model, spec, config, thetas, input_range, names)
+
+
+def neuron_names(spec: dict[str, Any], n_sites: int) -> list[str]:
+    """Neuron layer k follows crossbar layer k in our models; fall back to neuron<k>."""
+    names = [layer["name"] for layer in spec.get("crossbar_layers", [])]
+    return names if len(names) == n_sites else [f"neuron{k}" for k in range(n_sites)]
+
+
+def run(p: CalibrateParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:
+    import torch
+
+    from cimtool.nn.snn import SpikingNetwork, activation_percentiles, input_range, thresholds
+    from cimtool.stages.common import model_splits, open_model
+    from cimtool.stages.map_weights import resolve_model
+    from cimtool.train.loop import evaluate
+
+    validate(p)
+    t_start = time.perf_counter()
+    model_path = resolve_model(p.model, p.method, root, reporter)
+    source, model, spec = open_model(model_path)
+    p = replace(p, model=str(model_path))
+    cfg = p.snn_config()
+    data = model_splits(source, p.data_dir)
+    out = out or artifacts.default_out(root, KIND, f"{model_path.name}-{p.neuron}-T{p.timesteps}")
+    artifacts.check_out(out, force)
+    reporter.log(f"calibrate-threshold: {model_path} → {p.neuron} neurons ({p.reset} reset, {p.levels} "
+                 f"{p.bounds} levels, {p.encoding} input, T={p.timesteps}) → {out}")
+
+    with artifacts.ArtifactWriter(out, KIND, asdict(p), force=force) as writer:
+        stats = activation_percentiles(model, data["train"], list(p.percentiles), p.bounds)
+        r_in = input_range(model, data["train"])
+        names = neuron_names(spec, len(stats))
+
+        def network(percentile: str, ratio: float, config=cfg) -> SpikingNetwork:
+            return SpikingNetwork(model, thresholds(stats, percentile, ratio, config), config, r_in)
+
+        grid = []
+        with reporter.progress() as progress:
+            task = progress.add_task("threshold grid (val)", total=len(p.percentiles) * len(p.ratios),
+                                     status="")
+            for percentile in p.percentiles:
+                for ratio in p.ratios:
+                    pred, steps = network(percentile, ratio).predict(data["val"], seed=p.seed)
+                    acc = float((pred == data["val"].y).double().mean())
+                    grid.append({"percentile": percentile, "ratio": ratio, "val_accuracy": acc,
+                                 "mean_steps": steps})
+                    progress.update(task, advance=1, status=f"p{percentile} r{ratio:g}: {acc:.4f}")
+        order = {q: i for i, q in enumerate(p.percentiles)}
+        best = max(grid, key=lambda g: (g["val_accuracy"], -abs(math.log(g["ratio"])), -order[g["percentile"]]))
+        chosen = network(best["percentile"], best["ratio"])
+        reporter.log(f"chosen: p{best['percentile']} × {best['ratio']:g}, val accuracy "
+                     f"{best['val_accuracy']:.4f} at T={p.timesteps}")
+
+        curve = []
+        for steps in sorted({*CURVE_T, p.timesteps}):
+            pred, used = chosen.predict(data["val"], steps, seed=p.seed)
+            twin, _ = chosen.predict(data["val"], steps, seed=p.seed, one_pass=True)
+            curve.append({"timesteps": steps, "val_accuracy": float((pred == data["val"].y).double().mean()),
+                          "val_accuracy_one_pass": float((twin == data["val"].y).double().mean()),
+                          "mean_steps": used})
+
+        # run until silent (input of T steps for rate codes) vs the quantized ANN, on val
+        silent = network(best["percentile"], best["ratio"], replace(cfg, stop="silent"))
+        pred_s, steps_s = silent.predict(data["val"], seed=p.seed, cap=EQUIVALENCE_CAP)
+        pred_q, _ = silent.predict(data["val"], seed=p.seed, one_pass=True)
+        agreement = float((pred_s == pred_q).double().mean())
+        reporter.log(f"run-until-silent SNN vs quantized ANN on val: {agreement:.2%} agree "
+                     f"(silent after {steps_s:.1f} steps on average)")
+
+        # test, once per condition
+        acc_ann = evaluate(model, data["test"], torch.device("cpu"))[1]
+        acc_qann = chosen.accuracy(data["test"], seed=p.seed, one_pass=True)
+        acc_snn = chosen.accuracy(data["test"], seed=p.seed)
+
+        info = {"config": asdict(cfg), "percentile": best["percentile"], "ratio": best["ratio"],
+                "input_range": r_in, "source_model": str(model_path),
+                "layers": [{"name": n, "theta": t, "percentile_value": s[best["percentile"]]}
+                           for n, t, s in zip(names, chosen.thetas, stats, strict=True)]}
+        writer.path(SNN_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        pq.write_table(pa.Table.from_pylist(grid), writer.path("calibration.parquet"))
+        pq.write_table(pa.Table.from_pylist(
+            [{"layer": n, **{f"p{q}": s[q] for q in p.percentiles}, "theta": t}
+             for n, t, s in zip(names, chosen.thetas, stats, strict=True)]), writer.path("thresholds.parquet"))
+        pq.write_table(pa.Table.from_pylist(curve), writer.path("accuracy_vs_t.parquet"))
+        evaluation = [{"condition": "ann_float", "split": "test", "accuracy": acc_ann},
+                      {"condition": "quantized_ann", "split": "test", "accuracy": acc_qann},
+                      {"condition": "snn", "split": "test", "accuracy": acc_snn}]
+        pq.write_table(pa.Table.from_pylist(evaluation), writer.path("evaluation.parquet"))
+        at_t = next(c for c in curve if c["timesteps"] == p.timesteps)
+        summary = {
+            "neuron": p.neuron, "reset": p.reset, "levels": p.levels, "bounds": p.bounds,
+            "encoding": p.encoding, "timesteps": p.timesteps, "stop": p.stop,
+            "percentile": best["percentile"], "ratio": best["ratio"], "thresholds": chosen.thetas,
+            "test_accuracy": acc_snn, "val_accuracy": at_t["val_accuracy"],
+            "ann_test_accuracy": acc_ann, "quantized_ann_test_accuracy": acc_qann,
+            "gap_to_ann_points": 100 * (acc_ann - acc_snn),
+            "equivalence_agreement": agreement, "equivalence_mean_steps": steps_s,
+            "mean_steps": at_t["mean_steps"], "wall_s": time.perf_counter() - t_start,
+        }
+        path = writer.commit([source.as_input("model")], summary)
+    return artifacts.load(path, KIND)
