@@ -703,6 +703,92 @@ def calibrate_threshold(
     )
 
 
+@app.command("sweep")
+def sweep(
+    model: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--model",
+            help="Model, qmodel or snn artifact to sweep (repeat for several; an snn brings its "
+            "thresholds, neuron and encoding). Default: the newest model of each --method.",
+        ),
+    ] = None,
+    method: Annotated[
+        list[str] | None,
+        typer.Option(help="Front-end(s) whose newest model to sweep when --model is not given "
+                     "(repeat for several; default proj_sup_64)."),
+    ] = None,
+    device: Device = None,
+    scheme: Annotated[
+        str, typer.Option(rich_help_panel="Grid", help="Readout schemes (comma-separated): A, B.")
+    ] = "A,B",
+    adc_bits: Annotated[str, typer.Option(rich_help_panel="Grid", help="ADC bits (comma-separated).")] = "3,4,5,6,8",
+    weight_bits: Annotated[
+        str, typer.Option(rich_help_panel="Grid", help="Weight bits: 2^N levels over the card's range.")
+    ] = "2,3,4,5,6,8",
+    timesteps: Annotated[str, typer.Option(rich_help_panel="Grid", help="Timesteps T.")] = "1,2,4,8,16,32",
+    effects: Annotated[
+        str,
+        typer.Option(
+            rich_help_panel="Grid",
+            help="Non-idealities, comma-separated: d2d,c2c,stuck,drift,ir,read (or all, none).",
+        ),
+    ] = "all",
+    trials: Annotated[
+        int, typer.Option(rich_help_panel="Grid", help="Chips (Monte Carlo) per configuration; the same for all.")
+    ] = 3,
+    tolerance: Annotated[
+        float,
+        typer.Option(
+            rich_help_panel="Selection",
+            help="The recommendation is the cheapest configuration within this many accuracy points "
+            "of the best (val).",
+        ),
+    ] = 0.5,
+    array_rows: ArrayRows = None,
+    array_cols: ArrayCols = None,
+    data_dir: ModelDataDir = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the chips and of rate-coded spikes.")] = 0,
+    out: Out = None,
+    force: Force = False,
+    artifacts_root: ArtifactsRoot = Path("artifacts"),
+    json_: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Design-space sweep on val (scheme x ADC bits x weight bits x T per model) on the array simulator,
+    best case and the cheapest configuration within --tolerance; both then evaluated on test once."""
+    from cimtool.nn.array import EFFECTS
+    from cimtool.stages import sweep as stage
+
+    names = {"all": list(EFFECTS), "none": []}.get(effects.strip(), None)
+    if names is None:
+        names = [e.strip() for e in effects.split(",") if e.strip()]
+    params = stage.SweepParams(
+        models=tuple(str(m) for m in model or []),
+        methods=tuple(method or ["proj_sup_64"]),
+        **_mapping(device=device, array_rows=array_rows, array_cols=array_cols),
+        schemes=tuple(dict.fromkeys(x.strip().upper() for x in scheme.split(",") if x.strip())),
+        adc_bits=stage.parse_ints(adc_bits, "--adc-bits"),
+        weight_bits=stage.parse_ints(weight_bits, "--weight-bits"),
+        timesteps=stage.parse_ints(timesteps, "--timesteps"),
+        effects=tuple(names),
+        trials=trials,
+        tolerance=tolerance,
+        data_dir=str(data_dir) if data_dir else None,
+        seed=seed,
+    )
+    reporter = _reporter(json_, quiet)
+    artifact = stage.run(params, out, artifacts_root, force, reporter)
+    s = artifact.summary
+
+    def cfg(c):
+        return (f"{c['method']} w{c['weight_bits']} {c['scheme']} adc{c['adc_bits']} T{c['timesteps']}: val "
+                f"{c['val_mean']:.4f}, test {c['test_mean']:.4f} ± {c['test_std']:.4f}, {c['energy_pj']:.3g} pJ")
+
+    _emit(reporter, artifact, f"[green]sweep[/green] {artifact.path}  {s['n_configs']} configurations\n"
+          f"  best:        {cfg(s['best'])}\n  recommended: {cfg(s['recommended'])}")
+
+
 devices_app = typer.Typer(help="List and show device cards (presets or your own TOML files).",
                           no_args_is_help=True)
 app.add_typer(devices_app, name="devices")

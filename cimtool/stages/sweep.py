@@ -1,0 +1,291 @@
+"""`cimtool sweep`: the design-space sweep of seed 003 ("全量组合扫参") on the array simulator.
+
+Every configuration method × scheme (A/B) × ADC bits × weight bits × timesteps runs the spiking
+network on simulated arrays of one device card (its non-idealities, ``--trials`` chips each; the
+same chips for every configuration) and is scored on val. Best case = the highest mean val
+accuracy; recommendation = the cheapest configuration (``cimtool.devices.cost``) whose val
+accuracy is within ``--tolerance`` points of the best. Only those two are then evaluated on test,
+once each.
+
+The inputs are models (``--method``: the newest model per front-end; ``--model``: model, qmodel or
+snn artifacts). An snn artifact brings its thresholds, neuron and encoding; a plain model is
+converted with the default spiking settings and thresholds at ``r·P_p`` = 1 × P_99.9.
+
+Writes a ``sweep`` artifact: ``sweep.parquet`` (one row per configuration) and
+``selection.parquet`` (best and recommended, with their test accuracy).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cimtool import artifacts
+from cimtool.errors import CimtoolError
+from cimtool.nn.array import EFFECTS
+from cimtool.ui import Reporter
+
+KIND = "sweep"
+CALIBRATION_SAMPLES = 2048  # train samples that set the converters' ranges (per configuration)
+DEFAULT_PERCENTILE, DEFAULT_RATIO = "99.9", 1.0  # thresholds of a plain model (calibrate-threshold's default pick)
+
+
+@dataclass(frozen=True)
+class SweepParams:
+    models: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ("proj_sup_64",)
+    device: str = "rram_seed003"
+    schemes: tuple[str, ...] = ("A", "B")
+    adc_bits: tuple[int, ...] = (3, 4, 5, 6, 8)
+    weight_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
+    timesteps: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    effects: tuple[str, ...] = EFFECTS
+    trials: int = 3
+    tolerance: float = 0.5  # accuracy points below the best that the recommendation may lose
+    array_rows: int = 128
+    array_cols: int = 128
+    data_dir: str | None = None
+    seed: int = 0
+
+    @property
+    def n_configs_per_model(self) -> int:
+        return len(self.schemes) * len(self.adc_bits) * len(self.weight_bits) * len(self.timesteps)
+
+
+def parse_ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise CimtoolError(f"{option}: '{text}' is not a comma-separated list of integers") from None
+    if not values:
+        raise CimtoolError(f"{option} is empty")
+    return tuple(dict.fromkeys(values))
+
+
+def validate(p: SweepParams) -> None:
+    from cimtool.devices.mapping import check_placement
+    from cimtool.nn.array import ArrayConfig
+
+    for scheme in p.schemes:
+        ArrayConfig(scheme=scheme).validate()
+    for bits in p.adc_bits:
+        ArrayConfig(adc_bits=bits).validate()
+    for bits in p.weight_bits:
+        if not 1 <= bits <= 15:
+            raise CimtoolError(f"--weight-bits must be in 1..15, got {bits}")
+    for steps in p.timesteps:
+        if not 1 <= steps <= 100_000:
+            raise CimtoolError(f"--timesteps must be in 1..100000, got {steps}")
+    ArrayConfig(effects=p.effects).validate()
+    if not 1 <= p.trials <= 1000:
+        raise CimtoolError(f"--trials must be in 1..1000, got {p.trials}")
+    if not (math.isfinite(p.tolerance) and p.tolerance >= 0):
+        raise CimtoolError(f"--tolerance must be >= 0 accuracy points, got {p.tolerance}")
+    check_placement(p.array_rows, p.array_cols, "interleaved")
+    if not 0 <= p.seed < 2**32:
+        raise CimtoolError(f"--seed must be in [0, 2**32), got {p.seed}")
+
+
+@dataclass
+class Candidate:
+    """One input of the sweep: a model with its spiking settings and data."""
+
+    label: str  # the method (front-end) or model name
+    artifact: artifacts.Artifact
+    model: Any
+    spec: dict[str, Any]
+    config: Any  # SnnConfig
+    thetas: list[float]
+    input_range: float
+    data: dict[str, Any]
+
+
+def _label(spec: dict[str, Any]) -> str:
+    return spec.get("method") or spec["model"]
+
+
+def _candidate(path: Path, data_dir: str | None, reporter: Reporter) -> Candidate:
+    from cimtool.nn.snn import SnnConfig, activation_percentiles, input_range, thresholds
+    from cimtool.stages.calibrate_threshold import open_snn
+    from cimtool.stages.common import MODEL_KINDS, model_splits, open_model
+
+    kind = artifacts.load(path).kind
+    if kind == "snn":
+        snn = open_snn(path)
+        data = model_splits(snn.source, data_dir)
+        return Candidate(_label(snn.spec), snn.artifact, snn.model, snn.spec, snn.config, snn.thetas,
+                         snn.input_range, data)
+    if kind not in MODEL_KINDS:
+        raise CimtoolError(f"{path}: expected a model, qmodel or snn artifact, found a '{kind}' artifact")
+    artifact, model, spec = open_model(path)
+    data = model_splits(artifact, data_dir)
+    cfg = SnnConfig()
+    stats = activation_percentiles(model, data["train"], [DEFAULT_PERCENTILE], cfg.bounds)
+    reporter.log(f"{path}: default spiking settings, thresholds at {DEFAULT_RATIO:g} × P{DEFAULT_PERCENTILE} "
+                 "(calibrate-threshold, then --model SNN, for others)")
+    return Candidate(_label(spec), artifact, model, spec, cfg, thresholds(stats, DEFAULT_PERCENTILE,
+                     DEFAULT_RATIO, cfg), input_range(model, data["train"]), data)
+
+
+def _layer_shapes(model, spec: dict[str, Any], sample) -> list:
+    """Rows, columns and array reads per step (output pixels) of each crossbar layer."""
+    import torch
+
+    from cimtool.devices.cost import LayerShape
+    from cimtool.train.batching import to_float
+
+    outputs: dict[str, tuple[int, ...]] = {}
+    hooks = [model.get_submodule(layer["name"]).register_forward_hook(
+        lambda _m, _i, out, name=layer["name"]: outputs.__setitem__(name, tuple(out.shape)))
+        for layer in spec["crossbar_layers"]]
+    try:
+        with torch.no_grad():
+            model(to_float(sample[:1]))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [LayerShape(layer["rows"], layer["cols"],
+                       int(np.prod(outputs[layer["name"]][2:])) if layer["type"] == "conv2d" else 1)
+            for layer in spec["crossbar_layers"]]
+
+
+def _same_val_split(candidates: list[Candidate]) -> None:
+    import torch
+
+    first = candidates[0]
+    for other in candidates[1:]:
+        a, b = first.data["val"], other.data["val"]
+        if a.x.shape != b.x.shape or not torch.equal(a.x, b.x) or not torch.equal(a.y, b.y):
+            raise CimtoolError(f"{other.artifact.path} was trained on another data set or split than "
+                               f"{first.artifact.path}: their val accuracies cannot be compared")
+
+
+def _cost_key(row: dict[str, Any]) -> tuple:
+    return (row["energy_pj"], row["weight_bits"], row["adc_bits"], row["timesteps"], row["scheme"])
+
+
+def select(rows: list[dict[str, Any]], tolerance_points: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(best case, recommendation): the highest mean val accuracy (ties: cheaper), and the cheapest
+    configuration within ``tolerance_points`` of it."""
+    best = min(rows, key=lambda r: (-r["val_mean"], *_cost_key(r)))
+    floor = best["val_mean"] - tolerance_points / 100 - 1e-12
+    recommended = min((r for r in rows if r["val_mean"] >= floor), key=_cost_key)
+    return best, recommended
+
+
+def _mapped(cand: Candidate, card, weight_bits: int, p: SweepParams):
+    """(maps, placements) of the candidate's crossbar layers on 2^weight_bits levels of the card."""
+    from cimtool.devices.mapping import Placement, card_grid
+    from cimtool.nn.network import map_model
+
+    maps = map_model(cand.model, cand.spec, card_grid(card, weight_bits))
+    return maps, {n: Placement(*m.shape, p.array_rows, p.array_cols, "interleaved") for n, m in maps.items()}
+
+
+def _config(p: SweepParams, card, scheme: str, adc_bits: int):
+    from cimtool.nn.array import ArrayConfig
+
+    return ArrayConfig(effects=p.effects, adc_bits=adc_bits, scheme=scheme, input_bits=card.input_bits)
+
+
+class _Evaluator:
+    """Spiking network of one candidate on one mapping and converter setting, over chips and T."""
+
+    def __init__(self, cand: Candidate, maps, placements, card, config, p: SweepParams) -> None:
+        from cimtool.nn.network import ArrayNetwork
+        from cimtool.nn.snn import SpikingNetwork
+        from cimtool.train.batching import TensorData
+
+        arrays = ArrayNetwork(cand.model, maps, placements, card, config)
+        self.snn = SpikingNetwork(arrays.model, cand.thetas, cand.config, cand.input_range)
+        train = cand.data["train"]
+        subset = TensorData(train.x[:CALIBRATION_SAMPLES], train.y[:CALIBRATION_SAMPLES])
+        self.snn.calibrate_converters(subset, max(p.timesteps), p.seed)
+        self.trials, self.seed = p.trials, p.seed
+
+    def accuracies(self, data, steps: int) -> list[float]:
+        import torch
+
+        accs = []
+        for trial in range(self.trials):  # the same chips for every configuration
+            self.snn.program(torch.Generator().manual_seed(self.seed * 1_000_003 + trial))
+            accs.append(self.snn.accuracy(data, steps, seed=self.seed + trial))
+        return accs
+
+
+def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:
+    from cimtool.devices.card import load_card
+    from cimtool.devices.cost import CostModel
+    from cimtool.stages.common import find_model
+
+    validate(p)
+    t_start = time.perf_counter()
+    card = load_card(p.device)
+    paths = [Path(m) for m in p.models] or [find_model(root, method) for method in p.methods]
+    candidates = [_candidate(path, p.data_dir, reporter) for path in paths]
+    _same_val_split(candidates)
+    out = out or artifacts.default_out(root, KIND, f"{'+'.join(c.label for c in candidates)}-{card.name}")
+    artifacts.check_out(out, force)
+    cost = CostModel()
+    total = len(candidates) * p.n_configs_per_model
+    reporter.log(f"sweep: {total} configurations × {p.trials} chips on '{card.name}' (val) → {out}")
+
+    rows: list[dict[str, Any]] = []
+    with artifacts.ArtifactWriter(out, KIND, {**asdict(p), "card": card.to_dict()}, force=force) as writer:
+        with reporter.progress() as progress:
+            task = progress.add_task("sweep (val)", total=total, status="")
+            for ci, cand in enumerate(candidates):
+                shapes = _layer_shapes(cand.model, cand.spec, cand.data["val"].x)
+                for wbits in p.weight_bits:
+                    mapped = _mapped(cand, card, wbits, p)
+                    for scheme in p.schemes:
+                        for abits in p.adc_bits:
+                            ev = _Evaluator(cand, *mapped, card, _config(p, card, scheme, abits), p)
+                            for steps in p.timesteps:
+                                accs = ev.accuracies(cand.data["val"], steps)
+                                energy = cost.energy(card, shapes, wbits, abits, scheme, steps, p.array_rows)
+                                rows.append({"method": cand.label, "model": str(cand.artifact.path),
+                                             "candidate": ci, "weight_bits": wbits, "scheme": scheme,
+                                             "adc_bits": abits, "timesteps": steps,
+                                             "val_mean": float(np.mean(accs)), "val_std": float(np.std(accs)),
+                                             "val_trials": accs, **energy})
+                                progress.update(task, advance=1, status=f"{cand.label} w{wbits} {scheme} "
+                                                f"adc{abits} T{steps}: {np.mean(accs):.4f}")
+        best, recommended = select(rows, p.tolerance)
+
+        selection = []
+        for role, row in (("best", best), ("recommended", recommended)):
+            if role == "recommended" and row is best:
+                test = selection[0]["test_trials"]  # the same configuration: test touched once
+            else:
+                cand = candidates[row["candidate"]]
+                ev = _Evaluator(cand, *_mapped(cand, card, row["weight_bits"], p), card,
+                                _config(p, card, row["scheme"], row["adc_bits"]), p)
+                test = ev.accuracies(cand.data["test"], row["timesteps"])
+            selection.append({"role": role, **{k: v for k, v in row.items() if k != "val_trials"},
+                              "test_mean": float(np.mean(test)), "test_std": float(np.std(test)),
+                              "test_trials": test})
+        pq.write_table(pa.Table.from_pylist(rows), writer.path("sweep.parquet"))
+        pq.write_table(pa.Table.from_pylist(selection), writer.path("selection.parquet"))
+
+        def brief(s: dict[str, Any]) -> dict[str, Any]:
+            keys = ("method", "weight_bits", "scheme", "adc_bits", "timesteps", "val_mean", "val_std",
+                    "test_mean", "test_std", "energy_pj")
+            return {k: s[k] for k in keys}
+
+        summary = {"device": card.name, "n_configs": len(rows), "trials": p.trials,
+                   "tolerance_points": p.tolerance, "best": brief(selection[0]),
+                   "recommended": brief(selection[1]),
+                   "test_accuracy": selection[1]["test_mean"], "val_accuracy": selection[1]["val_mean"],
+                   "energy_saving": 1 - selection[1]["energy_pj"] / selection[0]["energy_pj"],
+                   "wall_s": time.perf_counter() - t_start}
+        path = writer.commit([c.artifact.as_input("model" if c.artifact.kind != "snn" else "snn")
+                              for c in candidates], summary)
+    return artifacts.load(path, KIND)
