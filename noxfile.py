@@ -40,16 +40,22 @@ def bench(session: nox.Session) -> None:
     session.run("python", "tests/bench/bench_train.py", *session.posargs)
     session.run("python", "tests/bench/bench_crossbar.py")
     session.run("python", "tests/bench/bench_qat.py")
+    session.run("python", "tests/bench/bench_snn.py")
     session.run("python", "tests/bench/bench_gpu.py")  # says so and exits without CUDA
 
 
 @nox.session
 def demo(session: nox.Session) -> None:
     """The main job on the embedded default data set (mnist5k): train, map onto the seed-003 RRAM
-    and simulate the array, export the device team's CSV."""
+    and simulate the array, export the device team's CSV, convert to a spiking network and sweep
+    the design space."""
     _install(session)
     session.run("cimtool", "train-ann", "--out", "artifacts/models/demo", "--force")
     session.run("cimtool", "inspect", "artifacts/models/demo")
     session.run("cimtool", "map-weights", "--model", "artifacts/models/demo", "--weight-bits", "4",
                 "--evaluate", "--out", "artifacts/cmaps/demo", "--force")
     session.run("cimtool", "export-weightmap", "--method", "proj_sup_64", "--weight-bits", "4")
+    session.run("cimtool", "calibrate-threshold", "--model", "artifacts/models/demo",
+                "--out", "artifacts/snns/demo", "--force")
+    session.run("cimtool", "sweep", "--model", "artifacts/snns/demo", "--out", "artifacts/sweeps/demo",
+                "--force")

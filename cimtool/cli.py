@@ -599,7 +599,8 @@ Neuron = Annotated[
     ),
 ]
 Reset = Annotated[
-    str, typer.Option(rich_help_panel=_SNN, help="soft (subtract the threshold) or hard (to zero; --neuron if).")
+    str,
+    typer.Option(rich_help_panel=_SNN, help="soft (subtract the threshold) or hard (to zero; --neuron if)."),
 ]
 Levels = Annotated[
     int, typer.Option(rich_help_panel=_SNN, help="Levels L of the equivalent quantized activation.")
@@ -722,7 +723,9 @@ def sweep(
     scheme: Annotated[
         str, typer.Option(rich_help_panel="Grid", help="Readout schemes (comma-separated): A, B.")
     ] = "A,B",
-    adc_bits: Annotated[str, typer.Option(rich_help_panel="Grid", help="ADC bits (comma-separated).")] = "3,4,5,6,8",
+    adc_bits: Annotated[
+        str, typer.Option(rich_help_panel="Grid", help="ADC bits (comma-separated).")
+    ] = "3,4,5,6,8",
     weight_bits: Annotated[
         str, typer.Option(rich_help_panel="Grid", help="Weight bits: 2^N levels over the card's range.")
     ] = "2,3,4,5,6,8",
@@ -735,7 +738,8 @@ def sweep(
         ),
     ] = "all",
     trials: Annotated[
-        int, typer.Option(rich_help_panel="Grid", help="Chips (Monte Carlo) per configuration; the same for all.")
+        int,
+        typer.Option(rich_help_panel="Grid", help="Chips (Monte Carlo) per configuration; the same for all."),
     ] = 3,
     tolerance: Annotated[
         float,
@@ -783,7 +787,8 @@ def sweep(
 
     def cfg(c):
         return (f"{c['method']} w{c['weight_bits']} {c['scheme']} adc{c['adc_bits']} T{c['timesteps']}: val "
-                f"{c['val_mean']:.4f}, test {c['test_mean']:.4f} ± {c['test_std']:.4f}, {c['energy_pj']:.3g} pJ")
+                f"{c['val_mean']:.4f}, test {c['test_mean']:.4f} ± {c['test_std']:.4f}, "
+                f"{c['energy_pj']:.3g} pJ")
 
     _emit(reporter, artifact, f"[green]sweep[/green] {artifact.path}  {s['n_configs']} configurations\n"
           f"  best:        {cfg(s['best'])}\n  recommended: {cfg(s['recommended'])}")

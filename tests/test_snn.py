@@ -101,11 +101,8 @@ class TinyCnn(nn.Module):
 @pytest.mark.parametrize("bounds", ["asymmetric", "symmetric"])
 def test_spiking_network_equals_one_pass(encoding, bounds):
     """Run-until-silent spiking predictions (and output counts) = the quantized ANN's, incl. max-pool."""
-    from cimtool.train.batching import TensorData
-
     model = TinyCnn().eval()
     x = torch.rand(400, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    data = TensorData(x, torch.zeros(400, dtype=torch.int64))
     cfg = SnnConfig(levels=8, bounds=bounds, encoding=encoding, timesteps=4 if encoding == "rate" else 1000)
     net = SpikingNetwork(model, [0.05, 0.08, 0.1], cfg, input_range=1.0)
     enc = net.encode(x, 4, torch.Generator().manual_seed(3))  # rate: 4 input steps

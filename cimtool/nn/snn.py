@@ -35,13 +35,11 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from cimtool.errors import CimtoolError
 from cimtool.train.batching import TensorData, to_float
@@ -433,7 +431,8 @@ class SpikingNetwork:
             currents = self.encode(self.prefix(to_float(x)), steps, gen)
         return self.spike(currents, max(cap or steps, steps))
 
-    def one_pass(self, x: torch.Tensor, steps: int | None = None, gen: torch.Generator | None = None) -> SnnRun:
+    def one_pass(self, x: torch.Tensor, steps: int | None = None,
+                 gen: torch.Generator | None = None) -> SnnRun:
         """The quantized-ANN twin of ``run`` (rate codes: the same input spikes, summed)."""
         steps = steps or self.cfg.timesteps
         with torch.no_grad():

@@ -147,7 +147,8 @@ def neuron_names(spec: dict[str, Any], n_sites: int) -> list[str]:
     return names if len(names) == n_sites else [f"neuron{k}" for k in range(n_sites)]
 
 
-def run(p: CalibrateParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:
+def run(p: CalibrateParams, out: Path | None, root: Path, force: bool,
+        reporter: Reporter) -> artifacts.Artifact:
     import torch
 
     from cimtool.nn.snn import SpikingNetwork, activation_percentiles, input_range, thresholds
@@ -187,7 +188,8 @@ def run(p: CalibrateParams, out: Path | None, root: Path, force: bool, reporter:
                                  "mean_steps": steps})
                     progress.update(task, advance=1, status=f"p{percentile} r{ratio:g}: {acc:.4f}")
         order = {q: i for i, q in enumerate(p.percentiles)}
-        best = max(grid, key=lambda g: (g["val_accuracy"], -abs(math.log(g["ratio"])), -order[g["percentile"]]))
+        best = max(grid, key=lambda g: (g["val_accuracy"], -abs(math.log(g["ratio"])),
+                                        -order[g["percentile"]]))
         chosen = network(best["percentile"], best["ratio"])
         reporter.log(f"chosen: p{best['percentile']} × {best['ratio']:g}, val accuracy "
                      f"{best['val_accuracy']:.4f} at T={p.timesteps}")
@@ -221,7 +223,8 @@ def run(p: CalibrateParams, out: Path | None, root: Path, force: bool, reporter:
         pq.write_table(pa.Table.from_pylist(grid), writer.path("calibration.parquet"))
         pq.write_table(pa.Table.from_pylist(
             [{"layer": n, **{f"p{q}": s[q] for q in p.percentiles}, "theta": t}
-             for n, t, s in zip(names, chosen.thetas, stats, strict=True)]), writer.path("thresholds.parquet"))
+             for n, t, s in zip(names, chosen.thetas, stats, strict=True)]),
+            writer.path("thresholds.parquet"))
         pq.write_table(pa.Table.from_pylist(curve), writer.path("accuracy_vs_t.parquet"))
         evaluation = [{"condition": "ann_float", "split": "test", "accuracy": acc_ann},
                       {"condition": "quantized_ann", "split": "test", "accuracy": acc_qann},

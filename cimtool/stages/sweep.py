@@ -34,7 +34,8 @@ from cimtool.ui import Reporter
 
 KIND = "sweep"
 CALIBRATION_SAMPLES = 2048  # train samples that set the converters' ranges (per configuration)
-DEFAULT_PERCENTILE, DEFAULT_RATIO = "99.9", 1.0  # thresholds of a plain model (calibrate-threshold's default pick)
+# thresholds of a plain model: calibrate-threshold's pick on the default model
+DEFAULT_PERCENTILE, DEFAULT_RATIO = "99.9", 1.0
 
 
 @dataclass(frozen=True)
