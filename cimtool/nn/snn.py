@@ -249,10 +249,9 @@ class Flatten:
 
 @dataclass
 class NeuronSite:
-    """A neuron layer: index into the thresholds, and whether it is the output layer."""
+    """A neuron layer: its index into the thresholds."""
 
     index: int
-    output: bool
 
 
 def _is_synapse(module: nn.Module) -> bool:
@@ -269,7 +268,7 @@ def convert(body: list[nn.Module]) -> list:
         if _is_synapse(module):
             ops.append(Synapse(module))
         elif isinstance(module, nn.ReLU):
-            ops.append(NeuronSite(sites, output=False))
+            ops.append(NeuronSite(sites))
             sites += 1
         elif isinstance(module, nn.MaxPool2d):
             ops.append(SpikingMaxPool(module))
@@ -281,7 +280,7 @@ def convert(body: list[nn.Module]) -> list:
             raise CimtoolError(f"cannot convert a {type(module).__name__} layer to spiking neurons")
     if not ops or not isinstance(ops[-1], Synapse):
         raise CimtoolError("the model must end with a linear or conv layer to drive the output neurons")
-    ops.append(NeuronSite(sites, output=True))
+    ops.append(NeuronSite(sites))  # the output neurons
     return ops
 
 
@@ -303,34 +302,30 @@ def activation_percentiles(model: nn.Module, data: TensorData, percentiles: list
     evenly strided subsample beyond."""
     prefix, body = model.snn_parts()
     n_sites = neuron_count(model)
-    expected = [0] * n_sites
-    stride = [1] * n_sites
+    n_batches = math.ceil(len(data) / batch_size)
+    stride = [1] * n_sites  # set on the first batch so that about `cap` values are kept per layer
     collected: list[list[np.ndarray]] = [[] for _ in range(n_sites)]
     maxima = [0.0] * n_sites
 
-    def visit(site: int, pre: torch.Tensor) -> None:
+    def visit(site: int, pre: torch.Tensor, first: bool) -> None:
+        if first:
+            stride[site] = max(1, math.ceil(pre.numel() * n_batches / cap))
         vals = pre[pre > 0] if bounds == "asymmetric" else pre.abs()[pre != 0]
         if vals.numel():
             maxima[site] = max(maxima[site], float(vals.max()))
             collected[site].append(vals[:: stride[site]].numpy())
 
-    # a first batch sizes the stride of each layer so that about `cap` values are kept
     for start in range(0, len(data), batch_size):
         h = prefix(to_float(data.x[start: start + batch_size]))
         site = 0
         for module in body:
             if isinstance(module, nn.ReLU):
-                if start == 0:
-                    expected[site] = h.numel() * math.ceil(len(data) / batch_size)
-                    stride[site] = max(1, math.ceil(expected[site] / cap))
-                visit(site, h)
+                visit(site, h, start == 0)
                 site += 1
                 h = torch.relu(h)
             else:
                 h = module(h)
-        if start == 0:
-            stride[site] = max(1, math.ceil(h.numel() * math.ceil(len(data) / batch_size) / cap))
-        visit(site, h)
+        visit(site, h, start == 0)
     out = []
     for site in range(n_sites):
         values = np.concatenate(collected[site]) if collected[site] else np.zeros(1, np.float32)
