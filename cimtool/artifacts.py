@@ -31,11 +31,12 @@ PARTIAL_SUFFIX = ".partial"
 SCRATCH_DIR = "scratch"  # inside a partial artifact: checkpoints etc., never part of the payload
 
 # kind -> newest schema version this cimtool writes and reads. Later stages register theirs here.
-SCHEMAS: dict[str, int] = {"model": 1, "qmodel": 1, "cmap": 1, "weightmap": 1, "snn": 1, "sweep": 1}
+SCHEMAS: dict[str, int] = {"model": 1, "qmodel": 1, "cmap": 1, "weightmap": 1, "snn": 1, "sweep": 1,
+                           "trace": 1, "neurosim": 1}
 
 # kind -> default sub-directory of the artifacts root
 KIND_DIRS: dict[str, str] = {"model": "models", "qmodel": "qmodels", "cmap": "cmaps", "weightmap": "exports",
-                             "snn": "snns", "sweep": "sweeps"}
+                             "snn": "snns", "sweep": "sweeps", "trace": "traces", "neurosim": "neurosim"}
 
 _SCHEMA_RE = re.compile(r"cimtool\.([a-z_]+)/(\d{1,6})")
 # payload files every artifact of a kind must have (later stages add theirs)
@@ -46,6 +47,8 @@ REQUIRED_FILES: dict[str, tuple[str, ...]] = {
     "snn": ("snn.json", "calibration.parquet", "thresholds.parquet", "accuracy_vs_t.parquet",
             "evaluation.parquet"),
     "sweep": ("sweep.parquet", "selection.parquet"),
+    "trace": ("NetWork.csv", "trace_command.sh", "layers.parquet"),
+    "neurosim": ("stdout.txt", "summary.parquet", "layers.parquet", "settings.json"),
 }
 _LIBRARIES = ("torch", "numpy", "pandas", "pyarrow", "safetensors")
 

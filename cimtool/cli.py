@@ -794,6 +794,106 @@ def sweep(
           f"  best:        {cfg(s['best'])}\n  recommended: {cfg(s['recommended'])}")
 
 
+@app.command("neurosim-trace")
+def neurosim_trace(
+    model: ModelPath = None,
+    method: Method = "proj_sup_64",
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="v13 (DNN_NeuroSim V1.3/V1.4 inference: weight + input files) or v21 (V2.1 training: "
+            "adds weightOld files and each layer's input activity).",
+        ),
+    ] = "v13",
+    weight_bits: Annotated[int, typer.Option(help="Weight precision (NeuroSim's WBITS).")] = 8,
+    input_bits: Annotated[int, typer.Option(help="Input activation precision (NeuroSim's ABITS).")] = 8,
+    split: Annotated[str, typer.Option(help="Split the batch comes from: test, val or train.")] = "test",
+    batch_size: Annotated[
+        int, typer.Option(help="Samples whose input bit activity is averaged (the trace has one of them).")
+    ] = 16,
+    sample: Annotated[int, typer.Option(help="Index in the batch of the sample written to input*.csv.")] = 0,
+    data_dir: ModelDataDir = None,
+    out: Out = None,
+    force: Force = False,
+    artifacts_root: ArtifactsRoot = Path("artifacts"),
+    json_: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Write a DNN+NeuroSim layer record (NetWork.csv, weight/input CSVs, trace_command.sh) of a model."""
+    from cimtool.stages import neurosim_trace as stage
+
+    params = stage.TraceParams(model=str(model) if model else None, method=method, format=format,
+                               weight_bits=weight_bits, input_bits=input_bits, split=split,
+                               batch_size=batch_size, sample=sample,
+                               data_dir=str(data_dir) if data_dir else None)
+    reporter = _reporter(json_, quiet)
+    artifact = stage.run(params, out, artifacts_root, force, reporter)
+    s = artifact.summary
+    activity = ", ".join(f"{a:.3f}" for a in s["activity_batch"])
+    _emit(reporter, artifact, f"[green]trace[/green] {artifact.path}  {s['n_layers']} layers ({s['format']}, "
+          f"{s['weight_bits']}/{s['input_bits']} bits); input bit activity over the batch: {activity}")
+
+
+@app.command("run-neurosim")
+def run_neurosim(
+    trace: Annotated[Path, typer.Option("--trace", help="Trace artifact (from neurosim-trace).")],
+    neurosim: Annotated[
+        str | None,
+        typer.Option(
+            "--neurosim",
+            envvar="CIMTOOL_NEUROSIM",
+            help="Your DNN_NeuroSim checkout (V1.3/V1.4 inference or V2.1 training; its NeuroSIM "
+            "folder or the repository root) or a built binary. Default: the source inside an installed "
+            "hwcomponents-neurosim.",
+        ),
+    ] = None,
+    device: Device = None,
+    cell: Annotated[
+        str, typer.Option(rich_help_panel="Chip (Param.cpp)", help="Memory cell: rram, sram or fefet.")
+    ] = "rram",
+    cell_bits: Annotated[
+        int | None,
+        typer.Option(
+            rich_help_panel="Chip (Param.cpp)", help="Bits per cell (default: log2 of the card's levels)."
+        ),
+    ] = None,
+    adc_bits: Annotated[
+        int | None,
+        typer.Option(rich_help_panel="Chip (Param.cpp)", help="ADC bits: levelOutput = 2^N (default: the card's)."),
+    ] = None,
+    subarray: Annotated[
+        int, typer.Option(rich_help_panel="Chip (Param.cpp)", help="Subarray rows = columns.")
+    ] = 128,
+    technode: Annotated[
+        int, typer.Option(rich_help_panel="Chip (Param.cpp)", help="Technology node in nm.")
+    ] = 22,
+    timeout: Annotated[float, typer.Option(help="Seconds NeuroSim may run.")] = 3600.0,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where built NeuroSims are kept (default: $CIMTOOL_CACHE/neurosim or "
+                     "~/.cache/cimtool/neurosim)."),
+    ] = None,
+    out: Out = None,
+    force: Force = False,
+    artifacts_root: ArtifactsRoot = Path("artifacts"),
+    json_: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Build DNN+NeuroSim for a device card and run it on a trace: area, latency, energy, TOPS/W."""
+    from cimtool.stages import run_neurosim as stage
+
+    params = stage.RunParams(trace=str(trace), neurosim=neurosim, **_mapping(device=device), cell=cell,
+                             cell_bits=cell_bits, adc_bits=adc_bits, subarray=subarray, technode=technode,
+                             timeout=timeout, cache_dir=str(cache_dir) if cache_dir else None)
+    reporter = _reporter(json_, quiet)
+    artifact = stage.run(params, out, artifacts_root, force, reporter)
+    s = artifact.summary
+    _emit(reporter, artifact, f"[green]neurosim[/green] {artifact.path}  area {s['chip_area_um2']:.4g} um^2, "
+          f"latency {s['latency_ns']:.4g} ns, dynamic energy {s['dynamic_energy_pj']:.4g} pJ, "
+          f"{s['tops_per_w']:.4g} TOPS/W, {s['fps']:.4g} FPS")
+
+
 devices_app = typer.Typer(help="List and show device cards (presets or your own TOML files).",
                           no_args_is_help=True)
 app.add_typer(devices_app, name="devices")
