@@ -19,10 +19,17 @@ def _install(session: nox.Session, extras: str = "") -> None:
     session.install(*CONSTRAINTS, "-e", f".{extras}")
 
 
+def _install_neurosim(session: nox.Session) -> None:
+    """DNN_NeuroSim V1.3's C++ source, from the PyPI package that bundles it (its Python part needs
+    3.12 and is not used: cimtool builds the bundled source with make)."""
+    session.install("--no-deps", "--ignore-requires-python", "hwcomponents-neurosim==1.0.43")
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The default CPU test suite."""
+    """The default CPU test suite (NeuroSim is built and run for real)."""
     _install(session, "[test]")
+    _install_neurosim(session)
     session.run("pytest", *(session.posargs or ["-q"]))
 
 
@@ -37,10 +44,12 @@ def lint(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks in tests/bench/ (not part of the default run); results in tests/bench/results/."""
     _install(session, "[test]")
+    _install_neurosim(session)
     session.run("python", "tests/bench/bench_train.py", *session.posargs)
     session.run("python", "tests/bench/bench_crossbar.py")
     session.run("python", "tests/bench/bench_qat.py")
     session.run("python", "tests/bench/bench_snn.py")
+    session.run("python", "tests/bench/bench_neurosim.py")
     session.run("python", "tests/bench/bench_gpu.py")  # says so and exits without CUDA
 
 

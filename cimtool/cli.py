@@ -860,7 +860,9 @@ def run_neurosim(
     ] = None,
     adc_bits: Annotated[
         int | None,
-        typer.Option(rich_help_panel="Chip (Param.cpp)", help="ADC bits: levelOutput = 2^N (default: the card's)."),
+        typer.Option(
+            rich_help_panel="Chip (Param.cpp)", help="ADC bits: levelOutput = 2^N (default: the card's)."
+        ),
     ] = None,
     subarray: Annotated[
         int, typer.Option(rich_help_panel="Chip (Param.cpp)", help="Subarray rows = columns.")

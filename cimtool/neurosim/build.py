@@ -63,7 +63,8 @@ class NeuroSimSettings:
         if subarray < 8 or subarray & (subarray - 1):
             raise CimtoolError(f"--subarray must be a power of two >= 8, got {subarray}")
         if technode not in (1, 2, 3, 7, 10, 14, 22, 32, 45, 65, 90, 130):
-            raise CimtoolError(f"--technode {technode} is not one NeuroSim models (130, 90, 65, 45, 32, 22, 14, "
+            raise CimtoolError(f"--technode {technode} is not one NeuroSim models "
+                               "(130, 90, 65, 45, 32, 22, 14, "
                                "10, 7 nm)")
         return cls(technode=technode, memcelltype=MEMCELLS[cell], cellBit=bits, levelOutput=2**adc,
                    numRowSubArray=subarray, numColSubArray=subarray, resistanceOn=1.0 / card.g_max,
@@ -135,7 +136,8 @@ def patch_param(text: str, settings: NeuroSimSettings) -> str:
     for name, value in asdict(settings).items():
         pattern = re.compile(rf"^(\s*){name}\s*=\s*[^;]*;", re.MULTILINE)
         if not pattern.search(text):
-            raise CimtoolError(f"Param.cpp has no '{name} = …;' assignment: not a DNN_NeuroSim V1.3/V1.4/V2.1 "
+            raise CimtoolError(f"Param.cpp has no '{name} = …;' assignment: "
+                               "not a DNN_NeuroSim V1.3/V1.4/V2.1 "
                                "source?")
         literal = repr(value) if isinstance(value, float) else str(value)
         text = pattern.sub(lambda m, lit=literal, n=name: f"{m.group(1)}{n} = {lit};", text, count=1)
@@ -167,7 +169,8 @@ def build(source: Path, settings: NeuroSimSettings, cache: Path, log=print) -> P
         return binary
     for tool in ("make", "g++"):
         if shutil.which(tool) is None:
-            raise CimtoolError(f"building NeuroSim needs '{tool}' on PATH (Debian: apt install build-essential)")
+            raise CimtoolError(f"building NeuroSim needs '{tool}' on PATH "
+                               "(Debian: apt install build-essential)")
     try:
         cache.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=".build-", dir=cache))

@@ -118,7 +118,8 @@ def _diagnose(rc: int, output: str, subarray: int | None) -> str | None:
     if "SubArray Size is too large" in output:
         size = f"{subarray}x{subarray} " if subarray else ""
         return (f"a layer has fewer weight columns (Cout × ⌈WBITS/cellBit⌉) than one {size}subarray: "
-                "use a smaller --subarray (e.g. 32), more --weight-bits in neurosim-trace, or fewer --cell-bits")
+                "use a smaller --subarray (e.g. 32), more --weight-bits in neurosim-trace, "
+                "or fewer --cell-bits")
     if rc in (134, -6):
         return "NeuroSim aborted (too few arguments for NetWork.csv's layers, or a malformed trace)"
     if rc in (139, -11):

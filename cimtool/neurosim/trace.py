@@ -16,9 +16,12 @@ arrays; here every file is built as one byte array):
 - ``NetWork.csv``: no header, ``H,W,Cin,kh,kw,Cout,followedByPool,stride`` per layer; a linear
   layer is ``1,1,IN,1,1,OUT,0,1``. NeuroSim assumes unpadded convolutions.
 
-V2.1 (on-chip training) records add ``weightOld<k>.csv`` (the weights before the update: the
-source model's for a fine-tuned qmodel, else the same weights: no update) and the layer's input
-activity (mean input bit) on the command line.
+V2.1 (on-chip training) records differ in three ways, as V2.1's own hook and C++ do:
+``weightOld<k>.csv`` holds the weights before the update (the source model's for a fine-tuned
+qmodel, else the same weights: no update; quantized like the weights, so that an unchanged weight
+is a zero update), the layer's input activity (the mean bit of its input file) goes on the command
+line, and a conv input holds only the unpadded windows ``(H−k+1)×(W−k+1)`` (strided), the ones
+V2.1's C++ reads (its hook leaves zero rows for the padded ones; we leave them out).
 """
 
 from __future__ import annotations
@@ -79,18 +82,36 @@ def _csv_from_cells(cells: np.ndarray) -> bytes:
     return out.tobytes()
 
 
+def _weight_bytes(index: np.ndarray, s: int) -> bytes:
+    """Level indices [Cout, rows] (code + S; 2S+1 for −0.0) → the transposed '%10.5f' CSV."""
+    values = [k / s for k in range(-s, s + 1)] + [-0.0]
+    table = np.frombuffer("".join(f"{v:10.5f}," for v in values).encode(), dtype=np.uint8).reshape(-1, 11)
+    cells = table[np.ascontiguousarray(index.T)]  # [rows, Cout, 10 characters + ',']
+    cells[:, -1, 10] = ord("\n")
+    return cells.tobytes()
+
+
 def weight_csv(q: np.ndarray, bits: int) -> bytes:
     """Quantized weights [Cout, …] (multiples of 2^(1−b)) → weight CSV bytes ('%10.5f')."""
     s = 2 ** (bits - 1)
-    matrix = q.reshape(q.shape[0], -1).T  # [rows, Cout]
-    codes = np.rint(matrix * s).astype(np.int64)
-    if not np.array_equal(codes / s, matrix):
+    flat = q.reshape(q.shape[0], -1)  # [Cout, rows]; the file is its transpose
+    scaled = flat * s
+    codes = np.rint(scaled)
+    if not np.array_equal(codes, scaled):
         raise ValueError("weights are not quantized to the given bits")
-    values = [k / s for k in range(-s, s + 1)] + [-0.0]  # rounding can leave −0.0: '  -0.00000'
-    table = np.frombuffer("".join("%10.5f" % v for v in values).encode(), dtype=np.uint8).reshape(-1, 10)
-    index = codes + s
-    index[(codes == 0) & np.signbit(matrix)] = 2 * s + 1
-    return _csv_from_cells(table[index])
+    index = codes.astype(np.int32) + s
+    index[(index == s) & np.signbit(flat)] = 2 * s + 1  # rounding can leave −0.0: '  -0.00000'
+    return _weight_bytes(index, s)
+
+
+def layer_weight_csv(weight: np.ndarray, scale: float, bits: int) -> bytes:
+    """A layer's float weights → its weight CSV: ``QW(weight/scale)`` (float32, one pass per step)."""
+    s = 2 ** (bits - 1)
+    codes = np.rint(np.clip(weight.reshape(weight.shape[0], -1).astype(np.float32) * np.float32(s / scale),
+                            1 - s, s - 1))  # = round(C(w/scale)·S): the clip bounds are whole codes
+    index = codes.astype(np.int32) + s
+    index[(index == s) & np.signbit(codes)] = 2 * s + 1
+    return _weight_bytes(index, s)
 
 
 def bits_csv(values: np.ndarray, bits: int) -> bytes:

@@ -55,7 +55,8 @@ def validate(p: TraceParams) -> None:
     if p.batch_size < 1:
         raise CimtoolError(f"--batch-size must be at least 1, got {p.batch_size}")
     if not 0 <= p.sample < p.batch_size:
-        raise CimtoolError(f"--sample must be in 0..{p.batch_size - 1} (an index into the batch), got {p.sample}")
+        raise CimtoolError(f"--sample must be in 0..{p.batch_size - 1} (an index into the batch), "
+                           f"got {p.sample}")
 
 
 def _layer_inputs(model, spec: dict[str, Any], x) -> dict[str, Any]:
@@ -91,7 +92,7 @@ def _followed_by_pool(model, names: list[str]) -> dict[str, bool]:
     return pooled
 
 
-def _activity(batch: np.ndarray, layer: dict[str, Any], bits: int) -> np.ndarray:
+def _activity(batch: np.ndarray, layer: dict[str, Any], bits: int, padding: tuple[int, int]) -> np.ndarray:
     """Mean input bit of each sample's unrolled input, without unrolling the whole batch: each
     pixel counts once per window that covers it, and padding contributes zeros."""
     import torch
@@ -103,7 +104,7 @@ def _activity(batch: np.ndarray, layer: dict[str, Any], bits: int) -> np.ndarray
     if layer["type"] == "linear":
         return ones.reshape(len(batch), -1).mean(axis=1) / bits
     (kh, kw), height, width = layer["kernel_size"], *batch.shape[2:]
-    (ph, pw), (sh, sw) = layer["padding"], layer["stride"]
+    (ph, pw), (sh, sw) = padding, layer["stride"]
     oh, ow = (height + 2 * ph - kh) // sh + 1, (width + 2 * pw - kw) // sw + 1
     cover = F.conv_transpose2d(torch.ones(1, 1, oh, ow, dtype=torch.float64),
                                torch.ones(1, 1, kh, kw, dtype=torch.float64),
@@ -131,10 +132,69 @@ def _command(p: TraceParams, files: list[list[str]], activities: list[float]) ->
             'exec "${NEUROSIM:-./NeuroSIM/main}" ' + " ".join(shlex.quote(a) for a in args) + "\n")
 
 
-def run(p: TraceParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:
-    import torch
+def write_record(model, spec: dict[str, Any], x, p: TraceParams, directory: Path,
+                 old_model=None, log=lambda _msg: None) -> list[dict[str, Any]]:
+    """Write the layer record of ``model`` on the batch ``x`` into ``directory``; one row per layer."""
+    from cimtool.neurosim.trace import bits_csv, layer_weight_csv, network_row, stretch
 
-    from cimtool.neurosim.trace import bits_csv, network_row, quantize_weights, stretch, weight_csv
+    layers = spec["crossbar_layers"]
+    inputs = _layer_inputs(model, spec, x)
+    pooled = _followed_by_pool(model, [layer["name"] for layer in layers])
+    rows, net_rows, files = [], [], []
+
+    def weights_file(weight: np.ndarray, scale: float, name: str) -> None:
+        (directory / name).write_bytes(layer_weight_csv(weight, scale, p.weight_bits))
+
+    for k, layer in enumerate(layers, start=1):
+        name = layer["name"]
+        batch, _ = inputs[name]
+        in_scale = float(np.abs(batch).max()) or 1.0
+        scaled = batch / in_scale
+        weight = model.get_submodule(name).weight.detach().numpy()
+        w_scale = float(np.abs(weight).max()) or 1.0
+        names = [f"weight{k}.csv", f"input{k}.csv"]
+        weights_file(weight, w_scale, names[0])
+        # V2.1's hook and C++ take the unpadded windows only; V1.3's hook pads
+        padding = (0, 0) if p.format == "v21" else tuple(layer.get("padding", (0, 0)))
+        if layer["type"] == "conv2d":
+            kh, kw = layer["kernel_size"]
+            if kh != kw:
+                raise CimtoolError(f"layer {name}: NeuroSim traces need square kernels, got {kh}x{kw}")
+            unrolled = stretch(scaled[p.sample], kh, padding, tuple(layer["stride"]))
+            height, width = batch.shape[2:]
+        else:
+            unrolled, (height, width) = scaled[p.sample][None, :], (1, 1)
+        (directory / names[1]).write_bytes(bits_csv(unrolled, p.input_bits))
+        if p.format == "v21":
+            old = old_model.get_submodule(name).weight.detach().numpy() if old_model else weight
+            names.insert(1, f"weightOld{k}.csv")
+            weights_file(old, w_scale, names[1])
+        per_sample = _activity(scaled, layer, p.input_bits, padding)
+        net_rows.append(network_row(layer, height, width, pooled[name]))
+        note = ""
+        if any(layer.get("padding", (0, 0))):
+            kh, kw = layer["kernel_size"]
+            unpadded = f"{height - kh + 1}x{width - kw + 1}"
+            note = (f"padding {layer['padding'][0]}: NeuroSim assumes none and counts {unpadded} windows, "
+                    + ("as this V2.1 input file holds" if p.format == "v21" else
+                       f"the layer computes {len(unrolled)} (the input file has them all)"))
+            log(f"[yellow]note: layer {k} ({name}): {note}")
+        files.append(names)
+        rows.append({"layer": k, "name": name, "type": layer["type"], "rows": layer["rows"],
+                     "cols": layer["cols"], "height": height, "width": width,
+                     "followed_by_pool": pooled[name], "windows": len(unrolled),
+                     "weight_scale": w_scale, "input_scale": in_scale,
+                     "activity_sample": float(per_sample[p.sample]),
+                     "activity_batch": float(per_sample.mean()), "padding_note": note,
+                     "weight_file": names[0], "input_file": names[-1]})
+    (directory / NETWORK).write_text("".join(",".join(map(str, r)) + "\n" for r in net_rows))
+    (directory / COMMAND).write_text(_command(p, files, [r["activity_sample"] for r in rows]))
+    (directory / COMMAND).chmod(0o755)
+    pq.write_table(pa.Table.from_pylist(rows), directory / "layers.parquet")
+    return rows
+
+
+def run(p: TraceParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:
     from cimtool.stages.common import model_splits, open_model
     from cimtool.stages.map_weights import resolve_model
     from cimtool.train.batching import to_float
@@ -144,71 +204,24 @@ def run(p: TraceParams, out: Path | None, root: Path, force: bool, reporter: Rep
     model_path = resolve_model(p.model, p.method, root, reporter)
     source, model, spec = open_model(model_path)
     p = TraceParams(**{**asdict(p), "model": str(model_path)})
-    layers = spec.get("crossbar_layers", [])
-    if not layers:
+    if not spec.get("crossbar_layers"):
         raise CimtoolError(f"{model_path}: the model has no crossbar layer to trace")
     data = model_splits(source, p.data_dir)[p.split]
     if p.batch_size > len(data):
-        raise CimtoolError(f"--batch-size {p.batch_size} exceeds the {len(data)} samples of the {p.split} split")
+        raise CimtoolError(f"--batch-size {p.batch_size} exceeds the {len(data)} samples "
+                           f"of the {p.split} split")
     old_model = _weights_before_update(source) if p.format == "v21" else None
-    out = out or artifacts.default_out(root, KIND, f"{model_path.name}-{p.format}-w{p.weight_bits}a{p.input_bits}")
+    out = out or artifacts.default_out(root, KIND,
+                                       f"{model_path.name}-{p.format}-w{p.weight_bits}a{p.input_bits}")
     artifacts.check_out(out, force)
-    reporter.log(f"neurosim-trace: {model_path}, {len(layers)} layers, {p.format}, "
-                 f"{p.weight_bits}/{p.input_bits} bits, sample {p.sample} of {p.batch_size} ({p.split}) → {out}")
-
-    x = to_float(data.x[: p.batch_size])
-    inputs = _layer_inputs(model, spec, x)
-    pooled = _followed_by_pool(model, [layer["name"] for layer in layers])
-    rows, net_rows, files, activities = [], [], [], []
+    reporter.log(f"neurosim-trace: {model_path}, {len(spec['crossbar_layers'])} layers, {p.format}, "
+                 f"{p.weight_bits}/{p.input_bits} bits, sample {p.sample} of {p.batch_size} "
+                 f"({p.split}) → {out}")
     with artifacts.ArtifactWriter(out, KIND, asdict(p), force=force) as writer:
-        for k, layer in enumerate(layers, start=1):
-            name = layer["name"]
-            batch, _ = inputs[name]
-            in_scale = float(np.abs(batch).max()) or 1.0
-            scaled = batch / in_scale
-            weight = model.get_submodule(name).weight.detach().double().numpy()
-            w_scale = float(np.abs(weight).max()) or 1.0
-            names = [f"weight{k}.csv", f"input{k}.csv"]
-            writer.path(names[0]).write_bytes(weight_csv(quantize_weights(weight / w_scale, p.weight_bits),
-                                                         p.weight_bits))
-            if layer["type"] == "conv2d":
-                kh, kw = layer["kernel_size"]
-                if kh != kw:
-                    raise CimtoolError(f"layer {name}: NeuroSim traces need square kernels, got {kh}x{kw}")
-                unrolled = stretch(scaled[p.sample], kh, tuple(layer["padding"]), tuple(layer["stride"]))
-                height, width = batch.shape[2:]
-            else:
-                unrolled, (height, width) = scaled[p.sample][None, :], (1, 1)
-            writer.path(names[1]).write_bytes(bits_csv(unrolled, p.input_bits))
-            if p.format == "v21":
-                old = old_model.get_submodule(name).weight.detach().double().numpy() if old_model else weight
-                names.insert(1, f"weightOld{k}.csv")
-                writer.path(names[1]).write_bytes(
-                    weight_csv(quantize_weights(old / w_scale, p.weight_bits), p.weight_bits))
-            per_sample = _activity(scaled, layer, p.input_bits)
-            net_rows.append(network_row(layer, height, width, pooled[name]))
-            padding = layer.get("padding", [0, 0])
-            note = ""
-            if any(padding):
-                kh, kw = layer["kernel_size"]
-                note = (f"padding {padding[0]}: NeuroSim assumes none and counts {height - kh + 1}x{width - kw + 1} "
-                        f"windows where the layer computes {len(unrolled)} (the input file has them all)")
-                reporter.log(f"[yellow]note: layer {k} ({name}): {note}")
-            files.append(names)
-            activities.append(float(per_sample[p.sample]))
-            rows.append({"layer": k, "name": name, "type": layer["type"], "rows": layer["rows"],
-                         "cols": layer["cols"], "height": height, "width": width,
-                         "followed_by_pool": pooled[name], "windows": len(unrolled),
-                         "weight_scale": w_scale, "input_scale": in_scale,
-                         "activity_sample": float(per_sample[p.sample]),
-                         "activity_batch": float(per_sample.mean()), "padding_note": note,
-                         "weight_file": names[0], "input_file": names[-1]})
-        writer.path(NETWORK).write_text("".join(",".join(map(str, r)) + "\n" for r in net_rows))
-        writer.path(COMMAND).write_text(_command(p, files, activities))
-        writer.path(COMMAND).chmod(0o755)
-        pq.write_table(pa.Table.from_pylist(rows), writer.path("layers.parquet"))
+        rows = write_record(model, spec, to_float(data.x[: p.batch_size]), p, writer.partial, old_model,
+                            reporter.log)
         summary = {"format": p.format, "weight_bits": p.weight_bits, "input_bits": p.input_bits,
-                   "n_layers": len(layers), "sample": p.sample, "batch_size": p.batch_size,
+                   "n_layers": len(rows), "sample": p.sample, "batch_size": p.batch_size,
                    "activity_sample": [r["activity_sample"] for r in rows],
                    "activity_batch": [r["activity_batch"] for r in rows],
                    "padding_notes": sum(bool(r["padding_note"]) for r in rows),

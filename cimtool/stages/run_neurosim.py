@@ -75,12 +75,14 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
     card = load_card(p.device)
     settings = NeuroSimSettings.from_card(card, p.cell, p.cell_bits, p.adc_bits, p.subarray, p.technode)
     if settings.cellBit > trace.params["weight_bits"]:
-        raise CimtoolError(f"--cell-bits {settings.cellBit} exceeds the trace's {trace.params['weight_bits']} "
+        raise CimtoolError(f"--cell-bits {settings.cellBit} exceeds "
+                           f"the trace's {trace.params['weight_bits']} "
                            "weight bits: NeuroSim needs cellBit ≤ WBITS (set --cell-bits)")
     found, origin = locate(p.neurosim)
     if found.is_file():
         binary, version, applied = found, fmt, False
-        reporter.log(f"[yellow]note: running the given binary {found}: its compiled Param.cpp holds, the card "
+        reporter.log(f"[yellow]note: running the given binary {found}: "
+                     "its compiled Param.cpp holds, the card "
                      "and --cell/--cell-bits/--adc-bits/--subarray/--technode are not applied")
     else:
         version = source_version(found)
@@ -118,7 +120,8 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
         missing = [m for m in ("chip_area_um2", "latency_ns", "tops_per_w") if parsed.chip_value(m) is None]
         if missing:
             raise CimtoolError(f"NeuroSim's output has no {', '.join(missing)}: not a DNN_NeuroSim run? "
-                               f"(its last line: {stdout.strip().splitlines()[-1] if stdout.strip() else '-'})")
+                               "(its last line: "
+                               f"{stdout.strip().splitlines()[-1] if stdout.strip() else '-'})")
         pq.write_table(pa.Table.from_pylist(parsed.chip), writer.path("summary.parquet"))
         pq.write_table(pa.Table.from_pylist([parsed.layers[k] for k in sorted(parsed.layers)]),
                        writer.path("layers.parquet"))

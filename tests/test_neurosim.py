@@ -1,0 +1,275 @@
+"""NeuroSim traces (byte-identical to the V1.3 reference hook) and real NeuroSim runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cimtool import artifacts
+from cimtool.neurosim import build as ns_build
+from cimtool.neurosim.trace import (
+    bits_csv,
+    input_codes,
+    layer_weight_csv,
+    quantize_weights,
+    stretch,
+    weight_csv,
+)
+from tests.neurosim_reference import reference_hook
+
+
+def _ok(result):
+    assert result.code == 0, result.err
+    return json.loads(result.out)
+
+
+@pytest.fixture(scope="module")
+def hook():
+    module = reference_hook()
+    if module is None:
+        pytest.skip("hwcomponents-neurosim is not installed (pip install --no-deps --ignore-requires-python "
+                    "hwcomponents-neurosim)")
+    return module
+
+
+def _reference_bytes(write, *args) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        write(*args, f"{tmp}/ref.csv")
+        return Path(f"{tmp}/ref.csv").read_bytes()
+
+
+@pytest.mark.parametrize("channels, size, kernel, padding, stride", [
+    (3, 8, 3, 1, 1),  # conv with padding
+    (4, 9, 3, 0, 1),  # conv without padding
+    (5, 10, 3, 1, 2),  # stride 2
+    (2, 11, 5, 2, 2),  # 5x5, padding 2, stride 2
+])
+@pytest.mark.parametrize("bits", [4, 8])
+def test_conv_input_file_identical_to_reference(hook, channels, size, kernel, padding, stride, bits):
+    rng = np.random.default_rng(channels * size + bits)
+    x = rng.uniform(-1, 1, (1, channels, size, size)).astype(np.float32)
+    x[0, 0, 0, :3] = [0.0, -1.0, 0.5]  # exact codes and the most negative one
+    ref = _reference_bytes(hook.write_matrix_activation_conv,
+                           hook.stretch_input(x, kernel, (padding, padding), (stride, stride)), None, bits)
+    ours = bits_csv(stretch(x[0].astype(np.float64), kernel, (padding, padding), (stride, stride)), bits)
+    assert ours == ref
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_fc_input_and_weight_files_identical_to_reference(hook, bits):
+    from utee.wage_quantizer import Q
+
+    rng = np.random.default_rng(bits)
+    x = rng.uniform(-1, 1, (1, 300)).astype(np.float32)
+    assert bits_csv(x, bits) == _reference_bytes(hook.write_matrix_activation_fc, x, None, bits)
+    limit = 1 - 1 / 2**bits  # the +1.0 clip does not bite below this
+    for shape in [(16, 3, 3, 3), (10, 64)]:
+        w = torch.empty(shape).uniform_(-limit, limit)
+        w.view(-1)[:2] = torch.tensor([-1e-4, 0.0])  # rounds to −0.0 and to 0.0
+        ref = _reference_bytes(hook.write_matrix_weight, Q(w, bits).numpy())
+        assert weight_csv(quantize_weights(w.numpy().astype(np.float64), bits), bits) == ref
+        assert layer_weight_csv(w.numpy(), 1.0, bits) == ref
+
+
+def test_weight_clip_keeps_plus_one_off_the_negative_code():
+    w = np.array([[1.0], [-1.0], [0.5]])  # 3 outputs of one input row
+    text = layer_weight_csv(w, 1.0, 8).decode()
+    assert text == "   0.99219,  -0.99219,   0.50000\n"  # C(x) = ±(1 − 1/128) before rounding
+
+
+def test_input_codes_saturate_like_the_reference():
+    codes = input_codes(np.array([0.999, 1.0, 1.7, -1.0, -1.2, -0.3]), 4)
+    as_int = -8 * codes[0].astype(int) + 4 * codes[1] + 2 * codes[2] + codes[3]
+    assert as_int.tolist() == [7, 7, 7, -8, -8, -3]  # floor(x·8), clamped to the 4-bit range
+
+
+def test_patch_param_changes_only_the_constructor_defaults():
+    source = ns_build.bundled_source()
+    if source is None:
+        pytest.skip("hwcomponents-neurosim is not installed")
+    text = (source / "Param.cpp").read_text(errors="replace")
+    settings = ns_build.NeuroSimSettings(cellBit=4, levelOutput=64, numRowSubArray=32, numColSubArray=32,
+                                         resistanceOn=2.34e8, resistanceOff=4.18e11, readVoltage=0.2)
+    patched = ns_build.patch_param(text, settings)
+    assert (re.search(r"^\s*cellBit = 4;", patched, re.M)
+            and re.search(r"^\s*levelOutput = 64;", patched, re.M))
+    assert re.search(r"^\s*resistanceOff = 418000000000.0;", patched, re.M)
+    assert "cellBit = 1;             // force cellBit = 1 for all SRAM cases" in patched  # untouched
+    assert len(patched.splitlines()) == len(text.splitlines())
+
+
+# --- the stage ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def default_trace(default_model, tmp_path_factory):
+    from cimtool.stages import neurosim_trace as stage
+    from cimtool.ui import Reporter
+
+    art, _, root = default_model
+    out = tmp_path_factory.mktemp("trace") / "trace"
+    return stage.run(stage.TraceParams(model=str(art.path)), out, root, False, Reporter(quiet=True))
+
+
+def test_trace_of_the_default_model(default_trace, default_model):
+    from cimtool.stages.common import model_splits, open_model
+
+    trace = default_trace
+    assert trace.file("NetWork.csv").read_text() == "1,1,64,1,1,10,0,1\n"
+    command = trace.file("trace_command.sh").read_text()
+    assert command.splitlines()[-1] == ('exec "${NEUROSIM:-./NeuroSIM/main}" NetWork.csv 8 8 '
+                                        'weight1.csv input1.csv')
+    layers = pd.read_parquet(trace.file("layers.parquet"))
+    art, model, _ = open_model(default_model[0].path)
+    x = model_splits(art)["test"].x[:16].float() / 255
+    with torch.no_grad():
+        feats = model.features(x).double().numpy()
+    scale = layers.loc[0, "input_scale"]
+    assert scale == np.abs(feats).max()
+    assert trace.file("input1.csv").read_bytes() == bits_csv(feats[:1] / scale, 8)
+    bits = np.loadtxt(trace.file("input1.csv"), delimiter=",")
+    assert bits.shape == (64, 8)
+    assert layers.loc[0, "activity_sample"] == pytest.approx(bits.mean(), abs=1e-12)
+    per_sample = [np.concatenate([input_codes(f / scale, 8).ravel()]).mean() for f in feats]
+    assert layers.loc[0, "activity_batch"] == pytest.approx(np.mean(per_sample), abs=1e-12)
+    weights = np.loadtxt(trace.file("weight1.csv"), delimiter=",")
+    assert weights.shape == (64, 10) and np.abs(weights).max() == 0.99219  # 127/128 as "%10.5f"
+
+
+def test_conv_trace_network_csv_and_activity(tmp_path):
+    """VGG8's NetWork.csv equals the one shipped with NeuroSim; conv activity = mean of the file's bits."""
+    from cimtool.models.registry import build, make_spec
+    from cimtool.stages.neurosim_trace import TraceParams, write_record
+
+    spec = make_spec("vgg8", None, (3, 16, 16), 10, [])
+    torch.manual_seed(0)
+    model = build(spec).eval()
+    rows = write_record(model, spec, torch.rand(4, 3, 16, 16), TraceParams(batch_size=4), tmp_path)
+    assert (tmp_path / "NetWork.csv").read_text().splitlines()[:3] == [
+        "16,16,3,3,3,128,0,1", "16,16,128,3,3,128,1,1", "8,8,128,3,3,256,0,1"]
+    assert all(r["padding_note"] for r in rows[:6]) and not rows[6]["padding_note"]
+    bits = np.loadtxt(tmp_path / "input2.csv", delimiter=",")
+    assert bits.shape == (128 * 9, 16 * 16 * 8)
+    assert rows[1]["activity_sample"] == pytest.approx(bits.mean(), abs=1e-12)
+    source = ns_build.bundled_source()
+    if source is not None:
+        spec32 = make_spec("vgg8", None, (3, 32, 32), 10, [])
+        write_record(build(spec32).eval(), spec32, torch.rand(1, 3, 32, 32), TraceParams(batch_size=1),
+                     tmp_path)
+        assert (tmp_path / "NetWork.csv").read_text() == (source / "NetWork_VGG8.csv").read_text()
+    v21 = tmp_path / "v21"
+    v21.mkdir()
+    rows21 = write_record(model, spec, torch.rand(4, 3, 16, 16), TraceParams(format="v21", batch_size=4), v21)
+    bits21 = np.loadtxt(v21 / "input1.csv", delimiter=",")
+    assert bits21.shape == (27, 14 * 14 * 8)  # unpadded windows only
+    assert rows21[0]["activity_sample"] == pytest.approx(bits21.mean(), abs=1e-12)
+    assert (v21 / "weightOld3.csv").read_bytes() == (v21 / "weight3.csv").read_bytes()  # no update
+    line = (v21 / "trace_command.sh").read_text().splitlines()[-1]
+    assert line.split()[2:8] == ["1", "NetWork.csv", "8", "8", "weight1.csv", "weightOld1.csv"]
+
+
+# --- running NeuroSim for real -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def neurosim_cache(tmp_path_factory):
+    if ns_build.bundled_source() is None and not ns_build.os.environ.get(ns_build.ENV):
+        pytest.skip("no NeuroSim source: "
+                    "pip install --no-deps --ignore-requires-python hwcomponents-neurosim")
+    if shutil.which("make") is None or shutil.which("g++") is None:
+        pytest.skip("building NeuroSim needs make and g++")
+    return tmp_path_factory.mktemp("neurosim-cache")
+
+
+@pytest.fixture(scope="module")
+def neurosim_run(default_trace, neurosim_cache, tmp_path_factory):
+    from cimtool.cli import main
+
+    out = tmp_path_factory.mktemp("ns") / "run"
+    try:  # the default model (64→10, 8-bit weights on 4-bit cells = 20 columns) fits 16x16 subarrays
+        main(["run-neurosim", "--trace", str(default_trace.path), "--subarray", "16", "--cache-dir",
+              str(neurosim_cache), "--out", str(out), "--quiet"])
+    except SystemExit as exc:
+        assert exc.code == 0
+    return artifacts.load(out, "neurosim")
+
+
+def test_run_neurosim_values_equal_stdout(neurosim_run):
+    run = neurosim_run
+    stdout = run.file("stdout.txt").read_text().splitlines()
+    chip = pd.read_parquet(run.file("summary.parquet"))
+    per_layer = pd.read_parquet(run.file("layer_metrics.parquet"))
+    for table in (chip, per_layer):
+        for row in table.itertuples():
+            printed = re.findall(r"[-+]?\d+\.?\d*(?:[eE][-+]?\d+)?", stdout[row.line - 1].split(":")[-1])[0]
+            assert float(printed) == row.value, stdout[row.line - 1]
+    s = run.summary
+    for key in ("tops_per_w", "chip_area_um2", "latency_ns", "dynamic_energy_pj", "fps", "tops",
+                "tops_per_mm2"):
+        assert s[key] > 0, key
+    assert s["tops_per_w"] == float(next(line for line in stdout
+                                         if line.startswith("Energy Efficiency TOPS/W"))
+                                    .split(":")[-1])
+    assert set(chip["metric"]) >= {"area_adc_um2", "area_accumulation_um2", "buffer_energy_pj",
+                                   "ic_latency_ns", "adc_energy_pj", "accumulation_energy_pj",
+                                   "leakage_energy_pj"}
+    layers = pd.read_parquet(run.file("layers.parquet"))
+    assert layers["layer"].tolist() == [1] and layers.loc[0, "latency_ns"] > 0
+    settings = json.loads(run.file("settings.json").read_text())
+    assert settings["applied"] and settings["settings"]["numRowSubArray"] == 16
+    assert settings["settings"]["resistanceOn"] == pytest.approx(2.34e8)
+
+
+def test_card_settings_reach_neurosim(neurosim_run, default_trace, neurosim_cache, tmp_path, cli):
+    base = neurosim_run.summary
+    fewer_cell_bits = _ok(cli("run-neurosim", "--trace", default_trace.path, "--subarray", "16",
+                              "--cell-bits", "2", "--cache-dir", neurosim_cache, "--out", tmp_path / "c2",
+                              "--json", "--quiet"))["summary"]
+    smaller_adc = _ok(cli("run-neurosim", "--trace", default_trace.path, "--subarray", "16", "--adc-bits",
+                          "4", "--cache-dir", neurosim_cache, "--out", tmp_path / "a4", "--json",
+                          "--quiet"))["summary"]
+    assert fewer_cell_bits["cell_bits"] == 2 and smaller_adc["adc_levels"] == 16
+    assert fewer_cell_bits["chip_area_um2"] != base["chip_area_um2"]
+    assert fewer_cell_bits["dynamic_energy_pj"] != base["dynamic_energy_pj"]
+    assert smaller_adc["chip_area_um2"] != base["chip_area_um2"]
+    assert smaller_adc["dynamic_energy_pj"] < base["dynamic_energy_pj"]  # 16 ADC levels instead of 256
+
+
+def test_neurosim_failures(default_trace, neurosim_cache, tmp_path, cli, monkeypatch):
+    # a subarray larger than the layer: NeuroSim prints an error and crashes; we say what to change
+    result = cli("run-neurosim", "--trace", default_trace.path, "--cache-dir", neurosim_cache,
+                 "--out", tmp_path / "x", "--quiet")
+    assert result.code == 2 and "--subarray" in result.err and "SubArray Size" in result.err
+    assert not (tmp_path / "x").exists()
+    # a trace directory with a missing layer file
+    broken = tmp_path / "broken"
+    shutil.copytree(default_trace.path, broken)
+    (broken / "input1.csv").unlink()
+    result = cli("run-neurosim", "--trace", broken, "--subarray", "16", "--cache-dir", neurosim_cache,
+                 "--quiet")
+    assert result.code == 2 and "input1.csv" in result.err and len(result.err.strip().splitlines()) == 1
+    # no NeuroSim anywhere: the message says how to get one
+    monkeypatch.setattr(ns_build, "bundled_source", lambda: None)
+    monkeypatch.delenv(ns_build.ENV, raising=False)
+    result = cli("run-neurosim", "--trace", default_trace.path, "--quiet")
+    assert result.code == 2 and ("pip install --no-deps --ignore-requires-python hwcomponents-neurosim"
+                                 in result.err)
+    result = cli("run-neurosim", "--trace", default_trace.path, "--neurosim", tmp_path, "--quiet")
+    assert result.code == 2 and "no NeuroSim source" in result.err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["neurosim-trace", "--format", "v99"], "--format"),
+    (["neurosim-trace", "--weight-bits", "1"], "--weight-bits"),
+    (["neurosim-trace", "--sample", "16"], "--sample"),
+    (["neurosim-trace", "--split", "dev"], "--split"),
+])
+def test_trace_bad_input(default_model, cli, args, message):
+    result = cli(*args, "--model", default_model[0].path, "--quiet")
+    assert result.code == 2 and message in result.err and "Traceback" not in result.err
