@@ -56,9 +56,10 @@ def bench(session: nox.Session) -> None:
 @nox.session
 def demo(session: nox.Session) -> None:
     """The main job on the embedded default data set (mnist5k): train, map onto the seed-003 RRAM
-    and simulate the array, export the device team's CSV, convert to a spiking network and sweep
-    the design space."""
+    and simulate the array, export the device team's CSV, convert to a spiking network, sweep the
+    design space, and run NeuroSim on the model's layer record."""
     _install(session)
+    _install_neurosim(session)
     session.run("cimtool", "train-ann", "--out", "artifacts/models/demo", "--force")
     session.run("cimtool", "inspect", "artifacts/models/demo")
     session.run("cimtool", "map-weights", "--model", "artifacts/models/demo", "--weight-bits", "4",
@@ -68,3 +69,7 @@ def demo(session: nox.Session) -> None:
                 "--out", "artifacts/snns/demo", "--force")
     session.run("cimtool", "sweep", "--model", "artifacts/snns/demo", "--out", "artifacts/sweeps/demo",
                 "--force")
+    session.run("cimtool", "neurosim-trace", "--model", "artifacts/models/demo", "--out",
+                "artifacts/traces/demo", "--force")
+    session.run("cimtool", "run-neurosim", "--trace", "artifacts/traces/demo", "--subarray", "16",
+                "--out", "artifacts/neurosim/demo", "--force")

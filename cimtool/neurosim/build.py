@@ -31,6 +31,8 @@ HOW_TO_GET = ("install the bundled source with `pip install --no-deps --ignore-r
               "hwcomponents-neurosim`, or pass --neurosim DIR (your DNN_NeuroSim checkout) or set "
               f"{ENV}")
 MEMCELLS = {"sram": 1, "rram": 2, "fefet": 3}  # Param.cpp memcelltype
+# technology node (nm) → wire width (nm) of Param.cpp's table (its AR/Rho switch); featuresize follows
+WIRE_WIDTH = {130: 175, 90: 110, 65: 105, 45: 80, 32: 56, 22: 40, 14: 25, 10: 18, 7: 18}
 BUILD_TIMEOUT_S = 900
 
 
@@ -39,6 +41,8 @@ class NeuroSimSettings:
     """The Param.cpp values cimtool sets: the chip the card and options describe."""
 
     technode: int = 22
+    featuresize: float = 40e-9
+    wireWidth: int = 40
     memcelltype: int = 2
     cellBit: int = 2
     levelOutput: int = 32  # ADC levels (2^adc_bits)
@@ -62,11 +66,11 @@ class NeuroSimSettings:
             raise CimtoolError(f"--adc-bits must be in 1..12, got {adc}")
         if subarray < 8 or subarray & (subarray - 1):
             raise CimtoolError(f"--subarray must be a power of two >= 8, got {subarray}")
-        if technode not in (1, 2, 3, 7, 10, 14, 22, 32, 45, 65, 90, 130):
+        if technode not in WIRE_WIDTH:
             raise CimtoolError(f"--technode {technode} is not one NeuroSim models "
-                               "(130, 90, 65, 45, 32, 22, 14, "
-                               "10, 7 nm)")
-        return cls(technode=technode, memcelltype=MEMCELLS[cell], cellBit=bits, levelOutput=2**adc,
+                               f"({', '.join(map(str, WIRE_WIDTH))} nm)")
+        return cls(technode=technode, featuresize=WIRE_WIDTH[technode] * 1e-9, wireWidth=WIRE_WIDTH[technode],
+                   memcelltype=MEMCELLS[cell], cellBit=bits, levelOutput=2**adc,
                    numRowSubArray=subarray, numColSubArray=subarray, resistanceOn=1.0 / card.g_max,
                    resistanceOff=1.0 / card.g_min, readVoltage=card.read_voltage)
 
