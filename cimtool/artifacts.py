@@ -32,11 +32,12 @@ SCRATCH_DIR = "scratch"  # inside a partial artifact: checkpoints etc., never pa
 
 # kind -> newest schema version this cimtool writes and reads. Later stages register theirs here.
 SCHEMAS: dict[str, int] = {"model": 1, "qmodel": 1, "cmap": 1, "weightmap": 1, "snn": 1, "sweep": 1,
-                           "trace": 1, "neurosim": 1}
+                           "trace": 1, "neurosim": 1, "report": 1, "profile": 1}
 
 # kind -> default sub-directory of the artifacts root
 KIND_DIRS: dict[str, str] = {"model": "models", "qmodel": "qmodels", "cmap": "cmaps", "weightmap": "exports",
-                             "snn": "snns", "sweep": "sweeps", "trace": "traces", "neurosim": "neurosim"}
+                             "snn": "snns", "sweep": "sweeps", "trace": "traces", "neurosim": "neurosim",
+                             "report": "reports", "profile": "profiles"}
 
 _SCHEMA_RE = re.compile(r"cimtool\.([a-z_]+)/(\d{1,6})")
 # payload files every artifact of a kind must have (later stages add theirs)
@@ -49,6 +50,8 @@ REQUIRED_FILES: dict[str, tuple[str, ...]] = {
     "sweep": ("sweep.parquet", "selection.parquet"),
     "trace": ("NetWork.csv", "trace_command.sh", "layers.parquet"),
     "neurosim": ("stdout.txt", "summary.parquet", "layers.parquet", "settings.json"),
+    "report": ("report.md", "report.html", "accuracy.parquet", "sources.parquet"),
+    "profile": ("profile.parquet", "ops.parquet"),
 }
 _LIBRARIES = ("torch", "numpy", "pandas", "pyarrow", "safetensors")
 

@@ -258,12 +258,17 @@ def train_ann(
 @app.command("inspect")
 def inspect(
     path: Annotated[Path, typer.Argument(help="An artifact directory.")],
+    hashes_only: Annotated[
+        bool,
+        typer.Option(help="Check the manifest, payload hashes and inputs only, not the content (fast: no "
+                     "model rebuild); what pipelines use to skip finished stages."),
+    ] = False,
     json_: Json = False,
 ) -> None:
-    """Validate an artifact (schema, payload hashes) and show its manifest and summary."""
+    """Validate an artifact (schema, payload hashes, unchanged inputs, content) and show its manifest."""
     from cimtool.stages import inspect as stage
 
-    stage.run(path, _reporter(json_, False))
+    stage.run(path, _reporter(json_, False), deep=not hashes_only)
 
 
 # Mapping options shared by map-weights and export-weightmap (None: the default / the cmap's).
@@ -894,6 +899,30 @@ def run_neurosim(
     _emit(reporter, artifact, f"[green]neurosim[/green] {artifact.path}  area {s['chip_area_um2']:.4g} um^2, "
           f"latency {s['latency_ns']:.4g} ns, dynamic energy {s['dynamic_energy_pj']:.4g} pJ, "
           f"{s['tops_per_w']:.4g} TOPS/W, {s['fps']:.4g} FPS")
+
+
+@app.command("report")
+def report(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Artifacts and/or folders to search (default: the artifacts root)."),
+    ] = None,
+    title: Annotated[str, typer.Option(help="Report title.")] = "cimtool report",
+    out: Out = None,
+    force: Force = False,
+    artifacts_root: ArtifactsRoot = Path("artifacts"),
+    json_: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Markdown + self-contained HTML report (tables, plots, every artifact with its hash)."""
+    from cimtool.stages import report as stage
+
+    params = stage.ReportParams(paths=tuple(str(p) for p in paths or []), title=title)
+    reporter = _reporter(json_, quiet)
+    artifact = stage.run(params, out, artifacts_root, force, reporter)
+    s = artifact.summary
+    _emit(reporter, artifact, f"[green]report[/green] {artifact.path / 'report.html'}  {s['artifacts']} artifacts, "
+          f"{s['figures']} figures, {s['accuracy_rows']} accuracy rows")
 
 
 devices_app = typer.Typer(help="List and show device cards (presets or your own TOML files).",

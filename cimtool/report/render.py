@@ -1,0 +1,66 @@
+"""Render report sections as Markdown (figures as PNG files beside it) and as one self-contained
+HTML file (figures embedded as data URIs)."""
+
+from __future__ import annotations
+
+import base64
+import html
+
+from cimtool.report.content import Figure, Section, Table
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:0.8em 0;font-size:0.85em}th,td{border:1px solid #ccc;padding:3px 7px}
+th{background:#f0f0f0;text-align:left}td{font-variant-numeric:tabular-nums}
+figure{margin:1em 0}img{max-width:100%}figcaption{font-size:0.85em;color:#555}code{font-size:0.85em}"""
+
+
+def _md_cell(value) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(title: str, sections: list[Section], figure_dir: str) -> str:
+    lines = [f"# {title}", ""]
+    for section in sections:
+        if not section.blocks:
+            continue
+        lines += [f"## {section.title}", ""]
+        for block in section.blocks:
+            if isinstance(block, Table):
+                lines.append("| " + " | ".join(block.columns) + " |")
+                lines.append("|" + "---|" * len(block.columns))
+                lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in block.rows]
+            elif isinstance(block, Figure):
+                lines.append(f"![{block.caption}]({figure_dir}/{block.name})")
+                lines.append(f"*{block.caption}*")
+            else:
+                lines.append(block)
+            lines.append("")
+    return "\n".join(lines)
+
+
+def html_page(title: str, sections: list[Section]) -> str:
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+    for section in sections:
+        if not section.blocks:
+            continue
+        parts.append(f"<h2>{html.escape(section.title)}</h2>")
+        for block in section.blocks:
+            if isinstance(block, Table):
+                head = "".join(f"<th>{html.escape(c)}</th>" for c in block.columns)
+                body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+                               for row in block.rows)
+                parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            elif isinstance(block, Figure):
+                data = base64.b64encode(block.png).decode()
+                parts.append(f"<figure><img alt='{html.escape(block.caption)}' data-name='{block.name}' "
+                             f"src='data:image/png;base64,{data}'><figcaption>{html.escape(block.caption)}"
+                             "</figcaption></figure>")
+            else:
+                parts.append(f"<p>{html.escape(block)}</p>")
+    # marks how many figures the browser decoded (a headless browser check reads it from the DOM)
+    parts.append("<script>window.addEventListener('load',()=>{const i=[...document.images];"
+                 "document.body.dataset.imagesLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).length;"
+                 "document.body.dataset.images=i.length;});</script>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
