@@ -901,6 +901,52 @@ def run_neurosim(
           f"{s['tops_per_w']:.4g} TOPS/W, {s['fps']:.4g} FPS")
 
 
+@app.command("profile")
+def profile(
+    model: Annotated[
+        Path,
+        typer.Option("--model",
+                     help="Model, qmodel or snn artifact (an snn brings its T, neuron and encoding)."),
+    ],
+    batch_sizes: Annotated[str, typer.Option(help="Batch sizes to scan (comma-separated).")] = "1,16,64,256",
+    modes: Annotated[
+        str, typer.Option(help="What to time: ann_eager, ann_compiled, snn, one_pass (comma-separated).")
+    ] = "ann_eager,ann_compiled,snn,one_pass",
+    repeats: Annotated[int, typer.Option(help="Timed runs per figure (the median is reported).")] = 10,
+    warmup: Annotated[int, typer.Option(help="Untimed runs before timing.")] = 3,
+    torch_device: Annotated[
+        str, typer.Option("--torch-device", help="auto, cpu or cuda (CUDA events and bf16 rows on a GPU).")
+    ] = "auto",
+    data_dir: ModelDataDir = None,
+    seed: Seed = 0,
+    out: Out = None,
+    force: Force = False,
+    artifacts_root: ArtifactsRoot = Path("artifacts"),
+    json_: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    ("Latency, throughput and memory of the ANN (eager, compiled) vs its spiking simulation "
+     "and one-pass twin.")
+    from cimtool.stages import profile as stage
+    from cimtool.stages.sweep import parse_ints
+
+    params = stage.ProfileParams(model=str(model), batch_sizes=parse_ints(batch_sizes, "--batch-sizes"),
+                                 repeats=repeats, warmup=warmup,
+                                 modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
+                                 torch_device=torch_device, data_dir=str(data_dir) if data_dir else None,
+                                 seed=seed)
+    reporter = _reporter(json_, quiet)
+    artifact = stage.run(params, out, artifacts_root, force, reporter)
+    if not (quiet or json_):
+        reporter.console.print(stage.table(artifact))
+    s = artifact.summary
+    ratio = f"SNN/ANN {s['snn_over_ann']:.2f}x, " if s.get("snn_over_ann") else ""
+    speedup = (f"one-pass {s['one_pass_speedup']:.1f}x faster than the SNN"
+               if s.get("one_pass_speedup") else "")
+    _emit(reporter, artifact,
+          f"[green]profile[/green] {artifact.path}  batch {s.get('batch_size')}: {ratio}{speedup}")
+
+
 @app.command("report")
 def report(
     paths: Annotated[
@@ -921,7 +967,8 @@ def report(
     reporter = _reporter(json_, quiet)
     artifact = stage.run(params, out, artifacts_root, force, reporter)
     s = artifact.summary
-    _emit(reporter, artifact, f"[green]report[/green] {artifact.path / 'report.html'}  {s['artifacts']} artifacts, "
+    _emit(reporter, artifact,
+          f"[green]report[/green] {artifact.path / 'report.html'}  {s['artifacts']} artifacts, "
           f"{s['figures']} figures, {s['accuracy_rows']} accuracy rows")
 
 

@@ -124,7 +124,8 @@ def test_report_html_is_self_contained_with_valid_images(pipeline):
     assert any(n.startswith("sweep-heatmap-") for n in names) and any(n.startswith("levels-") for n in names)
 
 
-CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
+                 if shutil.which(n)),
                 None)
 
 

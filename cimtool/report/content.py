@@ -84,8 +84,10 @@ def accuracy_table(arts: list[artifacts.Artifact]) -> pd.DataFrame:
         if art.kind == "sweep":
             for role in ("best", "recommended"):
                 c = s[role]
-                rows.append({"stage": "sweep", "condition": f"sweep {role}: w{c['weight_bits']} {c['scheme']} "
-                             f"adc{c['adc_bits']} T{c['timesteps']}", "accuracy": c["test_mean"],
+                rows.append({"stage": "sweep",
+                             "condition": f"sweep {role}: w{c['weight_bits']} {c['scheme']} "
+                                          f"adc{c['adc_bits']} T{c['timesteps']}",
+                             "accuracy": c["test_mean"],
                              "std": c["test_std"], "key": f"summary.{role}.test_mean",
                              "artifact": short(art), "manifest_sha256": art.manifest_sha256()})
             continue
@@ -107,7 +109,8 @@ def sources(arts: list[artifacts.Artifact]) -> Section:
              str(a.path)] for a in arts]
     return Section("Sources", ["Every number in this report comes from one of these artifacts (verified: "
                                "schema and payload hashes).",
-                               Table(["kind", "artifact", "schema", "created", "manifest sha256", "path"], rows)])
+                               Table(["kind", "artifact", "schema", "created", "manifest sha256", "path"],
+                                     rows)])
 
 
 def accuracy(table: pd.DataFrame) -> Section:
@@ -140,20 +143,25 @@ def sweeps(arts: list[artifacts.Artifact]) -> Section:
         name = short(art)
         section.blocks += [
             f"{name}: {len(table)} configurations on '{art.summary.get('device')}', "
-            f"{art.summary.get('trials')} chips each; recommendation within {art.summary.get('tolerance_points')} "
+            f"{art.summary.get('trials')} chips each; "
+            f"recommendation within {art.summary.get('tolerance_points')} "
             "points of the best (val), both then tested once.",
-            Table(["role", "method", "weight bits", "scheme", "ADC bits", "T", "val", "test", "energy (pJ)"],
+            Table(["role", "method", "weight bits", "scheme", "ADC bits", "T", "val", "test",
+                   "energy (pJ)"],
                   [[role, r["method"], r["weight_bits"], r["scheme"], r["adc_bits"], r["timesteps"],
-                    f"{r['val_mean']:.4f} ± {r['val_std']:.4f}", f"{r['test_mean']:.4f} ± {r['test_std']:.4f}",
+                    f"{r['val_mean']:.4f} ± {r['val_std']:.4f}",
+                    f"{r['test_mean']:.4f} ± {r['test_std']:.4f}",
                     f"{r['energy_pj']:.4g}"] for role, r in (("best", best), ("recommended", rec))]),
             Figure(f"sweep-heatmap-{name}.png", figures.sweep_heatmap(table, best, rec, name),
                    "Val accuracy vs weight bits × ADC bits (red: best, orange: recommended)."),
             Figure(f"sweep-t-{name}.png", figures.sweep_vs_t(table, best, rec, name),
-                   "Val accuracy vs T for the best and recommended configurations (mean ± std over chips)."),
+                   "Val accuracy vs T for the best and recommended configurations "
+                   "(mean ± std over chips)."),
             Figure(f"sweep-pareto-{name}.png",
-                   figures.pareto(table, "energy_pj", "val_mean", "configurations", f"{name}: accuracy vs energy "
-                                  "(cimtool cost model)", {"best": (best["energy_pj"], best["val_mean"]),
-                                                           "recommended": (rec["energy_pj"], rec["val_mean"])}),
+                   figures.pareto(table, "energy_pj", "val_mean", "configurations",
+                                  f"{name}: accuracy vs energy (cimtool cost model)",
+                                  {"best": (best["energy_pj"], best["val_mean"]),
+                                   "recommended": (rec["energy_pj"], rec["val_mean"])}),
                    "Val accuracy vs energy per inference of every configuration, with the Pareto front."),
         ]
     return section
@@ -166,7 +174,8 @@ def conductances(arts: list[artifacts.Artifact]) -> Section:
             continue
         cells = _read(art, "cmap.parquet")
         n_levels = int(_read(art, "layers.parquet")["n_levels"].max())
-        section.blocks.append(Figure(f"levels-{short(art)}.png", figures.level_histograms(cells, n_levels, short(art)),
+        section.blocks.append(Figure(f"levels-{short(art)}.png",
+                                     figures.level_histograms(cells, n_levels, short(art)),
                                      f"Cells per conductance level and layer of {short(art)} (log scale)."))
     return section
 
@@ -180,12 +189,15 @@ def neurosim(arts: list[artifacts.Artifact], by_path: dict[str, artifacts.Artifa
     runs = [a for a in arts if a.kind == "neurosim"]
     if not runs:
         return section
-    metrics = {short(a): dict(zip(*(_read(a, "summary.parquet")[c] for c in ("metric", "value")), strict=True))
+    metrics = {short(a): dict(zip(*(_read(a, "summary.parquet")[c] for c in ("metric", "value")),
+                                  strict=True))
                for a in runs}
     section.blocks += [
-        Table(["run", "area (µm²)", "latency (ns)", "dynamic energy (pJ)", "TOPS/W", "TOPS", "FPS", "sha256"],
-              [[short(a), *(f"{a.summary.get(k):.4g}" for k in ("chip_area_um2", "latency_ns", "dynamic_energy_pj",
-                                                                  "tops_per_w", "tops", "fps")),
+        Table(["run", "area (µm²)", "latency (ns)", "dynamic energy (pJ)", "TOPS/W", "TOPS", "FPS",
+               "sha256"],
+              [[short(a), *(f"{a.summary.get(k):.4g}"
+                            for k in ("chip_area_um2", "latency_ns", "dynamic_energy_pj",
+                                      "tops_per_w", "tops", "fps")),
                 a.manifest_sha256()[:12]] for a in runs]),
         Figure("neurosim-area.png", figures.breakdown_bars(metrics, AREA_KEYS, "µm²", "Chip area breakdown"),
                "NeuroSim chip area by component."),
@@ -197,8 +209,10 @@ def neurosim(arts: list[artifacts.Artifact], by_path: dict[str, artifacts.Artifa
         trace = by_path.get(_input_path(a, "trace"))
         model = by_path.get(_input_path(trace, "model")) if trace else None
         if model is not None and model.summary.get("test_accuracy") is not None:
-            energy = (a.summary.get("dynamic_energy_pj") or 0) + (metrics[short(a)].get("leakage_energy_pj") or 0)
-            points.append({"run": short(a), "energy_pj": energy, "test_accuracy": model.summary["test_accuracy"]})
+            leakage = metrics[short(a)].get("leakage_energy_pj") or 0
+            energy = (a.summary.get("dynamic_energy_pj") or 0) + leakage
+            points.append({"run": short(a), "energy_pj": energy,
+                           "test_accuracy": model.summary["test_accuracy"]})
     if points:
         frame = pd.DataFrame(points)
         section.blocks.append(Figure("neurosim-pareto.png",

@@ -39,8 +39,8 @@ def check_inputs(artifact: artifacts.Artifact) -> None:
         if not path or not recorded or not (Path(path) / artifacts.MANIFEST).is_file():
             continue
         if artifacts.sha256_file(Path(path) / artifacts.MANIFEST) != recorded:
-            raise CimtoolError(f"{artifact.path}: its input {path} ({entry.get('role')}) changed since it was "
-                               "made; rerun this stage")
+            raise CimtoolError(f"{artifact.path}: its input {path} ({entry.get('role')}) "
+                               "changed since it was made; rerun this stage")
 
 
 def run(path: Path, reporter: Reporter, deep: bool = True) -> artifacts.Artifact:

@@ -42,7 +42,8 @@ def discover(paths: list[Path]) -> list[Path]:
         if not path.is_dir():
             raise CimtoolError(f"{path}: not an artifact directory or folder (it is a file)")
         for folder, dirs, files in os.walk(path):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith(artifacts.PARTIAL_SUFFIX))
+            dirs[:] = sorted(d for d in dirs
+                             if not d.startswith(".") and not d.endswith(artifacts.PARTIAL_SUFFIX))
             if artifacts.MANIFEST in files:
                 found.append(Path(folder))
                 dirs[:] = []  # an artifact's own sub-folders are payload
