@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -224,6 +225,15 @@ def test_run_neurosim_values_equal_stdout(neurosim_run):
     settings = json.loads(run.file("settings.json").read_text())
     assert settings["applied"] and settings["settings"]["numRowSubArray"] == 16
     assert settings["settings"]["resistanceOn"] == pytest.approx(2.34e8)
+
+
+def test_relative_trace_path(neurosim_run, default_trace, neurosim_cache, tmp_path, cli, monkeypatch):
+    """A trace given relative to the working directory (NeuroSim itself runs elsewhere)."""
+    monkeypatch.chdir(default_trace.path.parent)
+    cache = Path(os.path.relpath(neurosim_cache, default_trace.path.parent))
+    result = _ok(cli("run-neurosim", "--trace", default_trace.path.name, "--subarray", "16", "--cache-dir",
+                     cache, "--out", tmp_path / "rel", "--json", "--quiet"))
+    assert result["summary"]["tops_per_w"] == neurosim_run.summary["tops_per_w"]
 
 
 def test_card_settings_reach_neurosim(neurosim_run, default_trace, neurosim_cache, tmp_path, cli):

@@ -111,7 +111,7 @@ def locate(given: str | None) -> tuple[Path, str]:
     """(path, where it came from): a NeuroSim source directory or binary."""
     for origin, value in (("--neurosim", given), (ENV, os.environ.get(ENV))):
         if value:
-            path = Path(value).expanduser()
+            path = Path(value).expanduser().resolve()  # NeuroSim runs in another directory
             if path.is_file():
                 if not os.access(path, os.X_OK):
                     raise CimtoolError(f"{origin} {path}: not an executable NeuroSim binary")
@@ -158,10 +158,12 @@ def _source_hash(source: Path) -> str:
 
 def cache_root(given: str | None) -> Path:
     if given:
-        return Path(given).expanduser()
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser() / "neurosim"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cimtool" / "neurosim"
+        root = Path(given).expanduser()
+    elif os.environ.get(CACHE_ENV):
+        root = Path(os.environ[CACHE_ENV]).expanduser() / "neurosim"
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cimtool" / "neurosim"
+    return root.resolve()  # the binary is run from another directory
 
 
 def build(source: Path, settings: NeuroSimSettings, cache: Path, log=print) -> Path:

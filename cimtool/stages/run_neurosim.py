@@ -109,7 +109,8 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
 
             work = writer.scratch / "run"  # V2.1 writes its CSVs into the working directory
             (work / "NeuroSim_Results_Each_Epoch").mkdir(parents=True)
-            argv = _argv(str(binary), trace, layers, version, lambda name: str(trace.file(name)))
+            # absolute paths: NeuroSim runs in a scratch directory
+            argv = _argv(str(binary), trace, layers, version, lambda name: str(trace.file(name).resolve()))
             stdout = run_binary(argv, work, p.timeout, on_line,
                                 settings.numRowSubArray if applied else None)
         writer.path("stdout.txt").write_text(stdout)
