@@ -679,20 +679,17 @@ def calibrate_threshold(
     quiet: Quiet = False,
 ) -> None:
     """Convert a model to spiking neurons and choose per-layer thresholds on val (writes an SNN artifact)."""
+    from cimtool.nn.snn import SnnConfig
     from cimtool.stages import calibrate_threshold as stage
+    from cimtool.stages.common import parse_numbers
 
     params = stage.CalibrateParams(
         model=str(model) if model else None,
         method=method,
-        neuron=neuron,
-        reset=reset,
-        levels=levels,
-        bounds=bounds,
-        encoding=encoding,
-        timesteps=timesteps,
-        stop=stop,
+        snn=SnnConfig(neuron=neuron, reset=reset, levels=levels, bounds=bounds, encoding=encoding,
+                      timesteps=timesteps, stop=stop),
         percentiles=stage.parse_percentiles(percentiles),
-        ratios=stage.parse_floats(ratios, "--ratios"),
+        ratios=parse_numbers(ratios, "--ratios", float),
         data_dir=str(data_dir) if data_dir else None,
         seed=seed,
     )
@@ -768,6 +765,7 @@ def sweep(
     best case and the cheapest configuration within --tolerance; both then evaluated on test once."""
     from cimtool.nn.array import EFFECTS
     from cimtool.stages import sweep as stage
+    from cimtool.stages.common import parse_numbers
 
     names = {"all": list(EFFECTS), "none": []}.get(effects.strip(), None)
     if names is None:
@@ -777,9 +775,9 @@ def sweep(
         methods=tuple(method or ["proj_sup_64"]),
         **_mapping(device=device, array_rows=array_rows, array_cols=array_cols),
         schemes=tuple(dict.fromkeys(x.strip().upper() for x in scheme.split(",") if x.strip())),
-        adc_bits=stage.parse_ints(adc_bits, "--adc-bits"),
-        weight_bits=stage.parse_ints(weight_bits, "--weight-bits"),
-        timesteps=stage.parse_ints(timesteps, "--timesteps"),
+        adc_bits=parse_numbers(adc_bits, "--adc-bits"),
+        weight_bits=parse_numbers(weight_bits, "--weight-bits"),
+        timesteps=parse_numbers(timesteps, "--timesteps"),
         effects=tuple(names),
         trials=trials,
         tolerance=tolerance,
@@ -928,9 +926,9 @@ def profile(
     ("Latency, throughput and memory of the ANN (eager, compiled) vs its spiking simulation "
      "and one-pass twin.")
     from cimtool.stages import profile as stage
-    from cimtool.stages.sweep import parse_ints
+    from cimtool.stages.common import parse_numbers
 
-    params = stage.ProfileParams(model=str(model), batch_sizes=parse_ints(batch_sizes, "--batch-sizes"),
+    params = stage.ProfileParams(model=str(model), batch_sizes=parse_numbers(batch_sizes, "--batch-sizes"),
                                  repeats=repeats, warmup=warmup,
                                  modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
                                  torch_device=torch_device, data_dir=str(data_dir) if data_dir else None,

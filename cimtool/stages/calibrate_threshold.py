@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from cimtool import artifacts
 from cimtool.errors import CimtoolError
+from cimtool.nn.snn import SnnConfig
 from cimtool.ui import Reporter
 
 KIND = "snn"
@@ -43,23 +44,11 @@ EQUIVALENCE_CAP = 100_000  # steps: run-until-silent for the equivalence check (
 class CalibrateParams:
     model: str | None = None
     method: str = "proj_sup_64"
-    neuron: str = "stbif"
-    reset: str = "soft"
-    levels: int = 16
-    bounds: str = "asymmetric"
-    encoding: str = "analog"
-    timesteps: int = 32
-    stop: str = "silent"
+    snn: SnnConfig = field(default_factory=SnnConfig)
     percentiles: tuple[str, ...] = PERCENTILES
     ratios: tuple[float, ...] = DEFAULT_RATIOS
     data_dir: str | None = None
     seed: int = 0
-
-    def snn_config(self):
-        from cimtool.nn.snn import SnnConfig
-
-        return SnnConfig(neuron=self.neuron, reset=self.reset, levels=self.levels, bounds=self.bounds,
-                         encoding=self.encoding, timesteps=self.timesteps, stop=self.stop)
 
 
 def parse_percentiles(text: str) -> tuple[str, ...]:
@@ -78,18 +67,8 @@ def parse_percentiles(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def parse_floats(text: str, option: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise CimtoolError(f"{option}: '{text}' is not a comma-separated list of numbers") from None
-    if not values:
-        raise CimtoolError(f"{option} is empty")
-    return values
-
-
 def validate(p: CalibrateParams) -> None:
-    p.snn_config().validate()
+    p.snn.validate()
     bad = [r for r in p.ratios if not (math.isfinite(r) and r > 0)]
     if bad:
         raise CimtoolError(f"--ratios must all be finite and > 0 (threshold = ratio × percentile), got {bad}")
@@ -161,15 +140,15 @@ def run(p: CalibrateParams, out: Path | None, root: Path, force: bool,
     model_path = resolve_model(p.model, p.method, root, reporter)
     source, model, spec = open_model(model_path)
     p = replace(p, model=str(model_path))
-    cfg = p.snn_config()
+    cfg = p.snn
     data = model_splits(source, p.data_dir)
-    out = out or artifacts.default_out(root, KIND, f"{model_path.name}-{p.neuron}-T{p.timesteps}")
+    out = out or artifacts.default_out(root, KIND, f"{model_path.name}-{cfg.neuron}-T{cfg.timesteps}")
     artifacts.check_out(out, force)
-    reporter.log(f"calibrate-threshold: {model_path} → {p.neuron} neurons ({p.reset} reset, {p.levels} "
-                 f"{p.bounds} levels, {p.encoding} input, T={p.timesteps}) → {out}")
+    reporter.log(f"calibrate-threshold: {model_path} → {cfg.neuron} neurons ({cfg.reset} reset, {cfg.levels} "
+                 f"{cfg.bounds} levels, {cfg.encoding} input, T={cfg.timesteps}) → {out}")
 
     with artifacts.ArtifactWriter(out, KIND, asdict(p), force=force) as writer:
-        stats = activation_percentiles(model, data["train"], list(p.percentiles), p.bounds)
+        stats = activation_percentiles(model, data["train"], list(p.percentiles), cfg.bounds)
         r_in = input_range(model, data["train"])
         names = neuron_names(spec, len(stats))
 
@@ -192,10 +171,10 @@ def run(p: CalibrateParams, out: Path | None, root: Path, force: bool,
                                         -order[g["percentile"]]))
         chosen = network(best["percentile"], best["ratio"])
         reporter.log(f"chosen: p{best['percentile']} × {best['ratio']:g}, val accuracy "
-                     f"{best['val_accuracy']:.4f} at T={p.timesteps}")
+                     f"{best['val_accuracy']:.4f} at T={cfg.timesteps}")
 
         curve = []
-        for steps in sorted({*CURVE_T, p.timesteps}):
+        for steps in sorted({*CURVE_T, cfg.timesteps}):
             pred, used = chosen.predict(data["val"], steps, seed=p.seed)
             twin, _ = chosen.predict(data["val"], steps, seed=p.seed, one_pass=True)
             curve.append({"timesteps": steps, "val_accuracy": float((pred == data["val"].y).double().mean()),
@@ -230,10 +209,9 @@ def run(p: CalibrateParams, out: Path | None, root: Path, force: bool,
                       {"condition": "quantized_ann", "split": "test", "accuracy": acc_qann},
                       {"condition": "snn", "split": "test", "accuracy": acc_snn}]
         pq.write_table(pa.Table.from_pylist(evaluation), writer.path("evaluation.parquet"))
-        at_t = next(c for c in curve if c["timesteps"] == p.timesteps)
+        at_t = next(c for c in curve if c["timesteps"] == cfg.timesteps)
         summary = {
-            "neuron": p.neuron, "reset": p.reset, "levels": p.levels, "bounds": p.bounds,
-            "encoding": p.encoding, "timesteps": p.timesteps, "stop": p.stop,
+            **asdict(cfg),
             "percentile": best["percentile"], "ratio": best["ratio"], "thresholds": chosen.thetas,
             "test_accuracy": acc_snn, "val_accuracy": at_t["val_accuracy"],
             "ann_test_accuracy": acc_ann, "quantized_ann_test_accuracy": acc_qann,

@@ -51,6 +51,18 @@ def model_splits(artifact: artifacts.Artifact, data_dir: str | None = None) -> d
             for name in ("train", "val", "test")}
 
 
+def parse_numbers(text: str, option: str, kind: type = int) -> tuple:
+    """A comma-separated option value as a tuple of ``kind`` (int or float), duplicates dropped."""
+    try:
+        values = tuple(kind(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        noun = "integers" if kind is int else "numbers"
+        raise CimtoolError(f"{option}: '{text}' is not a comma-separated list of {noun}") from None
+    if not values:
+        raise CimtoolError(f"{option} is empty")
+    return tuple(dict.fromkeys(values))
+
+
 def find_model(root: Path, method: str) -> Path:
     """The newest model artifact under ``root`` trained with front-end ``method``."""
     folder = root / artifacts.KIND_DIRS["model"]

@@ -60,16 +60,6 @@ class SweepParams:
         return len(self.schemes) * len(self.adc_bits) * len(self.weight_bits) * len(self.timesteps)
 
 
-def parse_ints(text: str, option: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise CimtoolError(f"{option}: '{text}' is not a comma-separated list of integers") from None
-    if not values:
-        raise CimtoolError(f"{option} is empty")
-    return tuple(dict.fromkeys(values))
-
-
 def validate(p: SweepParams) -> None:
     from cimtool.devices.mapping import check_placement
     from cimtool.nn.array import ArrayConfig
