@@ -397,13 +397,13 @@ def run(p: ProfileParams, out: Path | None, root: Path, force: bool,
     import torch
 
     from cimtool.nn.snn import SpikingNetwork
-    from cimtool.stages.sweep import _candidate
+    from cimtool.stages.sweep import load_candidate
 
     validate(p)
     t_start = time.perf_counter()
     device = resolve_device(p.torch_device)
     path = Path(p.model)
-    cand = _candidate(path, p.data_dir, reporter)  # model/qmodel/snn; anything else is refused
+    cand = load_candidate(path, p.data_dir, reporter)  # model/qmodel/snn; anything else is refused
     source = cand.artifact
     p = replace(p, model=str(source.path))
     out = out or artifacts.default_out(root, KIND, source.path.name)

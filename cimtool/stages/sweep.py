@@ -102,7 +102,8 @@ def _label(spec: dict[str, Any]) -> str:
     return spec.get("method") or spec["model"]
 
 
-def _candidate(path: Path, data_dir: str | None, reporter: Reporter) -> Candidate:
+def load_candidate(path: Path, data_dir: str | None, reporter: Reporter) -> Candidate:
+    """A model, qmodel or snn artifact as a spiking network's inputs (shared with profile)."""
     from cimtool.nn.snn import SnnConfig, activation_percentiles, input_range, thresholds
     from cimtool.stages.calibrate_threshold import open_snn
     from cimtool.stages.common import MODEL_KINDS, model_splits, open_model
@@ -220,7 +221,7 @@ def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Rep
     t_start = time.perf_counter()
     card = load_card(p.device)
     paths = [Path(m) for m in p.models] or [find_model(root, method) for method in p.methods]
-    candidates = [_candidate(path, p.data_dir, reporter) for path in paths]
+    candidates = [load_candidate(path, p.data_dir, reporter) for path in paths]
     _same_val_split(candidates)
     out = out or artifacts.default_out(root, KIND, f"{'+'.join(c.label for c in candidates)}-{card.name}")
     artifacts.check_out(out, force)
