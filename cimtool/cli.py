@@ -339,6 +339,14 @@ Method = Annotated[
 ]
 
 
+def _effects(text: str) -> tuple[str, ...]:
+    """--effects: comma-separated names, or all / none."""
+    from cimtool.nn.array import EFFECTS
+
+    named = {"all": EFFECTS, "none": ()}.get(text.strip())
+    return named if named is not None else tuple(e.strip() for e in text.split(",") if e.strip())
+
+
 def _mapping(**given):
     return {k: v for k, v in given.items() if v is not None}
 
@@ -416,12 +424,8 @@ def map_weights(
     quiet: Quiet = False,
 ) -> None:
     """Map a model's crossbar layers onto device conductance levels (and simulate the array)."""
-    from cimtool.nn.array import EFFECTS
     from cimtool.stages import map_weights as stage
 
-    names = {"all": list(EFFECTS), "none": []}.get(effects.strip(), None)
-    if names is None:
-        names = [e.strip() for e in effects.split(",") if e.strip()]
     params = stage.MapParams(
         mapping=stage.MappingOptions(
             **_mapping(device=device, weight_bits=weight_bits, scaling=scaling,
@@ -434,7 +438,7 @@ def map_weights(
         evaluate=evaluate,
         split=split,
         trials=trials,
-        effects=tuple(names),
+        effects=_effects(effects),
         adc_bits=adc_bits,
         scheme=scheme,
         input_bits=input_bits,
@@ -763,13 +767,9 @@ def sweep(
 ) -> None:
     """Design-space sweep on val (scheme x ADC bits x weight bits x T per model) on the array simulator,
     best case and the cheapest configuration within --tolerance; both then evaluated on test once."""
-    from cimtool.nn.array import EFFECTS
     from cimtool.stages import sweep as stage
     from cimtool.stages.common import parse_numbers
 
-    names = {"all": list(EFFECTS), "none": []}.get(effects.strip(), None)
-    if names is None:
-        names = [e.strip() for e in effects.split(",") if e.strip()]
     params = stage.SweepParams(
         models=tuple(str(m) for m in model or []),
         methods=tuple(method or ["proj_sup_64"]),
@@ -778,7 +778,7 @@ def sweep(
         adc_bits=parse_numbers(adc_bits, "--adc-bits"),
         weight_bits=parse_numbers(weight_bits, "--weight-bits"),
         timesteps=parse_numbers(timesteps, "--timesteps"),
-        effects=tuple(names),
+        effects=_effects(effects),
         trials=trials,
         tolerance=tolerance,
         data_dir=str(data_dir) if data_dir else None,
