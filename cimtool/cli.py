@@ -41,6 +41,36 @@ Json = Annotated[
     bool, typer.Option("--json", help="Print one JSON object on stdout (progress and logs go to stderr).")
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+TorchDevice = Annotated[
+    str,
+    typer.Option("--torch-device", help="Where torch computes: auto (CUDA when available), cpu or cuda."),
+]
+CalibrationSamples = Annotated[
+    int,
+    typer.Option(
+        "--calibration-samples",
+        help="Train samples (stratified, seeded by --seed) that set converter ranges and thresholds; "
+        "a number above the split's size takes all of it.",
+    ),
+]
+
+
+@app.callback()
+def _global_options(
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            envvar="CIMTOOL_THREADS",
+            help="CPU threads for torch (before the command: cimtool --threads 1 map-weights …). "
+            "Default: OMP_NUM_THREADS if set, else the cores this process may run on (its CPU "
+            "affinity), so that jobs side by side do not oversubscribe the machine.",
+        ),
+    ] = None,
+) -> None:
+    from cimtool.threads import set_threads
+
+    set_threads(threads)
 
 
 def _reporter(json_mode: bool, quiet: bool):
@@ -61,12 +91,15 @@ def train_ann(
         str,
         typer.Option(
             rich_help_panel="Data",
-            help="mnist5k (embedded), digits (embedded), mnist or cifar10 (from --data-dir).",
+            help="mnist5k (embedded), digits (embedded), mnist or cifar10 (from --data-dir), "
+            "fashion-mnist (from --data-dir, default /usr/share/datasets/fashion-mnist: "
+            "apt-get install dataset-fashion-mnist).",
         ),
     ] = "mnist5k",
     data_dir: Annotated[
         Path | None,
-        typer.Option(rich_help_panel="Data", help="Folder with MNIST IDX or CIFAR-10 binary files."),
+        typer.Option(rich_help_panel="Data",
+                     help="Folder with MNIST or Fashion-MNIST IDX files, or CIFAR-10 binary files."),
     ] = None,
     allow_pickle: Annotated[
         bool,
@@ -416,6 +449,8 @@ def map_weights(
         typer.Option(rich_help_panel=_SIM, help="Seconds after programming, for drift."),
     ] = 3600.0,
     data_dir: ModelDataDir = None,
+    calibration_samples: CalibrationSamples = 2048,
+    torch_device: TorchDevice = "auto",
     seed: Seed = 0,
     out: Out = None,
     force: Force = False,
@@ -446,6 +481,8 @@ def map_weights(
         drift_time=drift_time,
         data_dir=str(data_dir) if data_dir else None,
         seed=seed,
+        calibration_samples=calibration_samples,
+        torch_device=torch_device,
     )
     reporter = _reporter(json_, quiet)
     artifact = stage.run(params, out, artifacts_root, force, reporter)
@@ -555,6 +592,8 @@ def qat(
         typer.Option(help="Monte Carlo chips for the plain vs new comparison on the array simulator."),
     ] = 10,
     data_dir: ModelDataDir = None,
+    calibration_samples: CalibrationSamples = 2048,
+    torch_device: TorchDevice = "auto",
     seed: Seed = 0,
     out: Out = None,
     force: Force = False,
@@ -583,6 +622,8 @@ def qat(
         trials=trials,
         data_dir=str(data_dir) if data_dir else None,
         seed=seed,
+        calibration_samples=calibration_samples,
+        torch_device=torch_device,
     )
     reporter = _reporter(json_, quiet)
     artifact = stage.run(params, out, artifacts_root, force, reporter)
@@ -675,7 +716,11 @@ def calibrate_threshold(
         ),
     ] = "0.5,0.6,0.7,0.8,0.9,1,1.1,1.25,1.5",
     data_dir: ModelDataDir = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of rate-coded input spikes.")] = 0,
+    calibration_samples: CalibrationSamples = 2048,
+    torch_device: TorchDevice = "auto",
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of rate-coded input spikes and of the calibration sample.")
+    ] = 0,
     out: Out = None,
     force: Force = False,
     artifacts_root: ArtifactsRoot = Path("artifacts"),
@@ -696,6 +741,8 @@ def calibrate_threshold(
         ratios=parse_numbers(ratios, "--ratios", float),
         data_dir=str(data_dir) if data_dir else None,
         seed=seed,
+        calibration_samples=calibration_samples,
+        torch_device=torch_device,
     )
     reporter = _reporter(json_, quiet)
     artifact = stage.run(params, out, artifacts_root, force, reporter)
@@ -758,7 +805,12 @@ def sweep(
     array_rows: ArrayRows = None,
     array_cols: ArrayCols = None,
     data_dir: ModelDataDir = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the chips and of rate-coded spikes.")] = 0,
+    calibration_samples: CalibrationSamples = 2048,
+    torch_device: TorchDevice = "auto",
+    seed: Annotated[
+        int,
+        typer.Option("--seed", help="Seed of the chips, of rate-coded spikes and of the calibration sample."),
+    ] = 0,
     out: Out = None,
     force: Force = False,
     artifacts_root: ArtifactsRoot = Path("artifacts"),
@@ -783,6 +835,8 @@ def sweep(
         tolerance=tolerance,
         data_dir=str(data_dir) if data_dir else None,
         seed=seed,
+        calibration_samples=calibration_samples,
+        torch_device=torch_device,
     )
     reporter = _reporter(json_, quiet)
     artifact = stage.run(params, out, artifacts_root, force, reporter)
@@ -916,6 +970,7 @@ def profile(
         str, typer.Option("--torch-device", help="auto, cpu or cuda (CUDA events and bf16 rows on a GPU).")
     ] = "auto",
     data_dir: ModelDataDir = None,
+    calibration_samples: CalibrationSamples = 2048,
     seed: Seed = 0,
     out: Out = None,
     force: Force = False,
@@ -932,7 +987,7 @@ def profile(
                                  repeats=repeats, warmup=warmup,
                                  modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
                                  torch_device=torch_device, data_dir=str(data_dir) if data_dir else None,
-                                 seed=seed)
+                                 seed=seed, calibration_samples=calibration_samples)
     reporter = _reporter(json_, quiet)
     artifact = stage.run(params, out, artifacts_root, force, reporter)
     if not (quiet or json_):

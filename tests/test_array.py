@@ -14,8 +14,10 @@ from cimtool.nn.array import (
     EFFECTS,
     ArrayConfig,
     ArrayLayer,
-    adc_signed,
-    adc_unsigned,
+    Converters,
+    adc_signed_,
+    adc_unsigned_,
+    calibrate_layers,
     ir_drop,
     program,
 )
@@ -54,10 +56,11 @@ def test_ideal_array_computes_exactly_the_mapped_weights(conv):
         module = nn.Linear(40, 7)
         x = torch.rand(16, 40)
     layer, lm = _layer(module, card, ArrayConfig(), array_rows=8, array_cols=6)  # several tiles
-    layer.calibrating = True
-    layer(x)
-    layer.calibrating = False
-    assert layer.signed == conv
+    calibrate_layers([layer], lambda _: None, lambda: None)  # nothing observed: defaults
+    assert layer.converters == Converters(1.0, False, 0.0)
+    observers = []
+    calibrate_layers([layer], observers.extend, lambda: observers[0](x))
+    assert layer.converters.signed == conv and layer.converters.x_max == float(x.abs().max())
     w_eff = torch.from_numpy(lm.effective_weight()).float()
     if conv:
         expected = F.conv2d(x, w_eff.T.reshape(module.weight.shape), module.bias, stride=2, padding=1)
@@ -79,7 +82,7 @@ def test_bitserial_equals_analog_at_the_same_input_bits_without_adc():
     outs = []
     for encoding in ("analog", "bitserial"):
         layer, _ = _layer(module, card, ArrayConfig(input_bits=4, encoding=encoding))
-        layer.x_max = 1.0
+        layer.freeze(Converters(1.0, False, 0.0))
         outs.append(layer(x))
     assert torch.allclose(outs[0], outs[1], atol=1e-5)
 
@@ -140,11 +143,11 @@ def test_first_order_ir_drop_matches_the_circuit_solve():
 
 def test_adc_quantization_and_saturation():
     i = torch.tensor([-2.0, -1.0, -0.26, 0.0, 0.26, 0.6, 1.0, 3.0])
-    assert adc_signed(i, 1.0, 2).tolist() == [-1.0, -1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0]  # codes -1, 0, 1
-    assert adc_signed(i, 1.0, 3).tolist() == pytest.approx([-1, -1, -1 / 3, 0, 1 / 3, 2 / 3, 1, 1])
-    u = adc_unsigned(torch.tensor([-1.0, 0.1, 0.5, 0.9, 2.0]), 1.0, 2)
+    assert adc_signed_(i.clone(), 1.0, 2).tolist() == [-1.0, -1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0]  # -1, 0, 1
+    assert adc_signed_(i.clone(), 1.0, 3).tolist() == pytest.approx([-1, -1, -1 / 3, 0, 1 / 3, 2 / 3, 1, 1])
+    u = adc_unsigned_(torch.tensor([-1.0, 0.1, 0.5, 0.9, 2.0]), 1.0, 2)
     assert u.tolist() == pytest.approx([0.0, 0.0, 2 / 3, 1.0, 1.0])  # 4 codes: 0, 1/3, 2/3, 1
-    fine = adc_signed(torch.linspace(-1, 1, 1001), 1.0, 12)
+    fine = adc_signed_(torch.linspace(-1, 1, 1001), 1.0, 12)
     assert (fine - torch.linspace(-1, 1, 1001)).abs().max() <= 0.5 / 2047 + 1e-7
 
 
@@ -170,13 +173,13 @@ def test_read_noise_has_the_documented_sigma():
     card = _card(read_noise=0.05)
     module = nn.Linear(64, 3, bias=False)
     layer, _ = _layer(module, card, ArrayConfig(effects=("read",)))
-    layer.x_max = 1.0
+    layer.freeze(Converters(1.0, False, 0.0))
     gen = torch.Generator().manual_seed(0)
-    layer.program_chip(gen)
+    layer.program_chips([gen])
     x = torch.rand(1, 64).expand(20000, 64)
     out = layer(x)
     v = x[0] * card.read_voltage
-    g = layer.g.double()
+    g = layer.g[0].double()
     sigma_current = card.read_noise * torch.sqrt((v.double() ** 2) @ (g[0] ** 2 + g[1] ** 2))
     sigma_out = sigma_current * layer.scale.double() / (card.read_voltage * layer.g_ref)
     assert torch.allclose(out.double().std(0), sigma_out, rtol=0.05)
@@ -192,8 +195,8 @@ def test_every_effect_changes_the_result(effect):
     ideal, _ = _layer(module, card, ArrayConfig())
     noisy, _ = _layer(module, card, ArrayConfig(effects=(effect,), drift_time=1e4))
     for layer in (ideal, noisy):
-        layer.x_max = 1.0
-    noisy.program_chip(torch.Generator().manual_seed(0))
+        layer.freeze(Converters(1.0, False, 0.0))
+    noisy.program_chips([torch.Generator().manual_seed(0)])
     assert not torch.allclose(ideal(x), noisy(x), atol=1e-4)
 
 
@@ -202,9 +205,9 @@ def test_trials_are_seeded():
     module = nn.Linear(16, 4)
     layer, _ = _layer(module, card, ArrayConfig(effects=EFFECTS, adc_bits=6))
     x = torch.rand(8, 16)
-    layer.x_max, layer.full_scale = 1.0, 1e-5
+    layer.freeze(Converters(1.0, False, 1e-5))
     outs = []
     for seed in (5, 5, 6):
-        layer.program_chip(torch.Generator().manual_seed(seed))
+        layer.program_chips([torch.Generator().manual_seed(seed)])
         outs.append(layer(x))
     assert torch.equal(outs[0], outs[1]) and not torch.equal(outs[0], outs[2])

@@ -1,9 +1,12 @@
 import gzip
+import json
+import shutil
 
 import numpy as np
 import pytest
 
-from cimtool.data import load_dataset, make_splits
+from cimtool import artifacts
+from cimtool.data import load_dataset, make_splits, mnist_idx
 from cimtool.data.idx import IMAGES_MAGIC, read_idx
 from cimtool.errors import CimtoolError
 from tests.conftest import write_idx
@@ -113,3 +116,81 @@ def test_cifar10_pickle_needs_opt_in(tmp_path):
     (folder / "data_batch_1").write_bytes(b"not even a pickle")
     with pytest.raises(CimtoolError, match="--allow-pickle"):
         load_dataset("cifar10", tmp_path)
+
+
+@pytest.fixture
+def fashion_dir():
+    """The folder of Debian's dataset-fashion-mnist package; the test skips without it."""
+    if not mnist_idx.FASHION_MNIST_DIR.is_dir():
+        pytest.skip(f"{mnist_idx.FASHION_MNIST_DIR} is absent (apt-get install dataset-fashion-mnist)")
+    return mnist_idx.FASHION_MNIST_DIR
+
+
+def test_fashion_mnist_from_the_default_folder(fashion_dir):
+    raw = load_dataset("fashion-mnist")  # no --data-dir: the package's folder
+    assert raw.x.shape == (60000, 1, 28, 28) and raw.x.dtype == np.uint8
+    assert raw.test[0].shape == (10000, 1, 28, 28) and raw.test[0].dtype == np.uint8
+    assert raw.num_classes == 10
+    assert np.bincount(raw.y).tolist() == [6000] * 10
+    assert np.bincount(raw.test[1]).tolist() == [1000] * 10
+    # the Fashion-MNIST files, not MNIST's: first labels ankle boot, T-shirt, T-shirt, dress, ...
+    assert raw.y[:10].tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]
+    assert raw.test[1][:5].tolist() == [9, 2, 1, 1, 6]
+    assert 0.27 < raw.x.mean() / 255 < 0.30  # clothes cover far more of the frame than digits (~0.13)
+    assert str(fashion_dir) in raw.source and raw.source.startswith("Fashion-MNIST IDX files")
+    s = make_splits(raw.x, raw.y, 0, 0.1, 0.2, raw.test)
+    assert (len(s.train), len(s.val), len(s.test)) == (54000, 6000, 10000)
+    assert load_dataset("fashion-mnist", fashion_dir).sha256() == raw.sha256()
+
+
+def test_fashion_mnist_missing_default_folder_names_the_package(cli, tmp_path, monkeypatch):
+    monkeypatch.setattr(mnist_idx, "FASHION_MNIST_DIR", tmp_path / "not-installed")
+    with pytest.raises(CimtoolError, match="apt-get install dataset-fashion-mnist"):
+        load_dataset("fashion-mnist")
+    root = tmp_path / "root"
+    result = cli("train-ann", "--dataset", "fashion-mnist", "--artifacts-root", root)
+    assert result.code == 2 and result.err.count("\n") == 1, result.err
+    assert result.err.startswith("cimtool: error: --dataset fashion-mnist: ")
+    assert str(tmp_path / "not-installed") in result.err
+    assert "`apt-get install dataset-fashion-mnist`" in result.err and "--data-dir" in result.err
+    assert not root.exists()
+
+
+@pytest.mark.parametrize("folder, pattern", [
+    ("nope", "no such directory"),
+    ("empty", "missing train-images-idx3-ubyte[.gz]; expected the four Fashion-MNIST IDX files"),
+])
+def test_fashion_mnist_bad_data_dir_is_one_line(cli, tmp_path, folder, pattern):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out"
+    result = cli("train-ann", "--dataset", "fashion-mnist", "--data-dir", tmp_path / folder,
+                 "--out", out)
+    assert result.code == 2 and result.err.count("\n") == 1, result.err
+    assert result.err.startswith(f"cimtool: error: --data-dir {tmp_path / folder}: ")
+    assert pattern in result.err and "Traceback" not in result.err
+    assert not out.exists() and not (tmp_path / "out.partial").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+def test_fashion_mnist_default_folder_is_rebuilt_by_later_stages(cli, tmp_path, monkeypatch,
+                                                                 mnist_idx_dir):
+    """Trained without --data-dir: the manifest names the folder, model_splits reads it again."""
+    from cimtool.stages.common import model_splits
+
+    default = tmp_path / "share" / "fashion-mnist"
+    shutil.copytree(mnist_idx_dir, default)  # small IDX files standing in for the package's
+    monkeypatch.setattr(mnist_idx, "FASHION_MNIST_DIR", default)
+    out = tmp_path / "m"
+    result = cli("train-ann", "--dataset", "fashion-mnist", "--method", "avgpool_8x8", "--epochs", "1",
+                 "--out", out, "--quiet", "--json")
+    assert result.code == 0, result.err
+    art = artifacts.load(json.loads(result.out)["artifact"], "model")
+    assert art.params["dataset"] == "fashion-mnist" and art.params["data_dir"] is None
+    recorded = art.manifest["inputs"][0]
+    assert recorded["source"] == f"Fashion-MNIST IDX files in {default}"
+    splits = model_splits(art)
+    assert len(splits["test"].y) == 1000 and len(splits["train"].y) + len(splits["val"].y) == 4000
+    assert art.summary["n_test"] == 1000
+    (default / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(CimtoolError, match="missing t10k-labels-idx1-ubyte"):
+        model_splits(art)

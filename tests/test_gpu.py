@@ -28,3 +28,47 @@ def test_train_ann_on_cuda_compiled(cli, tmp_path, args, floor):
     summary = json.loads(result.out)["summary"]
     assert summary["compiled"] is True and summary["torch_device"] == "cuda"
     assert summary["test_accuracy"] >= floor
+
+
+# --- every computing stage on CUDA, compared with the same stage on the CPU ---------------------
+
+def _summary(cli, *args):
+    result = cli(*args, "--quiet", "--json")
+    assert result.code == 0, result.err
+    return json.loads(result.out)["summary"]
+
+
+def test_array_simulator_on_cuda_matches_cpu_within_monte_carlo_error(cli, default_model, tmp_path):
+    art, _, _ = default_model
+    runs = {dev: _summary(cli, "map-weights", "--model", art.path, "--weight-bits", "4", "--evaluate",
+                          "--trials", "10", "--torch-device", dev, "--out", tmp_path / dev)
+            for dev in ("cpu", "cuda")}
+    cpu, gpu = runs["cpu"], runs["cuda"]
+    assert gpu["torch_device"] == "cuda" and cpu["torch_device"] == "cpu"
+    assert abs(gpu["accuracy_mapped_ideal"] - cpu["accuracy_mapped_ideal"]) <= 0.002
+    error = 3 * ((cpu["accuracy_nonideal_std"] ** 2 + gpu["accuracy_nonideal_std"] ** 2) / 10) ** 0.5
+    assert abs(gpu["accuracy_nonideal_mean"] - cpu["accuracy_nonideal_mean"]) <= max(error, 0.005)
+
+
+def test_spiking_network_and_sweep_on_cuda(cli, default_model, tmp_path):
+    art, _, _ = default_model
+    snn = {dev: _summary(cli, "calibrate-threshold", "--model", art.path, "--ratios", "1", "--percentiles",
+                         "99.9", "--torch-device", dev, "--out", tmp_path / f"snn-{dev}")
+           for dev in ("cpu", "cuda")}
+    assert snn["cuda"]["torch_device"] == "cuda"
+    assert abs(snn["cuda"]["test_accuracy"] - snn["cpu"]["test_accuracy"]) <= 0.003
+    assert snn["cuda"]["equivalence_agreement"] >= 0.999
+    sweep = _summary(cli, "sweep", "--model", tmp_path / "snn-cuda", "--scheme", "B", "--weight-bits", "4",
+                     "--adc-bits", "6", "--timesteps", "8", "--trials", "2", "--torch-device", "cuda",
+                     "--out", tmp_path / "sweep")
+    assert sweep["torch_device"] == "cuda" and sweep["best"]["val_mean"] >= 0.8
+
+
+def test_qat_evaluation_and_profile_on_cuda(cli, default_model, tmp_path):
+    art, _, _ = default_model
+    qat = _summary(cli, "qat", "--model", art.path, "--mode", "ptq", "--weight-bits", "4", "--trials", "3",
+                   "--torch-device", "cuda", "--out", tmp_path / "q")
+    assert qat["torch_device"] == "cuda" and qat["nonideal_plain_mean"] >= 0.8
+    prof = _summary(cli, "profile", "--model", art.path, "--batch-sizes", "16,256", "--repeats", "3",
+                    "--modes", "ann_eager,snn,one_pass", "--torch-device", "cuda", "--out", tmp_path / "p")
+    assert prof["torch_device"] == "cuda" and prof["snn_device"] == "cuda"

@@ -1,7 +1,8 @@
-"""The official MNIST IDX files from a user's --data-dir."""
+"""Data sets in MNIST's IDX layout (MNIST, Fashion-MNIST): the four official files in a folder."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,23 +17,41 @@ FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 
+# Where Debian's dataset-fashion-mnist package installs the four gzipped files (its file list).
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
 
-def _find(data_dir: Path, stem: str) -> Path:
+
+@dataclass(frozen=True)
+class IdxSet:
+    """One data set in the IDX layout: its name in messages and the manifest, and the folder
+    torchvision downloads it into (``<data_dir>/<raw_dir>/raw``), also searched."""
+
+    title: str
+    raw_dir: str
+
+
+MNIST = IdxSet("MNIST", "MNIST")
+FASHION_MNIST = IdxSet("Fashion-MNIST", "FashionMNIST")
+
+
+def _find(data_dir: Path, stem: str, dataset: IdxSet) -> Path:
     # accept the official names, gzipped or not, and the common 'idx3.ubyte' variant
     alt = stem.replace("-idx", ".idx")
     for name in (stem, stem + ".gz", alt, alt + ".gz"):
-        for folder in (data_dir, data_dir / "MNIST" / "raw"):
+        for folder in (data_dir, data_dir / dataset.raw_dir / "raw"):
             if (folder / name).is_file():
                 return folder / name
     raise CimtoolError(
-        f"--data-dir {data_dir}: missing {stem}[.gz]; expected the four MNIST IDX files "
+        f"--data-dir {data_dir}: missing {stem}[.gz]; expected the four {dataset.title} IDX files "
         f"{', '.join(FILES.values())} (gzipped or not)"
     )
 
 
-def _pair(data_dir: Path, images_key: str, labels_key: str) -> tuple[np.ndarray, np.ndarray]:
-    images_path = _find(data_dir, FILES[images_key])
-    labels_path = _find(data_dir, FILES[labels_key])
+def _pair(data_dir: Path, images_key: str, labels_key: str,
+          dataset: IdxSet) -> tuple[np.ndarray, np.ndarray]:
+    images_path = _find(data_dir, FILES[images_key], dataset)
+    labels_path = _find(data_dir, FILES[labels_key], dataset)
     images = read_idx(images_path, IMAGES_MAGIC)
     labels = read_idx(labels_path, LABELS_MAGIC)
     if images.ndim != 3 or labels.ndim != 1:
@@ -46,9 +65,25 @@ def _pair(data_dir: Path, images_key: str, labels_key: str) -> tuple[np.ndarray,
     return images[:, None].copy(), labels.astype(np.int64)
 
 
+def load_idx_set(dataset: IdxSet, data_dir: Path) -> tuple[np.ndarray, np.ndarray, tuple, str]:
+    """Train images/labels, the official test pair, and where they came from (for the manifest)."""
+    x, y = _pair(data_dir, "train_images", "train_labels", dataset)
+    test = _pair(data_dir, "test_images", "test_labels", dataset)
+    return x, y, test, f"{dataset.title} IDX files in {data_dir}"
+
+
 def load_mnist(data_dir: Path, **_: object) -> tuple[np.ndarray, np.ndarray, tuple, str]:
     """expected the MNIST IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte,
     t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (gzipped or not)"""
-    x, y = _pair(data_dir, "train_images", "train_labels")
-    test = _pair(data_dir, "test_images", "test_labels")
-    return x, y, test, f"MNIST IDX files in {data_dir}"
+    return load_idx_set(MNIST, data_dir)
+
+
+def load_fashion_mnist(data_dir: Path, **_: object) -> tuple[np.ndarray, np.ndarray, tuple, str]:
+    """expected the Fashion-MNIST IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte,
+    t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (gzipped or not)"""
+    return load_idx_set(FASHION_MNIST, data_dir)
+
+
+def fashion_mnist_default_dir() -> Path:
+    """The folder read when --data-dir is not given (looked up at call time: tests move it)."""
+    return FASHION_MNIST_DIR

@@ -1,8 +1,8 @@
 """The simulated crossbar array: a mapped Linear/Conv2d layer as the hardware computes it.
 
-Signal chain of one layer (seed 003 §2 lists the non-idealities; DESIGN.md §6):
+Signal chain of one layer:
 
-1. **DAC / input encoding.** Layer inputs are scaled by ``x_max`` (calibrated on the train split)
+1. **DAC / input encoding.** Layer inputs are scaled by ``x_max`` (calibrated on a train sample)
    to ``[−1, 1]``. ``analog``: one read with voltages ``V = v·V_read`` quantized to ``input_bits``.
    ``bitserial``: the ``input_bits`` bits of ``round(v·(2^b−1))`` are applied as binary pulses, each
    read and digitised separately and shift-added. Negative inputs (e.g. a CNN's normalized image)
@@ -14,12 +14,18 @@ Signal chain of one layer (seed 003 §2 lists the non-idealities; DESIGN.md §6)
    noise: each cell's conductance varies by ``read_noise`` (relative σ) at every read; the column
    current therefore gets Gaussian noise of σ = ``read_noise·sqrt(Σ_i V_i² G_ij²)`` (exact for
    independent per-cell noise).
-4. **ADC** with a full scale calibrated on the train split (max of the ADC input on an ideal
+4. **ADC** with a full scale calibrated on a train sample (max of the ADC input on an ideal
    chip). Scheme A: ``I_pos`` and ``I_neg`` each digitised (unsigned, ``2^b`` codes), then
    subtracted. Scheme B: ``I_pos − I_neg`` in analog, one signed ADC (codes ``±(2^(b−1)−1)``).
    Values beyond the full scale saturate.
 5. **Digital**: partial sums of the row tiles are added, ``y = D/(V_read·g_ref)·scale·x_max + bias``
    (``g_ref = g_max``, or ``g_max − g_min`` with the ``range`` normalisation).
+
+**Without an ADC** nothing non-linear sits between the cells and the digital sum, so a layer is
+computed exactly as one GEMM (a ``conv2d`` for conv layers) of the programmed ``G_pos − G_neg``:
+row tiles add up linearly, the positive and negative reads of a signed input are one signed read
+(``v⁺ − v⁻ = v``) and their read-noise variances add to ``Σ v² G²`` (``v⁺·v⁻ = 0``). With an ADC,
+each row tile of each read is one batched GEMM over all tiles (``bmm``), digitised, then summed.
 
 **IR drop, first-order model.** Each row wire is driven at physical column 0 and each column
 wire is read at the bottom of the array (virtual ground) through segments of ``wire_resistance``
@@ -31,10 +37,20 @@ exact to first order in ``r``) is equivalent to an input-independent attenuation
 ``N_mi = R − max(i, m)``, computed on the physical layout of each array (pos and neg columns
 both load the row wire). It is accurate while ``r·(A+B) ≪ 1`` (nS devices, small arrays), and
 clamps at zero beyond that.
+
+**Chips.** A layer holds ``K`` programmed chips at once; its input is ``K`` blocks of the batch
+stacked along dim 0 (chip-major), so several Monte Carlo chips run in one batched pass. Read
+noise is drawn from each chip's own generator, so a chip's result does not depend on how many
+chips share the pass.
+
+**Calibration** is a separate step (``observe, then freeze``): a :class:`ConverterObserver`
+stands in for the layer, computes the ideal mapped layer and records the input range, then (with
+that range frozen) the ADC input range on an ideal chip; :meth:`ArrayLayer.freeze` fixes both.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +61,7 @@ from torch.nn import functional as F
 from cimtool.devices.card import DeviceCard
 from cimtool.devices.mapping import LayerMap, Placement
 from cimtool.errors import CimtoolError
+from cimtool.nn import noise
 
 EFFECTS = ("d2d", "c2c", "stuck", "drift", "ir", "read")
 ENCODINGS = ("analog", "bitserial")
@@ -82,10 +99,19 @@ class ArrayConfig:
 IDEAL = ArrayConfig()
 
 
+@dataclass(frozen=True)
+class Converters:
+    """The calibrated (frozen) converter ranges of one array layer."""
+
+    x_max: float  # |layer input| that maps to V_read (DAC full scale)
+    signed: bool  # inputs can be negative: a second read for the negative part
+    full_scale: float  # ADC full scale, A (scheme A: of I_pos/I_neg; B: of I_pos − I_neg)
+
+
 # --- one chip: programming, drift, IR drop -----------------------------------------------------
 
 def _vary(g: torch.Tensor, sigma: float, card: DeviceCard, gen: torch.Generator) -> torch.Tensor:
-    noise = torch.randn(g.shape, generator=gen, dtype=g.dtype)
+    noise = torch.randn(g.shape, generator=gen, dtype=g.dtype, device=g.device)
     if card.variation_model == "lognormal":
         return g * torch.exp(sigma * noise)  # σ is the std of ln G
     # NeuroSim RealDevice: additive σ·(g_max − g_min), clamped to the device range
@@ -94,65 +120,126 @@ def _vary(g: torch.Tensor, sigma: float, card: DeviceCard, gen: torch.Generator)
 
 def program(g: torch.Tensor, card: DeviceCard, effects: tuple[str, ...], gen: torch.Generator,
             drift_time: float | None = None) -> torch.Tensor:
-    """Conductances of one programmed chip (float64, same shape as the target ``g``)."""
+    """Conductances of one programmed chip (same dtype, device and shape as the target ``g``)."""
     g = g.clone()
     if "d2d" in effects and card.d2d_sigma > 0:
         g = _vary(g, card.d2d_sigma, card, gen)
     if "c2c" in effects and card.c2c_sigma > 0:
         g = _vary(g, card.c2c_sigma, card, gen)
     if "stuck" in effects and (card.stuck_off > 0 or card.stuck_on > 0):
-        u = torch.rand(g.shape, generator=gen, dtype=g.dtype)
+        u = torch.rand(g.shape, generator=gen, dtype=g.dtype, device=g.device)
         g = torch.where(u < card.stuck_off, card.g_min, g)
         g = torch.where(u >= 1 - card.stuck_on, card.g_max, g)
     if "drift" in effects and drift_time is not None and drift_time > card.drift_t0 and card.drift_nu > 0:
-        nu = card.drift_nu + card.drift_nu_sigma * torch.randn(g.shape, generator=gen, dtype=g.dtype)
+        nu = card.drift_nu + card.drift_nu_sigma * torch.randn(g.shape, generator=gen, dtype=g.dtype,
+                                                               device=g.device)
         g = g * (drift_time / card.drift_t0) ** (-nu.clamp_min(0.0))  # G(t) = G0·(t/t0)^(−ν)
     return g
 
 
 def ir_drop(g: torch.Tensor, placement: Placement, wire_resistance: float) -> torch.Tensor:
-    """First-order IR-drop attenuation (module docstring) of ``g`` = [2 (pos, neg), rows, cols]."""
+    """First-order IR-drop attenuation (module docstring) of ``g`` = [2 (pos, neg), rows, cols].
+
+    Arrays of one shape (whole, or the partial ones at the bottom/right edge) are done together."""
     out = torch.empty_like(g)
-    tile_rows, tile_cols = placement.tile_grid
-    per, big_r = placement.outputs_per_array, placement.array_rows
-    for tr in range(tile_rows):
-        r0, r1 = tr * big_r, min((tr + 1) * big_r, placement.rows)
-        for tc in range(tile_cols):
-            c0, c1 = tc * per, min((tc + 1) * per, placement.cols)
-            n_out = c1 - c0
-            _, pos, neg = placement.array_columns(np.arange(c0, c1))
-            phys = g.new_zeros(r1 - r0, 2 * n_out)
-            phys[:, pos] = g[0, r0:r1, c0:c1]
-            phys[:, neg] = g[1, r0:r1, c0:c1]
-            rows = torch.arange(r1 - r0, dtype=g.dtype)
-            cols = torch.arange(2 * n_out, dtype=g.dtype)
-            m = torch.minimum(cols[:, None], cols[None, :]) + 1  # row wire, driver at column 0
-            n = big_r - torch.maximum(rows[:, None], rows[None, :])  # column wire, read at the bottom
-            eff = phys * (1 - wire_resistance * (phys @ m + n @ phys)).clamp_min(0.0)
-            out[0, r0:r1, c0:c1] = eff[:, pos]
-            out[1, r0:r1, c0:c1] = eff[:, neg]
+    rows, cols = placement.rows, placement.cols
+    big_r, per = placement.array_rows, placement.outputs_per_array
+    row_spans = [(0, rows // big_r * big_r, big_r), (rows // big_r * big_r, rows, rows % big_r)]
+    col_spans = [(0, cols // per * per, per), (cols // per * per, cols, cols % per)]
+    for r0, r1, rr in row_spans:
+        for c0, c1, cc in col_spans:
+            if r1 <= r0 or c1 <= c0:
+                continue
+            nr, nc = (r1 - r0) // rr, (c1 - c0) // cc
+            # [2, nr·rr, nc·cc] → arrays [nr·nc, rr, cc] of pos and of neg cells
+            tiles = g[:, r0:r1, c0:c1].reshape(2, nr, rr, nc, cc).permute(0, 1, 3, 2, 4)
+            tiles = tiles.reshape(2, -1, rr, cc)
+            pos, neg = (torch.as_tensor(c, device=g.device)
+                        for c in placement.physical_columns(np.arange(cc), cc))
+            phys = g.new_zeros(nr * nc, rr, 2 * cc)
+            phys[..., pos], phys[..., neg] = tiles[0], tiles[1]
+            # A = G·M, M_jk = min(j, k)+1 (row wire, driver at column 0), and B = N·G, N_im = R − max(i, m)
+            # (column wire, read at the bottom), as running sums: O(cells) instead of O(cells·width)
+            w = torch.arange(1, 2 * cc + 1, dtype=g.dtype, device=g.device)  # j + 1
+            run, run_w = phys.cumsum(-1), (phys * w).cumsum(-1)
+            a = run_w + w * (run[..., -1:] - run)  # Σ_{j≤k} G_ij (j+1) + (k+1) Σ_{j>k} G_ij
+            rw = (big_r - torch.arange(rr, dtype=g.dtype, device=g.device)).unsqueeze(-1)  # R − i
+            d0, e = phys.cumsum(-2), (phys * rw).cumsum(-2)
+            b = rw * d0 + (e[..., -1:, :] - e)  # (R − i) Σ_{m≤i} G_mk + Σ_{m>i} (R − m) G_mk
+            eff = phys * (1 - wire_resistance * (a + b)).clamp_min(0.0)
+            back = torch.stack([eff[..., pos], eff[..., neg]]).reshape(2, nr, nc, rr, cc)
+            out[:, r0:r1, c0:c1] = back.permute(0, 1, 3, 2, 4).reshape(2, r1 - r0, c1 - c0)
     return out
 
 
 # --- converters -------------------------------------------------------------------------------
 
-def adc_unsigned(i: torch.Tensor, full_scale: float, bits: int) -> torch.Tensor:
-    step = full_scale / (2**bits - 1)
-    return torch.round(i / step).clamp(0, 2**bits - 1) * step
+@dataclass(frozen=True)
+class Adc:
+    """An ADC with a uniform step: currents expressed in steps → integer codes, saturating."""
+
+    step: float  # A per code
+    lo: int
+    hi: int
+
+    @classmethod
+    def make(cls, scheme: str, full_scale: float, bits: int) -> Adc:
+        if scheme == "A":  # unsigned: 2^b codes over [0, full_scale]
+            return cls(full_scale / (2**bits - 1), 0, 2**bits - 1)
+        top = 2 ** (bits - 1) - 1  # signed: codes ±(2^(b−1)−1) over [−full_scale, full_scale]
+        return cls(full_scale / top, -top, top)
+
+    def __call__(self, steps: torch.Tensor) -> torch.Tensor:
+        """Currents in units of ``step`` → codes (in place)."""
+        return steps.round_().clamp_(self.lo, self.hi)
 
 
-def adc_signed(i: torch.Tensor, full_scale: float, bits: int) -> torch.Tensor:
-    top = 2 ** (bits - 1) - 1
-    step = full_scale / top
-    return torch.round(i / step).clamp(-top, top) * step
+def adc_unsigned_(i: torch.Tensor, full_scale: float, bits: int) -> torch.Tensor:
+    """Unsigned ADC of 2^bits codes over [0, full_scale], in amps (in place on ``i``)."""
+    adc = Adc.make("A", full_scale, bits)
+    return adc(i.div_(adc.step)).mul_(adc.step)
+
+
+def adc_signed_(i: torch.Tensor, full_scale: float, bits: int) -> torch.Tensor:
+    """Signed ADC of codes ±(2^(bits−1)−1) over [−full_scale, full_scale], in amps (in place on ``i``)."""
+    adc = Adc.make("B", full_scale, bits)
+    return adc(i.div_(adc.step)).mul_(adc.step)
 
 
 def dac(v: torch.Tensor, bits: int | None) -> torch.Tensor:
-    """v in [0, 1] → the nearest of 2^bits input levels (ideal when bits is None)."""
+    """v in [−1, 1] → the nearest of the 2^bits input levels per sign (ideal when bits is None)."""
     if bits is None:
         return v
     top = 2**bits - 1
-    return torch.round(v * top) / top
+    return torch.round(v * top).div_(top)
+
+
+class _Recorder:
+    """An identity ADC (step 1 A) that records the largest |ADC input|: calibration's pass 2."""
+
+    step = 1.0
+
+    def __init__(self) -> None:
+        self.full_scale = 0.0
+
+    def __call__(self, currents: torch.Tensor) -> torch.Tensor:
+        if currents.numel():
+            self.full_scale = max(self.full_scale, float(currents.abs().max()))
+        return currents
+
+
+def im2col(x: torch.Tensor, conv_args: dict) -> tuple[torch.Tensor, tuple[int, int]]:
+    """[B, Cin, H, W] → ([B·L, Cin·kh·kw] rows in ``F.unfold`` order, (out_h, out_w)); one copy
+    (``F.unfold`` followed by a transpose costs two)."""
+    (kh, kw), (ph, pw), (sh, sw), (dh, dw) = (conv_args[k] for k in ("kernel_size", "padding", "stride",
+                                                                       "dilation"))
+    if (dh, dw) != (1, 1):
+        cols = F.unfold(x, **conv_args)
+        out_h = (x.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        return cols.transpose(1, 2).reshape(-1, cols.shape[1]), (out_h, cols.shape[2] // out_h)
+    patches = F.pad(x, (pw, pw, ph, ph)).unfold(2, kh, sh).unfold(3, kw, sw)  # [B, C, oh, ow, kh, kw]
+    out_hw = (patches.shape[2], patches.shape[3])
+    return patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, x.shape[1] * kh * kw), out_hw
 
 
 # --- the layer --------------------------------------------------------------------------------
@@ -161,100 +248,245 @@ class ArrayLayer(nn.Module):
     """A Linear or Conv2d computed on simulated crossbar arrays (see the module docstring)."""
 
     def __init__(self, module: nn.Module, layer_map: LayerMap, placement: Placement, card: DeviceCard,
-                 config: ArrayConfig) -> None:
+                 config: ArrayConfig, device: torch.device | str = "cpu") -> None:
         super().__init__()
         self.is_conv = isinstance(module, nn.Conv2d)
         if self.is_conv:
             self.conv_args = {"kernel_size": module.kernel_size, "padding": module.padding,
                               "stride": module.stride, "dilation": module.dilation}
-        self.bias = None if module.bias is None else module.bias.detach().clone()
+            self.weight_shape = tuple(module.weight.shape)
+        self.bias = None if module.bias is None else module.bias.detach().clone().float().to(device)
         self.card, self.config, self.placement = card, config, placement
+        self.device = torch.device(device)
         self.g_ref = layer_map.g_ref  # conductance difference that stands for a weight of `scale`
-        self.target = torch.from_numpy(np.stack([layer_map.g_pos, layer_map.g_neg]))  # float64
-        self.scale = torch.from_numpy(layer_map.scale).float()
-        self.g = self.target.float()  # conductances of the current chip, [2, rows, cols]
-        self.read_gen: torch.Generator | None = None
-        self.x_max = 0.0  # calibrated input range
-        self.signed = False  # inputs can be negative: a second read for the negative part
-        self.full_scale = 0.0  # calibrated ADC full scale (A)
-        self.calibrating = False
+        self.target = torch.from_numpy(np.stack([layer_map.g_pos, layer_map.g_neg])).to(self.device)  # f64
+        self.scale = torch.from_numpy(layer_map.scale).float().to(self.device)
+        self.rows, self.cols = layer_map.shape
+        self.tiles = -(-self.rows // placement.array_rows)
+        # no ADC and analog input: the whole layer is one GEMM/conv (module docstring)
+        self.linear = config.adc_bits is None and config.encoding == "analog"
+        self.read_noise = card.read_noise if "read" in config.effects else 0.0
+        self.converters: Converters | None = None
+        self.program_chips([None])
 
-    def program_chip(self, gen: torch.Generator | None) -> None:
-        """Draw one chip (all device effects of the config) or reset to the ideal targets."""
-        effects = self.config.effects if gen is not None else ()
-        g = self.target
-        if gen is not None:
-            g = program(g, self.card, effects, gen, self.config.drift_time)
-        if "ir" in effects and self.card.wire_resistance > 0:
-            g = ir_drop(g, self.placement, self.card.wire_resistance)
-        self.g = g.float()
-        self.read_gen = gen if "read" in effects and self.card.read_noise > 0 else None
+    # --- chips ---
+
+    @property
+    def chips(self) -> int:
+        return len(self.read_gens)
+
+    def program_chips(self, gens: Sequence[torch.Generator | None]) -> None:
+        """Program one chip per generator (all device effects of the config); None: the ideal targets.
+
+        Each generator then also draws that chip's read noise."""
+        chips = []
+        for gen in gens:
+            g = self.target
+            if gen is not None:
+                g = program(g, self.card, self.config.effects, gen, self.config.drift_time)
+                if "ir" in self.config.effects and self.card.wire_resistance > 0:
+                    g = ir_drop(g, self.placement, self.card.wire_resistance)
+            chips.append(g)
+        g = torch.stack(chips)  # [K, 2, rows, cols], float64
+        self.g = g.float()  # the programmed conductances of the chips
+        noisy = self.read_noise > 0 and all(gen is not None for gen in gens)
+        self.read_gens = [noise.streams(gen) if noisy else None for gen in gens]
+        scheme_b = self.config.scheme == "B" or self.linear
+        read = g[:, 0] - g[:, 1] if scheme_b else torch.cat([g[:, 0], g[:, 1]], dim=2)
+        sq = g.square()
+        sq_sum = None
+        if noisy:
+            sq_sum = sq[:, 0] + sq[:, 1] if scheme_b else torch.cat([sq[:, 0], sq[:, 1]], dim=2)
+        if self.linear:  # in output units (scale/g_ref folded in), [K, cols, rows] as F.linear takes
+            unit = self.scale.double() / self.g_ref
+            self.w_read = (read * unit).transpose(1, 2).float().contiguous()
+            self.w_noise = None if sq_sum is None else \
+                (sq_sum * unit.square()).transpose(1, 2).float().contiguous()
+            return
+        # [K, rows, C'] with read noise²·G² for σ² = Σ V²·read_noise²·G²
+        self.w_read = read.float().contiguous()
+        self.w_noise = None if sq_sum is None else (sq_sum * self.read_noise**2).float().contiguous()
+
+    # --- calibration ---
+
+    def ideal(self, x: torch.Tensor) -> torch.Tensor:
+        """The mapped layer without converters, range limits or noise: W_eff = scale·(G_pos − G_neg)/g_ref."""
+        w = ((self.target[0] - self.target[1]) * (self.scale.double() / self.g_ref)).T.float()
+        if self.is_conv:
+            return F.conv2d(x, w.reshape(self.weight_shape), self.bias, **self._conv_kwargs())
+        return F.linear(x, w, self.bias)
+
+    def freeze(self, converters: Converters) -> None:
+        self.converters = converters
+
+    # --- forward ---
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cal = self.converters
+        if cal is None:
+            raise CimtoolError("an array layer ran before its converters were calibrated")
+        bits = self.config.adc_bits
+        return self.compute(x, cal, None if bits is None else Adc.make(self.config.scheme,
+                                                                        cal.full_scale or 1.0, bits))
+
+    def compute(self, x: torch.Tensor, cal: Converters, adc: Adc | _Recorder | None) -> torch.Tensor:
+        """The layer on the current chips with converter ranges ``cal`` and ADC ``adc`` (None: none)."""
+        if self.linear and adc is None:
+            return self._linear(x, cal)
         if not self.is_conv:
-            return self._mvm(x)
-        batch, _, height, width = x.shape
-        cols = F.unfold(x, **self.conv_args)  # [B, Cin·kh·kw, L]
-        y = self._mvm(cols.transpose(1, 2).reshape(-1, cols.shape[1]))
-        kh, kw = self.conv_args["kernel_size"]
-        (ph, pw), (sh, sw), (dh, dw) = (self.conv_args[k] for k in ("padding", "stride", "dilation"))
-        out_h = (height + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-        out_w = (width + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        return y.view(batch, out_h * out_w, -1).transpose(1, 2).reshape(batch, -1, out_h, out_w)
+            y = self._rows(x, cal, adc)
+            return y if self.bias is None else y.add_(self.bias)
+        batch = x.shape[0]
+        rows, (out_h, out_w) = im2col(x, self.conv_args)
+        # [B, C, oh, ow] as a view of [B, oh, ow, C] (channels-last strides): no copy
+        y = self._rows(rows, cal, adc).view(batch, out_h, out_w, -1).permute(0, 3, 1, 2)
+        return y if self.bias is None else y.add_(self.bias.view(-1, 1, 1))
 
-    def _mvm(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, rows] → [N, cols] through DAC, arrays, ADC and the digital tail."""
-        if self.calibrating:
-            self.x_max = max(self.x_max, float(x.abs().max()))
-            self.signed = self.signed or bool((x < 0).any())
-        x_max = self.x_max if self.x_max > 0 else 1.0
-        v = (x / x_max).clamp(-1.0, 1.0)
-        acc = self._read(v.clamp_min(0.0))
-        if self.signed:
-            acc = acc - self._read((-v).clamp_min(0.0))
-        y = acc * (self.scale * (x_max / (self.card.read_voltage * self.g_ref)))
-        return y if self.bias is None else y + self.bias
+    def _conv_kwargs(self) -> dict:
+        return {k: self.conv_args[k] for k in ("padding", "stride", "dilation")}
 
-    def _read(self, v: torch.Tensor) -> torch.Tensor:
-        """Digitised I_pos − I_neg for inputs v in [0, 1], summed over bit planes and row tiles."""
+    def _linear(self, x: torch.Tensor, cal: Converters) -> torch.Tensor:
+        """No ADC, analog input: one signed read per chip as a plain GEMM/conv (module docstring)."""
+        v = (x / cal.x_max).clamp_(-1.0 if cal.signed else 0.0, 1.0)
+        v = dac(v, self.config.input_bits).mul_(cal.x_max)  # the applied input in x units
+        outs = []
+        for k, xk in enumerate(v.chunk(self.chips)):
+            y = self._gemm(xk, self.w_read[k], self.bias)
+            if self.w_noise is not None:  # σ = read_noise·sqrt(Σ V²G²), in output units
+                sigma = self._gemm(xk.square(), self.w_noise[k], None).sqrt_().mul_(self.read_noise)
+                y.addcmul_(sigma, noise.randn(y.shape, self.read_gens[k], y.device))
+            outs.append(y)
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def _gemm(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if self.is_conv:
+            return F.conv2d(x, w.view(self.weight_shape), bias, **self._conv_kwargs())
+        return F.linear(x, w, bias)
+
+    def _rows(self, x: torch.Tensor, cal: Converters, adc: Adc | _Recorder | None) -> torch.Tensor:
+        """[K·N, rows] → [K·N, cols] through DAC, arrays, ADC and the digital tail.
+
+        Inputs are carried as DAC codes ``u = round(v·top)`` (``top = 2^input_bits − 1``; unquantized
+        ``v`` without a DAC) and currents as ADC steps: the constant ``V_read/(top·step)`` goes into
+        the (small) conductance matrix instead of a pass over the activations."""
+        bits = self.config.input_bits
+        top = 1 if bits is None else 2**bits - 1
+        u = (x.reshape(-1, self.rows) * (top / cal.x_max)).clamp_(-top if cal.signed else 0, top)
+        if bits is not None:
+            u.round_()
+        step = 1.0 if adc is None else adc.step  # currents are computed in ADC steps
+        volt = self.card.read_voltage / (top * step)  # volts (in steps) per input code
+        outs = []
+        for chip, uk in enumerate(u.chunk(self.chips)):
+            acc = self._read(uk.clamp_min(0.0) if cal.signed else uk, chip, adc, volt)
+            if cal.signed:
+                acc -= self._read(uk.neg_().clamp_min_(0.0), chip, adc, volt)
+            outs.append(acc)
+        acc = outs[0] if len(outs) == 1 else torch.cat(outs)
+        return acc.mul_(self.scale * (step * cal.x_max / (self.card.read_voltage * self.g_ref)))
+
+    def _read(self, codes: torch.Tensor, chip: int, adc: Adc | _Recorder | None, volt: float) -> torch.Tensor:
+        """Digitised I_pos − I_neg [N, cols] (in ADC steps) of one chip for input codes ≥ 0 applied
+        at ``volt`` per code: one read (analog) or one per bit plane, shift-added (bitserial)."""
         cfg = self.config
         if cfg.encoding == "analog":
-            planes = [(dac(v, cfg.input_bits), 1.0)]
-        else:
-            top = 2**cfg.input_bits - 1
-            codes = torch.round(v * top).to(torch.int32)
-            planes = [(((codes >> b) & 1).to(v.dtype), 2**b / top) for b in range(cfg.input_bits)]
+            return self._tiles(codes, chip, adc, volt)
+        top = 2**cfg.input_bits - 1
+        ints = codes.to(torch.int32)
         total = None
-        for u, weight in planes:
-            d = self._tiles(u * self.card.read_voltage) * weight
-            total = d if total is None else total + d
+        for b in range(cfg.input_bits):
+            plane = ((ints >> b) & 1).to(codes.dtype)
+            d = self._tiles(plane, chip, adc, self.card.read_voltage / (adc.step if adc else 1.0))
+            d.mul_(2**b / top)
+            total = d if total is None else total.add_(d)
         return total
 
-    def _tiles(self, volts: torch.Tensor) -> torch.Tensor:
-        out = None
-        step = self.placement.array_rows
-        for r0 in range(0, self.g.shape[1], step):
-            d = self._array(volts[:, r0: r0 + step], self.g[:, r0: r0 + step])
-            out = d if out is None else out + d
-        return out
+    def _tiles(self, u: torch.Tensor, chip: int, adc: Adc | _Recorder | None, volt: float) -> torch.Tensor:
+        """One read of one chip: inputs [N, rows] applied at ``volt`` each → per row tile column
+        currents (+ read noise), ADC, digital I_pos − I_neg summed over the tiles [N, cols]. The whole
+        tiles are one ``bmm`` over a strided view of ``u`` (no copy), the last partial tile another."""
+        n = u.shape[0]
+        tr = self.placement.array_rows
+        whole = self.rows // tr if self.tiles > 1 else 0
+        w_read = self.w_read[chip] * volt  # G·V per input unit: a small matrix, not the activations
+        w_noise = None if self.w_noise is None else self.w_noise[chip] * volt**2
+        u2 = None if w_noise is None else u.square()  # on the contiguous inputs: fast
 
-    def _array(self, volts: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """One row tile: column currents (+ read noise), ADC per scheme → digital I_pos − I_neg."""
-        currents = volts @ g  # [2, N, cols]: I_pos, I_neg
-        if self.read_gen is not None:
-            sigma = self.card.read_noise * torch.sqrt(volts.square() @ g.square())
-            currents = currents + sigma * torch.randn(currents.shape, generator=self.read_gen)
-        cfg = self.config
-        if cfg.scheme == "A":
-            if self.calibrating:
-                self.full_scale = max(self.full_scale, float(currents.max()))
-            if cfg.adc_bits is not None:
-                fs = self.full_scale or 1.0
-                currents = adc_unsigned(currents, fs, cfg.adc_bits)
-            return currents[0] - currents[1]
-        diff = currents[0] - currents[1]
-        if self.calibrating:
-            self.full_scale = max(self.full_scale, float(diff.abs().max()))
-        if cfg.adc_bits is not None:
-            diff = adc_signed(diff, self.full_scale or 1.0, cfg.adc_bits)
-        return diff
+        def tiles(m: torch.Tensor, r0: int, r1: int) -> torch.Tensor:  # [N, rows] → [tiles, N, rows of one]
+            return m[:, r0:r1].view(n, -1, tr).transpose(0, 1) if r1 - r0 > tr else m[:, r0:r1].unsqueeze(0)
+
+        def weights(m: torch.Tensor | None, r0: int, r1: int) -> torch.Tensor | None:
+            return None if m is None else m[r0:r1].view(-1, min(tr, r1 - r0), m.shape[1])
+
+        bounds = [(0, whole * tr)] if whole else []
+        if whole * tr < self.rows:
+            bounds.append((whole * tr, self.rows))  # the last, partial tile
+        total = None
+        for r0, r1 in bounds:
+            currents = torch.bmm(tiles(u, r0, r1), weights(w_read, r0, r1))  # [tiles, N, C']
+            if w_noise is not None:  # σ = read_noise·sqrt(Σ V²G²) (read_noise² is in w_noise)
+                sigma = torch.bmm(tiles(u2, r0, r1), weights(w_noise, r0, r1)).sqrt_()
+                currents.addcmul_(sigma, noise.randn(currents.shape, self.read_gens[chip], currents.device))
+            if adc is not None:
+                currents = adc(currents)
+            if self.config.scheme == "A":
+                currents = currents[..., : self.cols] - currents[..., self.cols:]
+            d = currents[0] if len(currents) == 1 else currents.sum(0)
+            total = d if total is None else total.add_(d)
+        return total
+
+
+class ConverterObserver(nn.Module):
+    """Stands in for an :class:`ArrayLayer` while its converters are calibrated on an ideal chip.
+
+    Pass 1 records the largest |input| and whether inputs go negative, and returns the ideal mapped
+    layer. After :meth:`inputs_done`, pass 2 runs the layer with that input range frozen and an
+    identity ADC that records the largest ADC input. :meth:`converters` gives the frozen result."""
+
+    def __init__(self, layer: ArrayLayer) -> None:
+        super().__init__()
+        self.layer = layer
+        self.x_max, self.signed = 0.0, False
+        self.recorder = _Recorder()
+        self.fixed: Converters | None = None
+        self.positions = 1  # array reads per sample (output pixels of a conv), for memory planning
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fixed is None:
+            self.x_max = max(self.x_max, float(x.abs().max())) if x.numel() else self.x_max
+            self.signed = self.signed or bool((x < 0).any())
+            y = self.layer.ideal(x)
+            if self.layer.is_conv:
+                self.positions = y.shape[2] * y.shape[3]
+            return y
+        return self.layer.compute(x, self.fixed, self.recorder)
+
+    def inputs_done(self) -> None:
+        self.fixed = Converters(self.x_max if self.x_max > 0 else 1.0, self.signed, 0.0)
+
+    def converters(self) -> Converters:
+        return Converters(self.x_max if self.x_max > 0 else 1.0, self.signed, self.recorder.full_scale)
+
+
+def calibrate_layers(layers: Sequence[ArrayLayer], install: Callable[[Sequence[nn.Module]], None],
+                     run: Callable[[], None]) -> list[ConverterObserver]:
+    """Observe, then freeze: ``install`` puts modules in the layers' places, ``run`` drives data through.
+
+    Pass 1 sets the input ranges; pass 2 (only where an ADC is simulated) the ADC ranges at those
+    input ranges. Both on the ideal chip; the layers are put back frozen and reprogrammed ideal."""
+    for layer in layers:
+        layer.program_chips([None])
+    observers = [ConverterObserver(layer) for layer in layers]
+    install(observers)
+    try:
+        with torch.no_grad():
+            run()
+            if any(layer.config.adc_bits is not None for layer in layers):
+                for obs in observers:
+                    obs.inputs_done()
+                run()
+    finally:
+        install(layers)
+    for layer, obs in zip(layers, observers, strict=True):
+        layer.freeze(obs.converters())
+    return observers

@@ -165,7 +165,7 @@ def scan(x: torch.Tensor, theta: float, cfg: SnnConfig, steps: int, until_silent
     rest = steps - t_in
     n_tail = min(int(gap.abs().max()), rest) if until_silent and gap.numel() else rest
     if n_tail > 0:
-        k = torch.arange(n_tail, dtype=gap.dtype).view(-1, *([1] * gap.dim()))
+        k = torch.arange(n_tail, dtype=gap.dtype, device=gap.device).view(-1, *([1] * gap.dim()))
         tail = (k < gap.abs()).to(gap.dtype) * torch.sign(gap)
         spikes = torch.cat([spikes, tail])
         count = count + tail.sum(0)
@@ -192,7 +192,7 @@ def _scan_hard(x: torch.Tensor, theta: float, cfg: SnnConfig, steps: int, until_
 def decide(count: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Class = output neuron with the most spikes; ties broken by membrane potential."""
     top = count.max(dim=1, keepdim=True).values
-    return torch.where(count == top, v, torch.tensor(-math.inf, dtype=v.dtype)).argmax(dim=1)
+    return torch.where(count == top, v, torch.tensor(-math.inf, dtype=v.dtype, device=v.device)).argmax(dim=1)
 
 
 # --- converted layers ---------------------------------------------------------------------------
@@ -218,6 +218,10 @@ class Synapse:
     def once(self, x: torch.Tensor) -> torch.Tensor:
         y = self.module(x)
         return y if self.bias is None else y + self._bias()
+
+    def probe(self, x: torch.Tensor) -> torch.Tensor:
+        """An output of the right shape, without simulated converters (they may not be calibrated yet)."""
+        return getattr(self.module, "ideal", self.module)(x)
 
 
 class SpikingMaxPool:
@@ -294,7 +298,8 @@ def neuron_count(model: nn.Module) -> int:
 
 @torch.no_grad()
 def activation_percentiles(model: nn.Module, data: TensorData, percentiles: list[str], bounds: str,
-                           batch_size: int = 256, cap: int = 1 << 22) -> list[dict[str, float]]:
+                           batch_size: int = 256, cap: int = 1 << 22,
+                           device: torch.device | str = "cpu") -> list[dict[str, float]]:
     """Per neuron layer, P_p of the values it must represent (float ANN on ``data``).
 
     Those values are the positive pre-activations (asymmetric bounds) or the nonzero magnitudes
@@ -313,10 +318,10 @@ def activation_percentiles(model: nn.Module, data: TensorData, percentiles: list
         vals = pre[pre > 0] if bounds == "asymmetric" else pre.abs()[pre != 0]
         if vals.numel():
             maxima[site] = max(maxima[site], float(vals.max()))
-            collected[site].append(vals[:: stride[site]].numpy())
+            collected[site].append(vals[:: stride[site]].cpu().numpy())
 
     for start in range(0, len(data), batch_size):
-        h = prefix(to_float(data.x[start: start + batch_size]))
+        h = prefix(to_float(data.x[start: start + batch_size].to(device)))
         site = 0
         for module in body:
             if isinstance(module, nn.ReLU):
@@ -349,9 +354,11 @@ class SnnRun:
 class SpikingNetwork:
     """A converted copy of ``model`` (plain layers or simulated arrays) with one θ per neuron layer."""
 
-    def __init__(self, model: nn.Module, thetas: list[float], cfg: SnnConfig, input_range: float) -> None:
+    def __init__(self, model: nn.Module, thetas: list[float], cfg: SnnConfig, input_range: float,
+                 device: torch.device | str = "cpu") -> None:
         cfg.validate()
-        self.model = copy.deepcopy(model).cpu().eval()
+        self.device = torch.device(device)
+        self.model = copy.deepcopy(model).to(self.device).eval()
         prefix, body = self.model.snn_parts()
         self.prefix = prefix
         self.ops = convert(body)
@@ -365,10 +372,10 @@ class SpikingNetwork:
         self.input_range = float(input_range) if input_range > 0 else 1.0
 
     @property
-    def array_layers(self) -> list:
+    def array_synapses(self) -> list[Synapse]:
         from cimtool.nn.array import ArrayLayer
 
-        return [m for m in self.model.modules() if isinstance(m, ArrayLayer)]
+        return [op for op in self.ops if isinstance(op, Synapse) and isinstance(op.module, ArrayLayer)]
 
     def encode(self, x: torch.Tensor, steps: int, gen: torch.Generator | None) -> torch.Tensor:
         """Prefix outputs [B, …] → input currents over time [T_in, B, …]."""
@@ -377,17 +384,17 @@ class SpikingNetwork:
                 return x.unsqueeze(0)
             return torch.cat([x.unsqueeze(0), x.new_zeros((steps - 1, *x.shape))])
         p = (x.abs() / self.input_range).clamp(max=1.0)
-        u = torch.rand((steps, *x.shape), generator=gen, dtype=x.dtype)
+        u = torch.rand((steps, *x.shape), generator=gen, dtype=x.dtype, device=x.device)
         return (u < p).to(x.dtype) * torch.sign(x) * (self.input_range / steps)
 
     def batch_size(self, sample: torch.Tensor, steps: int) -> int:
         """Samples per batch so that the folded activations stay below ELEMENTS_PER_BATCH."""
         with torch.no_grad():
-            h = self.prefix(to_float(sample[:1]))
+            h = self.prefix(to_float(sample[:1].to(self.device)))
             widest = h.numel()
             for op in self.ops:
                 if not isinstance(op, NeuronSite):
-                    h = op.once(h)
+                    h = op.probe(h) if isinstance(op, Synapse) else op.once(h)
                     widest = max(widest, h.numel())
         return int(max(1, min(4096, ELEMENTS_PER_BATCH // (widest * steps))))
 
@@ -423,7 +430,7 @@ class SpikingNetwork:
         """Spiking forward of raw inputs: ``steps`` of input (rate) and up to ``cap`` steps in all."""
         steps = steps or self.cfg.timesteps
         with torch.no_grad():
-            currents = self.encode(self.prefix(to_float(x)), steps, gen)
+            currents = self.encode(self.prefix(to_float(x.to(self.device))), steps, gen)
         return self.spike(currents, max(cap or steps, steps))
 
     def one_pass(self, x: torch.Tensor, steps: int | None = None,
@@ -431,20 +438,22 @@ class SpikingNetwork:
         """The quantized-ANN twin of ``run`` (rate codes: the same input spikes, summed)."""
         steps = steps or self.cfg.timesteps
         with torch.no_grad():
-            inp = self.prefix(to_float(x))
+            inp = self.prefix(to_float(x.to(self.device)))
             total = inp if self.cfg.encoding == "analog" else self.encode(inp, steps, gen).sum(0)
         return self.quantized(total)
 
     def predict(self, data: TensorData, steps: int | None = None, seed: int = 0,
-                one_pass: bool = False, cap: int | None = None) -> tuple[torch.Tensor, float]:
-        """Predictions on a whole split and the mean number of steps used (rate spikes seeded)."""
+                one_pass: bool = False, cap: int | None = None,
+                size: int | None = None) -> tuple[torch.Tensor, float]:
+        """Predictions (on the CPU) on a whole split and the mean number of steps used (rate spikes
+        seeded); ``size`` overrides the samples per batch."""
         steps = steps or self.cfg.timesteps
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator(self.device).manual_seed(seed)
         # rate codes draw spikes per batch: the one-pass twin must use the same batches
         fold = 1 if one_pass and self.cfg.encoding == "analog" else steps
         if cap and not one_pass:  # each neuron layer can add up to `levels` silent-mode steps
             fold = min(max(cap, steps), steps + len(self.thetas) * self.cfg.levels)
-        size = self.batch_size(data.x, fold)
+        size = size or self.batch_size(data.x, fold)
         preds, used = [], []
         for i in range(0, len(data), size):
             if one_pass:
@@ -453,7 +462,7 @@ class SpikingNetwork:
                 result = self.run(data.x[i: i + size], steps, gen, cap)
             preds.append(result.pred)
             used.append(result.steps * len(result.pred))
-        return torch.cat(preds), sum(used) / max(1, len(data))
+        return torch.cat(preds).cpu(), sum(used) / max(1, len(data))
 
     def accuracy(self, data: TensorData, steps: int | None = None, seed: int = 0,
                  one_pass: bool = False) -> float:
@@ -464,28 +473,33 @@ class SpikingNetwork:
 
     def program(self, gen: torch.Generator | None) -> None:
         """Draw one chip for every array layer (None: the ideal mapped chip)."""
-        for layer in self.array_layers:
-            layer.program_chip(gen)
+        for op in self.array_synapses:
+            op.module.program_chips([gen])
 
     @torch.no_grad()
     def calibrate_converters(self, data: TensorData, steps: int | None = None, seed: int = 0) -> None:
-        """Input ranges and per-step ADC full scales of the array layers, on ``data`` (ideal chip)."""
-        layers = self.array_layers
-        self.program(None)
-        for layer in layers:
-            layer.calibrating = True
-        try:
-            self.predict(data, steps, seed)
-        finally:
-            for layer in layers:
-                layer.calibrating = False
+        """Observe, then freeze: input ranges and per-step ADC full scales of the array layers on
+        ``data`` (ideal chip; see ``cimtool.nn.array.calibrate_layers``)."""
+        from cimtool.nn.array import calibrate_layers
+
+        synapses = self.array_synapses
+        steps = steps or self.cfg.timesteps
+        size = self.batch_size(data.x, steps)  # before the observers stand in: probing runs the layers
+
+        def install(modules) -> None:
+            for op, module in zip(synapses, modules, strict=True):
+                op.module = module
+
+        calibrate_layers([op.module for op in synapses], install, lambda: self.predict(data, steps, seed,
+                                                                                     size=size))
 
 
-def input_range(model: nn.Module, data: TensorData, batch_size: int = 1024) -> float:
+def input_range(model: nn.Module, data: TensorData, batch_size: int = 1024,
+                device: torch.device | str = "cpu") -> float:
     """Largest |prefix output| on ``data``: the full scale of rate-coded inputs."""
     prefix, _ = model.snn_parts()
     with torch.no_grad():
-        return max(float(prefix(to_float(data.x[i: i + batch_size])).abs().max())
+        return max(float(prefix(to_float(data.x[i: i + batch_size].to(device))).abs().max())
                    for i in range(0, len(data), batch_size))
 
 

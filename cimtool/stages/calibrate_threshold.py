@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from cimtool import artifacts
 from cimtool.errors import CimtoolError
 from cimtool.nn.snn import SnnConfig
+from cimtool.stages.common import CALIBRATION_SAMPLES, check_calibration_samples, check_torch_device
 from cimtool.ui import Reporter
 
 KIND = "snn"
@@ -49,6 +50,8 @@ class CalibrateParams:
     ratios: tuple[float, ...] = DEFAULT_RATIOS
     data_dir: str | None = None
     seed: int = 0
+    calibration_samples: int = CALIBRATION_SAMPLES  # train items behind the activation percentiles
+    torch_device: str = "auto"
 
 
 def parse_percentiles(text: str) -> tuple[str, ...]:
@@ -69,6 +72,8 @@ def parse_percentiles(text: str) -> tuple[str, ...]:
 
 def validate(p: CalibrateParams) -> None:
     p.snn.validate()
+    check_calibration_samples(p.calibration_samples)
+    check_torch_device(p.torch_device)
     bad = [r for r in p.ratios if not (math.isfinite(r) and r > 0)]
     if bad:
         raise CimtoolError(f"--ratios must all be finite and > 0 (threshold = ratio × percentile), got {bad}")
@@ -128,10 +133,9 @@ def neuron_names(spec: dict[str, Any], n_sites: int) -> list[str]:
 
 def run(p: CalibrateParams, out: Path | None, root: Path, force: bool,
         reporter: Reporter) -> artifacts.Artifact:
-    import torch
 
     from cimtool.nn.snn import SpikingNetwork, activation_percentiles, input_range, thresholds
-    from cimtool.stages.common import model_splits, open_model
+    from cimtool.stages.common import calibration_sample, model_splits, open_model, resolve_device
     from cimtool.stages.map_weights import resolve_model
     from cimtool.train.loop import evaluate
 
@@ -142,18 +146,22 @@ def run(p: CalibrateParams, out: Path | None, root: Path, force: bool,
     p = replace(p, model=str(model_path))
     cfg = p.snn
     data = model_splits(source, p.data_dir)
+    device = resolve_device(p.torch_device)
+    sample, calibration_record = calibration_sample(data["train"], p.calibration_samples, p.seed)
     out = out or artifacts.default_out(root, KIND, f"{model_path.name}-{cfg.neuron}-T{cfg.timesteps}")
     artifacts.check_out(out, force)
     reporter.log(f"calibrate-threshold: {model_path} → {cfg.neuron} neurons ({cfg.reset} reset, {cfg.levels} "
                  f"{cfg.bounds} levels, {cfg.encoding} input, T={cfg.timesteps}) → {out}")
 
-    with artifacts.ArtifactWriter(out, KIND, asdict(p), force=force) as writer:
-        stats = activation_percentiles(model, data["train"], list(p.percentiles), cfg.bounds)
-        r_in = input_range(model, data["train"])
+    model = model.to(device)
+    params = {**asdict(p), "torch_device": device.type}
+    with artifacts.ArtifactWriter(out, KIND, params, force=force) as writer:
+        stats = activation_percentiles(model, sample, list(p.percentiles), cfg.bounds, device=device)
+        r_in = input_range(model, sample, device=device)
         names = neuron_names(spec, len(stats))
 
         def network(percentile: str, ratio: float, config=cfg) -> SpikingNetwork:
-            return SpikingNetwork(model, thresholds(stats, percentile, ratio, config), config, r_in)
+            return SpikingNetwork(model, thresholds(stats, percentile, ratio, config), config, r_in, device)
 
         grid = []
         with reporter.progress() as progress:
@@ -190,7 +198,7 @@ def run(p: CalibrateParams, out: Path | None, root: Path, force: bool,
                      f"(silent after {steps_s:.1f} steps on average)")
 
         # test, once per condition
-        acc_ann = evaluate(model, data["test"], torch.device("cpu"))[1]
+        acc_ann = evaluate(model, data["test"], device)[1]
         acc_qann = chosen.accuracy(data["test"], seed=p.seed, one_pass=True)
         acc_snn = chosen.accuracy(data["test"], seed=p.seed)
 
@@ -217,7 +225,8 @@ def run(p: CalibrateParams, out: Path | None, root: Path, force: bool,
             "ann_test_accuracy": acc_ann, "quantized_ann_test_accuracy": acc_qann,
             "gap_to_ann_points": 100 * (acc_ann - acc_snn),
             "equivalence_agreement": agreement, "equivalence_mean_steps": steps_s,
-            "mean_steps": at_t["mean_steps"], "wall_s": time.perf_counter() - t_start,
+            "mean_steps": at_t["mean_steps"], **calibration_record, "torch_device": device.type,
+            "wall_s": time.perf_counter() - t_start,
         }
         path = writer.commit([source.as_input("model")], summary)
     return artifacts.load(path, KIND)

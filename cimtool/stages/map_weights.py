@@ -31,7 +31,15 @@ from cimtool.devices.mapping import (
 )
 from cimtool.errors import CimtoolError
 from cimtool.nn.array import EFFECTS, ArrayConfig
-from cimtool.stages.common import find_model, open_model
+from cimtool.stages.common import (
+    CALIBRATION_SAMPLES,
+    calibration_sample,
+    check_calibration_samples,
+    check_torch_device,
+    find_model,
+    open_model,
+    resolve_device,
+)
 from cimtool.ui import Reporter
 
 KIND = "cmap"
@@ -81,6 +89,8 @@ class MapParams:
     drift_time: float = 3600.0
     data_dir: str | None = None
     seed: int = 0
+    calibration_samples: int = CALIBRATION_SAMPLES
+    torch_device: str = "auto"
 
     def array_config(self, card: DeviceCard) -> ArrayConfig:
         def pick(given, default):
@@ -200,6 +210,8 @@ def validate(p: MapParams) -> None:
         raise CimtoolError(f"--trials must be in 1..10000, got {p.trials}")
     if not 0 <= p.seed < 2**32:
         raise CimtoolError(f"--seed must be in [0, 2**32), got {p.seed}")
+    check_calibration_samples(p.calibration_samples)
+    check_torch_device(p.torch_device)
     if not math.isfinite(p.drift_time):
         raise CimtoolError(f"--drift-time must be finite, got {p.drift_time}")
     # the card fills unset converter options later; validate what the user gave
@@ -209,19 +221,26 @@ def validate(p: MapParams) -> None:
 
 
 def evaluate_mapped(model, mapped: MappedModel, data: dict[str, Any], split: str, config: ArrayConfig,
-                    trials: int, seed: int, reporter: Reporter) -> tuple[list[dict], dict[str, Any]]:
-    """Float vs mapped-ideal vs non-ideal accuracy (Monte Carlo) on one split."""
+                    trials: int, seed: int, reporter: Reporter,
+                    calibration_samples: int = CALIBRATION_SAMPLES,
+                    device=None) -> tuple[list[dict], dict[str, Any]]:
+    """Float vs mapped-ideal vs non-ideal accuracy (Monte Carlo) on one split; converters
+    calibrated on a stratified sample of ``calibration_samples`` train items."""
     import torch
 
     from cimtool.nn.network import ArrayNetwork
     from cimtool.train.loop import evaluate
 
-    _, acc_float = evaluate(model, data[split], torch.device("cpu"))
-    ideal = ArrayNetwork(model, mapped.maps, mapped.placements, mapped.card, ArrayConfig())
-    ideal.calibrate(data["train"])
+    device = device or torch.device("cpu")
+    sample, record = calibration_sample(data["train"], calibration_samples, seed)
+    _, acc_float = evaluate(model.to(device), data[split], device)
+    ideal = ArrayNetwork(model, mapped.maps, mapped.placements, mapped.card, ArrayConfig(), device)
+    ideal.calibrate(sample)
     acc_ideal = ideal.accuracy(data[split], None)
-    net = ArrayNetwork(model, mapped.maps, mapped.placements, mapped.card, config)
-    net.calibrate(data["train"])
+    net = ArrayNetwork(model, mapped.maps, mapped.placements, mapped.card, config, device)
+    net.calibrate(sample)
+    reporter.log(f"[dim]array simulator on {device.type}: batches of {net.batch_size(len(data[split]))}, "
+                 f"{net.chips_per_pass(len(data[split]), trials)} chip(s) per pass[/dim]")
     with reporter.progress() as progress:
         task = progress.add_task("Monte Carlo", total=trials, status="")
         accs = net.trials(data[split], trials, seed,
@@ -231,7 +250,7 @@ def evaluate_mapped(model, mapped: MappedModel, data: dict[str, Any], split: str
     rows += [{"condition": "mapped_nonideal", "trial": t, "accuracy": a} for t, a in enumerate(accs)]
     summary = {"split": split, "accuracy_float": acc_float, "accuracy_mapped_ideal": acc_ideal,
                "accuracy_nonideal_mean": float(np.mean(accs)), "accuracy_nonideal_std": float(np.std(accs)),
-               "trials": trials, "array_config": asdict(config)}
+               "trials": trials, "array_config": asdict(config), **record, "torch_device": device.type}
     return rows, summary
 
 
@@ -254,7 +273,8 @@ def run(p: MapParams, out: Path | None, root: Path, force: bool, reporter: Repor
     name = f"{model_path.name}-{mapped.card.name}-{f'w{bits}' if bits else 'card'}"
     out = out or artifacts.default_out(root, KIND, name)
     artifacts.check_out(out, force)
-    params = {**asdict(p), "card": mapped.card.to_dict(),
+    device = resolve_device(p.torch_device)
+    params = {**asdict(p), "torch_device": device.type, "card": mapped.card.to_dict(),
               "n_levels": len(next(iter(mapped.maps.values())).grid)}
     reporter.log(f"map-weights: {len(mapped.maps)} crossbar layer(s) of {model_path} onto "
                  f"'{mapped.card.name}' ({params['n_levels']} {mapped.card.spacing} levels) → {out}")
@@ -276,7 +296,7 @@ def run(p: MapParams, out: Path | None, root: Path, force: bool, reporter: Repor
                          f"({mapped.card.drift_t0:g} s): no drift")
         if p.evaluate:
             rows, acc = evaluate_mapped(model, mapped, data, p.split, p.array_config(mapped.card),
-                                        p.trials, p.seed, reporter)
+                                        p.trials, p.seed, reporter, p.calibration_samples, device)
             pq.write_table(pa.Table.from_pylist(rows), writer.path("evaluation.parquet"))
             summary.update(acc)
         summary["wall_s"] = time.perf_counter() - t_start

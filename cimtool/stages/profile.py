@@ -21,9 +21,8 @@ Spiking networks chunk a batch as ``SpikingNetwork.batch_size`` says (noted in `
 
 On CPU the clock is ``time.perf_counter``; on CUDA, ``torch.cuda.Event`` pairs with a
 synchronisation, and the ANN modes get extra ``dtype = "bf16"`` rows under
-``torch.autocast("cuda", dtype=torch.bfloat16)``. The spiking simulation runs on CPU only
-(``SpikingNetwork`` moves its model there), so with ``--torch-device cuda`` the ``snn`` and
-``one_pass`` rows run on CPU and say so in ``device``.
+``torch.autocast("cuda", dtype=torch.bfloat16)``. The spiking simulation runs on the same device
+as the ANN.
 
 ``peak_memory_mb``, from one extra run per row after the timed ones: the most memory that run
 holds at once *beyond what was allocated before it started* (weights, inputs and other resident
@@ -71,6 +70,12 @@ import pyarrow.parquet as pq
 
 from cimtool import artifacts
 from cimtool.errors import CimtoolError
+from cimtool.stages.common import (
+    CALIBRATION_SAMPLES,
+    check_calibration_samples,
+    check_torch_device,
+    resolve_device,
+)
 from cimtool.ui import Reporter
 
 KIND = "profile"
@@ -79,7 +84,6 @@ SNN_MODES = ("snn", "one_pass")
 MODES = ANN_MODES + SNN_MODES
 PHASES = ("forward", "forward_backward")
 PHASE_LABELS = {"forward": "fwd", "forward_backward": "fwd+bwd"}  # in the rich table
-TORCH_DEVICES = ("auto", "cpu", "cuda")
 TOP_OPS = 10
 MAX_BATCH = 1 << 16
 MAX_REPEATS = 10_000
@@ -107,6 +111,7 @@ class ProfileParams:
     torch_device: str = "auto"
     data_dir: str | None = None
     seed: int = 0
+    calibration_samples: int = CALIBRATION_SAMPLES  # train items behind a plain model's thresholds
 
 
 def validate(p: ProfileParams) -> None:
@@ -130,22 +135,10 @@ def validate(p: ProfileParams) -> None:
         raise CimtoolError(f"unknown --modes {', '.join(unknown)} (choose from: {', '.join(MODES)})")
     if len(set(p.modes)) != len(p.modes):
         raise CimtoolError(f"--modes lists a mode twice: {', '.join(p.modes)}")
-    if p.torch_device not in TORCH_DEVICES:
-        raise CimtoolError(f"unknown --torch-device '{p.torch_device}' "
-                           f"(choose from: {', '.join(TORCH_DEVICES)})")
-    if p.torch_device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise CimtoolError("--torch-device cuda: no CUDA device is available (use cpu or auto)")
+    check_torch_device(p.torch_device)
+    check_calibration_samples(p.calibration_samples)
     if not 0 <= p.seed < 2**32:
         raise CimtoolError(f"--seed must be in [0, 2**32), got {p.seed}")
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
 # --- measurement ---------------------------------------------------------------------------------
@@ -333,7 +326,7 @@ class _Bench:
                 net = self.model if mode == "ann_eager" else self.compiled
                 out.append(self._ann_cell(mode, phase, dtype, net, x, y))
             else:
-                out.append(self._snn_cell(mode, x_cpu))
+                out.append(self._snn_cell(mode, x))
         return out
 
     def _ann_cell(self, mode: str, phase: str, dtype: str, net, x, y) -> _Cell:
@@ -368,7 +361,7 @@ class _Bench:
         analog = net.cfg.encoding == "analog"
         # as SpikingNetwork.predict: the spiking run folds T steps into the batch
         size = net.batch_size(x, 1 if mode == "one_pass" and analog else net.cfg.timesteps)
-        gen = torch.Generator().manual_seed(self.seed)
+        gen = torch.Generator(self.device).manual_seed(self.seed)
         step = net.one_pass if mode == "one_pass" else net.run
         chunks = [x[i: i + size] for i in range(0, len(x), size)]
 
@@ -376,12 +369,9 @@ class _Bench:
             for chunk in chunks:
                 step(chunk, gen=gen)
 
-        notes = []
-        if self.device.type != "cpu":
-            notes.append("SpikingNetwork runs on CPU only")
-        if len(chunks) > 1:
-            notes.append(f"{len(chunks)} chunks of ≤ {size} samples (SpikingNetwork.batch_size)")
-        return _Cell(mode, "forward", "fp32", "cpu", call, lambda: None, "; ".join(notes) or None)
+        note = f"{len(chunks)} chunks of ≤ {size} samples (SpikingNetwork.batch_size)" if len(chunks) > 1 \
+            else None
+        return _Cell(mode, "forward", "fp32", self.device.type, call, lambda: None, note)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -401,15 +391,16 @@ def run(p: ProfileParams, out: Path | None, root: Path, force: bool,
 
     validate(p)
     t_start = time.perf_counter()
-    device = resolve_device(p.torch_device)
+    device = resolve_device(p.torch_device).type
     path = Path(p.model)
-    cand = load_candidate(path, p.data_dir, reporter)  # model/qmodel/snn; anything else is refused
+    # model/qmodel/snn; anything else is refused
+    cand = load_candidate(path, p.data_dir, reporter, p.calibration_samples, p.seed)
     source = cand.artifact
     p = replace(p, model=str(source.path))
     out = out or artifacts.default_out(root, KIND, source.path.name)
     artifacts.check_out(out, force)
     torch.manual_seed(p.seed)
-    snn = SpikingNetwork(cand.model, cand.thetas, cand.config, cand.input_range)
+    snn = SpikingNetwork(cand.model, cand.thetas, cand.config, cand.input_range, device)
     timesteps = cand.config.timesteps
     test = cand.data["test"]
     batches = list(p.batch_sizes)
@@ -419,8 +410,6 @@ def run(p: ProfileParams, out: Path | None, root: Path, force: bool,
                  f"runs each, on {device} ({torch.get_num_threads()} CPU threads) → {out}")
     if largest > len(test):
         reporter.log(f"profile: the test split has {len(test)} samples; larger batches repeat them")
-    if device == "cuda" and any(m in SNN_MODES for m in p.modes):
-        reporter.log("profile: snn and one_pass run on CPU (SpikingNetwork is CPU-only)")
 
     params = {**asdict(p), "torch_device": device}
     with artifacts.ArtifactWriter(out, KIND, params, force=force) as writer:
@@ -447,7 +436,7 @@ def run(p: ProfileParams, out: Path | None, root: Path, force: bool,
                 key = (mode, phase, dtype, batch)
                 row: dict[str, Any] = {
                     "mode": mode, "phase": phase, "dtype": dtype,
-                    "device": "cpu" if mode in SNN_MODES else device, "batch_size": batch,
+                    "device": device, "batch_size": batch,
                     "timesteps": timesteps if mode in SNN_MODES else None, "repeats": p.repeats,
                     "latency_ms": None, "latency_p10_ms": None, "latency_p90_ms": None,
                     "throughput_sps": None, "peak_memory_mb": None, "op_count": None, "kernel_count": None,
@@ -526,7 +515,7 @@ def _summary(rows: list[dict[str, Any]], batches: list[int], timesteps: int, dev
         return forward.get((mode, batch))
 
     ann, snn, one = at("ann_eager"), at("snn"), at("one_pass")
-    return {"timesteps": timesteps, "batch_size": batch, "torch_device": device, "snn_device": "cpu",
+    return {"timesteps": timesteps, "batch_size": batch, "torch_device": device, "snn_device": device,
             "ann_eager_ms": ann, "ann_compiled_ms": at("ann_compiled"), "snn_ms": snn, "one_pass_ms": one,
             "snn_over_ann": snn / ann if snn and ann else None,
             "one_pass_speedup": snn / one if snn and one else None,

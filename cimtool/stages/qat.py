@@ -41,7 +41,15 @@ from cimtool.models.io import save_model
 from cimtool.models.registry import MODELS
 from cimtool.nn.array import EFFECTS, ArrayConfig
 from cimtool.nn.quant import DeviceWeight, NoiseSpec, attach, detach_all
-from cimtool.stages.common import model_splits, open_model
+from cimtool.stages.common import (
+    CALIBRATION_SAMPLES,
+    calibration_sample,
+    check_calibration_samples,
+    check_torch_device,
+    model_splits,
+    open_model,
+    resolve_device,
+)
 from cimtool.stages.map_weights import MappingOptions, map_loaded_model, resolve_model
 from cimtool.train.batching import TensorData, to_float
 from cimtool.train.loop import TrainConfig, evaluate, fit
@@ -67,6 +75,8 @@ class QatParams:
     trials: int = 10
     data_dir: str | None = None
     seed: int = 0
+    calibration_samples: int = CALIBRATION_SAMPLES
+    torch_device: str = "auto"  # where the model is evaluated and the arrays are simulated
 
 
 def validate(p: QatParams) -> None:
@@ -76,6 +86,8 @@ def validate(p: QatParams) -> None:
     for name in ("epochs", "batch_size", "trials"):
         if getattr(p, name) < 1:
             raise CimtoolError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(p, name)}")
+    check_calibration_samples(p.calibration_samples)
+    check_torch_device(p.torch_device)
     if p.lr is not None and not (math.isfinite(p.lr) and p.lr > 0):
         raise CimtoolError(f"--lr must be a finite number > 0, got {p.lr}")
     if not (math.isfinite(p.noise_scale) and p.noise_scale >= 0):
@@ -96,17 +108,17 @@ def _features(model, data: TensorData, batch_size: int = 4096) -> TensorData:
     return TensorData(torch.cat(chunks), data.y)
 
 
-def _nonideal(model, spec, mapping: MappingOptions, data, trials: int, seed: int, reporter: Reporter):
+def _nonideal(model, spec, job: Job) -> list[float]:
     """Accuracies of ``trials`` chips with every non-ideality of the card (its ADC and DAC)."""
     from cimtool.nn.network import ArrayNetwork
 
-    mapped = map_loaded_model(model, spec, mapping, reporter)
+    mapped = map_loaded_model(model, spec, job.p.mapping, job.reporter)
     card = mapped.card
     config = ArrayConfig(effects=EFFECTS, adc_bits=card.adc_bits, scheme=card.adc_scheme,
                          input_bits=card.input_bits)
-    net = ArrayNetwork(model, mapped.maps, mapped.placements, card, config)
-    net.calibrate(data["train"])
-    return net.trials(data["test"], trials, seed)
+    net = ArrayNetwork(model, mapped.maps, mapped.placements, card, config, job.device)
+    net.calibrate(job.calibration)
+    return net.trials(job.data["test"], job.p.trials, job.p.seed)
 
 
 @dataclass
@@ -122,6 +134,8 @@ class Job:
     grid: np.ndarray
     scratch: Path
     reporter: Reporter
+    device: torch.device  # evaluation and array simulation (training runs on the CPU)
+    calibration: TensorData  # the train sample that sets the converters' ranges
 
     @property
     def head_only(self) -> bool:  # crossbar model: the front-end is fixed, its head is trained
@@ -230,25 +244,25 @@ def run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repor
     bits = f"w{p.mapping.weight_bits}" if p.mapping.weight_bits else "card"
     out = out or artifacts.default_out(root, KIND, f"{model_path.name}-{p.mode}-{card.name}-{bits}")
     artifacts.check_out(out, force)
-    cpu = torch.device("cpu")
+    device = resolve_device(p.torch_device)
+    calibration, calibration_record = calibration_sample(data["train"], p.calibration_samples, p.seed)
     reporter.log(f"qat --mode {p.mode}: {model_path} on '{card.name}' ({len(grid)} levels) → {out}")
 
-    params = {**asdict(p), "card": card.to_dict(), "n_levels": len(grid)}
+    params = {**asdict(p), "torch_device": device.type, "card": card.to_dict(), "n_levels": len(grid)}
     with artifacts.ArtifactWriter(out, KIND, params, force=force) as writer:
-        job = Job(p, card, model, spec, data, layers, grid, writer.scratch, reporter)
-        acc_float = evaluate(model, data["test"], cpu)[1]
+        job = Job(p, card, model, spec, data, layers, grid, writer.scratch, reporter, device, calibration)
+        acc_float = evaluate(copy.deepcopy(model).to(device), data["test"], device)[1]
         ptq = copy.deepcopy(model)
         attach(ptq, layers, job.quantizer())
-        acc_ptq = evaluate(ptq, data["test"], cpu)[1]
+        acc_ptq = evaluate(ptq.to(device), data["test"], device)[1]
         reporter.log(f"float {acc_float:.4f}, PTQ {acc_ptq:.4f}")
 
         outcome = TRAINERS[p.mode](job)
         new = copy.deepcopy(outcome.model)
         attach(new, layers, job.quantizer())
-        acc_after = evaluate(new, data["test"], cpu)[1]  # on the ideal device levels; test touched once
-        plain = _nonideal(model, spec, p.mapping, data, p.trials, p.seed, reporter)
-        ours = plain if p.mode == "ptq" else _nonideal(outcome.model, spec, p.mapping, data, p.trials,
-                                                       p.seed, reporter)
+        acc_after = evaluate(new.to(device), data["test"], device)[1]  # ideal device levels; test once
+        plain = _nonideal(model, spec, job)
+        ours = plain if p.mode == "ptq" else _nonideal(outcome.model, spec, job)
         rows = [{"model": "float", "condition": "float", "trial": 0, "accuracy": acc_float},
                 {"model": "plain", "condition": "ideal_array", "trial": 0, "accuracy": acc_ptq},
                 {"model": p.mode, "condition": "ideal_array", "trial": 0, "accuracy": acc_after}]
@@ -273,7 +287,8 @@ def run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repor
             "recovered_fraction_of_ptq_drop": (acc_after - acc_ptq) / drop if drop > 0 else None,
             "nonideal_plain_mean": float(np.mean(plain)), "nonideal_plain_std": float(np.std(plain)),
             "nonideal_mean": float(np.mean(ours)), "nonideal_std": float(np.std(ours)),
-            "trials": p.trials, "crossbar_layers": layers, **outcome.extra,
+            "trials": p.trials, "crossbar_layers": layers, **outcome.extra, **calibration_record,
+            "torch_device": device.type,
             "wall_s": time.perf_counter() - t_start,
         }
         path = writer.commit([source.as_input("model")], summary)

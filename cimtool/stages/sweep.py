@@ -30,10 +30,10 @@ import pyarrow.parquet as pq
 from cimtool import artifacts
 from cimtool.errors import CimtoolError
 from cimtool.nn.array import EFFECTS
+from cimtool.stages.common import CALIBRATION_SAMPLES, check_calibration_samples, check_torch_device
 from cimtool.ui import Reporter
 
 KIND = "sweep"
-CALIBRATION_SAMPLES = 2048  # train samples that set the converters' ranges (per configuration)
 # thresholds of a plain model: calibrate-threshold's pick on the default model
 DEFAULT_PERCENTILE, DEFAULT_RATIO = "99.9", 1.0
 
@@ -54,6 +54,8 @@ class SweepParams:
     array_cols: int = 128
     data_dir: str | None = None
     seed: int = 0
+    calibration_samples: int = CALIBRATION_SAMPLES  # train items that set thresholds and converter ranges
+    torch_device: str = "auto"
 
     @property
     def n_configs_per_model(self) -> int:
@@ -75,6 +77,8 @@ def validate(p: SweepParams) -> None:
         if not 1 <= steps <= 100_000:
             raise CimtoolError(f"--timesteps must be in 1..100000, got {steps}")
     ArrayConfig(effects=p.effects).validate()
+    check_calibration_samples(p.calibration_samples)
+    check_torch_device(p.torch_device)
     if not 1 <= p.trials <= 1000:
         raise CimtoolError(f"--trials must be in 1..1000, got {p.trials}")
     if not (math.isfinite(p.tolerance) and p.tolerance >= 0):
@@ -96,34 +100,40 @@ class Candidate:
     thetas: list[float]
     input_range: float
     data: dict[str, Any]
+    calibration: Any  # TensorData: the train sample that sets converter ranges (and default thresholds)
+    calibration_record: dict[str, Any]
 
 
 def _label(spec: dict[str, Any]) -> str:
     return spec.get("method") or spec["model"]
 
 
-def load_candidate(path: Path, data_dir: str | None, reporter: Reporter) -> Candidate:
-    """A model, qmodel or snn artifact as a spiking network's inputs (shared with profile)."""
+def load_candidate(path: Path, data_dir: str | None, reporter: Reporter,
+                   calibration_samples: int = CALIBRATION_SAMPLES, seed: int = 0) -> Candidate:
+    """A model, qmodel or snn artifact as a spiking network's inputs (shared with profile); a plain
+    model gets default thresholds from a calibration sample of ``calibration_samples`` train items."""
     from cimtool.nn.snn import SnnConfig, activation_percentiles, input_range, thresholds
     from cimtool.stages.calibrate_threshold import open_snn
-    from cimtool.stages.common import MODEL_KINDS, model_splits, open_model
+    from cimtool.stages.common import MODEL_KINDS, calibration_sample, model_splits, open_model
 
     kind = artifacts.load(path).kind
     if kind == "snn":
         snn = open_snn(path)
         data = model_splits(snn.source, data_dir)
+        sample, record = calibration_sample(data["train"], calibration_samples, seed)
         return Candidate(_label(snn.spec), snn.artifact, snn.model, snn.spec, snn.config, snn.thetas,
-                         snn.input_range, data)
+                         snn.input_range, data, sample, record)
     if kind not in MODEL_KINDS:
         raise CimtoolError(f"{path}: expected a model, qmodel or snn artifact, found a '{kind}' artifact")
     artifact, model, spec = open_model(path)
     data = model_splits(artifact, data_dir)
+    sample, record = calibration_sample(data["train"], calibration_samples, seed)
     cfg = SnnConfig()
-    stats = activation_percentiles(model, data["train"], [DEFAULT_PERCENTILE], cfg.bounds)
+    stats = activation_percentiles(model, sample, [DEFAULT_PERCENTILE], cfg.bounds)
     reporter.log(f"{path}: default spiking settings, thresholds at {DEFAULT_RATIO:g} × P{DEFAULT_PERCENTILE} "
                  "(calibrate-threshold, then --model SNN, for others)")
     return Candidate(_label(spec), artifact, model, spec, cfg, thresholds(stats, DEFAULT_PERCENTILE,
-                     DEFAULT_RATIO, cfg), input_range(model, data["train"]), data)
+                     DEFAULT_RATIO, cfg), input_range(model, sample), data, sample, record)
 
 
 def _layer_shapes(model, spec: dict[str, Any], sample) -> list:
@@ -190,24 +200,21 @@ def _config(p: SweepParams, card, scheme: str, adc_bits: int):
 class _Evaluator:
     """Spiking network of one candidate on one mapping and converter setting, over chips and T."""
 
-    def __init__(self, cand: Candidate, maps, placements, card, config, p: SweepParams) -> None:
+    def __init__(self, cand: Candidate, maps, placements, card, config, p: SweepParams, device) -> None:
         from cimtool.nn.network import ArrayNetwork
         from cimtool.nn.snn import SpikingNetwork
-        from cimtool.train.batching import TensorData
 
-        arrays = ArrayNetwork(cand.model, maps, placements, card, config)
-        self.snn = SpikingNetwork(arrays.model, cand.thetas, cand.config, cand.input_range)
-        train = cand.data["train"]
-        subset = TensorData(train.x[:CALIBRATION_SAMPLES], train.y[:CALIBRATION_SAMPLES])
-        self.snn.calibrate_converters(subset, max(p.timesteps), p.seed)
-        self.trials, self.seed = p.trials, p.seed
+        arrays = ArrayNetwork(cand.model, maps, placements, card, config, device)
+        self.snn = SpikingNetwork(arrays.model, cand.thetas, cand.config, cand.input_range, device)
+        self.snn.calibrate_converters(cand.calibration, max(p.timesteps), p.seed)
+        self.trials, self.seed, self.device = p.trials, p.seed, device
 
     def accuracies(self, data, steps: int) -> list[float]:
         import torch
 
         accs = []
         for trial in range(self.trials):  # the same chips for every configuration
-            self.snn.program(torch.Generator().manual_seed(self.seed * 1_000_003 + trial))
+            self.snn.program(torch.Generator(self.device).manual_seed(self.seed * 1_000_003 + trial))
             accs.append(self.snn.accuracy(data, steps, seed=self.seed + trial))
         return accs
 
@@ -215,13 +222,14 @@ class _Evaluator:
 def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:
     from cimtool.devices.card import load_card
     from cimtool.devices.cost import CostModel
-    from cimtool.stages.common import find_model
+    from cimtool.stages.common import find_model, resolve_device
 
     validate(p)
     t_start = time.perf_counter()
     card = load_card(p.device)
+    device = resolve_device(p.torch_device)
     paths = [Path(m) for m in p.models] or [find_model(root, method) for method in p.methods]
-    candidates = [load_candidate(path, p.data_dir, reporter) for path in paths]
+    candidates = [load_candidate(path, p.data_dir, reporter, p.calibration_samples, p.seed) for path in paths]
     _same_val_split(candidates)
     out = out or artifacts.default_out(root, KIND, f"{'+'.join(c.label for c in candidates)}-{card.name}")
     artifacts.check_out(out, force)
@@ -230,7 +238,8 @@ def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Rep
     reporter.log(f"sweep: {total} configurations × {p.trials} chips on '{card.name}' (val) → {out}")
 
     rows: list[dict[str, Any]] = []
-    with artifacts.ArtifactWriter(out, KIND, {**asdict(p), "card": card.to_dict()}, force=force) as writer:
+    params = {**asdict(p), "torch_device": device.type, "card": card.to_dict()}
+    with artifacts.ArtifactWriter(out, KIND, params, force=force) as writer:
         with reporter.progress() as progress:
             task = progress.add_task("sweep (val)", total=total, status="")
             for ci, cand in enumerate(candidates):
@@ -239,7 +248,7 @@ def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Rep
                     mapped = _mapped(cand, card, wbits, p)
                     for scheme in p.schemes:
                         for abits in p.adc_bits:
-                            ev = _Evaluator(cand, *mapped, card, _config(p, card, scheme, abits), p)
+                            ev = _Evaluator(cand, *mapped, card, _config(p, card, scheme, abits), p, device)
                             for steps in p.timesteps:
                                 accs = ev.accuracies(cand.data["val"], steps)
                                 energy = cost.energy(card, shapes, wbits, abits, scheme, steps, p.array_rows)
@@ -259,7 +268,7 @@ def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Rep
             else:
                 cand = candidates[row["candidate"]]
                 ev = _Evaluator(cand, *_mapped(cand, card, row["weight_bits"], p), card,
-                                _config(p, card, row["scheme"], row["adc_bits"]), p)
+                                _config(p, card, row["scheme"], row["adc_bits"]), p, device)
                 test = ev.accuracies(cand.data["test"], row["timesteps"])
             selection.append({"role": role, **{k: v for k, v in row.items() if k != "val_trials"},
                               "test_mean": float(np.mean(test)), "test_std": float(np.std(test)),
@@ -277,6 +286,7 @@ def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Rep
                    "recommended": brief(selection[1]),
                    "test_accuracy": selection[1]["test_mean"], "val_accuracy": selection[1]["val_mean"],
                    "energy_saving": 1 - selection[1]["energy_pj"] / selection[0]["energy_pj"],
+                   **candidates[0].calibration_record, "torch_device": device.type,
                    "wall_s": time.perf_counter() - t_start}
         path = writer.commit([c.artifact.as_input("model" if c.artifact.kind != "snn" else "snn")
                               for c in candidates], summary)

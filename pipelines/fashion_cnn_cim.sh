@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# A CNN on full-size Fashion-MNIST (60,000 train / 10,000 test) through every stage:
+#   train-ann (mnist_cnn) → qat (noise-aware, 4-bit RRAM) → map-weights --evaluate (Monte Carlo
+#   chips with every non-ideality) → calibrate-threshold (ST-BIF) → sweep → neurosim-trace →
+#   run-neurosim → report
+# Produces, under $OUT (default artifacts/pipelines/fashion_cnn_cim): one artifact per stage and
+# report/report.html + report.md. Rerunning skips every stage whose artifact exists and verifies;
+# delete one to redo it and the stages after it. Stops at the first failing stage. Progress goes
+# to stderr (plain lines every 10 s when it is a log file).
+#   usage: [QUICK=1] [OUT=dir] [DATA_DIR=folder] [DEVICE=rram_seed003] [TORCH_DEVICE=auto]
+#          pipelines/fashion_cnn_cim.sh
+#   DATA_DIR: the four Fashion-MNIST IDX files (default: where `apt-get install
+#   dataset-fashion-mnist` puts them). QUICK=1: one epoch and a tiny sweep (a smoke test).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+OUT=${OUT:-artifacts/pipelines/fashion_cnn_cim}
+DEVICE=${DEVICE:-rram_seed003}
+DATA=(--dataset fashion-mnist)
+[[ -n ${DATA_DIR:-} ]] && DATA+=(--data-dir "$DATA_DIR")
+ON=(--torch-device "${TORCH_DEVICE:-auto}")
+if [[ ${QUICK:-0} == 1 ]]; then
+  TRAIN=(--epochs 1)
+  QAT=(--epochs 1 --trials 2)
+  EVAL=(--trials 2)
+  SWEEP=(--scheme B --weight-bits 4 --adc-bits 6 --timesteps 4 --trials 1)
+else
+  TRAIN=(--epochs 5)
+  QAT=(--epochs 2 --trials 10)
+  EVAL=(--trials 10)
+  # 2 × 2 × 2 × 2 = 16 configurations around the 4-bit card, 2 chips each, on the 6,000 val images
+  SWEEP=(--scheme A,B --weight-bits 3,4 --adc-bits 4,6 --timesteps 4,8 --trials 2)
+fi
+
+stage train-ann "$OUT/model" train-ann "${DATA[@]}" --model mnist_cnn "${ON[@]}" "${TRAIN[@]}"
+stage qat "$OUT/qmodel" qat --model "$OUT/model" --mode noise --weight-bits 4 --device "$DEVICE" \
+  "${ON[@]}" "${QAT[@]}"
+stage map-weights "$OUT/cmap" map-weights --model "$OUT/qmodel" --device "$DEVICE" --weight-bits 4 \
+  --evaluate "${ON[@]}" "${EVAL[@]}"
+stage calibrate-threshold "$OUT/snn" calibrate-threshold --model "$OUT/qmodel" --timesteps 16 "${ON[@]}"
+stage sweep "$OUT/sweep" sweep --model "$OUT/snn" --device "$DEVICE" "${ON[@]}" "${SWEEP[@]}"
+stage neurosim-trace "$OUT/trace" neurosim-trace --model "$OUT/qmodel"
+stage run-neurosim "$OUT/neurosim" run-neurosim --trace "$OUT/trace" --device "$DEVICE"
+stage report "$OUT/report" report "$OUT/model" "$OUT/qmodel" "$OUT/cmap" "$OUT/snn" "$OUT/sweep" \
+  "$OUT/trace" "$OUT/neurosim" --title "mnist_cnn on Fashion-MNIST, on CIM ($DEVICE)"
+echo "report: $OUT/report/report.html"
