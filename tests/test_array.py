@@ -74,6 +74,30 @@ def test_ideal_array_computes_exactly_the_mapped_weights(conv):
     assert (got - reference).abs().max() < 0.01 * reference.abs().max()
 
 
+@pytest.mark.parametrize("scheme", ["A", "B"])
+@pytest.mark.parametrize("conv, array_rows", [(False, 8), (False, 128), (True, 8), (True, 16), (True, 27)])
+def test_fine_converters_on_every_read_path_compute_the_mapped_weights(scheme, conv, array_rows):
+    """With a 24-bit ADC each read path (a conv that fits one array's rows as conv2d, unrolled row
+    tiles, a partial last tile, linear layers) gives the ideal mapped layer."""
+    torch.manual_seed(3)
+    card = _card()
+    module = nn.Conv2d(3, 5, 3, stride=2, padding=1) if conv else nn.Linear(40, 7)
+    x = torch.randn(4, 3, 9, 9) if conv else torch.randn(16, 40)
+    config = ArrayConfig(adc_bits=24, scheme=scheme)
+    layer, lm = _layer(module, card, config, array_rows=array_rows, array_cols=6)
+    observers = []
+    calibrate_layers([layer], observers.extend, lambda: observers[0](x))
+    assert layer.converters.full_scale > 0
+    w_eff = torch.from_numpy(lm.effective_weight()).float()
+    if conv:
+        expected = F.conv2d(x, w_eff.T.reshape(module.weight.shape), module.bias, stride=2, padding=1)
+    else:
+        expected = F.linear(x, w_eff.T, module.bias)
+    got = layer(x)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-4 * float(expected.detach().abs().max()))
+
+
 def test_bitserial_equals_analog_at_the_same_input_bits_without_adc():
     torch.manual_seed(1)
     card = _card()

@@ -42,7 +42,7 @@ def _logits(net: ArrayNetwork, data: TensorData, seeds: list[int]) -> torch.Tens
 def test_chips_sharing_a_pass_give_the_same_results_as_one_by_one(scheme):
     config = ArrayConfig(effects=EFFECTS, adc_bits=6, scheme=scheme, input_bits=8)
     net, data = _cnn_network(config)
-    assert net.chips_per_pass(len(data), 3) == 3  # 48 samples fit the 1 GiB budget many times
+    assert net.chips_per_pass(len(data), 3) == 3  # 48 samples fit the budget many times
     together = _logits(net, data, [0, 1, 2])
     alone = torch.cat([_logits(net, data, [s]) for s in (0, 1, 2)])
     assert torch.equal(together, alone)

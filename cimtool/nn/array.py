@@ -65,6 +65,9 @@ from cimtool.nn import noise
 
 EFFECTS = ("d2d", "c2c", "stuck", "drift", "ir", "read")
 ENCODINGS = ("analog", "bitserial")
+# a conv whose rows span at most this many arrays runs as one conv2d with a copy of its weights per
+# row tile (masked to that tile's rows): at most 2× the MACs, but no unrolled (9× larger) input
+CONV_TILES_MAX = 2
 
 
 @dataclass(frozen=True)
@@ -265,6 +268,7 @@ class ArrayLayer(nn.Module):
         self.tiles = -(-self.rows // placement.array_rows)
         # no ADC and analog input: the whole layer is one GEMM/conv (module docstring)
         self.linear = config.adc_bits is None and config.encoding == "analog"
+        self.conv_tiles = self.is_conv and self.tiles <= CONV_TILES_MAX
         self.read_noise = card.read_noise if "read" in config.effects else 0.0
         self.converters: Converters | None = None
         self.program_chips([None])
@@ -306,6 +310,21 @@ class ArrayLayer(nn.Module):
         # [K, rows, C'] with read noise²·G² for σ² = Σ V²·read_noise²·G²
         self.w_read = read.float().contiguous()
         self.w_noise = None if sq_sum is None else (sq_sum * self.read_noise**2).float().contiguous()
+        if self.conv_tiles:
+            self.w_read = self._per_tile_filters(self.w_read)
+            self.w_noise = None if self.w_noise is None else self._per_tile_filters(self.w_noise)
+
+    def _per_tile_filters(self, m: torch.Tensor) -> torch.Tensor:
+        """[K, rows, C'] → conv filters [K, T·C', Cin, kh, kw] (channels-last), block t holding
+        only the rows of row tile t."""
+        k, rows, width = m.shape
+        tr = self.placement.array_rows
+        tiles = m.new_zeros(k, self.tiles, rows, width)
+        for t in range(self.tiles):
+            tiles[:, t, t * tr: (t + 1) * tr] = m[:, t * tr: (t + 1) * tr]
+        filters = tiles.permute(0, 1, 3, 2).reshape(k * self.tiles * width, *self.weight_shape[1:])
+        return filters.contiguous(memory_format=torch.channels_last).view(k, self.tiles * width,
+                                                                           *self.weight_shape[1:])
 
     # --- calibration ---
 
@@ -333,14 +352,8 @@ class ArrayLayer(nn.Module):
         """The layer on the current chips with converter ranges ``cal`` and ADC ``adc`` (None: none)."""
         if self.linear and adc is None:
             return self._linear(x, cal)
-        if not self.is_conv:
-            y = self._rows(x, cal, adc)
-            return y if self.bias is None else y.add_(self.bias)
-        batch = x.shape[0]
-        rows, (out_h, out_w) = im2col(x, self.conv_args)
-        # [B, C, oh, ow] as a view of [B, oh, ow, C] (channels-last strides): no copy
-        y = self._rows(rows, cal, adc).view(batch, out_h, out_w, -1).permute(0, 3, 1, 2)
-        return y if self.bias is None else y.add_(self.bias.view(-1, 1, 1))
+        y = self._convert(x if self.is_conv else x.reshape(-1, self.rows), cal, adc)
+        return y if self.bias is None else y.add_(self.bias.view(-1, 1, 1) if self.is_conv else self.bias)
 
     def _conv_kwargs(self) -> dict:
         return {k: self.conv_args[k] for k in ("padding", "stride", "dilation")}
@@ -354,7 +367,7 @@ class ArrayLayer(nn.Module):
             y = self._gemm(xk, self.w_read[k], self.bias)
             if self.w_noise is not None:  # σ = read_noise·sqrt(Σ V²G²), in output units
                 sigma = self._gemm(xk.square(), self.w_noise[k], None).sqrt_().mul_(self.read_noise)
-                y.addcmul_(sigma, noise.randn(y.shape, self.read_gens[k], y.device))
+                y.addcmul_(sigma, noise.randn_like(y, self.read_gens[k]))
             outs.append(y)
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
@@ -363,15 +376,17 @@ class ArrayLayer(nn.Module):
             return F.conv2d(x, w.view(self.weight_shape), bias, **self._conv_kwargs())
         return F.linear(x, w, bias)
 
-    def _rows(self, x: torch.Tensor, cal: Converters, adc: Adc | _Recorder | None) -> torch.Tensor:
-        """[K·N, rows] → [K·N, cols] through DAC, arrays, ADC and the digital tail.
+    def _convert(self, x: torch.Tensor, cal: Converters, adc: Adc | _Recorder | None) -> torch.Tensor:
+        """Inputs (images of a conv layer, [N, rows] of a linear one; K chips stacked) → outputs
+        through DAC, arrays, ADC and the digital tail, without the bias.
 
         Inputs are carried as DAC codes ``u = round(v·top)`` (``top = 2^input_bits − 1``; unquantized
-        ``v`` without a DAC) and currents as ADC steps: the constant ``V_read/(top·step)`` goes into
-        the (small) conductance matrix instead of a pass over the activations."""
+        ``v`` without a DAC), computed before a conv's inputs are unrolled, and currents as ADC steps:
+        the constant ``V_read/(top·step)`` goes into the (small) conductance matrix instead of a pass
+        over the activations."""
         bits = self.config.input_bits
         top = 1 if bits is None else 2**bits - 1
-        u = (x.reshape(-1, self.rows) * (top / cal.x_max)).clamp_(-top if cal.signed else 0, top)
+        u = (x * (top / cal.x_max)).clamp_(-top if cal.signed else 0, top)
         if bits is not None:
             u.round_()
         step = 1.0 if adc is None else adc.step  # currents are computed in ADC steps
@@ -379,27 +394,49 @@ class ArrayLayer(nn.Module):
         outs = []
         for chip, uk in enumerate(u.chunk(self.chips)):
             acc = self._read(uk.clamp_min(0.0) if cal.signed else uk, chip, adc, volt)
-            if cal.signed:
+            if cal.signed:  # the negative part as a second read, subtracted digitally
                 acc -= self._read(uk.neg_().clamp_min_(0.0), chip, adc, volt)
             outs.append(acc)
         acc = outs[0] if len(outs) == 1 else torch.cat(outs)
-        return acc.mul_(self.scale * (step * cal.x_max / (self.card.read_voltage * self.g_ref)))
+        factor = self.scale * (step * cal.x_max / (self.card.read_voltage * self.g_ref))
+        return acc.mul_(factor.view(-1, 1, 1) if self.is_conv else factor)
 
     def _read(self, codes: torch.Tensor, chip: int, adc: Adc | _Recorder | None, volt: float) -> torch.Tensor:
-        """Digitised I_pos − I_neg [N, cols] (in ADC steps) of one chip for input codes ≥ 0 applied
-        at ``volt`` per code: one read (analog) or one per bit plane, shift-added (bitserial)."""
+        """Digitised I_pos − I_neg (in ADC steps) of one chip for input codes ≥ 0 applied at ``volt``
+        per code: one read (analog) or one per bit plane, shift-added (bitserial)."""
         cfg = self.config
         if cfg.encoding == "analog":
-            return self._tiles(codes, chip, adc, volt)
+            return self._array(codes, chip, adc, volt)
         top = 2**cfg.input_bits - 1
         ints = codes.to(torch.int32)
         total = None
         for b in range(cfg.input_bits):
             plane = ((ints >> b) & 1).to(codes.dtype)
-            d = self._tiles(plane, chip, adc, self.card.read_voltage / (adc.step if adc else 1.0))
+            d = self._array(plane, chip, adc, self.card.read_voltage / (adc.step if adc else 1.0))
             d.mul_(2**b / top)
             total = d if total is None else total.add_(d)
         return total
+
+    def _array(self, u: torch.Tensor, chip: int, adc: Adc | _Recorder | None, volt: float) -> torch.Tensor:
+        """One read of one chip. A conv layer on at most ``CONV_TILES_MAX`` row tiles is one ``conv2d``
+        of the input codes with a filter bank per tile (channels-last); a larger one is unrolled into
+        rows and split into row tiles."""
+        if u.dim() == 2:
+            return self._tiles(u, chip, adc, volt)
+        batch = u.shape[0]
+        if self.conv_tiles:
+            u = u.contiguous(memory_format=torch.channels_last)
+            currents = F.conv2d(u, self.w_read[chip] * volt, **self._conv_kwargs())  # [N, T·C', oh, ow]
+            variance = None
+            if self.w_noise is not None:
+                variance = F.conv2d(u.square(), self.w_noise[chip] * volt**2, **self._conv_kwargs())
+            shape = (batch, self.tiles, -1, *currents.shape[2:])
+            d = self._digitise(currents.view(shape), None if variance is None else variance.view(shape),
+                               chip, adc, dim=2)
+            return d[:, 0] if self.tiles == 1 else d.sum(1)
+        rows, (out_h, out_w) = im2col(u, self.conv_args)
+        # [B, C, oh, ow] as a view of [B, oh, ow, C] (channels-last strides): no copy
+        return self._tiles(rows, chip, adc, volt).view(batch, out_h, out_w, -1).permute(0, 3, 1, 2)
 
     def _tiles(self, u: torch.Tensor, chip: int, adc: Adc | _Recorder | None, volt: float) -> torch.Tensor:
         """One read of one chip: inputs [N, rows] applied at ``volt`` each → per row tile column
@@ -424,16 +461,23 @@ class ArrayLayer(nn.Module):
         total = None
         for r0, r1 in bounds:
             currents = torch.bmm(tiles(u, r0, r1), weights(w_read, r0, r1))  # [tiles, N, C']
-            if w_noise is not None:  # σ = read_noise·sqrt(Σ V²G²) (read_noise² is in w_noise)
-                sigma = torch.bmm(tiles(u2, r0, r1), weights(w_noise, r0, r1)).sqrt_()
-                currents.addcmul_(sigma, noise.randn(currents.shape, self.read_gens[chip], currents.device))
-            if adc is not None:
-                currents = adc(currents)
-            if self.config.scheme == "A":
-                currents = currents[..., : self.cols] - currents[..., self.cols:]
-            d = currents[0] if len(currents) == 1 else currents.sum(0)
+            variance = None if w_noise is None else torch.bmm(tiles(u2, r0, r1), weights(w_noise, r0, r1))
+            d = self._digitise(currents, variance, chip, adc, dim=2)
+            d = d[0] if len(d) == 1 else d.sum(0)
             total = d if total is None else total.add_(d)
         return total
+
+    def _digitise(self, currents: torch.Tensor, variance: torch.Tensor | None, chip: int,
+                  adc: Adc | _Recorder | None, dim: int) -> torch.Tensor:
+        """Column currents (+ read noise of σ² = ``variance``) → ADC → digital I_pos − I_neg (scheme
+        A: the pos and neg halves of ``dim``), in place where it can."""
+        if variance is not None:  # σ = read_noise·sqrt(Σ V²G²) (read_noise² is in w_noise)
+            currents.addcmul_(variance.sqrt_(), noise.randn_like(currents, self.read_gens[chip]))
+        if adc is not None:
+            currents = adc(currents)
+        if self.config.scheme == "A":
+            currents = currents.narrow(dim, 0, self.cols) - currents.narrow(dim, self.cols, self.cols)
+        return currents
 
 
 class ConverterObserver(nn.Module):

@@ -23,20 +23,21 @@ def streams(gen: torch.Generator) -> tuple[torch.Generator, torch.Generator]:
     return gen, second
 
 
-def randn(shape: torch.Size | tuple[int, ...], pair: tuple[torch.Generator, torch.Generator],
-          device: torch.device) -> torch.Tensor:
-    """Standard normal numbers of ``shape`` from a pair of streams (see the module docstring)."""
-    out = torch.empty(shape, device=device)
-    flat = out.view(-1)
+def randn_like(like: torch.Tensor, pair: tuple[torch.Generator, torch.Generator]) -> torch.Tensor:
+    """Standard normal numbers in the shape and memory layout of ``like`` (a dense tensor, e.g. a
+    channels-last one), from a pair of streams (see the module docstring)."""
+    flat = torch.empty(like.numel(), device=like.device)
     if flat.numel() < SPLIT_MIN:
-        return out.normal_(generator=pair[0])
-    half = flat.numel() // 2
-    if device.type != "cpu" or torch.get_num_threads() < 2:
-        flat[:half].normal_(generator=pair[0])
-        flat[half:].normal_(generator=pair[1])
-        return out
-    worker = threading.Thread(target=flat[half:].normal_, kwargs={"generator": pair[1]})
-    worker.start()
-    flat[:half].normal_(generator=pair[0])
-    worker.join()
-    return out
+        flat.normal_(generator=pair[0])
+    else:
+        half = flat.numel() // 2
+        if flat.device.type != "cpu" or torch.get_num_threads() < 2:
+            flat[:half].normal_(generator=pair[0])
+            flat[half:].normal_(generator=pair[1])
+        else:
+            worker = threading.Thread(target=flat[half:].normal_, kwargs={"generator": pair[1]})
+            worker.start()
+            flat[:half].normal_(generator=pair[0])
+            worker.join()
+    dense = sum((size - 1) * stride for size, stride in zip(like.shape, like.stride())) + 1 == like.numel()
+    return flat.as_strided(like.shape, like.stride()) if dense else flat.view(like.shape)

@@ -137,40 +137,72 @@ class SnnConfig:
         return max(self.p_max, -self.n_min)
 
 
-def scan(x: torch.Tensor, theta: float, cfg: SnnConfig, steps: int, until_silent: bool):
+def _count_dtype(cfg: SnnConfig) -> torch.dtype:
+    """The smallest integer type that holds targets, counts and their differences (≤ p_max − n_min)."""
+    span = cfg.p_max - cfg.n_min
+    return torch.int8 if span <= 127 else torch.int16 if span <= 32767 else torch.int32
+
+
+def scan(x: torch.Tensor, theta: float, cfg: SnnConfig, steps: int, until_silent: bool, *,
+         running: bool = False, inplace: bool = False):
     """Neuron layer over time: inputs ``x`` [T_in, …] (T_in ≤ steps) → spikes·θ [T_out, …], count, V.
 
     With ``until_silent`` the output ends at the first silent step after the input has ended
-    (nothing can change afterwards); otherwise it has all ``steps``. Reset-by-subtraction neurons
-    run as trackers of their target count: with ``V0 = 1/2`` the potential before a step's spike
-    is ``H_t = 1/2 + S_t − count_{t−1}`` (``S_t`` = input so far, in units of θ), so the ST-BIF rule
-    (+1 if ``H ≥ 1``, −1 if ``H < 0``, within the bounds) is exactly "move the count one step
-    towards ``clamp(floor(S_t + 1/2), n_min, p_max)``": six in-place ops per step. After the input
-    has ended the remaining spikes are written in closed form."""
+    (nothing can change afterwards); otherwise it has all ``steps``. ``running`` returns the running
+    counts ``Σ_{s≤t} spike_s`` (integers, not scaled by θ) instead of the spikes, for a max-pool
+    that pools running sums anyway; ``inplace`` consumes ``x`` (its storage holds the output).
+
+    Reset-by-subtraction neurons run as trackers of their target count: with ``V0 = 1/2`` the
+    potential before a step's spike is ``H_t = 1/2 + S_t − count_{t−1}`` (``S_t`` = input so far, in
+    units of θ), so the ST-BIF rule (+1 if ``H ≥ 1``, −1 if ``H < 0``, within the bounds) is exactly
+    "move the count one step towards ``g_t = clamp(floor(S_t + 1/2), n_min, p_max)``". In ``x``'s
+    storage: one multiply-add per step for ``1/2 + S_t``; ``g_t`` for all steps at once, cast to a
+    small integer type; three ops per step on those for the count. After the input has ended the
+    remaining spikes are written in closed form."""
     if cfg.reset == "hard":
+        if running:
+            raise ValueError("running counts are for reset-by-subtraction neurons")
         return _scan_hard(x, theta, cfg, steps, until_silent)
-    x = x[:steps]
+    x = x[:steps] if inplace else x[:steps].clone()
     t_in = len(x)
     down = NEURONS[cfg.neuron].down
-    acc = torch.full_like(x[0], 0.5)  # 1/2 + S_t (threshold units)
-    spikes = torch.empty_like(x)
-    count = torch.zeros_like(x[0])
-    for t in range(t_in):  # six in-place ops per step, on one step's slice (it stays in cache)
-        acc.add_(x[t], alpha=1 / theta)
-        target = torch.floor(acc, out=spikes[t]).clamp_(cfg.n_min, cfg.p_max)
-        count.add_(target.sub_(count).clamp_(down, 1))
-    gap = torch.floor(acc).clamp_(cfg.n_min, cfg.p_max).sub_(count)  # spikes still to come, one sign
-    if down == 0:
-        gap.clamp_(min=0)
+    acc = torch.full_like(x[0], 0.5)  # V0 = 1/2
+    for t in range(t_in):  # x[t] ← 1/2 + S_t: the multiply-add acc += x_t/θ, step by step
+        acc = torch.add(acc, x[t], alpha=1 / theta, out=x[t])
+    acc = acc.clone()  # 1/2 + Σx/θ (the input ends at t_in)
+    # targets g_t = clamp(floor(1/2 + S_t), n_min, p_max) as small integers (the count's steps then
+    # move 1–4 bytes per neuron, not 4–8); the cast truncates, which is floor for g ≥ 0
+    x.clamp_(cfg.n_min, cfg.p_max)
+    if cfg.n_min < 0:
+        x.floor_()
+    g = x.to(_count_dtype(cfg))
+    count = torch.zeros_like(g[0])
+    for t in range(t_in):  # spike_t = clamp(g_t − count_{t−1}, down, 1); count_t = count_{t−1} + spike_t
+        spike = g[t].sub_(count).clamp_(down, 1)
+        if running:
+            count = spike.add_(count)  # g[t] ← count_t
+        else:
+            count.add_(spike)
+    x.copy_(g)  # spikes or running counts, exact in x's dtype
+    count = count.to(x.dtype)
     rest = steps - t_in
-    n_tail = min(int(gap.abs().max()), rest) if until_silent and gap.numel() else rest
-    if n_tail > 0:
-        k = torch.arange(n_tail, dtype=gap.dtype, device=gap.device).view(-1, *([1] * gap.dim()))
-        tail = (k < gap.abs()).to(gap.dtype) * torch.sign(gap)
-        spikes = torch.cat([spikes, tail])
-        count = count + tail.sum(0)
+    if rest > 0:
+        gap = torch.floor(acc).clamp_(cfg.n_min, cfg.p_max).sub_(count)  # spikes still to come, one sign
+        if down == 0:
+            gap.clamp_(min=0)
+        n_tail = min(int(gap.abs().max()), rest) if until_silent and gap.numel() else rest
+        if n_tail > 0:
+            k = torch.arange(n_tail, dtype=gap.dtype, device=gap.device).view(-1, *([1] * gap.dim()))
+            size, sign = gap.abs(), torch.sign(gap)
+            if running:  # count + sign·min(k + 1, |gap|)
+                tail = torch.minimum(k + 1, size).mul_(sign).add_(count)
+                count = tail[-1].clone()
+            else:  # spike k of the tail: sign·[k < |gap|]
+                tail = (k < size).to(gap.dtype).mul_(sign)
+                count = count + tail.sum(0)
+            x = torch.cat([x, tail])
     v = acc.sub_(count)  # V = 1/2 + Σx/θ − count (V0 = 1/2, reset by subtraction)
-    return spikes.mul_(theta), count, v
+    return (x if running else x.mul_(theta)), count, v
 
 
 def _scan_hard(x: torch.Tensor, theta: float, cfg: SnnConfig, steps: int, until_silent: bool):
@@ -230,14 +262,21 @@ class SpikingMaxPool:
     def __init__(self, module: nn.MaxPool2d) -> None:
         self.module = module
 
-    def over_time(self, x: torch.Tensor) -> torch.Tensor:
-        """Consumes ``x`` (running sums in place: step-wise adds beat ``cumsum`` over dim 0 on CPU)."""
-        for t in range(1, len(x)):
-            x[t].add_(x[t - 1])
+    def over_time(self, x: torch.Tensor, theta: float | None = None) -> torch.Tensor:
+        """Per-step inputs ``x`` [T, …] → per-step outputs: ``out_t = maxpool(Σ_{≤t}) − maxpool(Σ_{<t})``.
+
+        Consumes ``x`` (running sums in place: step-wise adds beat ``cumsum`` over dim 0 on CPU).
+        With ``theta``, ``x`` already holds running spike counts (``scan(running=True)``): they are
+        pooled as they are and scaled by θ afterwards (max commutes with scaling by θ > 0, and the
+        differences of integer counts are exact)."""
+        if theta is None:
+            for t in range(1, len(x)):
+                x[t].add_(x[t - 1])
         pooled = self.module(x.flatten(0, 1)).unflatten(0, x.shape[:2])
-        for t in range(len(x) - 1, 0, -1):
-            pooled[t].sub_(pooled[t - 1])
-        return pooled
+        out = torch.empty_like(pooled)
+        out[0] = pooled[0]
+        torch.sub(pooled[1:], pooled[:-1], out=out[1:])
+        return out if theta is None else out.mul_(theta)
 
     def once(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)
@@ -385,7 +424,8 @@ class SpikingNetwork:
             return torch.cat([x.unsqueeze(0), x.new_zeros((steps - 1, *x.shape))])
         p = (x.abs() / self.input_range).clamp(max=1.0)
         u = torch.rand((steps, *x.shape), generator=gen, dtype=x.dtype, device=x.device)
-        return (u < p).to(x.dtype) * torch.sign(x) * (self.input_range / steps)
+        spike = torch.sign(x) * (self.input_range / steps)  # [B, …]: what a spike carries, ±R/T
+        return (u < p).to(x.dtype).mul_(spike)  # a spike with probability p = |x|/R
 
     def batch_size(self, sample: torch.Tensor, steps: int) -> int:
         """Samples per batch so that the folded activations stay below ELEMENTS_PER_BATCH."""
@@ -402,12 +442,23 @@ class SpikingNetwork:
     def spike(self, currents: torch.Tensor, steps: int) -> SnnRun:
         """Spiking forward of encoded input currents [T_in, B, …] for up to ``steps`` steps."""
         h = currents
+        owned = False  # may h be overwritten? (not the caller's currents; fresh from a synapse or pool)
         until_silent = self.cfg.stop == "silent"
-        for op in self.ops:
+        soft = self.cfg.reset == "soft"
+        pooled_theta = None  # θ of running counts on their way into a max-pool
+        for i, op in enumerate(self.ops):
             if isinstance(op, NeuronSite):
-                h, count, v = scan(h, self.thetas[op.index], self.cfg, steps, until_silent)
+                theta = self.thetas[op.index]
+                # a max-pool next pools running sums: hand it the running counts (no step-wise adds)
+                running = soft and i + 1 < len(self.ops) and isinstance(self.ops[i + 1], SpikingMaxPool)
+                h, count, v = scan(h, theta, self.cfg, steps, until_silent, running=running, inplace=owned)
+                pooled_theta = theta if running else None
+            elif isinstance(op, SpikingMaxPool):
+                h = op.over_time(h if owned or pooled_theta is not None else h.clone(), pooled_theta)
+                pooled_theta = None
             else:
                 h = op.over_time(h)
+            owned = owned or not isinstance(op, Flatten)
         return SnnRun(decide(count, v), count, v, len(h))
 
     @torch.no_grad()
