@@ -24,12 +24,16 @@ if [[ ${QUICK:-0} == 1 ]]; then
   QAT=(--epochs 1 --trials 2)
   EVAL=(--trials 2)
   SWEEP=(--scheme B --weight-bits 4 --adc-bits 6 --timesteps 4 --trials 1)
+  SNN=(--percentiles 99.9 --ratios 1)
 else
   TRAIN=(--epochs 5)
-  QAT=(--epochs 2 --trials 10)
+  QAT=(--epochs 2 --trials 5)
   EVAL=(--trials 10)
-  # 2 × 2 × 2 × 2 = 16 configurations around the 4-bit card, 2 chips each, on the 6,000 val images
-  SWEEP=(--scheme A,B --weight-bits 3,4 --adc-bits 4,6 --timesteps 4,8 --trials 2)
+  # scheme A/B × 4/6-bit ADC × T = 4/8 on the 4-bit card: 8 configurations, 2 chips each, on the
+  # 6,000 val images (each is a spiking pass with every non-ideality at every step)
+  SWEEP=(--scheme A,B --weight-bits 4 --adc-bits 4,6 --timesteps 4,8 --trials 2)
+  # 2 × 4 threshold candidates (each a spiking pass over the 6,000 val images) around P99.9
+  SNN=(--percentiles 99.9,99.99 --ratios 0.8,0.9,1,1.1)
 fi
 
 stage train-ann "$OUT/model" train-ann "${DATA[@]}" --model mnist_cnn "${ON[@]}" "${TRAIN[@]}"
@@ -37,7 +41,8 @@ stage qat "$OUT/qmodel" qat --model "$OUT/model" --mode noise --weight-bits 4 --
   "${ON[@]}" "${QAT[@]}"
 stage map-weights "$OUT/cmap" map-weights --model "$OUT/qmodel" --device "$DEVICE" --weight-bits 4 \
   --evaluate "${ON[@]}" "${EVAL[@]}"
-stage calibrate-threshold "$OUT/snn" calibrate-threshold --model "$OUT/qmodel" --timesteps 16 "${ON[@]}"
+stage calibrate-threshold "$OUT/snn" calibrate-threshold --model "$OUT/qmodel" --timesteps 16 "${ON[@]}" \
+  "${SNN[@]}"
 stage sweep "$OUT/sweep" sweep --model "$OUT/snn" --device "$DEVICE" "${ON[@]}" "${SWEEP[@]}"
 stage neurosim-trace "$OUT/trace" neurosim-trace --model "$OUT/qmodel"
 stage run-neurosim "$OUT/neurosim" run-neurosim --trace "$OUT/trace" --device "$DEVICE"

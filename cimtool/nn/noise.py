@@ -39,5 +39,6 @@ def randn_like(like: torch.Tensor, pair: tuple[torch.Generator, torch.Generator]
             worker.start()
             flat[:half].normal_(generator=pair[0])
             worker.join()
-    dense = sum((size - 1) * stride for size, stride in zip(like.shape, like.stride())) + 1 == like.numel()
+    span = sum((size - 1) * stride for size, stride in zip(like.shape, like.stride(), strict=True))
+    dense = span + 1 == like.numel()
     return flat.as_strided(like.shape, like.stride()) if dense else flat.view(like.shape)
