@@ -262,6 +262,7 @@ def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Rep
         best, recommended = select(rows, p.tolerance)
 
         selection = []
+        reporter.log(f"sweep: best and recommended configurations on test ({p.trials} chips each)")
         for role, row in (("best", best), ("recommended", recommended)):
             if role == "recommended" and row is best:
                 test = selection[0]["test_trials"]  # the same configuration: test touched once
