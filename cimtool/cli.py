@@ -130,10 +130,21 @@ def train_ann(
         ),
     ] = None,
     epochs: Annotated[
-        int, typer.Option(rich_help_panel="Training", help="Epochs of the (head) training.")
-    ] = 150,
+        int | None,
+        typer.Option(
+            rich_help_panel="Training",
+            help="Epochs of the (head) training. Default: as many as see 525,000 training samples "
+            "(150 epochs of mnist5k), at most 150: 150 on mnist5k and digits, 10 on Fashion-MNIST's "
+            "54,000; the manifest records the number used.",
+        ),
+    ] = None,
     frontend_epochs: Annotated[
-        int, typer.Option(rich_help_panel="Training", help="Epochs of the proj_sup_64 projection training.")
+        int,
+        typer.Option(
+            rich_help_panel="Training",
+            help="Epochs of the proj_sup_64 projection training, whatever the data set's size "
+            "(unlike --epochs: the projection gains from more data).",
+        ),
     ] = 20,
     frontend_lr: Annotated[
         float,

@@ -177,9 +177,102 @@ def test_bad_idx_files(cli, tmp_path, mnist_idx_dir, corrupt, pattern):
 
 def test_mnist_idx_end_to_end(cli, tmp_path, mnist_idx_dir):
     summary = _train(cli, tmp_path / "m", "--dataset", "mnist", "--data-dir", mnist_idx_dir,
-                     "--method", "avgpool_8x8", "--epochs", "30")
+                     "--method", "avgpool_8x8")
     assert summary["n_test"] == 1000 and summary["n_train"] + summary["n_val"] == 4000
     assert summary["test_accuracy"] >= 0.85
+    # default --epochs: mnist5k's 150 x 3,500 samples over 3,600 train samples = 146 epochs
+    art = artifacts.load(tmp_path / "m", "model")
+    assert art.params["epochs"] == 146 and art.params["frontend_epochs"] == 20
+    metrics = pq.read_table(art.path / "metrics.parquet").to_pandas()
+    assert len(metrics[metrics.phase == "head"]) == 146
+
+
+def test_default_epochs_keep_mnist5k_sample_budget():
+    from cimtool.stages.train_ann import default_epochs
+
+    assert default_epochs(3500) == 150  # mnist5k: the recipe as tuned
+    assert default_epochs(1257) == 150  # digits: never more than 150
+    assert default_epochs(3600) == 146  # ceil(525,000 / 3,600)
+    assert default_epochs(54000) == 10  # Fashion-MNIST / MNIST (60k - 10 % val)
+    assert default_epochs(45000) == 12  # CIFAR-10
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
+def test_smoothed_cross_entropy_gradient_matches_torch(eps):
+    import torch
+    from torch.nn import functional as F
+
+    from cimtool.train.loop import smoothed_cross_entropy
+
+    logits = torch.randn(64, 10, generator=torch.Generator().manual_seed(1)) * 4
+    target = torch.randint(0, 10, (64,), generator=torch.Generator().manual_seed(2))
+    ours = logits.clone().requires_grad_()
+    ref = logits.clone().requires_grad_()
+    (3 * smoothed_cross_entropy(ours, target, eps)).backward()
+    (3 * F.cross_entropy(ref, target, label_smoothing=eps)).backward()
+    torch.testing.assert_close(ours.grad, ref.grad)
+
+
+def test_clip_grad_norm_skips_only_an_exact_factor_of_one():
+    import torch
+
+    from cimtool.train.loop import clip_grad_norm
+
+    for ratio in (0.5, 0.998, 0.9989, 0.999, 0.9991, 1.0, 1.0000001, 1.001, 3.0):
+        for max_norm in (1.0, 1e-3, 7.5):
+            base = [torch.randn(10, 64, generator=torch.Generator().manual_seed(3)), torch.randn(10)]
+            total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(base)))
+            grads = [g * (ratio * max_norm / total) for g in base]
+            expected = [g.clone() for g in grads]  # the formula, always applied
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(expected)))
+            torch._foreach_mul_(expected, (max_norm / (norm + 1e-6)).clamp_(max=1.0))
+            clip_grad_norm(grads, max_norm)
+            for got, want in zip(grads, expected, strict=True):
+                assert torch.equal(got, want), (ratio, max_norm)
+
+
+def test_fit_resumes_from_a_mid_run_checkpoint_to_the_same_weights(tmp_path, monkeypatch):
+    """The crossbar head's path: killed after epoch 3's checkpoint, resumed, same weights and
+    metrics as a straight run (which, being short, checkpoints only after its last epoch)."""
+    import torch
+    from safetensors import safe_open
+
+    from cimtool.train import loop
+    from cimtool.train.batching import TensorData
+    from cimtool.ui import Reporter
+
+    g = torch.Generator().manual_seed(0)
+    train = TensorData(torch.rand(300, 64, generator=g), torch.randint(0, 10, (300,), generator=g))
+    val = TensorData(torch.rand(60, 64, generator=g), torch.randint(0, 10, (60,), generator=g))
+    cfg = loop.TrainConfig(epochs=6, batch_size=32, lr=0.04, compile="off")
+
+    def run(checkpoint):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(64, 10))
+        result = loop.fit(model, train, val, cfg, torch.device("cpu"), checkpoint, "head",
+                          Reporter(quiet=True))
+        return model, result
+
+    straight, expected = run(tmp_path / "straight.ckpt")
+    with safe_open(str(tmp_path / "straight.ckpt"), framework="pt") as fh:
+        assert json.loads(fh.metadata()["loop"])["epoch"] == 6
+    evaluate, calls = loop.evaluate, []
+
+    def killed_in_epoch_4(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "CHECKPOINT_EVERY_S", 0.0)  # a checkpoint after every epoch
+    monkeypatch.setattr(loop, "evaluate", killed_in_epoch_4)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed.ckpt")
+    monkeypatch.setattr(loop, "evaluate", evaluate)
+    resumed, result = run(tmp_path / "killed.ckpt")
+    assert len(calls) == 4 and result.metrics == expected.metrics
+    for name, tensor in straight.state_dict().items():
+        assert torch.equal(tensor, resumed.state_dict()[name]), name
 
 
 def test_edited_payload_is_refused(cli, tmp_path):

@@ -40,7 +40,7 @@ class TrainAnnParams:
     model: str = "crossbar"
     method: str = "proj_sup_64"
     hidden: list[int] = field(default_factory=list)
-    epochs: int = 150
+    epochs: int | None = None  # None: default_epochs(train size), recorded in the manifest
     frontend_epochs: int = 20
     frontend_lr: float = 1e-2
     batch_size: int = 128
@@ -64,6 +64,13 @@ class TrainAnnParams:
     device: str | None = None  # card with [optical] responsivity; None: organic_ofet
 
 
+# Default --epochs. The recipe was tuned on mnist5k's 3,500 train samples (150 epochs, ~4,100 steps
+# at batch 128); a larger data set keeps its number of training samples rather than its epochs, so
+# the 650-parameter head does not spend 150 epochs on 54,000 Fashion-MNIST samples (10 give the
+# same test accuracy, 0.840). The projection keeps its 20 epochs: it is what gains from more data.
+DEFAULT_EPOCHS = 150
+EPOCH_BUDGET_SAMPLES = DEFAULT_EPOCHS * 3_500  # 150 epochs of mnist5k's train split
+
 FRONT_ENDS = ("none", "optical")
 DEFAULT_MAX_PHOTONS = 10_000.0  # seed 000's MAX_PHOTONS
 OPTICAL_CARD = "organic_ofet"
@@ -79,7 +86,7 @@ def validate(p: TrainAnnParams) -> None:
     if p.optimizer not in OPTIMIZERS:
         raise CimtoolError(f"unknown --optimizer '{p.optimizer}' (choose from: {', '.join(OPTIMIZERS)})")
     for name in ("epochs", "frontend_epochs", "batch_size"):
-        if getattr(p, name) < 1:
+        if getattr(p, name) is not None and getattr(p, name) < 1:
             raise CimtoolError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(p, name)}")
     if p.augment == "on" and MODELS[p.model].uses_method:
         raise CimtoolError("--augment on applies to image models (vgg8, mnist_cnn), not the crossbar head")
@@ -145,6 +152,12 @@ def resolve_defaults(p: TrainAnnParams) -> TrainAnnParams:
     return p
 
 
+def default_epochs(n_train: int) -> int:
+    """Epochs that see EPOCH_BUDGET_SAMPLES training samples, at most DEFAULT_EPOCHS:
+    150 on mnist5k (3,500) and digits, 146 on 3,600, 10 on Fashion-MNIST (54,000)."""
+    return min(DEFAULT_EPOCHS, math.ceil(EPOCH_BUDGET_SAMPLES / n_train))
+
+
 def _resolve_device(name: str):
     if name == "cuda" and not torch.cuda.is_available():
         raise CimtoolError("--torch-device cuda: no CUDA device is available (use cpu or auto)")
@@ -163,6 +176,8 @@ def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, resume: bo
     raw = load_dataset(p.dataset, Path(p.data_dir) if p.data_dir else None, p.allow_pickle)
     splits = make_splits(raw.x, raw.y, p.split_seed, p.val_frac, p.test_frac, raw.test)
     _check_fit(p, raw, splits)
+    if p.epochs is None:
+        p = replace(p, epochs=default_epochs(len(splits.train)))
     spec = _make_spec(p, raw)
     params = {**asdict(p), "torch_device": device.type}
     name = f"{p.dataset}-{p.method if p.model == 'crossbar' else p.model}-s{p.seed}"

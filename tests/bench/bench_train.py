@@ -1,15 +1,22 @@
-"""Training-speed benchmarks for cimtool (CPU-friendly; about 2-3 minutes on 2 cores).
+"""Training-speed benchmarks for cimtool (CPU-friendly; 2-3 minutes on 2 cores, ~2 more with
+Fashion-MNIST).
 
 1. ``fit`` vs a minimal hand-written PyTorch loop, same model, same data, same epochs:
    (i) the default crossbar head (Linear(64, 10)) on avgpool_8x8 features of mnist5k, and
-   (ii) ``mnist_cnn`` on mnist5k images. cimtool's figure is reported twice: end-to-end wall
-   time of ``fit`` (what a user waits for: it also evaluates on val and writes a checkpoint
-   every epoch) and the training-only figure ``fit`` records itself (``FitResult.timing``).
-2. VGG8 train step (forward + backward + AdamW) at batch 128 on CIFAR-shaped random data,
+   (ii) ``mnist_cnn`` on mnist5k images; then, when Fashion-MNIST is installed (``FASHION_DIR``,
+   the four IDX files), the same two at full size: the head on the 54,000 train features for
+   train-ann's default epochs there (10), and ``mnist_cnn`` for 1 epoch. cimtool's figure is
+   reported twice: end-to-end wall time of ``fit`` (what a user waits for: it also evaluates on
+   val every epoch and writes checkpoints) and the training-only figure ``fit`` records itself
+   (``FitResult.timing``).
+2. ``cimtool train-ann`` with the default model on Fashion-MNIST, end to end in a subprocess
+   (import, data loading, projection and head training, test): wall time and test accuracy.
+3. VGG8 train step (forward + backward + AdamW) at batch 128 on CIFAR-shaped random data,
    eager vs ``torch.compile`` (inductor), with the compile time reported separately.
 
 Run:  python tests/bench/bench_train.py          (or: nox -s bench)
-      python tests/bench/bench_train.py --quick  (a few seconds; checks that it runs)
+      python tests/bench/bench_train.py --quick  (seconds; checks that it runs)
+      python tests/bench/bench_train.py --no-vgg --cases fashion_crossbar_head,train_ann
 
 Writes every figure to tests/bench/results/bench_train.json (git-ignored). Not a pytest file:
 nothing here is named test_*, and pytest ignores tests/bench.
@@ -33,12 +40,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import torch
 from torch import nn
 
 from cimtool.data import load_dataset, make_splits
 from cimtool.models.registry import MODELS, make_spec
-from cimtool.stages.train_ann import TrainAnnParams
+from cimtool.stages.train_ann import TrainAnnParams, default_epochs
 from cimtool.train.batching import TensorData, to_float
 from cimtool.train.loop import TrainConfig, evaluate, fit
 from cimtool.train.schedule import scaled_lr
@@ -47,6 +55,7 @@ from cimtool.ui import Reporter
 HERE = Path(__file__).resolve().parent
 RESULTS_JSON = HERE / "results" / "bench_train.json"
 CPU = torch.device("cpu")
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"  # Fashion-MNIST IDX files, loaded as --dataset mnist
 
 
 @dataclass(frozen=True)
@@ -61,11 +70,23 @@ class BenchSettings:
     vgg_steps: int = 5
     vgg: bool = True
     seed: int = 0
+    fashion_dir: str | None = FASHION_DIR  # its cases run when the folder exists
+    fashion_repeats: int = 3  # full-size runs are long: fewer repeats (still alternated)
+    fashion_head_epochs: int | None = None  # None: train-ann's default for its train size (10)
+    fashion_cnn_epochs: int = 1
+    fashion_train_limit: int | None = None  # first N train samples only (--quick)
+    train_ann: bool = True  # end-to-end `cimtool train-ann` on Fashion-MNIST (a subprocess)
+    cases: tuple[str, ...] | None = None  # only these cases (names as in the results); None: all
 
     @classmethod
     def quick(cls) -> BenchSettings:
         return cls(repeats=1, head_epochs=5, head_warmup_epochs=1, cnn_epochs=1,
-                   cnn_warmup_epochs=1, vgg_batch=8, vgg_warmup_steps=1, vgg_steps=1)
+                   cnn_warmup_epochs=1, vgg_batch=8, vgg_warmup_steps=1, vgg_steps=1,
+                   fashion_repeats=1, fashion_head_epochs=1, fashion_train_limit=2048,
+                   train_ann=False)
+
+    def wants(self, name: str) -> bool:
+        return self.cases is None or name in self.cases
 
 
 # --------------------------------------------------------------------------- data and models
@@ -82,7 +103,8 @@ class Case:
     train: TensorData
     val: TensorData
     epochs: int
-    warmup_epochs: int
+    warmup_epochs: int  # 0: no warm-up run (the process is already warm from earlier cases)
+    repeats: int
 
 
 def load_mnist5k() -> tuple[TensorData, TensorData]:
@@ -93,8 +115,36 @@ def load_mnist5k() -> tuple[TensorData, TensorData]:
             TensorData(torch.from_numpy(splits.val.x), torch.from_numpy(splits.val.y)))
 
 
+def load_fashion(folder: str, limit: int | None) -> tuple[TensorData, TensorData]:
+    """Fashion-MNIST train/val splits as `train-ann --dataset mnist --data-dir FOLDER` makes them
+    (official test set kept apart, val 0.1 of the 60,000: 54,000 train, 6,000 val)."""
+    raw = load_dataset("mnist", Path(folder))
+    splits = make_splits(raw.x, raw.y, 0, 0.1, 0.2, raw.test)
+    n = len(splits.train) if limit is None else limit
+    return (TensorData(torch.from_numpy(splits.train.x[:n]), torch.from_numpy(splits.train.y[:n])),
+            TensorData(torch.from_numpy(splits.val.x), torch.from_numpy(splits.val.y)))
+
+
 def make_cases(settings: BenchSettings) -> list[Case]:
-    train, val = load_mnist5k()
+    """mnist5k, then Fashion-MNIST at full size where it is installed."""
+    cases = []
+    if settings.wants("crossbar_head") or settings.wants("mnist_cnn"):
+        train, val = load_mnist5k()
+        cases += _cases(settings, "", train, val, settings.head_epochs, settings.head_warmup_epochs,
+                        settings.cnn_epochs, settings.cnn_warmup_epochs, settings.repeats)
+    fashion = settings.fashion_dir
+    if fashion and Path(fashion).is_dir() and (settings.wants("fashion_crossbar_head")
+                                               or settings.wants("fashion_mnist_cnn")):
+        train, val = load_fashion(fashion, settings.fashion_train_limit)
+        head_epochs = settings.fashion_head_epochs or default_epochs(len(train))
+        cases += _cases(settings, "fashion_", train, val, head_epochs, 0,
+                        settings.fashion_cnn_epochs, 0, settings.fashion_repeats)
+    return [case for case in cases if settings.wants(case.name)]
+
+
+def _cases(settings: BenchSettings, prefix: str, train: TensorData, val: TensorData,
+           head_epochs: int, head_warmup: int, cnn_epochs: int, cnn_warmup: int,
+           repeats: int) -> list[Case]:
     shape = tuple(train.x.shape[1:])
 
     # (i) crossbar head on avgpool_8x8 features, fixed and scaled to [0, 1] as train-ann does
@@ -122,10 +172,10 @@ def make_cases(settings: BenchSettings) -> list[Case]:
         return model
 
     return [
-        Case("crossbar_head", "Linear(64,10) on avgpool_8x8 features (float [N,64])", "crossbar",
-             build_head, *feats, settings.head_epochs, settings.head_warmup_epochs),
-        Case("mnist_cnn", "mnist_cnn on uint8 images [N,1,28,28]", "mnist_cnn",
-             build_cnn, train, val, settings.cnn_epochs, settings.cnn_warmup_epochs),
+        Case(f"{prefix}crossbar_head", "Linear(64,10) on avgpool_8x8 features (float [N,64])",
+             "crossbar", build_head, *feats, head_epochs, head_warmup, repeats),
+        Case(f"{prefix}mnist_cnn", "mnist_cnn on uint8 images [N,1,28,28]", "mnist_cnn",
+             build_cnn, train, val, cnn_epochs, cnn_warmup, repeats),
     ]
 
 
@@ -154,14 +204,14 @@ def run_cimtool_fit(model: nn.Module, case: Case, epochs: int, workdir: Path) ->
     checkpoint = workdir / "bench.ckpt"  # must not exist, or fit() resumes from it
     for stale in (checkpoint, checkpoint.with_name(checkpoint.name + ".tmp")):
         stale.unlink(missing_ok=True)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = fit(model, case.train, case.val, cfg, CPU, checkpoint, case.name,
                  Reporter(quiet=True))
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     checkpoint.unlink(missing_ok=True)
     train_wall = sum(t["wall_s"] for t in result.timing)
     n = len(case.train) * epochs
-    return {"wall_s": wall, "samples_per_s": n / wall,
+    return {"wall_s": wall, "samples_per_s": n / wall, "samples_per_cpu_s": n / cpu,
             "train_only_wall_s": train_wall, "train_only_samples_per_s": n / train_wall,
             "val_acc": result.best_val_acc}
 
@@ -175,7 +225,7 @@ def run_hand_loop(model: nn.Module, case: Case, epochs: int, workdir: Path) -> d
     optimizer = torch.optim.AdamW(model.parameters(), lr=scaled_lr(cfg.lr, cfg.batch_size),
                                   weight_decay=cfg.weight_decay)
     criterion = nn.CrossEntropyLoss()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     x = case.train.x.float().div(255.0) if case.train.x.dtype == torch.uint8 else case.train.x
     y = case.train.y
     n = len(y)
@@ -187,14 +237,16 @@ def run_hand_loop(model: nn.Module, case: Case, epochs: int, workdir: Path) -> d
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     _, val_acc = evaluate(model, case.val, CPU)  # untimed: only to show it learned too
-    return {"wall_s": wall, "samples_per_s": n * epochs / wall, "val_acc": val_acc}
+    return {"wall_s": wall, "samples_per_s": n * epochs / wall,
+            "samples_per_cpu_s": n * epochs / cpu, "val_acc": val_acc}
 
 
 class OtherLoad:
-    """CPU share taken by *other* processes during a measurement (Linux /proc/stat minus this
-    process's CPU time), as a fraction of all CPUs: above ~0.1 the figure is suspect."""
+    """CPU share taken by *other* processes during a measurement (Linux /proc/stat minus the CPU
+    time of this process and its waited-for children), as a fraction of all CPUs: above ~0.1 the
+    figure is suspect."""
 
     def __enter__(self) -> OtherLoad:
         self.share: float | None = None
@@ -216,30 +268,36 @@ class OtherLoad:
             return None
         busy = (sum(values[:8]) - values[3] - values[4]) / hz  # all but idle and iowait
         t = os.times()
-        return busy, t.user + t.system, time.perf_counter()
+        return busy, t.user + t.system + t.children_user + t.children_system, time.perf_counter()
 
 
 def compare_case(case: Case, settings: BenchSettings, workdir: Path,
                  log: Callable[[str], None]) -> dict[str, Any]:
-    """Warm both up once, then alternate them ``repeats`` times; medians of samples/s."""
+    """Warm both up once, then alternate them ``case.repeats`` times; medians of samples/s, and
+    the median of the per-round ratios (each round's two runs see about the same machine load)."""
     impls = {"cimtool_fit": run_cimtool_fit, "hand_loop": run_hand_loop}
     for run in impls.values():
-        run(case.build(), case, case.warmup_epochs, workdir)
+        if case.warmup_epochs > 0:
+            run(case.build(), case, case.warmup_epochs, workdir)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in impls}
     order = list(impls)
-    for r in range(settings.repeats):
+    for r in range(case.repeats):
         for name in order if r % 2 == 0 else order[::-1]:  # ABBA: cancels slow drift
             model = case.build()
             with OtherLoad() as other:
                 out = impls[name](model, case, case.epochs, workdir)
             out["other_processes_cpu_share"] = other.share
             runs[name].append(out)
-            log(f"  {case.name} run {r + 1}/{settings.repeats} {name}: "
+            log(f"  {case.name} run {r + 1}/{case.repeats} {name}: "
                 f"{out['samples_per_s']:,.0f} samples/s ({out['wall_s']:.2f} s; other processes "
                 f"{other.share if other.share is not None else '?'} of the CPUs)")
 
     def med(name: str, key: str) -> float:
         return statistics.median(o[key] for o in runs[name])
+
+    def paired(key: str) -> float:
+        return statistics.median(f[key] / h["samples_per_s"]
+                                 for f, h in zip(runs["cimtool_fit"], runs["hand_loop"], strict=True))
 
     fit_e2e = med("cimtool_fit", "samples_per_s")
     fit_train = med("cimtool_fit", "train_only_samples_per_s")
@@ -249,12 +307,18 @@ def compare_case(case: Case, settings: BenchSettings, workdir: Path,
         "description": case.description,
         "n_train": len(case.train), "n_val": len(case.val), "epochs": case.epochs,
         "batch_size": train_config(1, case.model).batch_size, "steps_per_run": steps,
-        "repeats": settings.repeats,
+        "repeats": case.repeats,
         "cimtool_fit_samples_per_s": fit_e2e,
         "cimtool_fit_train_only_samples_per_s": fit_train,
         "hand_loop_samples_per_s": hand,
         "ratio_end_to_end": fit_e2e / hand,
         "ratio_train_only": fit_train / hand,
+        "ratio_end_to_end_paired": paired("samples_per_s"),
+        # CPU time instead of wall time: robust to other processes taking the CPUs, but only
+        # with --threads 1 (idle OpenMP threads spin, which counts as CPU time)
+        "ratio_cpu_time_end_to_end": (med("cimtool_fit", "samples_per_cpu_s")
+                                      / med("hand_loop", "samples_per_cpu_s")),
+        "ratio_train_only_paired": paired("train_only_samples_per_s"),
         "cimtool_fit_step_us": 1e6 * med("cimtool_fit", "train_only_wall_s") / steps,
         "hand_loop_step_us": 1e6 * med("hand_loop", "wall_s") / steps,
         # what fit() spends outside its timed epochs: setup, val evaluation, checkpoints
@@ -265,6 +329,51 @@ def compare_case(case: Case, settings: BenchSettings, workdir: Path,
             (o["other_processes_cpu_share"] or 0.0) for rs in runs.values() for o in rs),
         "runs": runs,
     }
+
+
+# --------------------------------------------------------------------------- train-ann end to end
+
+TRAIN_ANN_TARGETS = {"wall_s_max": 30.0, "test_accuracy_min": 0.835}  # the issue's floor (2 cores)
+
+
+def bench_train_ann(settings: BenchSettings, workdir: Path,
+                    log: Callable[[str], None]) -> dict[str, Any]:
+    """`cimtool train-ann` with every default (proj_sup_64 front-end, 64->10 head) on Fashion-MNIST,
+    as a user runs it: a fresh process (imports, data loading, projection and head training, test
+    evaluation, artifact). Same thread count as this process."""
+    from cimtool import artifacts
+
+    args = ["train-ann", "--dataset", "mnist", "--data-dir", str(settings.fashion_dir),
+            "--artifacts-root", str(workdir / "train-ann"), "--json", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    with OtherLoad() as other:
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "cimtool", *args], capture_output=True,
+                              text=True, env=env, timeout=1800)
+        wall = time.perf_counter() - t0
+    out: dict[str, Any] = {"command": "cimtool " + " ".join(args[:5]), "wall_s": wall,
+                           "torch_threads": torch.get_num_threads(),
+                           "other_processes_cpu_share": other.share, "targets": TRAIN_ANN_TARGETS}
+    if proc.returncode != 0:
+        out["error"] = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        log(f"  train-ann failed: {out['error']}")
+        return out
+    art = artifacts.load(json.loads(proc.stdout)["artifact"], "model")
+    timing = pq.read_table(art.path / "timing.parquet").to_pylist()
+    out.update({
+        "test_accuracy": art.summary["test_accuracy"], "val_accuracy": art.summary["val_accuracy"],
+        "n_train": art.summary["n_train"],
+        "params": {k: art.params[k] for k in ("model", "method", "epochs", "frontend_epochs",
+                                              "batch_size")},
+        "in_process_wall_s": art.summary["wall_s"],
+        "head_samples_per_s": art.summary["train_samples_per_s"],
+        "training_wall_s": {phase: sum(t["wall_s"] for t in timing if t["phase"] == phase)
+                            for phase in dict.fromkeys(t["phase"] for t in timing)},
+    })
+    log(f"  train-ann: {wall:.1f} s, test accuracy {out['test_accuracy']:.4f} "
+        f"(epochs {art.params['epochs']}, frontend epochs {art.params['frontend_epochs']}; other "
+        f"processes {other.share if other.share is not None else '?'} of the CPUs)")
+    return out
 
 
 # --------------------------------------------------------------------------- VGG8 eager vs compiled
@@ -445,9 +554,20 @@ def print_table(results: dict[str, Any]) -> None:
             ("", "fit, training only", f"{c['cimtool_fit_train_only_samples_per_s']:,.0f}",
              f"{c['cimtool_fit_step_us']:,.0f}", f"{c['ratio_train_only']:.2f}"),
         ]
-    notes = [f"{name}: {c['epochs']} epochs x {c['n_train']} samples, median of {c['repeats']}; "
-             f"fit spends {c['cimtool_fit_non_training_ms_per_epoch']:.1f} ms/epoch outside "
-             "training (val eval, checkpoint)" for name, c in results["fit_vs_hand"].items()]
+    notes = [f"{name}: {c['epochs']} epochs x {c['n_train']} samples, median of {c['repeats']} "
+             f"(median of per-round ratios: {c['ratio_end_to_end_paired']:.2f} end to end, "
+             f"{c['ratio_train_only_paired']:.2f} training only; CPU-time ratio "
+             f"{c['ratio_cpu_time_end_to_end']:.2f} end to end); fit spends "
+             f"{c['cimtool_fit_non_training_ms_per_epoch']:.1f} ms/epoch outside training (val "
+             "eval, checkpoints)" for name, c in results["fit_vs_hand"].items()]
+    ta = results.get("train_ann_fashion")
+    if ta:
+        notes.append(f"train-ann on Fashion-MNIST: FAILED: {ta['error']}" if "error" in ta else
+                     f"train-ann on Fashion-MNIST (default model, {ta['params']['epochs']} head / "
+                     f"{ta['params']['frontend_epochs']} projection epochs): {ta['wall_s']:.1f} s, "
+                     f"test accuracy {ta['test_accuracy']:.4f} (floor: <= "
+                     f"{TRAIN_ANN_TARGETS['wall_s_max']:.0f} s, >= "
+                     f"{TRAIN_ANN_TARGETS['test_accuracy_min']})")
     vgg_rows: list[tuple[str, ...]] = []
     vgg = results.get("vgg8")
     if vgg:
@@ -511,9 +631,13 @@ def run_all(settings: BenchSettings, out: Path | None = RESULTS_JSON,
         for case in make_cases(settings):
             results.setdefault("train_config", {})[case.name] = train_config(
                 case.epochs, case.model).__dict__
-            log(f"fit vs hand-written loop: {case.name} ({case.epochs} epochs, "
-                f"{settings.repeats} repeats)")
+            log(f"fit vs hand-written loop: {case.name} ({case.epochs} epochs x {len(case.train)}, "
+                f"{case.repeats} repeats)")
             results["fit_vs_hand"][case.name] = compare_case(case, settings, workdir, log)
+        fashion = settings.fashion_dir
+        if settings.train_ann and settings.wants("train_ann") and fashion and Path(fashion).is_dir():
+            log("cimtool train-ann, default model, Fashion-MNIST")
+            results["train_ann_fashion"] = bench_train_ann(settings, workdir, log)
         if settings.vgg:
             log("vgg8 train step, eager vs torch.compile")
             results["vgg8"] = bench_vgg8(settings, workdir, log)
@@ -534,6 +658,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cnn-epochs", type=int)
     parser.add_argument("--vgg-steps", type=int)
     parser.add_argument("--no-vgg", action="store_true", help="skip the VGG8 compile benchmark")
+    parser.add_argument("--fashion-dir", help=f"Fashion-MNIST IDX folder (default {FASHION_DIR})")
+    parser.add_argument("--no-fashion", action="store_true", help="skip the Fashion-MNIST cases")
+    parser.add_argument("--fashion-repeats", type=int)
+    parser.add_argument("--cases", help="comma-separated: crossbar_head, mnist_cnn, "
+                        "fashion_crossbar_head, fashion_mnist_cnn, train_ann (default: all)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=RESULTS_JSON, help="JSON results file")
     args = parser.parse_args(argv)
@@ -545,6 +674,12 @@ def main(argv: list[str] | None = None) -> int:
                                    "vgg_steps": args.vgg_steps}.items() if v is not None}
     if args.no_vgg:
         overrides["vgg"] = False
+    if args.fashion_dir or args.no_fashion:
+        overrides["fashion_dir"] = None if args.no_fashion else args.fashion_dir
+    if args.fashion_repeats:
+        overrides["fashion_repeats"] = args.fashion_repeats
+    if args.cases:
+        overrides["cases"] = tuple(args.cases.split(","))
     settings = BenchSettings(**{**settings.__dict__, **overrides})
     results = run_all(settings, args.out, log=lambda m: print(m, file=sys.stderr, flush=True))
     print_table(results)
