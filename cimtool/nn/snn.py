@@ -23,10 +23,14 @@ Max-pooling acts on the running sums: ``out_t = maxpool(Σ_{≤t}) − maxpool(�
 total is the max-pool of the totals (exact, signed).
 
 **Execution** is layer by layer with time folded into the batch: one GEMM per synaptic layer on
-``[T·B, …]`` rows and one scan over T per neuron layer. ``stop="silent"`` runs each layer only
-while it can still spike (its input has ended and a step was silent: nothing changes any more),
-capped at T; the results equal a fixed-length run of T steps. ``one_pass`` evaluates the
-equivalent quantized ANN in a single pass (the neuron becomes
+``[T·B, …]`` rows and one scan over T per neuron layer. Between layers, activity travels as
+running sums over time (``Σ_{s≤t}``) wherever the next op takes them: a plain Linear/Conv2d is
+linear (its output on running sums is the running sum of its outputs, the bias in every step's
+sum), and a max-pool pools running sums anyway; so no layer sums, differences or adds a bias step
+by step. Simulated arrays (converters act on each step) get and give per-step values, as before.
+``stop="silent"`` runs each layer only while it can still spike (its input has ended and a step
+was silent: nothing changes any more), capped at T; the results equal a fixed-length run of T
+steps. ``one_pass`` evaluates the equivalent quantized ANN in a single pass (the neuron becomes
 ``θ·clamp(floor(x/θ + 1/2), n_min, p_max)``); in run-until-silent mode the spiking network
 decides the same class.
 """
@@ -144,46 +148,59 @@ def _count_dtype(cfg: SnnConfig) -> torch.dtype:
 
 
 def scan(x: torch.Tensor, theta: float, cfg: SnnConfig, steps: int, until_silent: bool, *,
-         running: bool = False, inplace: bool = False):
+         summed: bool = False, running: bool = False, scaled: bool = True, inplace: bool = False,
+         state: bool = True):
     """Neuron layer over time: inputs ``x`` [T_in, …] (T_in ≤ steps) → spikes·θ [T_out, …], count, V.
 
     With ``until_silent`` the output ends at the first silent step after the input has ended
-    (nothing can change afterwards); otherwise it has all ``steps``. ``running`` returns the running
-    counts ``Σ_{s≤t} spike_s`` (integers, not scaled by θ) instead of the spikes, for a max-pool
-    that pools running sums anyway; ``inplace`` consumes ``x`` (its storage holds the output).
+    (nothing can change afterwards); otherwise it has all ``steps``. ``summed``: ``x`` holds the
+    running sums of the input (``Σ_{s≤t} x_s``), not the input of each step. ``running``: return
+    the running counts ``Σ_{s≤t} spike_s`` instead of the spikes; ``scaled=False``: in spikes, not
+    multiplied by θ (running counts then come as integers, of the smallest type that holds them).
+    ``inplace`` consumes ``x`` (its storage holds the output). ``state=False`` skips the final count
+    and potential (a hidden layer needs neither) and returns None for them.
 
     Reset-by-subtraction neurons run as trackers of their target count: with ``V0 = 1/2`` the
     potential before a step's spike is ``H_t = 1/2 + S_t − count_{t−1}`` (``S_t`` = input so far, in
     units of θ), so the ST-BIF rule (+1 if ``H ≥ 1``, −1 if ``H < 0``, within the bounds) is exactly
     "move the count one step towards ``g_t = clamp(floor(S_t + 1/2), n_min, p_max)``". In ``x``'s
-    storage: one multiply-add per step for ``1/2 + S_t``; ``g_t`` for all steps at once, cast to a
-    small integer type; three ops per step on those for the count. After the input has ended the
-    remaining spikes are written in closed form."""
+    storage: ``1/2 + S_t`` (one multiply-add for all steps, or one per step if ``x`` is not summed);
+    ``g_t`` for all steps at once, cast to a small integer type; three ops per step on those for the
+    count. After the input has ended the remaining spikes are written in closed form."""
     if cfg.reset == "hard":
-        if running:
-            raise ValueError("running counts are for reset-by-subtraction neurons")
-        return _scan_hard(x, theta, cfg, steps, until_silent)
+        if running or not scaled:
+            raise ValueError("hard-reset neurons give spikes·θ only")
+        return _scan_hard(_differences(x, inplace) if summed else x, theta, cfg, steps, until_silent)
     x = x[:steps] if inplace else x[:steps].clone()
     t_in = len(x)
     down = NEURONS[cfg.neuron].down
-    acc = torch.full_like(x[0], 0.5)  # V0 = 1/2
-    for t in range(t_in):  # x[t] ← 1/2 + S_t: the multiply-add acc += x_t/θ, step by step
-        acc = torch.add(acc, x[t], alpha=1 / theta, out=x[t])
-    acc = acc.clone()  # 1/2 + Σx/θ (the input ends at t_in)
+    if summed:  # x[t] ← 1/2 + S_t: one multiply-add (V0 = 1/2)
+        acc = torch.add(x.new_tensor(0.5), x, alpha=1 / theta, out=x)[-1]
+    else:  # x[t] ← 1/2 + S_t: the multiply-add acc += x_t/θ, step by step
+        acc = torch.full_like(x[0], 0.5)
+        for t in range(t_in):
+            acc = torch.add(acc, x[t], alpha=1 / theta, out=x[t])
+    keep = state or steps > t_in  # 1/2 + Σx/θ (the input ends at t_in) is needed for V or for the tail
+    acc = acc.clone() if keep else None
     # targets g_t = clamp(floor(1/2 + S_t), n_min, p_max) as small integers (the count's steps then
     # move 1–4 bytes per neuron, not 4–8); the cast truncates, which is floor for g ≥ 0
     x.clamp_(cfg.n_min, cfg.p_max)
     if cfg.n_min < 0:
         x.floor_()
     g = x.to(_count_dtype(cfg))
-    count = torch.zeros_like(g[0])
-    for t in range(t_in):  # spike_t = clamp(g_t − count_{t−1}, down, 1); count_t = count_{t−1} + spike_t
+    count = g[0].clamp_(down, 1)  # count_0 = spike_0 = clamp(g_0, down, 1) (count_{−1} = 0)
+    if not running:
+        count = count.clone()
+    for t in range(1, t_in):  # spike_t = clamp(g_t − count_{t−1}, down, 1); count_t = count_{t−1} + spike_t
         spike = g[t].sub_(count).clamp_(down, 1)
         if running:
             count = spike.add_(count)  # g[t] ← count_t
         else:
             count.add_(spike)
-    x.copy_(g)  # spikes or running counts, exact in x's dtype
+    # integer running counts are handed on as they are; anything else in x's dtype (exact)
+    out = g if running and not scaled else x.copy_(g)
+    if not keep:
+        return (out.mul_(theta) if scaled else out), None, None
     count = count.to(x.dtype)
     rest = steps - t_in
     if rest > 0:
@@ -200,9 +217,9 @@ def scan(x: torch.Tensor, theta: float, cfg: SnnConfig, steps: int, until_silent
             else:  # spike k of the tail: sign·[k < |gap|]
                 tail = (k < size).to(gap.dtype).mul_(sign)
                 count = count + tail.sum(0)
-            x = torch.cat([x, tail])
+            out = torch.cat([out, tail.to(out.dtype)])
     v = acc.sub_(count)  # V = 1/2 + Σx/θ − count (V0 = 1/2, reset by subtraction)
-    return (x if running else x.mul_(theta)), count, v
+    return (out.mul_(theta) if scaled else out), count, v
 
 
 def _scan_hard(x: torch.Tensor, theta: float, cfg: SnnConfig, steps: int, until_silent: bool):
@@ -227,25 +244,55 @@ def decide(count: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.where(count == top, v, torch.tensor(-math.inf, dtype=v.dtype, device=v.device)).argmax(dim=1)
 
 
+def _running_sums(x: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """Per-step values [T, …] → running sums ``Σ_{s≤t}`` (step-wise adds beat ``cumsum`` on CPU)."""
+    x = x if inplace else x.clone()
+    for t in range(1, len(x)):
+        x[t].add_(x[t - 1])
+    return x
+
+
+def _differences(x: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """Running sums [T, …] → per-step values ``Σ_{≤t} − Σ_{<t}`` (two ops for all steps)."""
+    x = x if inplace else x.clone()
+    x[1:] = x[1:] - x[:-1]
+    return x
+
+
 # --- converted layers ---------------------------------------------------------------------------
 
 class Synapse:
-    """A crossbar (or plain) Linear/Conv2d applied to every step at once; its bias at step 0 only."""
+    """A crossbar (or plain) Linear/Conv2d applied to every step at once.
+
+    A plain ``nn.Linear``/``nn.Conv2d`` is linear, so it takes running sums: its output on
+    ``Σ_{s≤t} x_s`` is ``Σ_{s≤t}`` of its outputs, and its bias, injected once at step 0, is in
+    every step's sum, where the GEMM adds it. Anything else (a simulated array: its converters act
+    on each step's input; a subclass with read-out physics) takes the input of each step, and its
+    bias is added at step 0 only."""
 
     def __init__(self, module: nn.Module) -> None:
-        self.bias = None if module.bias is None else module.bias.detach().clone()
-        module.bias = None
+        self.takes_running = type(module) in (nn.Linear, nn.Conv2d)
+        self.bias = None
+        if not self.takes_running and module.bias is not None:
+            self.bias = module.bias.detach().clone()
+            module.bias = None
         self.module = module
         self.is_conv = isinstance(module, nn.Conv2d) or getattr(module, "is_conv", False)
 
     def _bias(self) -> torch.Tensor:
         return self.bias.view(-1, 1, 1) if self.is_conv else self.bias
 
-    def over_time(self, x: torch.Tensor) -> torch.Tensor:
+    def over_time(self, x: torch.Tensor, running: bool, inplace: bool) -> tuple[torch.Tensor, bool]:
+        """``x`` [T, B, …], per step or (``running``) running sums → the output and whether it is
+        running sums. ``inplace``: ``x`` may be overwritten."""
+        if self.takes_running:
+            x = x if running else _running_sums(x, inplace)
+            return self.module(x.flatten(0, 1)).unflatten(0, x.shape[:2]), True
+        x = _differences(x, inplace) if running else x
         y = self.module(x.flatten(0, 1)).unflatten(0, x.shape[:2])
         if self.bias is not None:
             y[0] += self._bias()
-        return y
+        return y, False
 
     def once(self, x: torch.Tensor) -> torch.Tensor:
         y = self.module(x)
@@ -257,34 +304,32 @@ class Synapse:
 
 
 class SpikingMaxPool:
-    """Max-pooling of running spike sums (exact: the total is the max-pool of the totals)."""
+    """Max-pooling of running spike sums: ``maxpool(Σ_{≤t})`` (exact: the total is the max-pool of
+    the totals; the output of step t is ``maxpool(Σ_{≤t}) − maxpool(Σ_{<t})``)."""
+
+    takes_running = True
 
     def __init__(self, module: nn.MaxPool2d) -> None:
         self.module = module
 
-    def over_time(self, x: torch.Tensor, theta: float | None = None) -> torch.Tensor:
-        """Per-step inputs ``x`` [T, …] → per-step outputs: ``out_t = maxpool(Σ_{≤t}) − maxpool(Σ_{<t})``.
-
-        Consumes ``x`` (running sums in place: step-wise adds beat ``cumsum`` over dim 0 on CPU).
-        With ``theta``, ``x`` already holds running spike counts (``scan(running=True)``): they are
-        pooled as they are and scaled by θ afterwards (max commutes with scaling by θ > 0, and the
-        differences of integer counts are exact)."""
-        if theta is None:
-            for t in range(1, len(x)):
-                x[t].add_(x[t - 1])
+    def over_time(self, x: torch.Tensor, running: bool, inplace: bool,
+                  theta: float | None = None, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, bool]:
+        """``x`` [T, B, …], per step or (``running``) running sums → running sums. With ``theta``, ``x``
+        holds integer running spike counts: pooled as integers (4× fewer bytes) where the backend
+        can, then cast to ``dtype`` and scaled by θ (max commutes with scaling by θ > 0)."""
+        x = x if running else _running_sums(x, inplace)
+        if theta is not None and x.device.type != "cpu":
+            x = x.to(dtype)  # CUDA's max-pool kernels take floating types only
         pooled = self.module(x.flatten(0, 1)).unflatten(0, x.shape[:2])
-        out = torch.empty_like(pooled)
-        out[0] = pooled[0]
-        torch.sub(pooled[1:], pooled[:-1], out=out[1:])
-        return out if theta is None else out.mul_(theta)
+        return (pooled if theta is None else pooled.to(dtype).mul_(theta)), True
 
     def once(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)
 
 
 class Flatten:
-    def over_time(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(2)
+    def over_time(self, x: torch.Tensor, running: bool, inplace: bool) -> tuple[torch.Tensor, bool]:
+        return x.flatten(2), running
 
     def once(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(1)
@@ -425,7 +470,7 @@ class SpikingNetwork:
         p = (x.abs() / self.input_range).clamp(max=1.0)
         u = torch.rand((steps, *x.shape), generator=gen, dtype=x.dtype, device=x.device)
         spike = torch.sign(x) * (self.input_range / steps)  # [B, …]: what a spike carries, ±R/T
-        return (u < p).to(x.dtype).mul_(spike)  # a spike with probability p = |x|/R
+        return torch.lt(u, p, out=u).mul_(spike)  # a spike with probability p = |x|/R (u < p: 1.0 or 0.0)
 
     def batch_size(self, sample: torch.Tensor, steps: int) -> int:
         """Samples per batch so that the folded activations stay below ELEMENTS_PER_BATCH."""
@@ -439,27 +484,45 @@ class SpikingNetwork:
         return int(max(1, min(4096, ELEMENTS_PER_BATCH // (widest * steps))))
 
     @torch.no_grad()
-    def spike(self, currents: torch.Tensor, steps: int) -> SnnRun:
-        """Spiking forward of encoded input currents [T_in, B, …] for up to ``steps`` steps."""
+    def spike(self, currents: torch.Tensor, steps: int, inplace: bool = False) -> SnnRun:
+        """Spiking forward of encoded input currents [T_in, B, …] for up to ``steps`` steps (``inplace``:
+        the currents may be overwritten).
+
+        Between layers, activity travels as running sums over time wherever the next synapse takes
+        them (a plain Linear/Conv2d; flattens and max-pools pass them on), and per step before a
+        simulated array; a neuron layer before a max-pool hands on its integer running counts, scaled
+        by θ after pooling."""
         h = currents
-        owned = False  # may h be overwritten? (not the caller's currents; fresh from a synapse or pool)
+        running = False  # h holds running sums Σ_{s≤t}, not each step's values
+        owned = inplace  # may h be overwritten?
+        unscaled = None  # θ of running counts handed to a max-pool, applied after pooling
         until_silent = self.cfg.stop == "silent"
-        soft = self.cfg.reset == "soft"
-        pooled_theta = None  # θ of running counts on their way into a max-pool
         for i, op in enumerate(self.ops):
             if isinstance(op, NeuronSite):
                 theta = self.thetas[op.index]
-                # a max-pool next pools running sums: hand it the running counts (no step-wise adds)
-                running = soft and i + 1 < len(self.ops) and isinstance(self.ops[i + 1], SpikingMaxPool)
-                h, count, v = scan(h, theta, self.cfg, steps, until_silent, running=running, inplace=owned)
-                pooled_theta = theta if running else None
+                out_running = self.cfg.reset == "soft" and self._runs_on(i)
+                unscaled = theta if out_running and isinstance(self.ops[i + 1], SpikingMaxPool) else None
+                h, count, v = scan(h, theta, self.cfg, steps, until_silent, summed=running,
+                                   running=out_running, scaled=unscaled is None, inplace=owned,
+                                   state=i == len(self.ops) - 1)  # the output layer's count and V decide
+                running = out_running
             elif isinstance(op, SpikingMaxPool):
-                h = op.over_time(h if owned or pooled_theta is not None else h.clone(), pooled_theta)
-                pooled_theta = None
+                h, running = op.over_time(h, running, owned, unscaled, currents.dtype)
+                unscaled = None
             else:
-                h = op.over_time(h)
+                h, running = op.over_time(h, running, owned)
             owned = owned or not isinstance(op, Flatten)
         return SnnRun(decide(count, v), count, v, len(h))
+
+    def _runs_on(self, i: int) -> bool:
+        """Whether the activity after op ``i`` travels as running sums: if the next synapse takes them
+        (flattens and max-pools pass them on). Before a simulated array it stays per step."""
+        for op in self.ops[i + 1:]:
+            if isinstance(op, Synapse):
+                return op.takes_running
+            if isinstance(op, NeuronSite):
+                return True
+        return False
 
     @torch.no_grad()
     def quantized(self, total: torch.Tensor) -> SnnRun:
@@ -482,7 +545,7 @@ class SpikingNetwork:
         steps = steps or self.cfg.timesteps
         with torch.no_grad():
             currents = self.encode(self.prefix(to_float(x.to(self.device))), steps, gen)
-        return self.spike(currents, max(cap or steps, steps))
+        return self.spike(currents, max(cap or steps, steps), inplace=True)
 
     def one_pass(self, x: torch.Tensor, steps: int | None = None,
                  gen: torch.Generator | None = None) -> SnnRun:

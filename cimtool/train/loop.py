@@ -50,7 +50,7 @@ class TrainConfig:
     seed: int = 0
     compile: str = "auto"  # auto | on | off
     loader: str = "auto"  # auto | memory | dataloader
-    eval_batch_size: int = 2048
+    eval_batch_size: int = 256  # val per epoch: on 2 CPU cores 256 ran ~40 % faster than 2048 (cache)
     augment: bool = False  # random crop + horizontal flip of image batches
 
 

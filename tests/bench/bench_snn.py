@@ -8,7 +8,10 @@ T = 8, ST-BIF neurons, rate-coded input, fixed-length runs (every layer computes
 2. the one-pass quantized twin vs the spiking simulation; target ≥ 5× faster.
 
 Timings are medians of interleaved repeats (ANN, SNN and one-pass alternate, so load changes hit
-all three alike). torch uses 2 threads, as on CI.
+all three alike). torch uses 2 threads, as on CI. Run it on an otherwise idle machine: the
+simulation is ~60 short parallel ops per run on mnist_cnn (the ANN ~10), and while other processes
+hold the cores each parallel op waits for a descheduled OpenMP thread, so CPU contention inflates
+SNN/ANN several-fold, not just both timings.
 
     python tests/bench/bench_snn.py [--repeats 15]
 
@@ -73,8 +76,9 @@ def main() -> None:
         print(f"{r['model']:10} {r['batch']:>3} {r['ann_TxB_ms']:>11.1f} {r['snn_ms']:>8.1f} "
               f"{r['one_pass_ms']:>10.1f} {r['snn_over_ann']:>8.2f} {r['one_pass_speedup']:>9.1f}")
     vgg = rows[0]
-    print(f"targets (VGG8): SNN/ANN {vgg['snn_over_ann']:.2f} ≤ 1.2: {vgg['snn_over_ann'] <= 1.2}; "
-          f"one-pass {vgg['one_pass_speedup']:.1f}x ≥ 5: {vgg['one_pass_speedup'] >= 5}")
+    ratios = [f"{r['model']} SNN/ANN {r['snn_over_ann']:.2f} ≤ 1.2: {r['snn_over_ann'] <= 1.2}" for r in rows]
+    print(f"targets: {'; '.join(ratios)}; "
+          f"VGG8 one-pass {vgg['one_pass_speedup']:.1f}x ≥ 5: {vgg['one_pass_speedup'] >= 5}")
     out = ROOT / "tests" / "bench" / "results" / "bench_snn.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = platform.processor() or platform.machine()
