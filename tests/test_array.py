@@ -18,6 +18,7 @@ from cimtool.nn.array import (
     adc_signed_,
     adc_unsigned_,
     calibrate_layers,
+    im2col,
     ir_drop,
     program,
 )
@@ -235,3 +236,24 @@ def test_trials_are_seeded():
         layer.program_chips([torch.Generator().manual_seed(seed)])
         outs.append(layer(x))
     assert torch.equal(outs[0], outs[1]) and not torch.equal(outs[0], outs[2])
+
+
+@pytest.mark.parametrize("conv, array_rows", [(False, 128), (False, 16), (True, 128), (True, 16)])
+def test_read_noise_sigma_on_every_adc_path(conv, array_rows):
+    """With an ADC too fine to matter, each read path (one tile, several tiles, conv2d per tile bank,
+    linear) adds read noise of σ = read_noise·sqrt(Σ V²(G_pos² + G_neg²)) per column."""
+    torch.manual_seed(0)
+    card = _card(read_noise=0.05)
+    module = nn.Conv2d(4, 3, 3, padding=1, bias=False) if conv else nn.Linear(64, 3, bias=False)
+    layer, _ = _layer(module, card, ArrayConfig(effects=("read",), adc_bits=24), array_rows=array_rows)
+    layer.freeze(Converters(1.0, False, 1e-3))
+    layer.program_chips([torch.Generator().manual_seed(0)])
+    x = torch.rand(1, 4, 6, 6) if conv else torch.rand(1, 64)
+    got = layer(x.expand(4000, *x.shape[1:]).contiguous()).double().std(0)
+    rows = im2col(x, layer.conv_args)[0] if conv else x
+    g = layer.g[0].double()
+    variance = (rows.double() * card.read_voltage) ** 2 @ (g[0] ** 2 + g[1] ** 2)
+    sigma = card.read_noise * variance.sqrt() * layer.scale.double() / (card.read_voltage * layer.g_ref)
+    if conv:
+        got = got.permute(1, 2, 0).reshape(-1, 3)
+    assert torch.allclose(got, sigma, rtol=0.06)
