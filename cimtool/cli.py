@@ -22,7 +22,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-# Options shared by every stage (DESIGN.md §7).
+# Options shared by every stage.
 ArtifactsRoot = Annotated[
     Path,
     typer.Option(

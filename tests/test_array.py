@@ -46,6 +46,15 @@ def _layer(module, card, config, bits=12, array_rows=128, array_cols=128, layout
     return ArrayLayer(module, lm, placement, card, config), lm
 
 
+def _mapped_reference(module, lm, x):
+    """What an ideal array computes: the layer with W_eff = scale·(G_pos − G_neg)/g_ref."""
+    w_eff = torch.from_numpy(lm.effective_weight()).float()
+    if isinstance(module, nn.Conv2d):
+        return F.conv2d(x, w_eff.T.reshape(module.weight.shape), module.bias, stride=module.stride,
+                        padding=module.padding)
+    return F.linear(x, w_eff.T, module.bias)
+
+
 @pytest.mark.parametrize("conv", [False, True])
 def test_ideal_array_computes_exactly_the_mapped_weights(conv):
     torch.manual_seed(0)
@@ -62,11 +71,7 @@ def test_ideal_array_computes_exactly_the_mapped_weights(conv):
     observers = []
     calibrate_layers([layer], observers.extend, lambda: observers[0](x))
     assert layer.converters.signed == conv and layer.converters.x_max == float(x.abs().max())
-    w_eff = torch.from_numpy(lm.effective_weight()).float()
-    if conv:
-        expected = F.conv2d(x, w_eff.T.reshape(module.weight.shape), module.bias, stride=2, padding=1)
-    else:
-        expected = F.linear(x, w_eff.T, module.bias)
+    expected = _mapped_reference(module, lm, x)
     got = layer(x)
     assert got.shape == expected.shape
     assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4)
@@ -89,11 +94,7 @@ def test_fine_converters_on_every_read_path_compute_the_mapped_weights(scheme, c
     observers = []
     calibrate_layers([layer], observers.extend, lambda: observers[0](x))
     assert layer.converters.full_scale > 0
-    w_eff = torch.from_numpy(lm.effective_weight()).float()
-    if conv:
-        expected = F.conv2d(x, w_eff.T.reshape(module.weight.shape), module.bias, stride=2, padding=1)
-    else:
-        expected = F.linear(x, w_eff.T, module.bias)
+    expected = _mapped_reference(module, lm, x)
     got = layer(x)
     assert got.shape == expected.shape
     assert torch.allclose(got, expected, atol=1e-4 * float(expected.detach().abs().max()))

@@ -2,7 +2,7 @@
 
 **Neurons** (``NEURONS``), in threshold units (state ``V`` is the membrane potential divided by θ):
 
-- ``stbif`` — signed, bounded spike tracer (SpikeZIP-TF, ICML 2024; DESIGN.md §6): ``V0 = 1/2``,
+- ``stbif`` — signed, bounded spike tracer (SpikeZIP-TF, You et al., ICML 2024): ``V0 = 1/2``,
   ``H = V + x/θ``; spike ``+1`` if ``H ≥ 1`` and ``count < p_max``, ``−1`` if ``H < 0`` and
   ``count > n_min``; ``V = H − S`` (reset by subtraction), ``count += S``; output ``S·θ``. Once the
   input has ended and a step is silent, ``count = clamp(floor(Σx/θ + 1/2), n_min, p_max)``: the
