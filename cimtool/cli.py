@@ -68,9 +68,10 @@ def _global_options(
         ),
     ] = None,
 ) -> None:
-    from cimtool.threads import set_threads
+    from cimtool.threads import keep_freed_memory, set_threads
 
     set_threads(threads)
+    keep_freed_memory()
 
 
 def _reporter(json_mode: bool, quiet: bool):

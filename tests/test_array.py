@@ -18,7 +18,6 @@ from cimtool.nn.array import (
     adc_signed_,
     adc_unsigned_,
     calibrate_layers,
-    im2col,
     ir_drop,
     program,
 )
@@ -241,8 +240,8 @@ def test_trials_are_seeded():
 
 @pytest.mark.parametrize("conv, array_rows", [(False, 128), (False, 16), (True, 128), (True, 16)])
 def test_read_noise_sigma_on_every_adc_path(conv, array_rows):
-    """With an ADC too fine to matter, each read path (one tile, several tiles, conv2d per tile bank,
-    linear) adds read noise of σ = read_noise·sqrt(Σ V²(G_pos² + G_neg²)) per column."""
+    """With an ADC too fine to matter, each read path (a linear or a conv layer, on one row tile
+    or on several) adds read noise of σ = read_noise·sqrt(Σ V²(G_pos² + G_neg²)) per column."""
     torch.manual_seed(0)
     card = _card(read_noise=0.05)
     module = nn.Conv2d(4, 3, 3, padding=1, bias=False) if conv else nn.Linear(64, 3, bias=False)
@@ -251,7 +250,7 @@ def test_read_noise_sigma_on_every_adc_path(conv, array_rows):
     layer.program_chips([torch.Generator().manual_seed(0)])
     x = torch.rand(1, 4, 6, 6) if conv else torch.rand(1, 64)
     got = layer(x.expand(4000, *x.shape[1:]).contiguous()).double().std(0)
-    rows = im2col(x, layer.conv_args)[0] if conv else x
+    rows = F.unfold(x, 3, padding=1)[0].T if conv else x  # [positions, rows]
     g = layer.g[0].double()
     variance = (rows.double() * card.read_voltage) ** 2 @ (g[0] ** 2 + g[1] ** 2)
     sigma = card.read_noise * variance.sqrt() * layer.scale.double() / (card.read_voltage * layer.g_ref)

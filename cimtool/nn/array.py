@@ -25,7 +25,11 @@ Signal chain of one layer:
 computed exactly as one GEMM (a ``conv2d`` for conv layers) of the programmed ``G_pos − G_neg``:
 row tiles add up linearly, the positive and negative reads of a signed input are one signed read
 (``v⁺ − v⁻ = v``) and their read-noise variances add to ``Σ v² G²`` (``v⁺·v⁻ = 0``). With an ADC,
-each row tile of each read is one batched GEMM over all tiles (``bmm``), digitised, then summed.
+the row tiles of a linear layer's read are one batched GEMM (``bmm``), digitised, then summed; a
+conv layer's row tile is one ``conv2d`` over the input channels its rows span (rows are ordered
+``(cin, kh, kw)``, so a tile costs its own rows plus at most two partly covered channels, never an
+unrolled input), digitised, then summed. Conv tensors stay channels-last, which is also what
+makes the model's digital max-pooling fast on CPU.
 
 **IR drop, first-order model.** Each row wire is driven at physical column 0 and each column
 wire is read at the bottom of the array (virtual ground) through segments of ``wire_resistance``
@@ -65,9 +69,6 @@ from cimtool.nn import noise
 
 EFFECTS = ("d2d", "c2c", "stuck", "drift", "ir", "read")
 ENCODINGS = ("analog", "bitserial")
-# a conv whose rows span at most this many arrays runs as one conv2d with a copy of its weights per
-# row tile (masked to that tile's rows): at most 2× the MACs, but no unrolled (9× larger) input
-CONV_TILES_MAX = 2
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,17 @@ class ArrayConfig:
 
 
 IDEAL = ArrayConfig()
+
+
+@dataclass(frozen=True)
+class TileBank:
+    """One row tile of a conv layer as a filter bank over input channels ``c0:c1`` (rows outside
+    the tile zeroed), one [C' columns, c1 − c0, kh, kw] channels-last tensor per chip."""
+
+    c0: int
+    c1: int
+    read: list[torch.Tensor]  # per chip: G_pos − G_neg (scheme B) or [G_pos | G_neg] (scheme A)
+    noise: list[torch.Tensor] | None  # per chip: read_noise²·(G_pos² + G_neg²) or its two halves
 
 
 @dataclass(frozen=True)
@@ -231,20 +243,6 @@ class _Recorder:
         return currents
 
 
-def im2col(x: torch.Tensor, conv_args: dict) -> tuple[torch.Tensor, tuple[int, int]]:
-    """[B, Cin, H, W] → ([B·L, Cin·kh·kw] rows in ``F.unfold`` order, (out_h, out_w)); one copy
-    (``F.unfold`` followed by a transpose costs two)."""
-    (kh, kw), (ph, pw), (sh, sw), (dh, dw) = (conv_args[k] for k in ("kernel_size", "padding", "stride",
-                                                                       "dilation"))
-    if (dh, dw) != (1, 1):
-        cols = F.unfold(x, **conv_args)
-        out_h = (x.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-        return cols.transpose(1, 2).reshape(-1, cols.shape[1]), (out_h, cols.shape[2] // out_h)
-    patches = F.pad(x, (pw, pw, ph, ph)).unfold(2, kh, sh).unfold(3, kw, sw)  # [B, C, oh, ow, kh, kw]
-    out_hw = (patches.shape[2], patches.shape[3])
-    return patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, x.shape[1] * kh * kw), out_hw
-
-
 # --- the layer --------------------------------------------------------------------------------
 
 class ArrayLayer(nn.Module):
@@ -268,7 +266,6 @@ class ArrayLayer(nn.Module):
         self.tiles = -(-self.rows // placement.array_rows)
         # no ADC and analog input: the whole layer is one GEMM/conv (module docstring)
         self.linear = config.adc_bits is None and config.encoding == "analog"
-        self.conv_tiles = self.is_conv and self.tiles <= CONV_TILES_MAX
         self.read_noise = card.read_noise if "read" in config.effects else 0.0
         self.converters: Converters | None = None
         self.program_chips([None])
@@ -310,21 +307,32 @@ class ArrayLayer(nn.Module):
         # [K, rows, C'] with read noise²·G² for σ² = Σ V²·read_noise²·G²
         self.w_read = read.float().contiguous()
         self.w_noise = None if sq_sum is None else (sq_sum * self.read_noise**2).float().contiguous()
-        if self.conv_tiles:
-            self.w_read = self._per_tile_filters(self.w_read)
-            self.w_noise = None if self.w_noise is None else self._per_tile_filters(self.w_noise)
+        if self.is_conv:
+            self.banks = self._tile_banks(self.w_read, self.w_noise)
 
-    def _per_tile_filters(self, m: torch.Tensor) -> torch.Tensor:
-        """[K, rows, C'] → conv filters [K, T·C', Cin, kh, kw] (channels-last), block t holding
-        only the rows of row tile t."""
-        k, rows, width = m.shape
-        tr = self.placement.array_rows
-        tiles = m.new_zeros(k, self.tiles, rows, width)
-        for t in range(self.tiles):
-            tiles[:, t, t * tr: (t + 1) * tr] = m[:, t * tr: (t + 1) * tr]
-        filters = tiles.permute(0, 1, 3, 2).reshape(k * self.tiles * width, *self.weight_shape[1:])
-        return filters.contiguous(memory_format=torch.channels_last).view(k, self.tiles * width,
-                                                                           *self.weight_shape[1:])
+    def _tile_banks(self, read: torch.Tensor, noisy: torch.Tensor | None) -> list[TileBank]:
+        """[K, rows, C'] matrices → one channels-last filter bank per row tile (see :class:`TileBank`)."""
+        cin, kh, kw = self.weight_shape[1:]
+        taps, tr = kh * kw, self.placement.array_rows
+
+        def bank(m: torch.Tensor | None, r0: int, r1: int, c0: int, c1: int) -> list[torch.Tensor] | None:
+            if m is None:
+                return None
+            k, _, width = m.shape
+            part = m.new_zeros(k, (c1 - c0) * taps, width)
+            part[:, r0 - c0 * taps: r1 - c0 * taps] = m[:, r0:r1]
+            filters = part.permute(0, 2, 1).reshape(k, width, c1 - c0, kh, kw)
+            # explicit channels-last strides, per chip: conv2d then returns channels-last even when
+            # Cin = 1 (where channels-last and contiguous are otherwise the same tensor)
+            return [torch.empty(f.shape, dtype=f.dtype, device=f.device,
+                                memory_format=torch.channels_last).copy_(f) for f in filters]
+
+        banks = []
+        for r0 in range(0, self.rows, tr):
+            r1 = min(r0 + tr, self.rows)
+            c0, c1 = r0 // taps, -(-r1 // taps)
+            banks.append(TileBank(c0, c1, bank(read, r0, r1, c0, c1), bank(noisy, r0, r1, c0, c1)))
+        return banks
 
     # --- calibration ---
 
@@ -418,25 +426,24 @@ class ArrayLayer(nn.Module):
         return total
 
     def _array(self, u: torch.Tensor, chip: int, adc: Adc | _Recorder | None, volt: float) -> torch.Tensor:
-        """One read of one chip. A conv layer on at most ``CONV_TILES_MAX`` row tiles is one ``conv2d``
-        of the input codes with a filter bank per tile (channels-last); a larger one is unrolled into
-        rows and split into row tiles."""
-        if u.dim() == 2:
+        """One read of one chip: [N, rows] inputs of a linear layer (:meth:`_tiles`), or the input
+        images of a conv layer, one ``conv2d`` per row tile over the channels it spans (channels-last)."""
+        if not self.is_conv:
             return self._tiles(u, chip, adc, volt)
-        batch = u.shape[0]
-        if self.conv_tiles:
-            u = u.contiguous(memory_format=torch.channels_last)
-            currents = F.conv2d(u, self.w_read[chip] * volt, **self._conv_kwargs())  # [N, T·C', oh, ow]
+        u = u.contiguous(memory_format=torch.channels_last)
+        u2 = None if self.w_noise is None else u.square()
+        whole = len(self.banks) == 1
+        total = None
+        for bank in self.banks:
+            ut = u if whole else u[:, bank.c0:bank.c1]
+            currents = F.conv2d(ut, bank.read[chip] * volt, **self._conv_kwargs())  # [N, C', oh, ow]
             variance = None
-            if self.w_noise is not None:
-                variance = F.conv2d(u.square(), self.w_noise[chip] * volt**2, **self._conv_kwargs())
-            shape = (batch, self.tiles, -1, *currents.shape[2:])
-            d = self._digitise(currents.view(shape), None if variance is None else variance.view(shape),
-                               chip, adc, dim=2)
-            return d[:, 0] if self.tiles == 1 else d.sum(1)
-        rows, (out_h, out_w) = im2col(u, self.conv_args)
-        # [B, C, oh, ow] as a view of [B, oh, ow, C] (channels-last strides): no copy
-        return self._tiles(rows, chip, adc, volt).view(batch, out_h, out_w, -1).permute(0, 3, 1, 2)
+            if bank.noise is not None:
+                u2t = u2 if whole else u2[:, bank.c0:bank.c1]
+                variance = F.conv2d(u2t, bank.noise[chip] * volt**2, **self._conv_kwargs())
+            d = self._digitise(currents, variance, chip, adc, dim=1)
+            total = d if total is None else total.add_(d)
+        return total
 
     def _tiles(self, u: torch.Tensor, chip: int, adc: Adc | _Recorder | None, volt: float) -> torch.Tensor:
         """One read of one chip: inputs [N, rows] applied at ``volt`` each → per row tile column
@@ -493,7 +500,8 @@ class ConverterObserver(nn.Module):
         self.x_max, self.signed = 0.0, False
         self.recorder = _Recorder()
         self.fixed: Converters | None = None
-        self.positions = 1  # array reads per sample (output pixels of a conv), for memory planning
+        # per sample, for memory planning: array reads (output pixels of a conv) and input values
+        self.positions, self.inputs = 1, layer.rows
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fixed is None:
@@ -501,7 +509,7 @@ class ConverterObserver(nn.Module):
             self.signed = self.signed or bool((x < 0).any())
             y = self.layer.ideal(x)
             if self.layer.is_conv:
-                self.positions = y.shape[2] * y.shape[3]
+                self.positions, self.inputs = y.shape[2] * y.shape[3], x[0].numel()
             return y
         return self.layer.compute(x, self.fixed, self.recorder)
 

@@ -47,15 +47,16 @@ def map_model(model: nn.Module, spec: dict[str, Any], grid: np.ndarray, scaling:
     return maps
 
 
-def layer_bytes(layer: ArrayLayer, positions: int) -> int:
-    """Bytes of float32 working tensors per sample of one array layer (``positions`` reads)."""
+def layer_bytes(layer: ArrayLayer, positions: int, inputs: int) -> int:
+    """Bytes of float32 working tensors per sample of one array layer: ``positions`` reads of
+    ``inputs`` input values (a conv's image; a linear layer's rows)."""
     out = layer.cols * positions
     if layer.linear:  # input, its square, output, σ and noise
-        return 4 * (2 * layer.rows * positions + 3 * out)
+        return 4 * (2 * inputs + 3 * out)
     width = layer.cols * (2 if layer.config.scheme == "A" else 1)
-    unrolled = layer.rows * positions  # im2col rows
-    currents = layer.tiles * width * positions
-    return 4 * (4 * unrolled + 4 * currents + out)  # v, v⁺/v⁻, im2col, v²; currents, σ, noise, sum
+    tiles = 1 if layer.is_conv else layer.tiles  # a conv reads one row tile at a time
+    currents = tiles * width * positions
+    return 4 * (4 * inputs + 4 * currents + out)  # v, v⁺/v⁻, a channel slice, v²; currents, σ, noise, sum
 
 
 def set_modules(model: nn.Module, names: Sequence[str], modules: Sequence[nn.Module]) -> None:
@@ -90,8 +91,8 @@ class ArrayNetwork:
 
     def _plan(self, observers: Sequence[ConverterObserver], sample: TensorData) -> int:
         digital = 3 * 4 * max(1, sample.x[0].numel()) * 16  # activations of the digital layers, generous
-        arrays = max(layer_bytes(layer, obs.positions) for layer, obs in zip(self.layers, observers,
-                                                                               strict=True))
+        arrays = max(layer_bytes(layer, obs.positions, obs.inputs)
+                     for layer, obs in zip(self.layers, observers, strict=True))
         return arrays + digital
 
     def batch_size(self, n: int) -> int:

@@ -27,8 +27,17 @@ class TensorData:
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float in [0, 1]; float features pass through."""
-    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
+    """uint8 images -> float in [0, 1]; float features pass through.
+
+    Image batches [N, C, H, W] come out channels-last (explicit strides, also for C = 1): every
+    convolution then returns channels-last, and CPU max-pooling and convolution run 10-15 % (conv
+    training) to ~7× (2×2 max-pool) faster than on contiguous NCHW tensors (tests/bench/bench_scale.py)."""
+    if x.dtype != torch.uint8:
+        return x
+    if x.dim() == 4:
+        out = torch.empty(x.shape, device=x.device, memory_format=torch.channels_last)
+        return out.copy_(x).div_(255.0)
+    return x.float().div_(255.0)
 
 
 class MemoryBatcher:

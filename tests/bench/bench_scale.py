@@ -99,19 +99,26 @@ def bench_pass(model_path: Path, repeats: int) -> dict:
             for i in range(0, len(test), 2048):
                 model(to_float(test.x[i: i + 2048])).argmax(1)
 
-    fns = {"float": float_pass, **{name: net.predict for name, net in nets.items()}}
+    def float_nchw_pass() -> None:  # the float pass as it was before inputs went channels-last
+        with torch.no_grad():
+            for i in range(0, len(test), 2048):
+                model(to_float(test.x[i: i + 2048]).contiguous()).argmax(1)
+
+    fns = {"float": float_pass, "float_nchw": float_nchw_pass,
+           **{name: net.predict for name, net in nets.items()}}
     times: dict[str, list[float]] = {k: [] for k in fns}
     for key, fn in fns.items():
-        fn(test) if key != "float" else fn()  # warm-up
+        fn(test) if key in nets else fn()  # warm-up
     for _ in range(repeats):
         for key, fn in fns.items():
             t0 = time.perf_counter()
-            fn(test) if key != "float" else fn()
+            fn(test) if key in nets else fn()
             times[key].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     return {"test_images": len(test), "float_pass_s": med["float"], "ideal_pass_s": med["ideal"],
             "nonideal_pass_s": med["nonideal"], "ideal_over_float": med["ideal"] / med["float"],
             "nonideal_over_float": med["nonideal"] / med["float"],
+            "float_nchw_pass_s": med["float_nchw"], "nonideal_over_float_nchw": med["nonideal"] / med["float_nchw"],
             "batch_ideal": nets["ideal"].batch_size(len(test)),
             "batch_nonideal": nets["nonideal"].batch_size(len(test))}
 
@@ -166,6 +173,9 @@ def main() -> None:
         print(f"bench_scale: {FASHION_MNIST_DIR} missing (apt-get install dataset-fashion-mnist); skipped")
         return
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    from cimtool.threads import keep_freed_memory
+
+    keep_freed_memory()  # what the cimtool command does for itself (cimtool/threads.py)
     RESULTS.mkdir(parents=True, exist_ok=True)
     model = ensure_model(args.model)
     load = os.getloadavg()[0]
