@@ -102,7 +102,7 @@ def bench_pass(model_path: Path, repeats: int) -> dict:
     def float_nchw_pass() -> None:  # the float pass as it was before inputs went channels-last
         with torch.no_grad():
             for i in range(0, len(test), 2048):
-                model(to_float(test.x[i: i + 2048]).contiguous()).argmax(1)
+                model(to_float(test.x[i: i + 2048]).clone(memory_format=torch.contiguous_format)).argmax(1)
 
     fns = {"float": float_pass, "float_nchw": float_nchw_pass,
            **{name: net.predict for name, net in nets.items()}}
