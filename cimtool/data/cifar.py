@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,24 +46,30 @@ def _read_pickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data, labels
 
 
-def load_cifar10(data_dir: Path, allow_pickle: bool = False, **_: object):
+def _data_dir_option(folder: Path) -> str:
+    return f"--data-dir {folder}"
+
+
+def load_cifar10(data_dir: Path, allow_pickle: bool = False,
+                 where: Callable[[Path], str] = _data_dir_option, **_: object):
     """expected the CIFAR-10 binary version: data_batch_1.bin .. data_batch_5.bin and
     test_batch.bin (in the directory or its cifar-10-batches-bin/)"""
     folder = _folder(data_dir, TRAIN_BIN[0])
     if folder is not None:
         missing = [n for n in [*TRAIN_BIN, TEST_BIN] if not (folder / n).is_file()]
         if missing:
-            raise CimtoolError(f"--data-dir {folder}: missing CIFAR-10 files {', '.join(missing)}")
+            raise CimtoolError(f"{where(folder)}: missing CIFAR-10 files {', '.join(missing)}")
         parts = [_read_bin(folder / n) for n in TRAIN_BIN]
         test = _read_bin(folder / TEST_BIN)
         source = f"CIFAR-10 binary files in {folder}"
     else:
         folder = _folder(data_dir, "data_batch_1")
         if folder is None:
-            raise CimtoolError(f"--data-dir {data_dir}: no CIFAR-10 found; {load_cifar10.__doc__}")
+            expected = " ".join(load_cifar10.__doc__.split())
+            raise CimtoolError(f"{where(data_dir)}: no CIFAR-10 found; {expected}")
         if not allow_pickle:
             raise CimtoolError(
-                f"--data-dir {folder}: only the python (pickle) version of CIFAR-10 is there; "
+                f"{where(folder)}: only the python (pickle) version of CIFAR-10 is there; "
                 "unpickling can run code, so pass --allow-pickle if you trust it, or use the binary version"
             )
         parts = [_read_pickle(folder / f"data_batch_{i}") for i in range(1, 6)]

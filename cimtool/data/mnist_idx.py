@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,12 @@ MNIST = IdxSet("MNIST", "MNIST")
 FASHION_MNIST = IdxSet("Fashion-MNIST", "FashionMNIST")
 
 
-def _find(data_dir: Path, stem: str, dataset: IdxSet) -> Path:
+def _data_dir_option(folder: Path) -> str:
+    return f"--data-dir {folder}"
+
+
+def _find(data_dir: Path, stem: str, dataset: IdxSet,
+          where: Callable[[Path], str] = _data_dir_option) -> Path:
     # accept the official names, gzipped or not, and the common 'idx3.ubyte' variant
     alt = stem.replace("-idx", ".idx")
     for name in (stem, stem + ".gz", alt, alt + ".gz"):
@@ -43,15 +49,15 @@ def _find(data_dir: Path, stem: str, dataset: IdxSet) -> Path:
             if (folder / name).is_file():
                 return folder / name
     raise CimtoolError(
-        f"--data-dir {data_dir}: missing {stem}[.gz]; expected the four {dataset.title} IDX files "
+        f"{where(data_dir)}: missing {stem}[.gz]; expected the four {dataset.title} IDX files "
         f"{', '.join(FILES.values())} (gzipped or not)"
     )
 
 
-def _pair(data_dir: Path, images_key: str, labels_key: str,
-          dataset: IdxSet) -> tuple[np.ndarray, np.ndarray]:
-    images_path = _find(data_dir, FILES[images_key], dataset)
-    labels_path = _find(data_dir, FILES[labels_key], dataset)
+def _pair(data_dir: Path, images_key: str, labels_key: str, dataset: IdxSet,
+          where: Callable[[Path], str] = _data_dir_option) -> tuple[np.ndarray, np.ndarray]:
+    images_path = _find(data_dir, FILES[images_key], dataset, where)
+    labels_path = _find(data_dir, FILES[labels_key], dataset, where)
     images = read_idx(images_path, IMAGES_MAGIC)
     labels = read_idx(labels_path, LABELS_MAGIC)
     if images.ndim != 3 or labels.ndim != 1:
@@ -65,23 +71,27 @@ def _pair(data_dir: Path, images_key: str, labels_key: str,
     return images[:, None].copy(), labels.astype(np.int64)
 
 
-def load_idx_set(dataset: IdxSet, data_dir: Path) -> tuple[np.ndarray, np.ndarray, tuple, str]:
-    """Train images/labels, the official test pair, and where they came from (for the manifest)."""
-    x, y = _pair(data_dir, "train_images", "train_labels", dataset)
-    test = _pair(data_dir, "test_images", "test_labels", dataset)
+def load_idx_set(dataset: IdxSet, data_dir: Path, where: Callable[[Path], str] = _data_dir_option
+                 ) -> tuple[np.ndarray, np.ndarray, tuple, str]:
+    """Train images/labels, the official test pair, and where they came from (for the manifest).
+    ``where`` names the folder in messages (how the user gave it)."""
+    x, y = _pair(data_dir, "train_images", "train_labels", dataset, where)
+    test = _pair(data_dir, "test_images", "test_labels", dataset, where)
     return x, y, test, f"{dataset.title} IDX files in {data_dir}"
 
 
-def load_mnist(data_dir: Path, **_: object) -> tuple[np.ndarray, np.ndarray, tuple, str]:
+def load_mnist(data_dir: Path, where: Callable[[Path], str] = _data_dir_option,
+               **_: object) -> tuple[np.ndarray, np.ndarray, tuple, str]:
     """expected the MNIST IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte,
     t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (gzipped or not)"""
-    return load_idx_set(MNIST, data_dir)
+    return load_idx_set(MNIST, data_dir, where)
 
 
-def load_fashion_mnist(data_dir: Path, **_: object) -> tuple[np.ndarray, np.ndarray, tuple, str]:
+def load_fashion_mnist(data_dir: Path, where: Callable[[Path], str] = _data_dir_option,
+                       **_: object) -> tuple[np.ndarray, np.ndarray, tuple, str]:
     """expected the Fashion-MNIST IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte,
     t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (gzipped or not)"""
-    return load_idx_set(FASHION_MNIST, data_dir)
+    return load_idx_set(FASHION_MNIST, data_dir, where)
 
 
 def fashion_mnist_default_dir() -> Path:

@@ -7,9 +7,10 @@ data set has one, is kept apart so that the split only carves val out of the tra
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,29 +65,80 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+@dataclass(frozen=True)
+class FolderOrigin:
+    """Where a data folder came from, so that a message about it names what the user can change.
+
+    ``label`` is how messages introduce the folder (``--data-dir`` puts it first: ``--data-dir X``;
+    otherwise it follows in parentheses: ``X (the data folder recorded in M/manifest.json)``);
+    ``hint`` is appended to any error about the folder's contents (how to fix it)."""
+
+    label: str = "--data-dir"
+    hint: str = ""
+
+    def describe(self, folder: Path) -> str:
+        if self.label == "--data-dir":
+            return f"--data-dir {folder}"
+        return f"{folder} ({self.label})"
+
+
+DATA_DIR_OPTION = FolderOrigin()  # the user's own --data-dir
+
+
+def recorded_origin(artifact: Path | str) -> FolderOrigin:
+    """A folder read from a model artifact's manifest (its ``params.data_dir`` at training time)."""
+    return FolderOrigin(f"the data folder recorded in {Path(artifact) / 'manifest.json'} at training time",
+                        "if the data set moved, pass --data-dir with its new folder")
+
+
+def default_origin(spec: DatasetSpec) -> FolderOrigin:
+    """The data set's default folder (read when no --data-dir was given)."""
+    fix = f"`apt-get install {spec.package}`" if spec.package else "reinstall it"
+    return FolderOrigin(f"the default folder of --dataset {spec.name}",
+                        f"{fix} or pass --data-dir FOLDER")
+
+
 def check_dataset_name(name: str) -> DatasetSpec:
     if name not in DATASETS:
         raise CimtoolError(f"unknown --dataset '{name}' (choose from: {', '.join(DATASETS)})")
     return DATASETS[name]
 
 
-def load_dataset(name: str, data_dir: Path | None = None, allow_pickle: bool = False) -> RawDataset:
+def load_dataset(name: str, data_dir: Path | None = None, allow_pickle: bool = False,
+                 origin: FolderOrigin = DATA_DIR_OPTION) -> RawDataset:
+    """Read data set ``name`` (from ``data_dir``, or its default folder, where it is read from disk).
+
+    ``origin`` says where ``data_dir`` came from, for the messages about a missing or wrong folder:
+    the user's ``--data-dir`` (default), or e.g. ``recorded_origin(model)`` for the folder a model
+    artifact recorded; without ``data_dir`` the messages name the data set's default folder."""
     spec = check_dataset_name(name)
     if spec.needs_data_dir:
-        data_dir = _folder(spec, data_dir)
-        x, y, test, source = spec.loader(data_dir, allow_pickle=allow_pickle)
+        if data_dir is None and spec.default_dir is not None:
+            origin = default_origin(spec)
+        data_dir = _folder(spec, data_dir, origin)
+        try:
+            x, y, test, source = spec.loader(data_dir, allow_pickle=allow_pickle, where=origin.describe)
+        except CimtoolError as exc:
+            if not origin.hint:
+                raise
+            raise CimtoolError(f"{exc}; {origin.hint}") from None
     else:
         x, y, test, source = spec.loader()
     if test is not None and test[0].shape[1:] != x.shape[1:]:
-        raise CimtoolError(f"--data-dir {data_dir}: test images are {list(test[0].shape[1:])}, "
+        raise CimtoolError(f"{origin.describe(data_dir)}: test images are {list(test[0].shape[1:])}, "
                            f"train images {list(x.shape[1:])}")
     num_classes = int(max(y.max(), test[1].max() if test is not None else 0)) + 1
     return RawDataset(name=name, x=x, y=y.astype(np.int64), num_classes=num_classes,
                       source=source, test=test)
 
 
-def _folder(spec: DatasetSpec, data_dir: Path | None) -> Path:
-    """The folder to read: --data-dir if given, else the spec's default (a system package's)."""
+def _expected(spec: DatasetSpec) -> str:
+    """What the loader expects in the folder (its docstring), on one line."""
+    return " ".join((spec.loader.__doc__ or "").split())
+
+
+def _folder(spec: DatasetSpec, data_dir: Path | None, origin: FolderOrigin = DATA_DIR_OPTION) -> Path:
+    """The folder to read: ``data_dir`` if given, else the spec's default (a system package's)."""
     if data_dir is None and spec.default_dir is not None:
         default = spec.default_dir()
         if not default.is_dir():
@@ -94,8 +146,28 @@ def _folder(spec: DatasetSpec, data_dir: Path | None) -> Path:
                                f"`apt-get install {spec.package}` or pass --data-dir FOLDER")
         return default
     if data_dir is None:
-        raise CimtoolError(f"--dataset {spec.name} needs --data-dir: {spec.loader.__doc__}")
+        raise CimtoolError(f"--dataset {spec.name} needs --data-dir: {_expected(spec)}")
     if not data_dir.is_dir():
         what = "not a directory" if data_dir.exists() else "no such directory"
-        raise CimtoolError(f"--data-dir {data_dir}: {what}; {spec.loader.__doc__}")
+        fix = f"; {origin.hint}" if origin.hint else ""
+        raise CimtoolError(f"{origin.describe(data_dir)}: {what}{fix}; {_expected(spec)}")
     return data_dir
+
+
+def load_recorded_dataset(params: Mapping[str, Any], artifact: Path | str,
+                          data_dir: Path | str | None = None) -> RawDataset:
+    """The data set a model artifact was trained on, read again for a later stage.
+
+    ``params`` are the model artifact's (``dataset``, ``data_dir``, ``allow_pickle``); ``data_dir``
+    is the later stage's ``--data-dir``, which overrides the recorded folder. A missing or wrong
+    folder is reported as what it is: the user's ``--data-dir``, the folder recorded in
+    ``<artifact>/manifest.json`` (with the hint to pass ``--data-dir`` if the data set moved), or the
+    data set's default folder."""
+    name = params["dataset"]
+    allow_pickle = bool(params.get("allow_pickle"))
+    if data_dir:
+        return load_dataset(name, Path(data_dir), allow_pickle, DATA_DIR_OPTION)
+    recorded = params.get("data_dir")
+    if recorded:
+        return load_dataset(name, Path(recorded), allow_pickle, recorded_origin(artifact))
+    return load_dataset(name, None, allow_pickle)

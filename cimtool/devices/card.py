@@ -238,7 +238,8 @@ def load_card(name_or_path: str) -> DeviceCard:
     if not path.is_file():
         raise CimtoolError(f"{path}: no such device card file")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a byte-order mark, as some Windows editors write, is not part of the TOML
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CimtoolError(f"{path}: not a valid TOML device card ({exc})") from None
     return parse_card(data, str(path))

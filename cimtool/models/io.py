@@ -1,16 +1,26 @@
-"""Model artifacts on disk: weights in safetensors plus a JSON architecture spec (never pickles)."""
+"""Model artifacts on disk: weights in safetensors plus a JSON architecture spec (never pickles).
+
+Also the one place that finds a model artifact (``find_model``, ``resolve_model``), opens it
+(``open_model``) and rebuilds the data splits it was trained on (``model_splits``).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from cimtool import artifacts
 from cimtool.artifacts import Artifact
 from cimtool.errors import CimtoolError
 
+if TYPE_CHECKING:
+    from cimtool.data.tensors import TensorData
+    from cimtool.ui import Reporter
+
 WEIGHTS = "weights.safetensors"
 ARCH = "arch.json"
+MODEL_KINDS = ("model", "qmodel")
 
 
 def save_model(directory: Path, model, spec: dict[str, Any]) -> None:
@@ -62,3 +72,68 @@ def load_model(artifact: Artifact):
     if spec.get("crossbar_layers") != crossbar_layers(model, tuple(spec.get("off_array", ()))):
         raise CimtoolError(f"{arch_path}: 'crossbar_layers' does not match the architecture")
     return model.eval(), spec
+
+
+def open_model(path: Path | str):
+    """(artifact, model in eval mode, arch spec) of a verified model or hardware-aware model."""
+    artifact = artifacts.load(path)
+    if artifact.kind not in MODEL_KINDS:
+        raise CimtoolError(f"{path}: expected a model or qmodel artifact, found a '{artifact.kind}' artifact")
+    model, spec = load_model(artifact)
+    return artifact, model, spec
+
+
+def find_model(root: Path, method: str) -> Path:
+    """The newest model artifact under ``root`` trained with front-end ``method``."""
+    folder = root / artifacts.KIND_DIRS["model"]
+    candidates = []
+    for manifest_path in folder.glob(f"*/{artifacts.MANIFEST}"):
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            continue  # not readable: not a candidate (it would fail to load anyway)
+        params = manifest.get("params") if isinstance(manifest, dict) else None
+        if isinstance(params, dict) and params.get("model") == "crossbar" and params.get("method") == method:
+            candidates.append((str(manifest.get("created", "")), manifest_path.parent))
+    if not candidates:
+        raise CimtoolError(f"no model trained with --method {method} under {folder}; "
+                           f"run: cimtool train-ann --method {method}"
+                           + (f" --artifacts-root {root}" if str(root) != "artifacts" else ""))
+    return max(candidates)[1]
+
+
+def resolve_model(model: str | None, method: str, root: Path, reporter: Reporter) -> Path:
+    """``--model`` as given, or else the newest model trained with ``--method`` under ``root``."""
+    if model is not None:
+        return Path(model)
+    path = find_model(root, method)
+    reporter.log(f"using the newest --method {method} model: {path}")
+    return path
+
+
+def model_splits(artifact: Artifact, data_dir: str | None = None) -> dict[str, TensorData]:
+    """The train/val/test splits the model was trained on, as TensorData, checked by hash.
+
+    ``data_dir`` overrides the folder recorded at training time (data sets read from disk)."""
+    import torch
+
+    from cimtool.data import make_splits
+    from cimtool.data.registry import load_recorded_dataset
+    from cimtool.data.tensors import TensorData
+
+    if artifact.kind == "qmodel":  # its data set is that of the model it came from
+        source = next((i for i in artifact.manifest.get("inputs", []) if i.get("role") == "model"), None)
+        if source is None:
+            raise CimtoolError(f"{artifact.path}: the qmodel does not record its source model")
+        return model_splits(artifacts.load(source["path"], "model"), data_dir)
+    p = artifact.params
+    raw = load_recorded_dataset(p, artifact.path, data_dir)
+    splits = make_splits(raw.x, raw.y, p["split_seed"], p["val_frac"], p["test_frac"], raw.test)
+    recorded = next((i for i in artifact.manifest.get("inputs", []) if i.get("role") == "dataset"), {})
+    if recorded and (recorded.get("data_sha256"), recorded.get("split_sha256")) != (
+            raw.sha256(), splits.indices_sha256):
+        raise CimtoolError(f"{artifact.path}: the data set '{p['dataset']}' differs from the one the "
+                           "model was trained on (data or split hash mismatch)")
+    return {name: TensorData(torch.from_numpy(getattr(splits, name).x),
+                             torch.from_numpy(getattr(splits, name).y))
+            for name in ("train", "val", "test")}

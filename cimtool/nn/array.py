@@ -66,41 +66,7 @@ from cimtool.devices.card import DeviceCard
 from cimtool.devices.mapping import LayerMap, Placement
 from cimtool.errors import CimtoolError
 from cimtool.nn import noise
-
-EFFECTS = ("d2d", "c2c", "stuck", "drift", "ir", "read")
-ENCODINGS = ("analog", "bitserial")
-
-
-@dataclass(frozen=True)
-class ArrayConfig:
-    """Which non-idealities are on. ``None`` bits mean an ideal converter."""
-
-    effects: tuple[str, ...] = ()
-    adc_bits: int | None = None
-    scheme: str = "B"
-    input_bits: int | None = None
-    encoding: str = "analog"
-    drift_time: float = 3600.0  # s after programming
-
-    def validate(self) -> None:
-        unknown = sorted(set(self.effects) - set(EFFECTS))
-        if unknown:
-            raise CimtoolError(f"unknown --effects {', '.join(unknown)} (choose from: {', '.join(EFFECTS)})")
-        if self.scheme not in ("A", "B"):
-            raise CimtoolError(f"unknown --scheme '{self.scheme}' (choose from: A, B)")
-        if self.encoding not in ENCODINGS:
-            raise CimtoolError(f"unknown --encoding '{self.encoding}' (choose from: {', '.join(ENCODINGS)})")
-        if self.adc_bits is not None and not 2 <= self.adc_bits <= 24:
-            raise CimtoolError(f"--adc-bits must be in 2..24, got {self.adc_bits}")
-        if self.input_bits is not None and not 1 <= self.input_bits <= 16:
-            raise CimtoolError(f"--input-bits must be in 1..16, got {self.input_bits}")
-        if self.encoding == "bitserial" and self.input_bits is None:
-            raise CimtoolError("--encoding bitserial needs --input-bits")
-        if not self.drift_time > 0:
-            raise CimtoolError(f"--drift-time must be > 0 seconds, got {self.drift_time}")
-
-
-IDEAL = ArrayConfig()
+from cimtool.nn.array_config import EFFECTS, ENCODINGS, IDEAL, ArrayConfig  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from cimtool.data.tensors import TensorData, to_float
 from cimtool.devices.card import DeviceCard
 from cimtool.devices.mapping import LayerMap, Placement, crossbar_matrix, map_matrix
 from cimtool.errors import CimtoolError
 from cimtool.nn.array import ArrayConfig, ArrayLayer, ConverterObserver, calibrate_layers
-from cimtool.train.batching import TensorData, to_float
 
 # working memory of one batch (bytes), fixed per device type so that batches are reproducible; on
 # 2 CPU cores 256 MiB ran 10-20 % faster than 1 GiB (fewer page faults, tests/bench/bench_scale.py)

@@ -4,7 +4,7 @@ A layer's weights are signed conductances in units of the card's ``g_max`` (``w 
 forward pass computes the physical read-out currents, ``I = conv(x·V_read, w·g_max)`` (nA for an
 organic transistor), with cycle-to-cycle Gaussian variability of the conductances in training,
 then renormalises the read-out, ``y = I/(V_read·g_max)``, so that nA currents do not shrink the
-activations and their gradients. ``constrain_()`` hard-clamps the weights to the conductance range;
+activations and their gradients. ``after_step()`` hard-clamps the weights to the conductance range;
 the training loop calls it after every optimizer step.
 """
 
@@ -31,8 +31,8 @@ class _OrganicSynapse:
         return current / (self.read_voltage * self.g_max)  # back to O(1): gradients survive
 
     @torch.no_grad()
-    def constrain_(self) -> None:
-        self.weight.clamp_(-1.0, 1.0)  # hard clamp to the conductance range after each step
+    def after_step(self) -> None:  # called by the training loop after every optimizer step
+        self.weight.clamp_(-1.0, 1.0)  # hard clamp to the conductance range
 
 
 class OrganicConv2d(_OrganicSynapse, nn.Conv2d):
@@ -60,4 +60,4 @@ def constrain(model: nn.Module) -> None:
     """Apply every layer's physical constraint (called after each optimizer step)."""
     for module in model.modules():
         if isinstance(module, _OrganicSynapse):
-            module.constrain_()
+            module.after_step()

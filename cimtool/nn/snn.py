@@ -45,22 +45,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from cimtool.data.tensors import TensorData, to_float
 from cimtool.errors import CimtoolError
-from cimtool.train.batching import TensorData, to_float
+from cimtool.nn.snn_config import (  # noqa: F401 (re-exported)
+    BOUNDS,
+    ENCODINGS,
+    NEURON_RESETS,
+    RESETS,
+    STOPS,
+    SnnConfig,
+    level_bounds,
+)
 
-BOUNDS = ("asymmetric", "symmetric")
-ENCODINGS = ("analog", "rate")
-STOPS = ("silent", "fixed")
-RESETS = ("soft", "hard")
-MAX_LEVELS = 1 << 16
 ELEMENTS_PER_BATCH = 1 << 24  # folded [T·B, …] activations per batch stay below this many values
-
-
-def level_bounds(levels: int, bounds: str) -> tuple[int, int]:
-    """(n_min, p_max) of the spike tracer for ``levels`` levels."""
-    if bounds == "symmetric":
-        return -(levels // 2), levels // 2 - 1
-    return 0, levels - 1
 
 
 def quantize(u: torch.Tensor, n_min: int, p_max: int) -> torch.Tensor:
@@ -88,57 +85,11 @@ class NeuronKind:
 NEURONS: dict[str, NeuronKind] = {
     n.name: n
     for n in [
-        NeuronKind("stbif", "signed bounded spike tracer, reset by subtraction (SpikeZIP-TF)", -1, ("soft",)),
-        NeuronKind("if", "integrate-and-fire, positive spikes, soft or hard reset", 0, RESETS),
+        NeuronKind("stbif", "signed bounded spike tracer, reset by subtraction (SpikeZIP-TF)", -1,
+                   NEURON_RESETS["stbif"]),
+        NeuronKind("if", "integrate-and-fire, positive spikes, soft or hard reset", 0, NEURON_RESETS["if"]),
     ]
 }
-
-
-@dataclass(frozen=True)
-class SnnConfig:
-    """How the converted network spikes."""
-
-    neuron: str = "stbif"
-    reset: str = "soft"
-    levels: int = 16
-    bounds: str = "asymmetric"
-    encoding: str = "analog"
-    timesteps: int = 32
-    stop: str = "silent"
-
-    def validate(self) -> None:
-        if self.neuron not in NEURONS:
-            raise CimtoolError(f"unknown --neuron '{self.neuron}' (choose from: {', '.join(NEURONS)})")
-        if self.reset not in RESETS:
-            raise CimtoolError(f"unknown --reset '{self.reset}' (choose from: {', '.join(RESETS)})")
-        if self.reset not in NEURONS[self.neuron].resets:
-            raise CimtoolError(f"--neuron {self.neuron} resets by subtraction only (--reset soft); "
-                               "hard reset is for --neuron if")
-        if not 2 <= self.levels <= MAX_LEVELS:
-            raise CimtoolError(f"--levels must be in 2..{MAX_LEVELS}, got {self.levels}")
-        if self.bounds not in BOUNDS:
-            raise CimtoolError(f"unknown --bounds '{self.bounds}' (choose from: {', '.join(BOUNDS)})")
-        if self.neuron == "if" and self.bounds != "asymmetric":
-            raise CimtoolError("--neuron if has no negative spikes: use --bounds asymmetric")
-        if self.encoding not in ENCODINGS:
-            raise CimtoolError(f"unknown --encoding '{self.encoding}' (choose from: {', '.join(ENCODINGS)})")
-        if not 1 <= self.timesteps <= 100_000:
-            raise CimtoolError(f"--timesteps must be in 1..100000, got {self.timesteps}")
-        if self.stop not in STOPS:
-            raise CimtoolError(f"unknown --stop '{self.stop}' (choose from: {', '.join(STOPS)})")
-
-    @property
-    def n_min(self) -> int:
-        return level_bounds(self.levels, self.bounds)[0]
-
-    @property
-    def p_max(self) -> int:
-        return level_bounds(self.levels, self.bounds)[1]
-
-    @property
-    def top(self) -> int:
-        """Largest spike count magnitude a neuron can reach: the top level sits at top·θ."""
-        return max(self.p_max, -self.n_min)
 
 
 def _count_dtype(cfg: SnnConfig) -> torch.dtype:
@@ -164,7 +115,7 @@ def scan(x: torch.Tensor, theta: float, cfg: SnnConfig, steps: int, until_silent
     potential before a step's spike is ``H_t = 1/2 + S_t − count_{t−1}`` (``S_t`` = input so far, in
     units of θ), so the ST-BIF rule (+1 if ``H ≥ 1``, −1 if ``H < 0``, within the bounds) is exactly
     "move the count one step towards ``g_t = clamp(floor(S_t + 1/2), n_min, p_max)``". In ``x``'s
-    storage: ``1/2 + S_t`` (one multiply-add for all steps, or one per step if ``x`` is not summed);
+    storage: ``1/2 + S_t`` (the running sums divided by θ, as the quantized ANN divides its total);
     ``g_t`` for all steps at once, cast to a small integer type; three ops per step on those for the
     count. After the input has ended the remaining spikes are written in closed form."""
     if cfg.reset == "hard":
@@ -174,12 +125,11 @@ def scan(x: torch.Tensor, theta: float, cfg: SnnConfig, steps: int, until_silent
     x = x[:steps] if inplace else x[:steps].clone()
     t_in = len(x)
     down = NEURONS[cfg.neuron].down
-    if summed:  # x[t] ← 1/2 + S_t: one multiply-add (V0 = 1/2)
-        acc = torch.add(x.new_tensor(0.5), x, alpha=1 / theta, out=x)[-1]
-    else:  # x[t] ← 1/2 + S_t: the multiply-add acc += x_t/θ, step by step
-        acc = torch.full_like(x[0], 0.5)
-        for t in range(t_in):
-            acc = torch.add(acc, x[t], alpha=1 / theta, out=x[t])
+    if not summed:  # running sums Σ_{s≤t} x_s first (in x's units, as the quantized ANN's total)
+        x = _running_sums(x, inplace=True)
+    # x[t] ← 1/2 + S_t with S_t = Σx/θ divided, not multiplied by a rounded 1/θ: bit for bit the
+    # quantized ANN's u + 1/2, so that inputs exactly on a level boundary spike as it quantizes
+    acc = x.div_(theta).add_(0.5)[-1]
     keep = state or steps > t_in  # 1/2 + Σx/θ (the input ends at t_in) is needed for V or for the tail
     acc = acc.clone() if keep else None
     # targets g_t = clamp(floor(1/2 + S_t), n_min, p_max) as small integers (the count's steps then

@@ -17,24 +17,29 @@ model), ``calibration.parquet`` (the grid), ``thresholds.parquet``, ``accuracy_v
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cimtool import artifacts
+from cimtool.data.calibration import calibration_sample, check_calibration_samples
 from cimtool.errors import CimtoolError
-from cimtool.nn.snn import SnnConfig
-from cimtool.stages.common import CALIBRATION_SAMPLES, check_calibration_samples, check_torch_device
+from cimtool.models.io import model_splits, open_model, resolve_model
+from cimtool.nn.snn_spec import (
+    KIND,
+    SNN_FILE,
+    SnnSpec,
+    neuron_names,
+    open_snn,  # noqa: F401 (re-exported: callers open snn artifacts from here)
+)
+from cimtool.stages.common import check_torch_device, resolve_device
+from cimtool.stages.params import CalibrateParams  # noqa: F401 (re-exported)
 from cimtool.ui import Reporter
 
-KIND = "snn"
-SNN_FILE = "snn.json"
 PERCENTILES = ("99.9", "99.99", "max")
 DEFAULT_RATIOS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5)
 # accuracy vs T in the artifact (each point is a pass of the spiking network over val: at full scale a
@@ -43,33 +48,6 @@ CURVE_T = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 EQUIVALENCE_CAP = 100_000  # steps: run-until-silent for the equivalence check (it ends long before)
 
 
-@dataclass(frozen=True)
-class CalibrateParams:
-    model: str | None = None
-    method: str = "proj_sup_64"
-    snn: SnnConfig = field(default_factory=SnnConfig)
-    percentiles: tuple[str, ...] = PERCENTILES
-    ratios: tuple[float, ...] = DEFAULT_RATIOS
-    data_dir: str | None = None
-    seed: int = 0
-    calibration_samples: int = CALIBRATION_SAMPLES  # train items behind the activation percentiles
-    torch_device: str = "auto"
-
-
-def parse_percentiles(text: str) -> tuple[str, ...]:
-    out = []
-    for item in (s.strip() for s in text.split(",") if s.strip()):
-        if item != "max":
-            try:
-                value = float(item)
-            except ValueError:
-                raise CimtoolError(f"--percentiles: '{item}' is not a number or 'max'") from None
-            if not 0 < value <= 100:
-                raise CimtoolError(f"--percentiles: {item} is outside (0, 100]")
-        out.append(item)
-    if not out:
-        raise CimtoolError("--percentiles is empty")
-    return tuple(dict.fromkeys(out))
 
 
 def validate(p: CalibrateParams) -> None:
@@ -83,62 +61,18 @@ def validate(p: CalibrateParams) -> None:
         raise CimtoolError(f"--seed must be in [0, 2**32), got {p.seed}")
 
 
-@dataclass
-class Snn:
-    """An SNN artifact opened: its source model and the converted network's settings."""
-
-    artifact: artifacts.Artifact
-    source: artifacts.Artifact
-    model: Any
-    spec: dict[str, Any]
-    config: Any  # SnnConfig
-    thetas: list[float]
-    input_range: float
-    layer_names: list[str] = field(default_factory=list)
-
-    def network(self, model=None):
-        from cimtool.nn.snn import SpikingNetwork
-
-        return SpikingNetwork(self.model if model is None else model, self.thetas, self.config,
-                              self.input_range)
-
-
-def open_snn(path: Path | str) -> Snn:
-    """Load an snn artifact and its source model (checked against the recorded manifest hash)."""
-    from cimtool.nn.snn import SnnConfig
-    from cimtool.stages.common import open_model
-
-    artifact = artifacts.load(path, KIND)
-    source_ref = next((i for i in artifact.manifest.get("inputs", []) if i.get("role") == "model"), None)
-    if source_ref is None:
-        raise CimtoolError(f"{artifact.path}: the SNN does not record its source model")
-    source, model, spec = open_model(source_ref["path"])
-    if source.manifest_sha256() != source_ref.get("manifest_sha256"):
-        raise CimtoolError(f"{artifact.path}: its source model {source.path} changed since calibration")
-    try:
-        info = json.loads(artifact.file(SNN_FILE).read_text())
-        config = SnnConfig(**info["config"])
-        config.validate()
-        thetas = [float(layer["theta"]) for layer in info["layers"]]
-        names = [str(layer["name"]) for layer in info["layers"]]
-        input_range = float(info["input_range"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CimtoolError(f"{artifact.file(SNN_FILE)}: invalid SNN description ({exc})") from None
-    return Snn(artifact, source, model, spec, config, thetas, input_range, names)
-
-
-def neuron_names(spec: dict[str, Any], n_sites: int) -> list[str]:
-    """Neuron layer k follows crossbar layer k in our models; fall back to neuron<k>."""
-    names = [layer["name"] for layer in spec.get("crossbar_layers", [])]
-    return names if len(names) == n_sites else [f"neuron{k}" for k in range(n_sites)]
+def headline(artifact: artifacts.Artifact) -> str:
+    s = artifact.summary
+    return (f"[green]snn[/green] {artifact.path}  p{s['percentile']} x {s['ratio']:g}; test accuracy at "
+            f"T={s['timesteps']}: SNN {s['test_accuracy']:.4f}, ANN {s['ann_test_accuracy']:.4f}, quantized "
+            f"ANN {s['quantized_ann_test_accuracy']:.4f}; run-until-silent = quantized ANN on "
+            f"{s['equivalence_agreement']:.2%} of val")
 
 
 def run(p: CalibrateParams, out: Path | None, root: Path, force: bool,
         reporter: Reporter) -> artifacts.Artifact:
 
     from cimtool.nn.snn import SpikingNetwork, activation_percentiles, input_range, thresholds
-    from cimtool.stages.common import calibration_sample, model_splits, open_model, resolve_device
-    from cimtool.stages.map_weights import resolve_model
     from cimtool.train.loop import evaluate
 
     validate(p)
@@ -209,11 +143,10 @@ def run(p: CalibrateParams, out: Path | None, root: Path, force: bool,
         acc_qann = chosen.accuracy(data["test"], seed=p.seed, one_pass=True)
         acc_snn = chosen.accuracy(data["test"], seed=p.seed)
 
-        info = {"config": asdict(cfg), "percentile": best["percentile"], "ratio": best["ratio"],
-                "input_range": r_in, "source_model": str(model_path),
-                "layers": [{"name": n, "theta": t, "percentile_value": s[best["percentile"]]}
-                           for n, t, s in zip(names, chosen.thetas, stats, strict=True)]}
-        writer.path(SNN_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        snn_spec = SnnSpec(cfg, chosen.thetas, r_in, names, percentile=best["percentile"],
+                           ratio=best["ratio"], percentile_values=[s[best["percentile"]] for s in stats],
+                           source_model=str(model_path))
+        writer.path(SNN_FILE).write_text(snn_spec.to_json())
         pq.write_table(pa.Table.from_pylist(grid), writer.path("calibration.parquet"))
         pq.write_table(pa.Table.from_pylist(
             [{"layer": n, **{f"p{q}": s[q] for q in p.percentiles}, "theta": t}

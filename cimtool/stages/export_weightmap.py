@@ -10,7 +10,7 @@ logical output to its physical pos/neg columns (layer-wide and inside its physic
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from cimtool import artifacts
+from cimtool.devices.cmap import MappedModel, MappingOptions, load_cmap, map_loaded_model
 from cimtool.errors import CimtoolError
-from cimtool.stages.map_weights import MappedModel, MappingOptions, load_cmap, map_loaded_model, resolve_model
+from cimtool.models.io import open_model, resolve_model
+from cimtool.stages.params import ExportParams  # noqa: F401 (re-exported)
 from cimtool.ui import Reporter
 
 KIND = "weightmap"
@@ -30,24 +32,11 @@ COLUMN_HEADER = ("output", "col_pos", "col_neg", "tile_col", "array_col_pos", "a
 _MAPPING_FIELDS = tuple(f.name for f in fields(MappingOptions))
 
 
-@dataclass(frozen=True)
-class ExportParams:
-    model: str | None = None
-    method: str = "proj_sup_64"
-    cmap: str | None = None
-    # mapping options; None: the default (or, with --cmap, the cmap's own)
-    device: str | None = None
-    weight_bits: int | None = None
-    scaling: str | None = None
-    scale_percentile: float | None = None
-    normalize: str | None = None
-    array_rows: int | None = None
-    array_cols: int | None = None
-    layout: str | None = None
-    with_resistance: bool = False
+def given_mapping(p: ExportParams) -> dict[str, Any]:
+    """The mapping options given on the command line (None: not given)."""
+    return {k: getattr(p, k) for k in _MAPPING_FIELDS if getattr(p, k) is not None}
 
-    def given_mapping(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in _MAPPING_FIELDS if getattr(self, k) is not None}
+
 
 
 def write_csv(table: pa.Table, path: Path) -> None:
@@ -88,24 +77,28 @@ def _mapped(p: ExportParams, root: Path, reporter: Reporter):
         if p.model is not None:
             raise CimtoolError("give either --model or --cmap, not both")
         artifact, mapped, opts = load_cmap(p.cmap)
-        clash = {k: v for k, v in p.given_mapping().items() if getattr(opts, k) != v}
+        clash = {k: v for k, v in given_mapping(p).items() if getattr(opts, k) != v}
         if clash:
             raise CimtoolError(f"--cmap {p.cmap} was mapped with "
                                + ", ".join(f"--{k.replace('_', '-')} {getattr(opts, k)}" for k in clash)
                                + "; run map-weights again to change that")
         return artifact, mapped, opts
-    from cimtool.stages.common import open_model
-
-    opts = MappingOptions(**p.given_mapping())
+    opts = MappingOptions(**given_mapping(p))
     opts.validate()
     model_path = resolve_model(p.model, p.method, root, reporter)
     artifact, model, spec = open_model(model_path)
     return artifact, map_loaded_model(model, spec, opts, reporter), opts
 
 
+def headline(artifact: artifacts.Artifact) -> str:
+    s = artifact.summary
+    files = ", ".join(f"{v['weightmap']} ({v['lines']} lines)" for v in s["layers"].values())
+    return f"[green]weightmap[/green] {artifact.path}  {files}; {s['layout']} columns"
+
+
 def run(p: ExportParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:
     t_start = time.perf_counter()
-    MappingOptions(**p.given_mapping()).validate()  # refuse bad options before reading anything
+    MappingOptions(**given_mapping(p)).validate()  # refuse bad options before reading anything
     source, mapped, opts = _mapped(p, root, reporter)
     out = out or artifacts.default_out(root, KIND, f"{source.path.name}-{opts.layout}")
     artifacts.check_out(out, force)

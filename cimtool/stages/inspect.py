@@ -17,13 +17,13 @@ def _check_model(artifact: artifacts.Artifact) -> None:
 
 
 def _check_cmap(artifact: artifacts.Artifact) -> None:
-    from cimtool.stages.map_weights import load_cmap
+    from cimtool.devices.cmap import load_cmap
 
     load_cmap(artifact.path)  # levels in range, G = grid[level] on the recorded card, shapes
 
 
 def _check_snn(artifact: artifacts.Artifact) -> None:
-    from cimtool.stages.calibrate_threshold import open_snn
+    from cimtool.nn.snn_spec import open_snn
 
     open_snn(artifact.path).network()  # snn.json parses, the source model is unchanged, θ > 0
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shlex
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from cimtool import artifacts
 from cimtool.errors import CimtoolError
 from cimtool.neurosim.trace import FORMATS
+from cimtool.stages.params import TraceParams  # noqa: F401 (re-exported)
 from cimtool.ui import Reporter
 
 KIND = "trace"
@@ -31,17 +32,6 @@ SPLITS = ("train", "val", "test")
 V21_EPOCH = 1  # the epoch number a V2.1 run of this record reports
 
 
-@dataclass(frozen=True)
-class TraceParams:
-    model: str | None = None
-    method: str = "proj_sup_64"
-    format: str = "v13"
-    weight_bits: int = 8
-    input_bits: int = 8
-    split: str = "test"
-    batch_size: int = 16
-    sample: int = 0
-    data_dir: str | None = None
 
 
 def validate(p: TraceParams) -> None:
@@ -194,9 +184,15 @@ def write_record(model, spec: dict[str, Any], x, p: TraceParams, directory: Path
     return rows
 
 
+def headline(artifact: artifacts.Artifact) -> str:
+    s = artifact.summary
+    activity = ", ".join(f"{a:.3f}" for a in s["activity_batch"])
+    return (f"[green]trace[/green] {artifact.path}  {s['n_layers']} layers ({s['format']}, "
+            f"{s['weight_bits']}/{s['input_bits']} bits); input bit activity over the batch: {activity}")
+
+
 def run(p: TraceParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:
-    from cimtool.stages.common import model_splits, open_model
-    from cimtool.stages.map_weights import resolve_model
+    from cimtool.models.io import model_splits, open_model, resolve_model
     from cimtool.train.batching import to_float
 
     validate(p)
@@ -232,7 +228,7 @@ def run(p: TraceParams, out: Path | None, root: Path, force: bool, reporter: Rep
 
 def _weights_before_update(source: artifacts.Artifact):
     """V2.1 weightOld: a fine-tuned qmodel's source model (the weights before its update), else None."""
-    from cimtool.stages.common import open_model
+    from cimtool.models.io import open_model
 
     if source.kind != "qmodel":
         return None

@@ -69,13 +69,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cimtool import artifacts
+from cimtool.data.calibration import check_calibration_samples
 from cimtool.errors import CimtoolError
-from cimtool.stages.common import (
-    CALIBRATION_SAMPLES,
-    check_calibration_samples,
-    check_torch_device,
-    resolve_device,
-)
+from cimtool.stages.common import check_torch_device, resolve_device
+from cimtool.stages.params import ProfileParams  # noqa: F401 (re-exported)
 from cimtool.ui import Reporter
 
 KIND = "profile"
@@ -101,17 +98,6 @@ OPS_SCHEMA = pa.schema([
 ])
 
 
-@dataclass(frozen=True)
-class ProfileParams:
-    model: str  # model, qmodel or snn artifact
-    batch_sizes: tuple[int, ...] = (1, 16, 64, 256)
-    repeats: int = 10
-    warmup: int = 3
-    modes: tuple[str, ...] = MODES
-    torch_device: str = "auto"
-    data_dir: str | None = None
-    seed: int = 0
-    calibration_samples: int = CALIBRATION_SAMPLES  # train items behind a plain model's thresholds
 
 
 def validate(p: ProfileParams) -> None:
@@ -382,12 +368,19 @@ def _percentile(values: list[float], q: float) -> float:
 
 # --- the stage -----------------------------------------------------------------------------------
 
+def headline(artifact: artifacts.Artifact) -> str:
+    s = artifact.summary
+    ratio = f"SNN/ANN {s['snn_over_ann']:.2f}x, " if s.get("snn_over_ann") else ""
+    speedup = (f"one-pass {s['one_pass_speedup']:.1f}x faster than the SNN"
+               if s.get("one_pass_speedup") else "")
+    return f"[green]profile[/green] {artifact.path}  batch {s.get('batch_size')}: {ratio}{speedup}"
+
+
 def run(p: ProfileParams, out: Path | None, root: Path, force: bool,
         reporter: Reporter) -> artifacts.Artifact:
     import torch
 
-    from cimtool.nn.snn import SpikingNetwork
-    from cimtool.stages.sweep import load_candidate
+    from cimtool.nn.snn_spec import load_candidate
 
     validate(p)
     t_start = time.perf_counter()
@@ -395,13 +388,13 @@ def run(p: ProfileParams, out: Path | None, root: Path, force: bool,
     path = Path(p.model)
     # model/qmodel/snn; anything else is refused
     cand = load_candidate(path, p.data_dir, reporter, p.calibration_samples, p.seed)
-    source = cand.artifact
+    source = cand.spiking.artifact
     p = replace(p, model=str(source.path))
     out = out or artifacts.default_out(root, KIND, source.path.name)
     artifacts.check_out(out, force)
     torch.manual_seed(p.seed)
-    snn = SpikingNetwork(cand.model, cand.thetas, cand.config, cand.input_range, device)
-    timesteps = cand.config.timesteps
+    snn = cand.spiking.network(device=device)
+    timesteps = cand.spiking.config.timesteps
     test = cand.data["test"]
     batches = list(p.batch_sizes)
     largest = max(batches)
@@ -413,7 +406,7 @@ def run(p: ProfileParams, out: Path | None, root: Path, force: bool,
 
     params = {**asdict(p), "torch_device": device}
     with artifacts.ArtifactWriter(out, KIND, params, force=force) as writer:
-        bench = _Bench(cand.model, snn, device, test, p.seed, p.modes, reporter)
+        bench = _Bench(cand.spiking.model, snn, device, test, p.seed, p.modes, reporter)
         keys = bench.keys()
         try:
             times, cells = _measure(bench, batches, p, reporter)

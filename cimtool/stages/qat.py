@@ -34,23 +34,17 @@ import pyarrow.parquet as pq
 import torch
 
 from cimtool import artifacts
+from cimtool.data.calibration import calibration_sample, check_calibration_samples
 from cimtool.devices.card import load_card
+from cimtool.devices.cmap import map_loaded_model
 from cimtool.devices.mapping import card_grid
 from cimtool.errors import CimtoolError
-from cimtool.models.io import save_model
+from cimtool.models.io import model_splits, open_model, resolve_model, save_model
 from cimtool.models.registry import MODELS
 from cimtool.nn.array import EFFECTS, ArrayConfig
 from cimtool.nn.quant import DeviceWeight, NoiseSpec, attach, detach_all
-from cimtool.stages.common import (
-    CALIBRATION_SAMPLES,
-    calibration_sample,
-    check_calibration_samples,
-    check_torch_device,
-    model_splits,
-    open_model,
-    resolve_device,
-)
-from cimtool.stages.map_weights import MappingOptions, map_loaded_model, resolve_model
+from cimtool.stages.common import check_torch_device, resolve_device
+from cimtool.stages.params import QatParams  # noqa: F401 (re-exported)
 from cimtool.train.batching import TensorData, to_float
 from cimtool.train.loop import TrainConfig, evaluate, fit
 from cimtool.ui import Reporter
@@ -60,23 +54,6 @@ ONCHIP_LR = 0.25  # default QG gradient scale of --mode onchip
 FINE_TUNE_LR_FACTOR = 0.25  # default fine-tuning LR = the model's training LR × this
 
 
-@dataclass(frozen=True)
-class QatParams:
-    mode: str = "qat"
-    model: str | None = None
-    method: str = "proj_sup_64"
-    mapping: MappingOptions = field(default_factory=MappingOptions)
-    epochs: int = 30
-    lr: float | None = None  # None: the model's default × FINE_TUNE_LR_FACTOR
-    batch_size: int = 128
-    noise_scale: float = 1.0  # multiplies the card's sigmas during noise-aware training
-    grad_bits: int = 5  # onchip: WAGE gradient bits
-    nl_d2d: float = 0.0  # onchip: device-to-device spread of the LTP/LTD nonlinearity
-    trials: int = 10
-    data_dir: str | None = None
-    seed: int = 0
-    calibration_samples: int = CALIBRATION_SAMPLES
-    torch_device: str = "auto"  # where the model is evaluated and the arrays are simulated
 
 
 def validate(p: QatParams) -> None:
@@ -221,6 +198,14 @@ def _onchip(job: Job) -> Outcome:
 
 TRAINERS = {"ptq": _ptq, "qat": _finetune, "noise": _finetune, "onchip": _onchip}
 MODES = tuple(TRAINERS)
+
+
+def headline(artifact: artifacts.Artifact) -> str:
+    s = artifact.summary
+    return (f"[green]qmodel[/green] {artifact.path}  test accuracy: float {s['float_accuracy']:.4f}, "
+            f"PTQ {s['ptq_accuracy']:.4f}, {s['mode']} {s['test_accuracy']:.4f}; on the array with "
+            f"every non-ideality: plain {s['nonideal_plain_mean']:.4f} ± {s['nonideal_plain_std']:.4f}, "
+            f"{s['mode']} {s['nonideal_mean']:.4f} ± {s['nonideal_std']:.4f} ({s['trials']} trials)")
 
 
 def run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,16 +21,13 @@ import pyarrow.parquet as pq
 
 from cimtool import artifacts
 from cimtool.errors import CimtoolError
+from cimtool.stages.params import ReportParams  # noqa: F401 (re-exported)
 from cimtool.ui import Reporter
 
 KIND = "report"
 FIGURES = "figures"
 
 
-@dataclass(frozen=True)
-class ReportParams:
-    paths: tuple[str, ...] = ()  # artifacts or folders; empty: the artifacts root
-    title: str = "cimtool report"
 
 
 def discover(paths: list[Path]) -> list[Path]:
@@ -48,6 +45,12 @@ def discover(paths: list[Path]) -> list[Path]:
                 found.append(Path(folder))
                 dirs[:] = []  # an artifact's own sub-folders are payload
     return sorted(dict.fromkeys(p.resolve() for p in found))
+
+
+def headline(artifact: artifacts.Artifact) -> str:
+    s = artifact.summary
+    return (f"[green]report[/green] {artifact.path / 'report.html'}  {s['artifacts']} artifacts, "
+            f"{s['figures']} figures, {s['accuracy_rows']} accuracy rows")
 
 
 def run(p: ReportParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:

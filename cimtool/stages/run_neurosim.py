@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from cimtool import artifacts
 from cimtool.errors import CimtoolError
+from cimtool.stages.params import RunParams  # noqa: F401 (re-exported)
 from cimtool.ui import Reporter
 
 KIND = "neurosim"
@@ -30,18 +31,6 @@ HEADLINE = ("chip_area_um2", "latency_ns", "dynamic_energy_pj", "leakage_energy_
             "fps", "tops_per_mm2")
 
 
-@dataclass(frozen=True)
-class RunParams:
-    trace: str = ""
-    neurosim: str | None = None
-    device: str = "rram_seed003"
-    cell: str = "rram"
-    cell_bits: int | None = None  # None: log2 of the card's levels
-    adc_bits: int | None = None  # None: the card's
-    subarray: int = 128
-    technode: int = 22
-    timeout: float = 3600.0
-    cache_dir: str | None = None
 
 
 def _argv(binary: str, trace: artifacts.Artifact, layers: list[dict], version: str,
@@ -58,6 +47,13 @@ def _argv(binary: str, trace: artifacts.Artifact, layers: list[dict], version: s
         else:
             args += [path(f"weight{k}.csv"), path(f"input{k}.csv")]
     return args
+
+
+def headline(artifact: artifacts.Artifact) -> str:
+    s = artifact.summary
+    return (f"[green]neurosim[/green] {artifact.path}  area {s['chip_area_um2']:.4g} um^2, "
+            f"latency {s['latency_ns']:.4g} ns, dynamic energy {s['dynamic_energy_pj']:.4g} pJ, "
+            f"{s['tops_per_w']:.4g} TOPS/W, {s['fps']:.4g} FPS")
 
 
 def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:

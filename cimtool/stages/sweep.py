@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,38 +28,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cimtool import artifacts
+from cimtool.data.calibration import check_calibration_samples
 from cimtool.errors import CimtoolError
-from cimtool.nn.array import EFFECTS
-from cimtool.stages.common import CALIBRATION_SAMPLES, check_calibration_samples, check_torch_device
+from cimtool.models.io import find_model
+from cimtool.nn.snn_spec import Candidate, load_candidate
+from cimtool.stages.common import check_torch_device, resolve_device
+from cimtool.stages.params import SweepParams  # noqa: F401 (re-exported)
 from cimtool.ui import Reporter
 
 KIND = "sweep"
-# thresholds of a plain model: calibrate-threshold's pick on the default model
-DEFAULT_PERCENTILE, DEFAULT_RATIO = "99.9", 1.0
 
 
-@dataclass(frozen=True)
-class SweepParams:
-    models: tuple[str, ...] = ()
-    methods: tuple[str, ...] = ("proj_sup_64",)
-    device: str = "rram_seed003"
-    schemes: tuple[str, ...] = ("A", "B")
-    adc_bits: tuple[int, ...] = (3, 4, 5, 6, 8)
-    weight_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
-    timesteps: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
-    effects: tuple[str, ...] = EFFECTS
-    trials: int = 3
-    tolerance: float = 0.5  # accuracy points below the best that the recommendation may lose
-    array_rows: int = 128
-    array_cols: int = 128
-    data_dir: str | None = None
-    seed: int = 0
-    calibration_samples: int = CALIBRATION_SAMPLES  # train items that set thresholds and converter ranges
-    torch_device: str = "auto"
-
-    @property
-    def n_configs_per_model(self) -> int:
-        return len(self.schemes) * len(self.adc_bits) * len(self.weight_bits) * len(self.timesteps)
 
 
 def validate(p: SweepParams) -> None:
@@ -86,54 +65,6 @@ def validate(p: SweepParams) -> None:
     check_placement(p.array_rows, p.array_cols, "interleaved")
     if not 0 <= p.seed < 2**32:
         raise CimtoolError(f"--seed must be in [0, 2**32), got {p.seed}")
-
-
-@dataclass
-class Candidate:
-    """One input of the sweep: a model with its spiking settings and data."""
-
-    label: str  # the method (front-end) or model name
-    artifact: artifacts.Artifact
-    model: Any
-    spec: dict[str, Any]
-    config: Any  # SnnConfig
-    thetas: list[float]
-    input_range: float
-    data: dict[str, Any]
-    calibration: Any  # TensorData: the train sample that sets converter ranges (and default thresholds)
-    calibration_record: dict[str, Any]
-
-
-def _label(spec: dict[str, Any]) -> str:
-    return spec.get("method") or spec["model"]
-
-
-def load_candidate(path: Path, data_dir: str | None, reporter: Reporter,
-                   calibration_samples: int = CALIBRATION_SAMPLES, seed: int = 0) -> Candidate:
-    """A model, qmodel or snn artifact as a spiking network's inputs (shared with profile); a plain
-    model gets default thresholds from a calibration sample of ``calibration_samples`` train items."""
-    from cimtool.nn.snn import SnnConfig, activation_percentiles, input_range, thresholds
-    from cimtool.stages.calibrate_threshold import open_snn
-    from cimtool.stages.common import MODEL_KINDS, calibration_sample, model_splits, open_model
-
-    kind = artifacts.load(path).kind
-    if kind == "snn":
-        snn = open_snn(path)
-        data = model_splits(snn.source, data_dir)
-        sample, record = calibration_sample(data["train"], calibration_samples, seed)
-        return Candidate(_label(snn.spec), snn.artifact, snn.model, snn.spec, snn.config, snn.thetas,
-                         snn.input_range, data, sample, record)
-    if kind not in MODEL_KINDS:
-        raise CimtoolError(f"{path}: expected a model, qmodel or snn artifact, found a '{kind}' artifact")
-    artifact, model, spec = open_model(path)
-    data = model_splits(artifact, data_dir)
-    sample, record = calibration_sample(data["train"], calibration_samples, seed)
-    cfg = SnnConfig()
-    stats = activation_percentiles(model, sample, [DEFAULT_PERCENTILE], cfg.bounds)
-    reporter.log(f"{path}: default spiking settings, thresholds at {DEFAULT_RATIO:g} × P{DEFAULT_PERCENTILE} "
-                 "(calibrate-threshold, then --model SNN, for others)")
-    return Candidate(_label(spec), artifact, model, spec, cfg, thresholds(stats, DEFAULT_PERCENTILE,
-                     DEFAULT_RATIO, cfg), input_range(model, sample), data, sample, record)
 
 
 def _layer_shapes(model, spec: dict[str, Any], sample) -> list:
@@ -165,8 +96,8 @@ def _same_val_split(candidates: list[Candidate]) -> None:
     for other in candidates[1:]:
         a, b = first.data["val"], other.data["val"]
         if a.x.shape != b.x.shape or not torch.equal(a.x, b.x) or not torch.equal(a.y, b.y):
-            raise CimtoolError(f"{other.artifact.path} was trained on another data set or split than "
-                               f"{first.artifact.path}: their val accuracies cannot be compared")
+            raise CimtoolError(f"{other.spiking.artifact.path} was trained on another data set or split "
+                               f"than {first.spiking.artifact.path}: their val accuracies cannot be compared")
 
 
 def _cost_key(row: dict[str, Any]) -> tuple:
@@ -187,7 +118,7 @@ def _mapped(cand: Candidate, card, weight_bits: int, p: SweepParams):
     from cimtool.devices.mapping import Placement, card_grid
     from cimtool.nn.network import map_model
 
-    maps = map_model(cand.model, cand.spec, card_grid(card, weight_bits))
+    maps = map_model(cand.spiking.model, cand.spiking.arch, card_grid(card, weight_bits))
     return maps, {n: Placement(*m.shape, p.array_rows, p.array_cols, "interleaved") for n, m in maps.items()}
 
 
@@ -202,10 +133,9 @@ class _Evaluator:
 
     def __init__(self, cand: Candidate, maps, placements, card, config, p: SweepParams, device) -> None:
         from cimtool.nn.network import ArrayNetwork
-        from cimtool.nn.snn import SpikingNetwork
 
-        arrays = ArrayNetwork(cand.model, maps, placements, card, config, device)
-        self.snn = SpikingNetwork(arrays.model, cand.thetas, cand.config, cand.input_range, device)
+        arrays = ArrayNetwork(cand.spiking.model, maps, placements, card, config, device)
+        self.snn = cand.spiking.network(arrays.model, device)
         self.snn.calibrate_converters(cand.calibration, max(p.timesteps), p.seed)
         self.trials, self.seed, self.device = p.trials, p.seed, device
 
@@ -219,10 +149,21 @@ class _Evaluator:
         return accs
 
 
+def headline(artifact: artifacts.Artifact) -> str:
+    s = artifact.summary
+
+    def cfg(c):
+        return (f"{c['method']} w{c['weight_bits']} {c['scheme']} adc{c['adc_bits']} T{c['timesteps']}: val "
+                f"{c['val_mean']:.4f}, test {c['test_mean']:.4f} ± {c['test_std']:.4f}, "
+                f"{c['energy_pj']:.3g} pJ")
+
+    return (f"[green]sweep[/green] {artifact.path}  {s['n_configs']} configurations\n"
+            f"  best:        {cfg(s['best'])}\n  recommended: {cfg(s['recommended'])}")
+
+
 def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:
     from cimtool.devices.card import load_card
     from cimtool.devices.cost import CostModel
-    from cimtool.stages.common import find_model, resolve_device
 
     validate(p)
     t_start = time.perf_counter()
@@ -231,7 +172,8 @@ def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Rep
     paths = [Path(m) for m in p.models] or [find_model(root, method) for method in p.methods]
     candidates = [load_candidate(path, p.data_dir, reporter, p.calibration_samples, p.seed) for path in paths]
     _same_val_split(candidates)
-    out = out or artifacts.default_out(root, KIND, f"{'+'.join(c.label for c in candidates)}-{card.name}")
+    labels = "+".join(c.spiking.label for c in candidates)
+    out = out or artifacts.default_out(root, KIND, f"{labels}-{card.name}")
     artifacts.check_out(out, force)
     cost = CostModel()
     total = len(candidates) * p.n_configs_per_model
@@ -243,7 +185,8 @@ def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Rep
         with reporter.progress() as progress:
             task = progress.add_task("sweep (val)", total=total, status="")
             for ci, cand in enumerate(candidates):
-                shapes = _layer_shapes(cand.model, cand.spec, cand.data["val"].x)
+                net = cand.spiking
+                shapes = _layer_shapes(net.model, net.arch, cand.data["val"].x)
                 for wbits in p.weight_bits:
                     mapped = _mapped(cand, card, wbits, p)
                     for scheme in p.schemes:
@@ -252,12 +195,12 @@ def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Rep
                             for steps in p.timesteps:
                                 accs = ev.accuracies(cand.data["val"], steps)
                                 energy = cost.energy(card, shapes, wbits, abits, scheme, steps, p.array_rows)
-                                rows.append({"method": cand.label, "model": str(cand.artifact.path),
+                                rows.append({"method": net.label, "model": str(net.artifact.path),
                                              "candidate": ci, "weight_bits": wbits, "scheme": scheme,
                                              "adc_bits": abits, "timesteps": steps,
                                              "val_mean": float(np.mean(accs)), "val_std": float(np.std(accs)),
                                              "val_trials": accs, **energy})
-                                progress.update(task, advance=1, status=f"{cand.label} w{wbits} {scheme} "
+                                progress.update(task, advance=1, status=f"{net.label} w{wbits} {scheme} "
                                                 f"adc{abits} T{steps}: {np.mean(accs):.4f}")
         best, recommended = select(rows, p.tolerance)
 
@@ -289,6 +232,6 @@ def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Rep
                    "energy_saving": 1 - selection[1]["energy_pj"] / selection[0]["energy_pj"],
                    **candidates[0].calibration_record, "torch_device": device.type,
                    "wall_s": time.perf_counter() - t_start}
-        path = writer.commit([c.artifact.as_input("model" if c.artifact.kind != "snn" else "snn")
-                              for c in candidates], summary)
+        inputs = [c.spiking.artifact for c in candidates]
+        path = writer.commit([a.as_input("model" if a.kind != "snn" else "snn") for a in inputs], summary)
     return artifacts.load(path, KIND)

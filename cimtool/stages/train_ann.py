@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from cimtool.errors import CimtoolError
 from cimtool.models.frontends import FRONTENDS
 from cimtool.models.io import save_model
 from cimtool.models.registry import MODELS, make_spec
+from cimtool.stages.params import TrainAnnParams  # noqa: F401 (re-exported)
 from cimtool.train.batching import TensorData, to_float
 from cimtool.train.loop import OPTIMIZERS, FitResult, TrainConfig, evaluate, fit
 from cimtool.ui import Reporter
@@ -32,36 +33,6 @@ from cimtool.ui import Reporter
 KIND = "model"
 
 
-@dataclass(frozen=True)
-class TrainAnnParams:
-    dataset: str = "mnist5k"
-    data_dir: str | None = None
-    allow_pickle: bool = False
-    model: str = "crossbar"
-    method: str = "proj_sup_64"
-    hidden: list[int] = field(default_factory=list)
-    epochs: int | None = None  # None: default_epochs(train size), recorded in the manifest
-    frontend_epochs: int = 20
-    frontend_lr: float = 1e-2
-    batch_size: int = 128
-    lr: float | None = None  # None: the model's default (registry)
-    optimizer: str = "adamw"
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    grad_clip: float = 1.0
-    val_frac: float = 0.1
-    test_frac: float = 0.2
-    split_seed: int = 0
-    seed: int = 0
-    compile: str = "auto"
-    loader: str = "auto"
-    augment: str = "auto"  # auto: on for cifar10 with a CNN
-    torch_device: str = "auto"
-    front_end: str = "none"  # "optical": the organic optoelectronic sensor (seed 000)
-    max_photons: float | None = None  # None: the card's (optical front-end)
-    device: str | None = None  # card with [optical] responsivity; None: organic_ofet
 
 
 # Default --epochs. The recipe was tuned on mnist5k's 3,500 train samples (150 epochs, ~4,100 steps
@@ -166,8 +137,14 @@ def _resolve_device(name: str):
     return torch.device(name)
 
 
-def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, resume: bool,
-        reporter: Reporter) -> artifacts.Artifact:
+def headline(artifact: artifacts.Artifact) -> str:
+    s = artifact.summary
+    return (f"[green]model[/green] {artifact.path}  test_accuracy {s['test_accuracy']:.4f}  "
+            f"val_accuracy {s['val_accuracy']:.4f}")
+
+
+def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, reporter: Reporter,
+        resume: bool = False) -> artifacts.Artifact:
     p = resolve_defaults(p)
     validate(p)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,15 @@ def _seed_global_rng(device: torch.device, seed: int) -> None:
         torch.manual_seed(seed)
 
 
+def post_step_hooks(model: nn.Module) -> list[Callable[[], None]]:
+    """What ``fit`` calls after every optimizer step: each module's own post-step hook.
+
+    A module takes part by defining ``after_step()``, e.g. a layer that projects its weights back
+    onto a physically realisable range. The training loop knows nothing of what a hook does; hooks
+    run in ``model.modules()`` order."""
+    return [m.after_step for m in model.modules() if callable(getattr(m, "after_step", None))]
+
+
 def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
         device: torch.device, checkpoint: Path, phase: str, reporter: Reporter) -> FitResult:
     """Train ``model`` in place; on return it holds the best-val weights.
@@ -186,8 +196,7 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
         start_epoch = loop["epoch"]
         reporter.log(f"[dim]{phase}: resuming after epoch {start_epoch} from {checkpoint}[/dim]")
 
-    # the organic synapses' physical weight limits, applied after every optimizer step
-    constrained = [m for m in model.modules() if hasattr(m, "constrain_")]
+    after_step = post_step_hooks(model)
     sizes = torch.tensor([min(cfg.batch_size, len(train) - start)  # of the epoch's batches
                           for start in range(0, len(train), cfg.batch_size)],
                          device=device, dtype=torch.float32)
@@ -219,8 +228,8 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
                 if cfg.grad_clip > 0:
                     clip_grad_norm([p.grad for p in params if p.grad is not None], cfg.grad_clip)
                 optimizer.step()
-                for module in constrained:
-                    module.constrain_()
+                for hook in after_step:
+                    hook()
                 losses.append(loss.detach())
                 outputs.append(logits.detach())
                 targets.append(yb)

@@ -118,7 +118,8 @@ def bench_pass(model_path: Path, repeats: int) -> dict:
     return {"test_images": len(test), "float_pass_s": med["float"], "ideal_pass_s": med["ideal"],
             "nonideal_pass_s": med["nonideal"], "ideal_over_float": med["ideal"] / med["float"],
             "nonideal_over_float": med["nonideal"] / med["float"],
-            "float_nchw_pass_s": med["float_nchw"], "nonideal_over_float_nchw": med["nonideal"] / med["float_nchw"],
+            "float_nchw_pass_s": med["float_nchw"],
+            "nonideal_over_float_nchw": med["nonideal"] / med["float_nchw"],
             "batch_ideal": nets["ideal"].batch_size(len(test)),
             "batch_nonideal": nets["nonideal"].batch_size(len(test))}
 
