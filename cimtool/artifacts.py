@@ -1,4 +1,4 @@
-"""Versioned, content-hashed artifact directories (DESIGN.md §3).
+"""Versioned, content-hashed artifact directories (docs/design.md#artifact-contract).
 
 An artifact is a directory holding payload files and a ``manifest.json`` that records the schema,
 the command line, the resolved parameters, the input artifacts with their manifest hashes, every

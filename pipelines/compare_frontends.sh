@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Trains the crossbar model with each seed 003 front-end on one data set and prints the test
-# accuracy of each. Produces one model artifact per front-end under $ROOT/models/.
+# Trains the crossbar model with each off-array front-end (docs/physics.md#front-ends) on one
+# data set and prints the test accuracy of each. Produces one model artifact per front-end under
+# $ROOT/models/.
 #   usage: pipelines/compare_frontends.sh [DATASET] [extra train-ann options...]
 set -euo pipefail
 DATASET=${1:-mnist5k}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The SNN-on-CIM flow of seed 003 on the embedded mnist5k data (or DATASET), end to end:
+# The SNN-on-CIM flow (the team's SNN SoC) on the embedded mnist5k data (or DATASET), end to end:
 #   train-ann → qat (noise-aware, 4-bit RRAM) → calibrate-threshold (ST-BIF) → sweep → map-weights
 #   → export-weightmap → neurosim-trace → run-neurosim → report
 # Produces, under $OUT (default artifacts/pipelines/mnist_snn_cim): one artifact per stage

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The organic optoelectronic synapse flow of seed 000: an optical sensor front-end (inverse sRGB
-# gamma, Poisson shot noise, R/G/B responsivity of the organic_ofet card) in front of organic
-# synapse layers (nA read-out, C2C noise, renormalised read-out, hard clamp), trained at two
-# light levels; then the trained weights mapped onto the organic card's conductance levels and
-# simulated with its non-idealities; then a report.
+# The organic optoelectronic synapse flow: an optical sensor front-end (inverse sRGB gamma,
+# Poisson shot noise, R/G/B responsivity of the organic_ofet card) in front of organic synapse
+# layers (nA read-out, C2C noise, renormalised read-out, hard clamp), trained at two light levels;
+# then the trained weights mapped onto the organic card's conductance levels and simulated with
+# its non-idealities; then a report. Formulas: docs/physics.md#optical-front-end and
+# docs/physics.md#organic-synapse-layers.
 # Produces, under $OUT (default artifacts/pipelines/organic_optical): model-bright, model-dim,
 # cmap, report/report.html. Rerunning skips stages whose artifacts exist and verify.
 #   usage: [QUICK=1] [OUT=dir] [DATASET=mnist5k] pipelines/organic_optical.sh

@@ -1,4 +1,4 @@
-"""Device cards and the differential weight → conductance mapping (seed 003, DESIGN.md §6)."""
+"""Device cards and the differential weight → conductance mapping (docs/physics.md#differential-mapping)."""
 
 import math
 
@@ -99,7 +99,7 @@ def test_unknown_section_corrupt_and_missing_cards(tmp_path):
         load_card(str(tmp_path / "missing.toml"))
 
 
-def test_seed_003_worked_example():
+def test_measured_16_level_rram_worked_example():
     """W=−0.30, shared_max=0.80 → level_neg 13, G≈1.575e-9 S, R≈6.35e8 Ω; W=+0.52 → level 14."""
     card = load_card("rram_seed003")
     grid = card_grid(card, 4)
@@ -107,7 +107,7 @@ def test_seed_003_worked_example():
     m = map_matrix("t", np.array([[-0.30, 0.52, 0.0, 0.80]]), grid)
     assert m.scale[0] == 0.80  # shared_max = max|W|
     assert m.level_neg[0, 0] == 13 and m.level_pos[0, 0] == 0
-    # the seed's figures, to the digits it gives
+    # the worked example of docs/physics.md#device-cards, to the digits it gives
     assert f"{m.g_neg[0, 0]:.4g}" == "1.575e-09" and f"{1 / m.g_neg[0, 0]:.3g}" == "6.35e+08"
     assert m.g_pos[0, 0] == pytest.approx(card.g_min) and 1 / m.g_pos[0, 0] == pytest.approx(4.18e11)
     assert m.level_pos[0, 1] == 14 and m.level_neg[0, 1] == 0
@@ -170,16 +170,16 @@ def test_placement_layouts_and_tiles():
 
 
 def test_range_normalisation_removes_the_g_min_bias_on_low_on_off_devices():
-    """ag_asi (on/off 12.5): with the seed's G_k/g_max targets every nonzero weight shrinks by
+    """ag_asi (on/off 12.5): with the default G_k/g_max targets every nonzero weight shrinks by
     about scale·g_min/g_max; --normalize range compares with (G_k−g_min)/(g_max−g_min) instead."""
     card = load_card("ag_asi")
     grid = card_grid(card, None)  # 97 linear levels
     w = np.random.default_rng(3).uniform(-1, 1, size=(64, 10))
     step = 1 / 96  # one level, in units of the scale
-    seed_err = np.abs(map_matrix("t", w, grid).effective_weight() - w)
+    gmax_err = np.abs(map_matrix("t", w, grid).effective_weight() - w)
     range_err = np.abs(map_matrix("t", w, grid, normalize="range").effective_weight() - w)
     assert range_err.max() <= step / 2 * np.abs(w).max() + 1e-12
-    assert seed_err.mean() > 5 * range_err.mean()
+    assert gmax_err.mean() > 5 * range_err.mean()
 
 
 @pytest.mark.parametrize("overrides, pattern", [

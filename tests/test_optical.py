@@ -1,4 +1,4 @@
-"""The organic optoelectronic sensor front-end (seed 000): gamma, shot noise, responsivity."""
+"""The optical sensor front-end (docs/physics.md#optical-front-end): gamma, shot noise, responsivity."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Optical front-end of an organic optoelectronic synapse array (seed 000).
+"""Optical front-end of an organic optoelectronic synapse array (docs/physics.md#optical-front-end).
 
 An sRGB image in [0, 1] becomes the photo-signal the synapses see: inverse sRGB gamma to linear
 light (IEC 61966-2-1), Poisson shot noise at ``max_photons`` photons for full white, and each

@@ -1,4 +1,4 @@
-"""Signed weights → conductance levels of a differential pair (seed 003 §1, DESIGN.md §6).
+"""Signed weights → conductance levels of a differential pair (docs/physics.md#differential-mapping).
 
 ``W_pos = max(W, 0)``, ``W_neg = max(−W, 0)``, ``n = W_± / scale`` (``scale`` = ``shared_max`` of
 the layer by default), ``k = argmin_k |n − G_k/g_max|`` over the device's levels, and zero weights
@@ -25,7 +25,7 @@ def level_grid(g_min: float, g_max: float, n_levels: int, spacing: str) -> np.nd
     """Conductance of each level k = 0..L−1, float64 [L]."""
     k = np.arange(n_levels, dtype=np.float64) / (n_levels - 1)
     if spacing == "log":
-        return g_min * (g_max / g_min) ** k  # seed 003 §3: G_k = g_min·(g_max/g_min)^(k/(L−1))
+        return g_min * (g_max / g_min) ** k  # G_k = g_min·(g_max/g_min)^(k/(L−1)), docs/physics.md#level-grid
     return g_min + (g_max - g_min) * k  # linear spacing
 
 
@@ -37,7 +37,7 @@ def card_grid(card: DeviceCard, weight_bits: int | None) -> np.ndarray:
 
 # How a normalised weight n is compared with the levels (and how the array's output is scaled back).
 NORMALIZATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "gmax": lambda grid: grid / grid[-1],  # seed 003 §4: G_k/g_max
+    "gmax": lambda grid: grid / grid[-1],  # G_k/g_max (docs/physics.md#differential-mapping)
     # (G_k − g_min)/(g_max − g_min): level 0 means 0, so the g_min floor adds no bias on
     # devices with a small on/off ratio
     "range": lambda grid: (grid - grid[0]) / (grid[-1] - grid[0]),
@@ -54,7 +54,7 @@ def nearest_level(n: np.ndarray, grid: np.ndarray, normalize: str = "gmax") -> n
 # --- scaling: how a layer's weights are normalised onto [0, 1] before picking levels ---------
 
 def _shared_max(w: np.ndarray, _: float) -> np.ndarray:
-    return np.full(w.shape[1], np.abs(w).max())  # seed 003 §2: one scale for the layer
+    return np.full(w.shape[1], np.abs(w).max())  # one scale for the layer (docs/physics.md#weight-scaling)
 
 
 def _per_column(w: np.ndarray, _: float) -> np.ndarray:
@@ -113,7 +113,7 @@ def map_matrix(name: str, w: np.ndarray, grid: np.ndarray, scaling: str = "share
         raise CimtoolError(f"layer '{name}' has NaN or inf weights; cannot map it onto devices")
     scale = SCALINGS[scaling](w, percentile)
     scale = np.where(scale > 0, scale, 1.0)  # an all-zero layer/column maps to g_min everywhere
-    w_pos = np.maximum(w, 0.0)  # seed 003 §1: differential split
+    w_pos = np.maximum(w, 0.0)  # differential split (docs/physics.md#differential-mapping)
     w_neg = np.maximum(-w, 0.0)
     return LayerMap(name, nearest_level(w_pos / scale, grid, normalize),
                     nearest_level(w_neg / scale, grid, normalize), scale, grid, normalize)
@@ -159,8 +159,8 @@ class Placement:
         """(col_pos, col_neg) of logical outputs among ``n_outputs`` side by side (default: all)."""
         n = self.cols if n_outputs is None else n_outputs
         if self.layout == "interleaved":
-            return 2 * col, 2 * col + 1  # seed 003 §5: col_pos = 2j, col_neg = 2j+1
-        return col, n + col  # blocked: 0..J−1 pos, J..2J−1 neg (seed 003 §8, the RTL's order)
+            return 2 * col, 2 * col + 1  # col_pos = 2j, col_neg = 2j+1 (docs/physics.md#placement-on-arrays)
+        return col, n + col  # blocked: j and J + j, the RTL's order (docs/physics.md#placement-on-arrays)
 
     def array_columns(self, col: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(tile column, col_pos, col_neg) inside its physical array."""

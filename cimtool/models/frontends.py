@@ -1,4 +1,4 @@
-"""Seed 003 front-ends: turn an image into 64 features for a 64-row crossbar (off-array part).
+"""Off-array front-ends (docs/physics.md#front-ends): an image → 64 features for a 64-row crossbar.
 
 Each front-end maps float images [N, C, H, W] in [0, 1] to [N, 64]. A fitted per-feature scaler
 then maps the features to [0, 1] (the input range of the array: voltages or spike rates).
@@ -26,7 +26,7 @@ def to_gray(x: torch.Tensor) -> torch.Tensor:
 
 
 class LinearProjection(nn.Module):
-    """z = P·x + b_p on the flattened image (seed 003 §3). P is learned (proj_sup) or PCA."""
+    """z = P·x + b_p on the flattened image (docs/physics.md#front-ends). P is learned (proj_sup) or PCA."""
 
     def __init__(self, in_features: int, out_features: int = N_FEATURES) -> None:
         super().__init__()
@@ -37,7 +37,7 @@ class LinearProjection(nn.Module):
 
     @torch.no_grad()
     def fit_pca(self, x_train: torch.Tensor) -> None:
-        """z_i = v_iᵀ(x − μ) with v_i the top principal components of the train split (seed 003 §4)."""
+        """z_i = v_iᵀ(x − μ), v_i the train split's top principal components (docs/physics.md#front-ends)."""
         flat = x_train.flatten(1).double()
         mean = flat.mean(dim=0)
         # right singular vectors of the centred data = principal directions, by variance

@@ -25,7 +25,7 @@ class FrontEndHead(nn.Module):
     def __init__(self, frontend: nn.Module, hidden: list[int], num_classes: int,
                  optical: nn.Module | None = None) -> None:
         super().__init__()
-        self.optical = optical or nn.Identity()  # sensor physics (seed 000), before the front-end
+        self.optical = optical or nn.Identity()  # before the front-end (docs/physics.md#optical-front-end)
         self.frontend = frontend
         self.scaler = FeatureScaler(N_FEATURES)
         dims = [N_FEATURES, *hidden, num_classes]
@@ -66,7 +66,7 @@ def _optical(spec: dict[str, Any]) -> nn.Module | None:
 
 
 def _build_organic(spec: dict[str, Any]) -> nn.Module:
-    """mnist_cnn's layout with organic synapse layers (seed 000)."""
+    """mnist_cnn's layout with organic synapse layers (docs/physics.md#organic-synapse-layers)."""
     syn = spec["organic"]
     args = (syn["g_max"], syn["read_voltage"], syn["c2c"])
     return ConvNet(tuple(spec["input_shape"]), MNIST_CNN_PLAN, [128], spec["num_classes"], _optical(spec),
@@ -82,7 +82,7 @@ def _build_crossbar(spec: dict[str, Any]) -> nn.Module:
 MODELS: dict[str, ModelEntry] = {
     m.name: m
     for m in [
-        ModelEntry("crossbar", "seed 003 front-end (--method) + 64-row crossbar head "
+        ModelEntry("crossbar", "off-array front-end (--method) + 64-row crossbar head "
                    "(64→10, --hidden N for an MLP)", _build_crossbar,
                    off_array=("frontend", "scaler"), default_lr=4e-2, uses_method=True),
         ModelEntry("vgg8", "DNN+NeuroSim VGG8: conv128 conv128 pool conv256 conv256 pool "
@@ -94,7 +94,7 @@ MODELS: dict[str, ModelEntry] = {
                    lambda s: ConvNet(tuple(s["input_shape"]), MNIST_CNN_PLAN, [128],
                                      s["num_classes"], _optical(s)),
                    off_array=("normalize",), default_lr=2e-3, min_size=4),
-        ModelEntry("organic_cnn", "mnist_cnn with organic optoelectronic synapse layers (seed 000): "
+        ModelEntry("organic_cnn", "mnist_cnn with organic optoelectronic synapse layers: "
                    "nA read-out currents, C2C noise, renormalised read-out, hard-clamped conductances "
                    "(--device)", _build_organic, off_array=("normalize",), default_lr=2e-3, min_size=4),
     ]

@@ -1,4 +1,4 @@
-"""DNN+NeuroSim layer records, written vectorized (DESIGN.md §6; seed 001).
+"""DNN+NeuroSim layer records, written vectorized (docs/physics.md#neurosim-layer-record).
 
 The file formats are those of DNN_NeuroSim V1.3's ``Inference_pytorch/utee/hook.py`` (its
 reference functions are written with per-window Python loops and ``np.savetxt`` of string

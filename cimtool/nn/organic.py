@@ -1,4 +1,4 @@
-"""Organic optoelectronic synapse layers (seed 000).
+"""Organic optoelectronic synapse layers (docs/physics.md#organic-synapse-layers).
 
 A layer's weights are signed conductances in units of the card's ``g_max`` (``w ∈ [−1, 1]``). The
 forward pass computes the physical read-out currents, ``I = conv(x·V_read, w·g_max)`` (nA for an

@@ -3,8 +3,9 @@
 ``DeviceWeight`` is a ``torch.nn.utils.parametrize`` parametrization of a crossbar layer's weight:
 the float master weight is mapped differentially onto the device levels exactly as
 ``devices.mapping.map_matrix`` does (same scaling, nearest level, normalisation, float64), and the
-straight-through estimator passes the gradient back to the master weight (seed 003 §2: "forward
-on the discrete levels, backward through the STE to the float master weights"). With a
+straight-through estimator passes the gradient back to the master weight: forward on the discrete
+levels, backward through the STE to the float master weights (docs/physics.md#device-aware-training;
+Bengio, Léonard, Courville, arXiv:1308.3432, 2013). With a
 ``NoiseSpec`` it also perturbs the chosen conductances in training mode (noise-aware training).
 """
 

@@ -1,6 +1,6 @@
-"""WAGE quantizers and NeuroSim's nonlinear LTP/LTD weight update (DNN+NeuroSim V2.1; seed 001).
+"""WAGE quantizers and NeuroSim's nonlinear LTP/LTD weight update (DNN+NeuroSim V2.1 wage_quantizer.py).
 
-Weights live in the device's normalised range ``[−1, 1]``. Formulas (DESIGN.md §6):
+Weights live in the device's normalised range ``[−1, 1]``. Formulas (docs/physics.md#wage-quantizers):
 ``S(b) = 2^(b−1)``, ``C(x, b) = clamp(x, −1+1/S, 1−1/S)``, ``Q(x, b) = round(x·S)/S``,
 ``SR(x) = floor(x + U[0,1))``, ``W(x, g, b, σ) = C(x + N(0, 2σ)·sign|g|, b)``,
 ``NonlinearWeight(p, A, B) = B(1 − e^(−p/A)) − 1``, ``InvNonlinearWeight(w, A, B) = −A·ln(1 − (w+1)/B)``,
@@ -105,7 +105,7 @@ def get_param_a(nl: np.ndarray | float) -> np.ndarray:
 def QG(origin: torch.Tensor, bits_w: int, x: torch.Tensor, bits_g: int, lr: float,
        a_ltp: torch.Tensor, a_ltd: torch.Tensor, max_level_ltp: int, max_level_ltd: int,
        gen: torch.Generator) -> torch.Tensor:
-    """The update a device can make for gradient ``x`` at weights ``origin`` (seed 001, QG).
+    """The update a device can make for gradient ``x`` at weights ``origin`` (NeuroSim V2.1 ``QG``).
 
     ``a_ltp``/``a_ltd`` are A in pulses (per device; inf = a linear device)."""
     max_entry = x.abs().max()

@@ -36,7 +36,7 @@ from cimtool.nn.snn_spec import (
     neuron_names,
     open_snn,  # noqa: F401 (re-exported: callers open snn artifacts from here)
 )
-from cimtool.stages.common import check_torch_device, resolve_device
+from cimtool.stages.common import StageOutput, check_torch_device, resolve_device
 from cimtool.stages.params import CalibrateParams  # noqa: F401 (re-exported)
 from cimtool.ui import Reporter
 
@@ -84,14 +84,15 @@ def run(p: CalibrateParams, out: Path | None, root: Path, force: bool,
     data = model_splits(source, p.data_dir)
     device = resolve_device(p.torch_device)
     sample, calibration_record = calibration_sample(data["train"], p.calibration_samples, p.seed)
-    out = out or artifacts.default_out(root, KIND, f"{model_path.name}-{cfg.neuron}-T{cfg.timesteps}")
-    artifacts.check_out(out, force)
+    output = StageOutput(KIND, out, root, f"{model_path.name}-{cfg.neuron}-T{cfg.timesteps}", force,
+                         inputs=[model_path], started=t_start)
+    out = output.path
     reporter.log(f"calibrate-threshold: {model_path} → {cfg.neuron} neurons ({cfg.reset} reset, {cfg.levels} "
                  f"{cfg.bounds} levels, {cfg.encoding} input, T={cfg.timesteps}) → {out}")
 
     model = model.to(device)
     params = {**asdict(p), "torch_device": device.type}
-    with artifacts.ArtifactWriter(out, KIND, params, force=force) as writer:
+    with output.writer(params) as writer:
         stats = activation_percentiles(model, sample, list(p.percentiles), cfg.bounds, device=device)
         r_in = input_range(model, sample, device=device)
         names = neuron_names(spec, len(stats))
@@ -166,7 +167,5 @@ def run(p: CalibrateParams, out: Path | None, root: Path, force: bool,
             "gap_to_ann_points": 100 * (acc_ann - acc_snn),
             "equivalence_agreement": agreement, "equivalence_mean_steps": steps_s,
             "mean_steps": at_t["mean_steps"], **calibration_record, "torch_device": device.type,
-            "wall_s": time.perf_counter() - t_start,
         }
-        path = writer.commit([source.as_input("model")], summary)
-    return artifacts.load(path, KIND)
+        return output.commit(writer, [source.as_input("model")], summary)

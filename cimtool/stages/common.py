@@ -7,6 +7,12 @@ still import them from this module.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cimtool import artifacts
 from cimtool.data.calibration import (  # noqa: F401 (re-exported)
     CALIBRATION_SAMPLES,
     calibration_sample,
@@ -37,3 +43,37 @@ def resolve_device(name: str):
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
+
+
+class StageOutput:
+    """The artifact a stage writes, claimed before its work (``docs/design.md``, artifact contract).
+
+    Creating it names the default ``--out`` (a new directory under the artifacts root), refuses an
+    existing ``--out`` without ``--force``, a symlink loop, a dangling link, an unwritable parent
+    and an ``--out`` that is, contains or lies inside one of the run's ``inputs``; :meth:`writer`
+    opens the atomic writer (it holds the output lock); :meth:`commit` records ``wall_s`` since
+    ``started``, commits and returns the artifact as read back. A stage reads::
+
+        output = StageOutput(KIND, out, root, name, force, inputs=[model_path], started=t0)
+        with output.writer(params) as writer:
+            ...  # payloads into writer.path(...)
+            return output.commit(writer, [source.as_input("model")], summary)
+    """
+
+    def __init__(self, kind: str, out: Path | None, root: Path, name: str, force: bool,
+                 inputs: Sequence[Path | str] = (), started: float | None = None) -> None:
+        self.kind, self.force = kind, force
+        self.inputs = [Path(i) for i in inputs]
+        self.path = Path(out) if out is not None else artifacts.default_out(root, kind, name)
+        artifacts.check_out(self.path, force)
+        artifacts.check_not_input(self.path, self.inputs)  # messages name --out as the user spelled it
+        self.started = time.perf_counter() if started is None else started
+
+    def writer(self, params: dict[str, Any], **options: Any) -> artifacts.ArtifactWriter:
+        return artifacts.ArtifactWriter(self.path, self.kind, params, force=self.force, inputs=self.inputs,
+                                        **options)
+
+    def commit(self, writer: artifacts.ArtifactWriter, inputs: list[dict[str, Any]],
+               summary: dict[str, Any]) -> artifacts.Artifact:
+        summary = {**summary, "wall_s": time.perf_counter() - self.started}
+        return artifacts.load(writer.commit(inputs, summary), self.kind)

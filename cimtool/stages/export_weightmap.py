@@ -22,6 +22,7 @@ from cimtool import artifacts
 from cimtool.devices.cmap import MappedModel, MappingOptions, load_cmap, map_loaded_model
 from cimtool.errors import CimtoolError
 from cimtool.models.io import open_model, resolve_model
+from cimtool.stages.common import StageOutput
 from cimtool.stages.params import ExportParams  # noqa: F401 (re-exported)
 from cimtool.ui import Reporter
 
@@ -100,12 +101,13 @@ def run(p: ExportParams, out: Path | None, root: Path, force: bool, reporter: Re
     t_start = time.perf_counter()
     MappingOptions(**given_mapping(p)).validate()  # refuse bad options before reading anything
     source, mapped, opts = _mapped(p, root, reporter)
-    out = out or artifacts.default_out(root, KIND, f"{source.path.name}-{opts.layout}")
-    artifacts.check_out(out, force)
+    output = StageOutput(KIND, out, root, f"{source.path.name}-{opts.layout}", force,
+                         inputs=[source.path], started=t_start)
+    out = output.path
     params = {**asdict(p), "mapping": asdict(opts), "card": mapped.card.to_dict()}
     reporter.log(f"export-weightmap: {len(mapped.maps)} layer(s), {opts.layout} columns → {out}")
     files: dict[str, dict[str, Any]] = {}
-    with artifacts.ArtifactWriter(out, KIND, params, force=force) as writer:
+    with output.writer(params) as writer:
         for name, lm in mapped.maps.items():
             weights, cols = f"weightmap-{name}.csv", f"columns-{name}.csv"
             write_csv(weightmap_table(mapped, name, p.with_resistance), writer.path(weights))
@@ -115,7 +117,5 @@ def run(p: ExportParams, out: Path | None, root: Path, force: bool, reporter: Re
                            "physical_columns": 2 * lm.shape[1]}
         summary = {"device": mapped.card.name, "layout": opts.layout, "n_levels": len(lm.grid),
                    "g_min": mapped.card.g_min, "g_max": mapped.card.g_max,
-                   "with_resistance": p.with_resistance, "layers": files,
-                   "wall_s": time.perf_counter() - t_start}
-        path = writer.commit([source.as_input(source.kind)], summary)
-    return artifacts.load(path, KIND)
+                   "with_resistance": p.with_resistance, "layers": files}
+        return output.commit(writer, [source.as_input(source.kind)], summary)

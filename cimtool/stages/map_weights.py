@@ -33,7 +33,7 @@ from cimtool.devices.cmap import (
 from cimtool.errors import CimtoolError
 from cimtool.models.io import model_splits, open_model, resolve_model
 from cimtool.nn.array import ArrayConfig
-from cimtool.stages.common import check_torch_device, resolve_device
+from cimtool.stages.common import StageOutput, check_torch_device, resolve_device
 from cimtool.stages.params import MapParams  # noqa: F401 (re-exported)
 from cimtool.ui import Reporter
 
@@ -141,14 +141,14 @@ def run(p: MapParams, out: Path | None, root: Path, force: bool, reporter: Repor
         data = model_splits(model_artifact, p.data_dir)
     bits = p.mapping.weight_bits
     name = f"{model_path.name}-{mapped.card.name}-{f'w{bits}' if bits else 'card'}"
-    out = out or artifacts.default_out(root, KIND, name)
-    artifacts.check_out(out, force)
+    output = StageOutput(KIND, out, root, name, force, inputs=[model_path], started=t_start)
+    out = output.path
     device = resolve_device(p.torch_device)
     params = {**asdict(p), "torch_device": device.type, "card": mapped.card.to_dict(),
               "n_levels": len(next(iter(mapped.maps.values())).grid)}
     reporter.log(f"map-weights: {len(mapped.maps)} crossbar layer(s) of {model_path} onto "
                  f"'{mapped.card.name}' ({params['n_levels']} {mapped.card.spacing} levels) → {out}")
-    with artifacts.ArtifactWriter(out, KIND, params, force=force) as writer:
+    with output.writer(params) as writer:
         programmed = _program_chip(mapped, p.seed) if p.program else None
         pq.write_table(cell_table(mapped, programmed), writer.path("cmap.parquet"))
         layers = layer_rows(mapped, p.mapping)
@@ -169,6 +169,4 @@ def run(p: MapParams, out: Path | None, root: Path, force: bool, reporter: Repor
                                         p.trials, p.seed, reporter, p.calibration_samples, device)
             pq.write_table(pa.Table.from_pylist(rows), writer.path("evaluation.parquet"))
             summary.update(acc)
-        summary["wall_s"] = time.perf_counter() - t_start
-        path = writer.commit([model_artifact.as_input("model")], summary)
-    return artifacts.load(path, KIND)
+        return output.commit(writer, [model_artifact.as_input("model")], summary)

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from cimtool import artifacts
 from cimtool.errors import CimtoolError
 from cimtool.neurosim.trace import FORMATS
+from cimtool.stages.common import StageOutput
 from cimtool.stages.params import TraceParams  # noqa: F401 (re-exported)
 from cimtool.ui import Reporter
 
@@ -207,23 +208,21 @@ def run(p: TraceParams, out: Path | None, root: Path, force: bool, reporter: Rep
         raise CimtoolError(f"--batch-size {p.batch_size} exceeds the {len(data)} samples "
                            f"of the {p.split} split")
     old_model = _weights_before_update(source) if p.format == "v21" else None
-    out = out or artifacts.default_out(root, KIND,
-                                       f"{model_path.name}-{p.format}-w{p.weight_bits}a{p.input_bits}")
-    artifacts.check_out(out, force)
+    name = f"{model_path.name}-{p.format}-w{p.weight_bits}a{p.input_bits}"
+    output = StageOutput(KIND, out, root, name, force, inputs=[model_path], started=t_start)
+    out = output.path
     reporter.log(f"neurosim-trace: {model_path}, {len(spec['crossbar_layers'])} layers, {p.format}, "
                  f"{p.weight_bits}/{p.input_bits} bits, sample {p.sample} of {p.batch_size} "
                  f"({p.split}) → {out}")
-    with artifacts.ArtifactWriter(out, KIND, asdict(p), force=force) as writer:
+    with output.writer(asdict(p)) as writer:
         rows = write_record(model, spec, to_float(data.x[: p.batch_size]), p, writer.partial, old_model,
                             reporter.log)
         summary = {"format": p.format, "weight_bits": p.weight_bits, "input_bits": p.input_bits,
                    "n_layers": len(rows), "sample": p.sample, "batch_size": p.batch_size,
                    "activity_sample": [r["activity_sample"] for r in rows],
                    "activity_batch": [r["activity_batch"] for r in rows],
-                   "padding_notes": sum(bool(r["padding_note"]) for r in rows),
-                   "wall_s": time.perf_counter() - t_start}
-        path = writer.commit([source.as_input("model")], summary)
-    return artifacts.load(path, KIND)
+                   "padding_notes": sum(bool(r["padding_note"]) for r in rows)}
+        return output.commit(writer, [source.as_input("model")], summary)
 
 
 def _weights_before_update(source: artifacts.Artifact):

@@ -71,7 +71,7 @@ import pyarrow.parquet as pq
 from cimtool import artifacts
 from cimtool.data.calibration import check_calibration_samples
 from cimtool.errors import CimtoolError
-from cimtool.stages.common import check_torch_device, resolve_device
+from cimtool.stages.common import StageOutput, check_torch_device, resolve_device
 from cimtool.stages.params import ProfileParams  # noqa: F401 (re-exported)
 from cimtool.ui import Reporter
 
@@ -390,8 +390,8 @@ def run(p: ProfileParams, out: Path | None, root: Path, force: bool,
     cand = load_candidate(path, p.data_dir, reporter, p.calibration_samples, p.seed)
     source = cand.spiking.artifact
     p = replace(p, model=str(source.path))
-    out = out or artifacts.default_out(root, KIND, source.path.name)
-    artifacts.check_out(out, force)
+    output = StageOutput(KIND, out, root, source.path.name, force, inputs=[source.path], started=t_start)
+    out = output.path
     torch.manual_seed(p.seed)
     snn = cand.spiking.network(device=device)
     timesteps = cand.spiking.config.timesteps
@@ -405,7 +405,7 @@ def run(p: ProfileParams, out: Path | None, root: Path, force: bool,
         reporter.log(f"profile: the test split has {len(test)} samples; larger batches repeat them")
 
     params = {**asdict(p), "torch_device": device}
-    with artifacts.ArtifactWriter(out, KIND, params, force=force) as writer:
+    with output.writer(params) as writer:
         bench = _Bench(cand.spiking.model, snn, device, test, p.seed, p.modes, reporter)
         keys = bench.keys()
         try:
@@ -448,10 +448,8 @@ def run(p: ProfileParams, out: Path | None, root: Path, force: bool,
         summary = _summary(rows, batches, timesteps, device, bench.failed)
         summary.update(snn_source="artifact" if source.kind == "snn" else "default settings, 1 × P99.9",
                        threads=torch.get_num_threads(),
-                       gpu=torch.cuda.get_device_name() if device == "cuda" else None,
-                       wall_s=time.perf_counter() - t_start)
-        committed = writer.commit([source.as_input("snn" if source.kind == "snn" else "model")], summary)
-    return artifacts.load(committed, KIND)
+                       gpu=torch.cuda.get_device_name() if device == "cuda" else None)
+        return output.commit(writer, [source.as_input("snn" if source.kind == "snn" else "model")], summary)
 
 
 def _measure(bench: _Bench, batches: list[int], p: ProfileParams, reporter: Reporter):

@@ -43,7 +43,7 @@ from cimtool.models.io import model_splits, open_model, resolve_model, save_mode
 from cimtool.models.registry import MODELS
 from cimtool.nn.array import EFFECTS, ArrayConfig
 from cimtool.nn.quant import DeviceWeight, NoiseSpec, attach, detach_all
-from cimtool.stages.common import check_torch_device, resolve_device
+from cimtool.stages.common import StageOutput, check_torch_device, resolve_device
 from cimtool.stages.params import QatParams  # noqa: F401 (re-exported)
 from cimtool.train.batching import TensorData, to_float
 from cimtool.train.loop import TrainConfig, evaluate, fit
@@ -227,14 +227,15 @@ def run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repor
     if not layers:
         raise CimtoolError(f"{model_path}: the model has no crossbar layer")
     bits = f"w{p.mapping.weight_bits}" if p.mapping.weight_bits else "card"
-    out = out or artifacts.default_out(root, KIND, f"{model_path.name}-{p.mode}-{card.name}-{bits}")
-    artifacts.check_out(out, force)
+    output = StageOutput(KIND, out, root, f"{model_path.name}-{p.mode}-{card.name}-{bits}", force,
+                         inputs=[model_path], started=t_start)
+    out = output.path
     device = resolve_device(p.torch_device)
     calibration, calibration_record = calibration_sample(data["train"], p.calibration_samples, p.seed)
     reporter.log(f"qat --mode {p.mode}: {model_path} on '{card.name}' ({len(grid)} levels) → {out}")
 
     params = {**asdict(p), "torch_device": device.type, "card": card.to_dict(), "n_levels": len(grid)}
-    with artifacts.ArtifactWriter(out, KIND, params, force=force) as writer:
+    with output.writer(params) as writer:
         job = Job(p, card, model, spec, data, layers, grid, writer.scratch, reporter, device, calibration)
         acc_float = evaluate(copy.deepcopy(model).to(device), data["test"], device)[1]
         ptq = copy.deepcopy(model)
@@ -274,10 +275,8 @@ def run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repor
             "nonideal_mean": float(np.mean(ours)), "nonideal_std": float(np.std(ours)),
             "trials": p.trials, "crossbar_layers": layers, **outcome.extra, **calibration_record,
             "torch_device": device.type,
-            "wall_s": time.perf_counter() - t_start,
         }
-        path = writer.commit([source.as_input("model")], summary)
-    return artifacts.load(path, KIND)
+        return output.commit(writer, [source.as_input("model")], summary)
 
 
 _METRICS_SCHEMA = pa.schema([("phase", pa.string()), ("epoch", pa.int64()), ("train_loss", pa.float64()),

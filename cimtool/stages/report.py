@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from cimtool import artifacts
 from cimtool.errors import CimtoolError
+from cimtool.stages.common import StageOutput
 from cimtool.stages.params import ReportParams  # noqa: F401 (re-exported)
 from cimtool.ui import Reporter
 
@@ -63,15 +64,14 @@ def run(p: ReportParams, out: Path | None, root: Path, force: bool, reporter: Re
     arts = [a for a in arts if a.kind != KIND]
     if not arts:
         raise CimtoolError(f"no cimtool artifacts under {', '.join(map(str, targets))}")
-    out = out or artifacts.default_out(root, KIND, "report")
-    artifacts.check_out(out, force)
+    output = StageOutput(KIND, out, root, "report", force, inputs=[a.path for a in arts], started=t_start)
+    out = output.path
     reporter.log(f"report: {len(arts)} artifacts → {out}")
     by_path = {str(a.path.resolve()): a for a in arts}
     accuracy = content.accuracy_table(arts)
     sections = [content.sources(arts), content.accuracy(accuracy), content.curves(arts), content.sweeps(arts),
                 content.conductances(arts), content.neurosim(arts, by_path), content.profiles(arts)]
-    with artifacts.ArtifactWriter(out, KIND, {**asdict(p), "paths": [str(t) for t in targets]},
-                                  force=force) as writer:
+    with output.writer({**asdict(p), "paths": [str(t) for t in targets]}) as writer:
         figure_dir = writer.path(FIGURES)
         figure_dir.mkdir()
         n_figures = 0
@@ -87,6 +87,5 @@ def run(p: ReportParams, out: Path | None, root: Path, force: bool, reporter: Re
                                               "manifest_sha256": a.manifest_sha256()} for a in arts]),
                        writer.path("sources.parquet"))
         summary = {"artifacts": len(arts), "figures": n_figures, "accuracy_rows": len(accuracy),
-                   "kinds": sorted({a.kind for a in arts}), "wall_s": time.perf_counter() - t_start}
-        path = writer.commit([a.as_input(a.kind) for a in arts], summary)
-    return artifacts.load(path, KIND)
+                   "kinds": sorted({a.kind for a in arts})}
+        return output.commit(writer, [a.as_input(a.kind) for a in arts], summary)

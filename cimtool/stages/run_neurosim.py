@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from cimtool import artifacts
 from cimtool.errors import CimtoolError
+from cimtool.stages.common import StageOutput
 from cimtool.stages.params import RunParams  # noqa: F401 (re-exported)
 from cimtool.ui import Reporter
 
@@ -86,13 +87,14 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
             raise CimtoolError(f"{p.trace} is a {fmt} trace but {found} is NeuroSim {version}: write the "
                                f"trace with --format {version} or point --neurosim at a matching checkout")
         binary, applied = build(found, settings, cache_root(p.cache_dir), reporter.log), True
-    out = out or artifacts.default_out(root, KIND, f"{trace.path.name}-{card.name}")
-    artifacts.check_out(out, force)
+    output = StageOutput(KIND, out, root, f"{trace.path.name}-{card.name}", force,
+                         inputs=[trace.path], started=t_start)
+    out = output.path
     reporter.log(f"run-neurosim: {trace.path} ({len(layers)} layers) on NeuroSim from {origin} → {out}")
 
     params = {**asdict(p), "trace": str(trace.path), "neurosim_found": str(found), "origin": origin,
               "version": version, "settings": asdict(settings), "settings_applied": applied}
-    with artifacts.ArtifactWriter(out, KIND, params, force=force) as writer:
+    with output.writer(params) as writer:
         with reporter.progress() as progress:
             task = progress.add_task("NeuroSim", total=len(layers), status="floorplan")
 
@@ -130,6 +132,5 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
         summary = {m: parsed.chip_value(m) for m in HEADLINE}
         summary.update(layers=len(parsed.layers), device=card.name, cell_bits=settings.cellBit,
                        adc_levels=settings.levelOutput, subarray=settings.numRowSubArray,
-                       settings_applied=applied, wall_s=time.perf_counter() - t_start)
-        path = writer.commit([trace.as_input("trace")], summary)
-    return artifacts.load(path, KIND)
+                       settings_applied=applied)
+        return output.commit(writer, [trace.as_input("trace")], summary)

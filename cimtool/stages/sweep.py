@@ -32,7 +32,7 @@ from cimtool.data.calibration import check_calibration_samples
 from cimtool.errors import CimtoolError
 from cimtool.models.io import find_model
 from cimtool.nn.snn_spec import Candidate, load_candidate
-from cimtool.stages.common import check_torch_device, resolve_device
+from cimtool.stages.common import StageOutput, check_torch_device, resolve_device
 from cimtool.stages.params import SweepParams  # noqa: F401 (re-exported)
 from cimtool.ui import Reporter
 
@@ -173,15 +173,16 @@ def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Rep
     candidates = [load_candidate(path, p.data_dir, reporter, p.calibration_samples, p.seed) for path in paths]
     _same_val_split(candidates)
     labels = "+".join(c.spiking.label for c in candidates)
-    out = out or artifacts.default_out(root, KIND, f"{labels}-{card.name}")
-    artifacts.check_out(out, force)
+    output = StageOutput(KIND, out, root, f"{labels}-{card.name}", force,
+                         inputs=[c.spiking.artifact.path for c in candidates], started=t_start)
+    out = output.path
     cost = CostModel()
     total = len(candidates) * p.n_configs_per_model
     reporter.log(f"sweep: {total} configurations × {p.trials} chips on '{card.name}' (val) → {out}")
 
     rows: list[dict[str, Any]] = []
     params = {**asdict(p), "torch_device": device.type, "card": card.to_dict()}
-    with artifacts.ArtifactWriter(out, KIND, params, force=force) as writer:
+    with output.writer(params) as writer:
         with reporter.progress() as progress:
             task = progress.add_task("sweep (val)", total=total, status="")
             for ci, cand in enumerate(candidates):
@@ -230,8 +231,7 @@ def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Rep
                    "recommended": brief(selection[1]),
                    "test_accuracy": selection[1]["test_mean"], "val_accuracy": selection[1]["val_mean"],
                    "energy_saving": 1 - selection[1]["energy_pj"] / selection[0]["energy_pj"],
-                   **candidates[0].calibration_record, "torch_device": device.type,
-                   "wall_s": time.perf_counter() - t_start}
-        inputs = [c.spiking.artifact for c in candidates]
-        path = writer.commit([a.as_input("model" if a.kind != "snn" else "snn") for a in inputs], summary)
-    return artifacts.load(path, KIND)
+                   **candidates[0].calibration_record, "torch_device": device.type}
+        roles = [c.spiking.artifact.as_input("model" if c.spiking.artifact.kind != "snn" else "snn")
+                 for c in candidates]
+        return output.commit(writer, roles, summary)

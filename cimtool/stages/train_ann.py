@@ -8,7 +8,6 @@ split, and the crossbar head is then trained on the (fixed) features.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from cimtool.errors import CimtoolError
 from cimtool.models.frontends import FRONTENDS
 from cimtool.models.io import save_model
 from cimtool.models.registry import MODELS, make_spec
+from cimtool.stages.common import StageOutput
 from cimtool.stages.params import TrainAnnParams  # noqa: F401 (re-exported)
 from cimtool.train.batching import TensorData, to_float
 from cimtool.train.loop import OPTIMIZERS, FitResult, TrainConfig, evaluate, fit
@@ -165,15 +165,13 @@ def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, reporter: 
             raise CimtoolError(f"--resume: no interrupted train-ann run with these parameters "
                                f"under {root / artifacts.KIND_DIRS[KIND]}")
         out = out_partial.with_name(out_partial.name[: -len(artifacts.PARTIAL_SUFFIX)])
-    out = out or artifacts.default_out(root, KIND, name)
-    artifacts.check_out(out, force)
+    output = StageOutput(KIND, out, root, name, force)
+    out = output.path
     reporter.log(f"train-ann: {raw.name} ({raw.source}); train {len(splits.train)}, "
                  f"val {len(splits.val)}, test {len(splits.test)} → {out}")
 
     tensors = {k: _to_tensors(getattr(splits, k)) for k in ("train", "val", "test")}
-    t_start = time.perf_counter()
-    with artifacts.ArtifactWriter(out, KIND, params, force=force, resume=resume,
-                                  keep_on_interrupt=True) as writer:
+    with output.writer(params, resume=resume, keep_on_interrupt=True) as writer:
         if resume and not writer.resumed:
             reporter.log(f"[yellow]--resume: nothing to resume at {writer.partial}; starting afresh")
         if writer.discarded_partial:
@@ -198,12 +196,10 @@ def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, reporter: 
             "torch_device": device.type,
             "compiled": result.compiled,
             "train_samples_per_s": float(np.median([t["samples_per_s"] for t in head_timing])),
-            "wall_s": time.perf_counter() - t_start,
         }
         inputs = [{"role": "dataset", "kind": "dataset", "name": raw.name, "source": raw.source,
                    "data_sha256": raw.sha256(), "split_sha256": splits.indices_sha256}]
-        path = writer.commit(inputs, summary)
-    return artifacts.load(path, KIND)
+        return output.commit(writer, inputs, summary)
 
 
 def _to_tensors(split) -> TensorData:

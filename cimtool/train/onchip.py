@@ -1,6 +1,6 @@
-"""On-chip training emulation (DNN+NeuroSim V2.1, seed 001): every weight update is what the
-device can do for the gradient: momentum, pulses along the nonlinear LTP/LTD curves, stochastic
-rounding, and cycle-to-cycle write noise on the cells that were written.
+"""On-chip training emulation (DNN+NeuroSim V2.1; docs/physics.md#on-chip-training): every weight
+update is what the device can do for the gradient: momentum, pulses along the nonlinear LTP/LTD
+curves, stochastic rounding, and cycle-to-cycle write noise on the cells that were written.
 
 The crossbar layers' weights live in the device range [−1, 1] (``w``); the layer computes with
 ``α·QW(w)`` where ``α`` is a fixed per-layer scale (digital). Biases are digital and trained with
@@ -31,7 +31,7 @@ class OnchipConfig:
     bias_lr: float = 0.05
     weight_bits: int = 7
     grad_bits: int = 5
-    gamma: float = 0.9  # momentum (seed 001: γ = 0.9, α = 0.1)
+    gamma: float = 0.9  # momentum (DNN+NeuroSim V2.1 train.py: γ = 0.9, α = 0.1)
     alpha: float = 0.1
     nl_ltp: float = 0.0
     nl_ltd: float = 0.0
@@ -113,7 +113,7 @@ class OnchipTrainer:
         return float(loss.detach()) * len(y), int((logits.argmax(1) == y).sum())
 
     def distributions(self, epoch: int) -> list[dict[str, Any]]:
-        """The seed's weight_dist / delta_dist of this epoch (and resets the update record)."""
+        """NeuroSim V2.1's weight_dist / delta_dist of this epoch (and resets the update record)."""
         rows = []
         d_max = 2.0 / wage.S(self.cfg.grad_bits)
         for name in self.layers:

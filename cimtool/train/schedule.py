@@ -1,4 +1,4 @@
-"""Learning-rate schedule: linear warm-up then cosine decay (seed 000), lr scaled by batch size."""
+"""Learning-rate schedule: warm-up, cosine decay, lr scaled by batch (docs/physics.md#training-schedule)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 
 def scaled_lr(lr_per_256: float, batch_size: int) -> float:
-    """Linear scaling rule (seed 000; Goyal et al. 2017): lr = lr_256 · batch / 256."""
+    """Linear scaling rule (Goyal et al. 2017, arXiv:1706.02677): lr = lr_256 · batch / 256."""
     return lr_per_256 * batch_size / 256.0
 
 

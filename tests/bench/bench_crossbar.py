@@ -1,6 +1,6 @@
 """Crossbar benchmarks (issue 3 targets), measured in one run on CPU.
 
-1. map a 1024×1024 layer onto rram_seed003 4-bit levels (target ≤ 1 s), against the seed's
+1. map a 1024×1024 layer onto rram_seed003 4-bit levels (target ≤ 1 s), against the mapping's
    formula evaluated literally (brute-force argmin over all levels) as the reference;
 2. export that layer's 1M-line device CSV (target ≤ 3 s);
 3. 10 Monte Carlo trials of the mnist5k test split through the default model's 64→10 array with
@@ -49,7 +49,7 @@ def bench_mapping(repeats: int) -> dict:
     grid = card_grid(card, 4)
     w = np.random.default_rng(0).normal(size=(1024, 1024))
 
-    def reference():  # seed 003 §4 literally: k = argmin_k |n − G_k/g_max| over all levels
+    def reference():  # k = argmin_k |n − G_k/g_max| over all levels (docs/physics.md#differential-mapping)
         scale = np.abs(w).max()
         norm = grid / grid[-1]
         pos = np.abs(np.maximum(w, 0)[..., None] / scale - norm).argmin(-1)
