@@ -448,3 +448,26 @@ def test_cli_moved_data_folder(cli, tmp_path, mnist_idx_dir):
                  "--out", tmp_path / "c", "--quiet")
     assert result.code == 0, result.err
 
+
+
+# --- contradictory or costly options, a directory for a card -------------------------------------------
+
+def test_devices_show_a_directory(cli, tmp_path):
+    _one_line_error(cli("devices", "show", tmp_path), str(tmp_path),
+                    "is a directory, not a .toml device card")
+
+
+def test_sweep_refuses_method_with_model(cli, tiny_model, tmp_path):
+    out = tmp_path / "sweep"
+    _one_line_error(cli("sweep", "--model", tiny_model, "--method", "nonsense", "--out", out),
+                    "--method", "with --model it has no effect")
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_rate_coding_with_a_huge_t_says_what_it_costs(cli, tiny_model, tmp_path):
+    out = tmp_path / "snn"
+    before = _tree(tiny_model)
+    result = cli("calibrate-threshold", "--model", tiny_model, "--spike-encoding", "rate", "--timesteps",
+                 "100000", "--out", out)
+    _one_line_error(result, "--timesteps 100000", "3125x the work of T = 32", "at most 4096")
+    assert not out.exists() and _tree(tiny_model) == before

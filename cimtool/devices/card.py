@@ -235,6 +235,8 @@ def load_card(name_or_path: str) -> DeviceCard:
     elif path.suffix != ".toml" and not path.exists():
         raise CimtoolError(f"unknown --device '{name_or_path}' (presets: {', '.join(preset_names())}; "
                            "or give a path to a .toml card)")
+    if path.is_dir():
+        raise CimtoolError(f"{path}: is a directory, not a .toml device card")
     if not path.is_file():
         raise CimtoolError(f"{path}: no such device card file")
     try:

@@ -45,6 +45,8 @@ DEFAULT_RATIOS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5)
 # accuracy vs T in the artifact (each point is a pass of the spiking network over val: at full scale a
 # CNN's 1..32 took 20 min on 2 cores; these ten show the same curve)
 CURVE_T = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+# rate-coded input never goes silent: every step of every sample is computed (analog input stops early)
+MAX_RATE_TIMESTEPS = 4096
 EQUIVALENCE_CAP = 100_000  # steps: run-until-silent for the equivalence check (it ends long before)
 
 
@@ -52,6 +54,11 @@ EQUIVALENCE_CAP = 100_000  # steps: run-until-silent for the equivalence check (
 
 def validate(p: CalibrateParams) -> None:
     p.snn.validate()
+    steps = p.snn.timesteps
+    if p.snn.encoding == "rate" and steps > MAX_RATE_TIMESTEPS:
+        raise CimtoolError(f"--spike-encoding rate runs all --timesteps {steps} steps for every val and test "
+                           f"sample ({steps / 32:.0f}x the work of T = 32); at most {MAX_RATE_TIMESTEPS}, or "
+                           "use --spike-encoding analog, which stops once the network is silent")
     check_calibration_samples(p.calibration_samples)
     check_torch_device(p.torch_device)
     bad = [r for r in p.ratios if not (math.isfinite(r) and r > 0)]

@@ -1,4 +1,4 @@
-"""`cimtool export-weightmap`: the device team's CSVs (seed 003 §5 and §8).
+"""`cimtool export-weightmap`: the device team's CSVs (docs/physics.md#placement-on-arrays).
 
 Per crossbar layer ``weightmap-<layer>.csv`` with the exact header
 ``row,col_pos,col_neg,level_pos,level_neg,G_pos,G_neg`` (``--with-resistance`` appends

@@ -5,10 +5,10 @@ Modes (``MODES``):
 - ``ptq``: quantize the trained weights to the device levels (differential, the card's spacing,
   ``--weight-bits``) and evaluate; no training.
 - ``qat``: fine-tune with the forward pass on the discrete levels and a straight-through
-  estimator back to float master weights (seed 003 §2).
+  estimator back to float master weights (docs/physics.md#device-aware-training).
 - ``noise``: like ``qat``, with the card's D2D, C2C and read noise drawn in every training forward
   pass, so the model survives the array simulator.
-- ``onchip``: the DNN+NeuroSim V2.1 on-chip training emulation (seed 001): the crossbar layers are
+- ``onchip``: DNN+NeuroSim V2.1's on-chip training (docs/physics.md#on-chip-training): the crossbar layers are
   re-initialised and trained with device updates only (momentum, QG pulses along the card's
   LTP/LTD curves, stochastic rounding, C2C write noise); the same run with a linear device
   (NL = 0) is reported beside it. Per-epoch weight/update distributions go to ``dist.parquet``.

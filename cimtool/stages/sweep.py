@@ -1,4 +1,4 @@
-"""`cimtool sweep`: the design-space sweep of seed 003 ("全量组合扫参") on the array simulator.
+"""`cimtool sweep`: the full design-space sweep on the array simulator (docs/physics.md#energy-model).
 
 Every configuration method × scheme (A/B) × ADC bits × weight bits × timesteps runs the spiking
 network on simulated arrays of one device card (its non-idealities, ``--trials`` chips each; the
@@ -63,6 +63,9 @@ def validate(p: SweepParams) -> None:
     if not (math.isfinite(p.tolerance) and p.tolerance >= 0):
         raise CimtoolError(f"--tolerance must be >= 0 accuracy points, got {p.tolerance}")
     check_placement(p.array_rows, p.array_cols, "interleaved")
+    if p.models and p.methods != SweepParams().methods:
+        raise CimtoolError("--method chooses the models to sweep when --model is not given; with --model "
+                           "it has no effect: give one or the other")
     if not 0 <= p.seed < 2**32:
         raise CimtoolError(f"--seed must be in [0, 2**32), got {p.seed}")
 

@@ -43,7 +43,7 @@ DEFAULT_EPOCHS = 150
 EPOCH_BUDGET_SAMPLES = DEFAULT_EPOCHS * 3_500  # 150 epochs of mnist5k's train split
 
 FRONT_ENDS = ("none", "optical")
-DEFAULT_MAX_PHOTONS = 10_000.0  # seed 000's MAX_PHOTONS
+DEFAULT_MAX_PHOTONS = 10_000.0  # photons per pixel at full white (assumed; docs/physics.md#optical-front-end)
 OPTICAL_CARD = "organic_ofet"
 
 
@@ -274,7 +274,7 @@ def _train(p: TrainAnnParams, spec: dict[str, Any], raw, tensors, device, scratc
         with torch.no_grad():
             model.frontend.fit_pca(model.optical(tensors["train"].x.float().div(255.0)))
     elif fitting == "supervised":
-        # seed 003 §3: train P with an auxiliary classifier W_aux; keep P, drop W_aux
+        # docs/physics.md#front-ends: train P with an auxiliary classifier W_aux; keep P, drop W_aux
         aux = torch.nn.Sequential(model.optical, model.frontend, torch.nn.Linear(64, raw.num_classes))
         config = _train_config(p, p.frontend_epochs, p.frontend_lr)
         result = fit(aux, tensors["train"], tensors["val"], config, device,
