@@ -50,29 +50,39 @@ LOCK_SUFFIX = ".lock"  # <out>.lock: held by the one run writing <out>
 PARTIAL_INFO = "partial.json"  # inside a partial artifact: parameters hash, owner, resumable
 SCRATCH_DIR = "scratch"  # inside a partial artifact: checkpoints etc., never part of the payload
 
-# kind -> newest schema version this cimtool writes and reads. Later stages register theirs here.
-SCHEMAS: dict[str, int] = {"model": 1, "qmodel": 1, "cmap": 1, "weightmap": 1, "snn": 1, "sweep": 1,
-                           "trace": 1, "neurosim": 1, "report": 1, "profile": 1}
-
-# kind -> default sub-directory of the artifacts root
-KIND_DIRS: dict[str, str] = {"model": "models", "qmodel": "qmodels", "cmap": "cmaps", "weightmap": "exports",
-                             "snn": "snns", "sweep": "sweeps", "trace": "traces", "neurosim": "neurosim",
-                             "report": "reports", "profile": "profiles"}
-
 _SCHEMA_RE = re.compile(r"cimtool\.([a-z_]+)/(\d{1,6})")
-# payload files every artifact of a kind must have (later stages add theirs)
-REQUIRED_FILES: dict[str, tuple[str, ...]] = {
-    "model": ("weights.safetensors", "arch.json", "metrics.parquet", "timing.parquet"),
-    "qmodel": ("weights.safetensors", "arch.json", "metrics.parquet", "timing.parquet", "evaluation.parquet"),
-    "cmap": ("cmap.parquet", "layers.parquet", "scales.parquet"),
-    "snn": ("snn.json", "calibration.parquet", "thresholds.parquet", "accuracy_vs_t.parquet",
-            "evaluation.parquet"),
-    "sweep": ("sweep.parquet", "selection.parquet"),
-    "trace": ("NetWork.csv", "trace_command.sh", "layers.parquet"),
-    "neurosim": ("stdout.txt", "summary.parquet", "layers.parquet", "settings.json"),
-    "report": ("report.md", "report.html", "accuracy.parquet", "sources.parquet"),
-    "profile": ("profile.parquet", "ops.parquet"),
-}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One artifact kind: the newest schema version this cimtool writes and reads, the default
+    sub-directory of the artifacts root, and the payload files every artifact of it must have."""
+
+    name: str
+    version: int
+    directory: str
+    required: tuple[str, ...]
+
+
+_MODEL_FILES = ("weights.safetensors", "arch.json", "metrics.parquet", "timing.parquet")
+KINDS = (  # each written by the stage of the same name (cmap: map-weights, weightmap: export-weightmap)
+    Kind("model", 1, "models", _MODEL_FILES),
+    Kind("qmodel", 1, "qmodels", (*_MODEL_FILES, "evaluation.parquet")),
+    Kind("cmap", 1, "cmaps", ("cmap.parquet", "layers.parquet", "scales.parquet")),
+    Kind("weightmap", 1, "exports", ()),
+    Kind("snn", 1, "snns", ("snn.json", "calibration.parquet", "thresholds.parquet", "accuracy_vs_t.parquet",
+                            "evaluation.parquet")),
+    Kind("sweep", 1, "sweeps", ("sweep.parquet", "selection.parquet")),
+    Kind("trace", 1, "traces", ("NetWork.csv", "trace_command.sh", "layers.parquet")),
+    Kind("neurosim", 1, "neurosim", ("stdout.txt", "summary.parquet", "layers.parquet", "settings.json")),
+    Kind("report", 1, "reports", ("report.md", "report.html", "accuracy.parquet", "sources.parquet")),
+    Kind("profile", 1, "profiles", ("profile.parquet", "ops.parquet")),
+)
+# the lookups the reader and writer use, one view of KINDS each
+SCHEMAS: dict[str, int] = {k.name: k.version for k in KINDS}
+KIND_DIRS: dict[str, str] = {k.name: k.directory for k in KINDS}
+REQUIRED_FILES: dict[str, tuple[str, ...]] = {k.name: k.required for k in KINDS if k.required}
+
 _LIBRARIES = ("torch", "numpy", "pandas", "pyarrow", "safetensors")
 
 

@@ -35,14 +35,22 @@ def check_range(option: str, value: float, lo: float | None = None, hi: float | 
                 lo_open: bool = False, note: str = "") -> None:
     """``--adc-bits must be in 2..24, got 30``: ``lo ≤ value ≤ hi`` (``lo < value`` with
     ``lo_open``); a missing bound is unbounded; ``note`` follows the bound (e.g. a unit)."""
+    if value != value:  # NaN passes every comparison below
+        raise CimtoolError(f"{option} must be a number, got nan")
     below = lo is not None and (value <= lo if lo_open else value < lo)
     above = hi is not None and value > hi
     if not (below or above):
         return
+    lo_, hi_ = _number(lo), _number(hi)
     if lo is not None and hi is not None:
-        span = f"in ({lo:g}, {hi:g}]" if lo_open else f"in {lo:g}..{hi:g}"
+        span = f"in ({lo_}, {hi_}]" if lo_open else f"in {lo_}..{hi_}"
     elif lo is not None:
-        span = f"> {lo:g}" if lo_open else f"at least {lo:g}" if isinstance(value, int) else f">= {lo:g}"
+        span = f"> {lo_}" if lo_open else f"at least {lo_}" if isinstance(value, int) else f">= {lo_}"
     else:
-        span = f"at most {hi:g}"
-    raise CimtoolError(f"{option} must be {span}{' ' + note if note else ''}, got {value:g}")
+        span = f"at most {hi_}"
+    raise CimtoolError(f"{option} must be {span}{' ' + note if note else ''}, got {_number(value)}")
+
+
+def _number(x: float | None) -> str:
+    """Integers as they are (2000000, not 2e+06), other numbers shortest (0.5, 1e-05)."""
+    return str(x) if x is None or isinstance(x, int) else f"{x:g}"

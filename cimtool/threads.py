@@ -29,7 +29,7 @@ import ctypes
 import os
 import sys
 
-from cimtool.errors import CimtoolError
+from cimtool.checks import check_range
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc malloc.h)
@@ -45,9 +45,9 @@ def cpu_affinity() -> int:
 
 def set_threads(threads: int | None) -> int:
     """Use ``threads`` torch threads (None: an ``OMP_NUM_THREADS`` already set, else the CPU affinity)."""
-    if threads is not None and threads < 1:
-        raise CimtoolError(f"--threads must be at least 1, got {threads}")
-    if threads is None:
+    if threads is not None:
+        check_range("--threads", threads, 1)
+    else:
         given = os.environ.get("OMP_NUM_THREADS", "")
         threads = int(given) if given.isdigit() and int(given) > 0 else cpu_affinity()
     for var in THREAD_VARS:

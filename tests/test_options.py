@@ -105,3 +105,10 @@ def test_old_spellings_still_work_with_a_note(cli, tmp_path):
     values = {"encoding__old": "bitserial", "encoding": "analog"}
     notes = cli_module._deprecated(P.MapParams, values)
     assert values == {"encoding": "bitserial"} and "--encoding is now --dac-encoding" in notes[0]
+
+
+def test_check_range_prints_integers_whole_and_refuses_nan():
+    with pytest.raises(CimtoolError, match=r"^--trials must be in 1..10000, got 2000000$"):
+        check_range("--trials", 2_000_000, 1, 10_000)
+    with pytest.raises(CimtoolError, match=r"^--noise-scale must be a number, got nan$"):
+        check_range("--noise-scale", float("nan"), 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cimtool.errors import CimtoolError
+from cimtool.checks import check_range
 
 if TYPE_CHECKING:
     from cimtool.data.tensors import TensorData
@@ -16,8 +16,7 @@ CALIBRATION_SAMPLES = 2048
 
 
 def check_calibration_samples(n: int) -> None:
-    if n < 1:
-        raise CimtoolError(f"--calibration-samples must be at least 1, got {n}")
+    check_range("--calibration-samples", n, 1)
 
 
 def calibration_sample(train: TensorData, n: int, seed: int) -> tuple[TensorData, dict[str, Any]]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from cimtool.checks import check_choice
 from cimtool.data import cifar, embedded, mnist_idx
 from cimtool.errors import CimtoolError
 
@@ -99,8 +100,7 @@ def default_origin(spec: DatasetSpec) -> FolderOrigin:
 
 
 def check_dataset_name(name: str) -> DatasetSpec:
-    if name not in DATASETS:
-        raise CimtoolError(f"unknown --dataset '{name}' (choose from: {', '.join(DATASETS)})")
+    check_choice("--dataset", name, DATASETS)
     return DATASETS[name]
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cimtool.checks import check_choice, check_range
 from cimtool.devices.card import DeviceCard
 from cimtool.errors import CimtoolError
 
@@ -172,9 +173,7 @@ class Placement:
 
 
 def check_placement(array_rows: int, array_cols: int, layout: str) -> None:
-    if layout not in LAYOUTS:
-        raise CimtoolError(f"unknown --layout '{layout}' (choose from: {', '.join(LAYOUTS)})")
-    if array_rows < 1:
-        raise CimtoolError(f"--array-rows must be at least 1, got {array_rows}")
+    check_choice("--layout", layout, LAYOUTS)
+    check_range("--array-rows", array_rows, 1)
     if array_cols < 2 or array_cols % 2:
         raise CimtoolError(f"--array-cols must be an even number >= 2 (pos/neg pairs), got {array_cols}")

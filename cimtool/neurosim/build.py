@@ -21,6 +21,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from cimtool.checks import check_choice, check_range
 from cimtool.devices.card import DeviceCard
 from cimtool.errors import CimtoolError
 
@@ -56,14 +57,11 @@ class NeuroSimSettings:
     @classmethod
     def from_card(cls, card: DeviceCard, cell: str, cell_bits: int | None, adc_bits: int | None,
                   subarray: int, technode: int) -> NeuroSimSettings:
-        if cell not in MEMCELLS:
-            raise CimtoolError(f"unknown --cell '{cell}' (choose from: {', '.join(MEMCELLS)})")
+        check_choice("--cell", cell, MEMCELLS)
         bits = cell_bits if cell_bits is not None else max(1, int(math.floor(math.log2(card.levels))))
         adc = adc_bits if adc_bits is not None else card.adc_bits
-        if not 1 <= bits <= 8:
-            raise CimtoolError(f"--cell-bits must be in 1..8, got {bits}")
-        if not 1 <= adc <= 12:
-            raise CimtoolError(f"--adc-bits must be in 1..12, got {adc}")
+        check_range("--cell-bits", bits, 1, 8)
+        check_range("--adc-bits", adc, 1, 12)
         if subarray < 8 or subarray & (subarray - 1):
             raise CimtoolError(f"--subarray must be a power of two >= 8, got {subarray}")
         if technode not in WIRE_WIDTH:

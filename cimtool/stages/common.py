@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cimtool import artifacts
+from cimtool.checks import check_choice
 from cimtool.data.calibration import (  # noqa: F401 (re-exported)
     CALIBRATION_SAMPLES,
     calibration_sample,
@@ -26,8 +27,7 @@ TORCH_DEVICES = ("auto", "cpu", "cuda")
 
 def check_torch_device(name: str) -> None:
     """A one-line error for an unknown --torch-device or for cuda on a machine without CUDA."""
-    if name not in TORCH_DEVICES:
-        raise CimtoolError(f"unknown --torch-device '{name}' (choose from: {', '.join(TORCH_DEVICES)})")
+    check_choice("--torch-device", name, TORCH_DEVICES)
     if name == "cuda":
         import torch
 

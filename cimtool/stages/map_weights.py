@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cimtool import artifacts
+from cimtool.checks import check_choice, check_range
 from cimtool.data.calibration import CALIBRATION_SAMPLES, calibration_sample, check_calibration_samples
 from cimtool.devices.card import DeviceCard
 from cimtool.devices.cmap import (
@@ -66,10 +67,8 @@ def array_config(p: MapParams, card: DeviceCard) -> ArrayConfig:
 
 def validate(p: MapParams) -> None:
     p.mapping.validate()
-    if p.split not in SPLITS:
-        raise CimtoolError(f"unknown --split '{p.split}' (choose from: {', '.join(SPLITS)})")
-    if not 1 <= p.trials <= 10_000:
-        raise CimtoolError(f"--trials must be in 1..10000, got {p.trials}")
+    check_choice("--split", p.split, SPLITS)
+    check_range("--trials", p.trials, 1, 10_000)
     if not 0 <= p.seed < 2**32:
         raise CimtoolError(f"--seed must be in [0, 2**32), got {p.seed}")
     check_calibration_samples(p.calibration_samples)

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cimtool import artifacts
+from cimtool.checks import check_choice, check_range
 from cimtool.errors import CimtoolError
 from cimtool.neurosim.trace import FORMATS
 from cimtool.stages.common import StageOutput
@@ -36,18 +37,12 @@ V21_EPOCH = 1  # the epoch number a V2.1 run of this record reports
 
 
 def validate(p: TraceParams) -> None:
-    if p.format not in FORMATS:
-        raise CimtoolError(f"unknown --format '{p.format}' (choose from: {', '.join(FORMATS)})")
+    check_choice("--format", p.format, FORMATS)
     for name in ("weight_bits", "input_bits"):
-        if not 2 <= getattr(p, name) <= 15:
-            raise CimtoolError(f"--{name.replace('_', '-')} must be in 2..15, got {getattr(p, name)}")
-    if p.split not in SPLITS:
-        raise CimtoolError(f"unknown --split '{p.split}' (choose from: {', '.join(SPLITS)})")
-    if p.batch_size < 1:
-        raise CimtoolError(f"--batch-size must be at least 1, got {p.batch_size}")
-    if not 0 <= p.sample < p.batch_size:
-        raise CimtoolError(f"--sample must be in 0..{p.batch_size - 1} (an index into the batch), "
-                           f"got {p.sample}")
+        check_range(f"--{name.replace('_', '-')}", getattr(p, name), 2, 15)
+    check_choice("--split", p.split, SPLITS)
+    check_range("--batch-size", p.batch_size, 1)
+    check_range("--sample", p.sample, 0, p.batch_size - 1, note="(an index into the batch)")
 
 
 def _layer_inputs(model, spec: dict[str, Any], x) -> dict[str, Any]:

@@ -69,6 +69,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cimtool import artifacts
+from cimtool.checks import check_choices, check_range
 from cimtool.data.calibration import check_calibration_samples
 from cimtool.errors import CimtoolError
 from cimtool.stages.common import StageOutput, check_torch_device, resolve_device
@@ -110,15 +111,11 @@ def validate(p: ProfileParams) -> None:
         raise CimtoolError(f"--batch-sizes must all be in 1..{MAX_BATCH}, got {bad}")
     if len(set(p.batch_sizes)) != len(p.batch_sizes):
         raise CimtoolError(f"--batch-sizes lists a size twice: {list(p.batch_sizes)}")
-    if not 1 <= p.repeats <= MAX_REPEATS:
-        raise CimtoolError(f"--repeats must be in 1..{MAX_REPEATS}, got {p.repeats}")
-    if not 0 <= p.warmup <= MAX_REPEATS:
-        raise CimtoolError(f"--warmup must be in 0..{MAX_REPEATS}, got {p.warmup}")
+    check_range("--repeats", p.repeats, 1, MAX_REPEATS)
+    check_range("--warmup", p.warmup, 0, MAX_REPEATS)
     if not p.modes:
         raise CimtoolError("--modes is empty")
-    unknown = [m for m in p.modes if m not in MODES]
-    if unknown:
-        raise CimtoolError(f"unknown --modes {', '.join(unknown)} (choose from: {', '.join(MODES)})")
+    check_choices("--modes", p.modes, MODES)
     if len(set(p.modes)) != len(p.modes):
         raise CimtoolError(f"--modes lists a mode twice: {', '.join(p.modes)}")
     check_torch_device(p.torch_device)

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 import torch
 
 from cimtool import artifacts
+from cimtool.checks import check_choice, check_range
 from cimtool.data.calibration import calibration_sample, check_calibration_samples
 from cimtool.devices.card import load_card
 from cimtool.devices.cmap import map_loaded_model
@@ -57,20 +58,17 @@ FINE_TUNE_LR_FACTOR = 0.25  # default fine-tuning LR = the model's training LR Ã
 
 
 def validate(p: QatParams) -> None:
-    if p.mode not in MODES:
-        raise CimtoolError(f"unknown --mode '{p.mode}' (choose from: {', '.join(MODES)})")
+    check_choice("--mode", p.mode, MODES)
     p.mapping.validate()
     for name in ("epochs", "batch_size", "trials"):
-        if getattr(p, name) < 1:
-            raise CimtoolError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(p, name)}")
+        check_range(f"--{name.replace('_', '-')}", getattr(p, name), 1)
     check_calibration_samples(p.calibration_samples)
     check_torch_device(p.torch_device)
     if p.lr is not None and not (math.isfinite(p.lr) and p.lr > 0):
         raise CimtoolError(f"--lr must be a finite number > 0, got {p.lr}")
     if not (math.isfinite(p.noise_scale) and p.noise_scale >= 0):
         raise CimtoolError(f"--noise-scale must be >= 0, got {p.noise_scale}")
-    if not 2 <= p.grad_bits <= 15:
-        raise CimtoolError(f"--grad-bits must be in 2..15, got {p.grad_bits}")
+    check_range("--grad-bits", p.grad_bits, 2, 15)
     if not (math.isfinite(p.nl_d2d) and p.nl_d2d >= 0):
         raise CimtoolError(f"--nl-d2d must be >= 0, got {p.nl_d2d}")
     if not 0 <= p.seed < 2**32:

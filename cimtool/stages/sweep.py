@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cimtool import artifacts
+from cimtool.checks import check_range
 from cimtool.data.calibration import check_calibration_samples
 from cimtool.errors import CimtoolError
 from cimtool.models.io import find_model
@@ -50,16 +51,13 @@ def validate(p: SweepParams) -> None:
     for bits in p.adc_bits:
         ArrayConfig(adc_bits=bits).validate()
     for bits in p.weight_bits:
-        if not 1 <= bits <= 15:
-            raise CimtoolError(f"--weight-bits must be in 1..15, got {bits}")
+        check_range("--weight-bits", bits, 1, 15)
     for steps in p.timesteps:
-        if not 1 <= steps <= 100_000:
-            raise CimtoolError(f"--timesteps must be in 1..100000, got {steps}")
+        check_range("--timesteps", steps, 1, 100_000)
     ArrayConfig(effects=p.effects).validate()
     check_calibration_samples(p.calibration_samples)
     check_torch_device(p.torch_device)
-    if not 1 <= p.trials <= 1000:
-        raise CimtoolError(f"--trials must be in 1..1000, got {p.trials}")
+    check_range("--trials", p.trials, 1, 1000)
     if not (math.isfinite(p.tolerance) and p.tolerance >= 0):
         raise CimtoolError(f"--tolerance must be >= 0 accuracy points, got {p.tolerance}")
     check_placement(p.array_rows, p.array_cols, "interleaved")

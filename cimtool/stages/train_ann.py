@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import torch
 
 from cimtool import artifacts
+from cimtool.checks import check_choice, check_range
 from cimtool.data import load_dataset, make_splits
 from cimtool.data.registry import DATASETS, check_dataset_name
 from cimtool.errors import CimtoolError
@@ -50,15 +51,13 @@ OPTICAL_CARD = "organic_ofet"
 def validate(p: TrainAnnParams) -> None:
     """Refuse impossible parameters before anything is loaded or written."""
     check_dataset_name(p.dataset)
-    if p.model not in MODELS:
-        raise CimtoolError(f"unknown --model '{p.model}' (choose from: {', '.join(MODELS)})")
-    if MODELS[p.model].uses_method and p.method not in FRONTENDS:
-        raise CimtoolError(f"unknown --method '{p.method}' (choose from: {', '.join(FRONTENDS)})")
-    if p.optimizer not in OPTIMIZERS:
-        raise CimtoolError(f"unknown --optimizer '{p.optimizer}' (choose from: {', '.join(OPTIMIZERS)})")
+    check_choice("--model", p.model, MODELS)
+    if MODELS[p.model].uses_method:
+        check_choice("--method", p.method, FRONTENDS)
+    check_choice("--optimizer", p.optimizer, OPTIMIZERS)
     for name in ("epochs", "frontend_epochs", "batch_size"):
-        if getattr(p, name) is not None and getattr(p, name) < 1:
-            raise CimtoolError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(p, name)}")
+        if getattr(p, name) is not None:
+            check_range(f"--{name.replace('_', '-')}", getattr(p, name), 1)
     if p.augment == "on" and MODELS[p.model].uses_method:
         raise CimtoolError("--augment on applies to image models (vgg8, mnist_cnn), not the crossbar head")
     if any(h < 1 for h in p.hidden):
@@ -82,8 +81,7 @@ def validate(p: TrainAnnParams) -> None:
     for name in ("seed", "split_seed"):
         if not 0 <= getattr(p, name) < 2**32:
             raise CimtoolError(f"--{name.replace('_', '-')} must be in [0, 2**32), got {getattr(p, name)}")
-    if p.front_end not in FRONT_ENDS:
-        raise CimtoolError(f"unknown --front-end '{p.front_end}' (choose from: {', '.join(FRONT_ENDS)})")
+    check_choice("--front-end", p.front_end, FRONT_ENDS)
     if p.max_photons is not None and not (math.isfinite(p.max_photons) and p.max_photons > 0):
         raise CimtoolError(f"--max-photons must be a finite number > 0, got {p.max_photons}")
     if p.front_end == "none" and p.max_photons is not None:
@@ -96,9 +94,7 @@ def validate(p: TrainAnnParams) -> None:
                           ("loader", ("auto", "memory", "dataloader")),
                           ("augment", ("auto", "on", "off")),
                           ("torch_device", ("auto", "cpu", "cuda"))):
-        if getattr(p, name) not in choices:
-            raise CimtoolError(f"unknown --{name.replace('_', '-')} '{getattr(p, name)}' "
-                               f"(choose from: {', '.join(choices)})")
+        check_choice(f"--{name.replace('_', '-')}", getattr(p, name), choices)
 
 
 def resolve_defaults(p: TrainAnnParams) -> TrainAnnParams:
