@@ -175,7 +175,7 @@ def test_fashion_mnist_bad_data_dir_is_one_line(cli, tmp_path, folder, pattern):
 def test_fashion_mnist_default_folder_is_rebuilt_by_later_stages(cli, tmp_path, monkeypatch,
                                                                  mnist_idx_dir):
     """Trained without --data-dir: the manifest names the folder, model_splits reads it again."""
-    from cimtool.stages.common import model_splits
+    from cimtool.models.io import model_splits
 
     default = tmp_path / "share" / "fashion-mnist"
     shutil.copytree(mnist_idx_dir, default)  # small IDX files standing in for the package's

@@ -166,7 +166,7 @@ def _accuracies(model, spec, data, bits, adc_bits, trials=10):
 
 def test_more_bits_never_hurt_and_two_bits_clearly_do(default_model):
     """Weight bits and ADC bits must act: 2 < 4 ≤ 8 beyond the Monte Carlo error."""
-    from cimtool.stages.common import model_splits, open_model
+    from cimtool.models.io import model_splits, open_model
 
     art, model, spec = open_model(default_model[0].path)
     data = model_splits(art)

@@ -120,7 +120,7 @@ def default_trace(default_model, tmp_path_factory):
 
 
 def test_trace_of_the_default_model(default_trace, default_model):
-    from cimtool.stages.common import model_splits, open_model
+    from cimtool.models.io import model_splits, open_model
 
     trace = default_trace
     assert trace.file("NetWork.csv").read_text() == "1,1,64,1,1,10,0,1\n"

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from cimtool.data.calibration import calibration_sample
 from cimtool.devices.card import load_card
 from cimtool.devices.mapping import Placement, card_grid
 from cimtool.errors import CimtoolError
 from cimtool.models.registry import build, make_spec
 from cimtool.nn.array import EFFECTS, ArrayConfig
 from cimtool.nn.network import ArrayNetwork, map_model
-from cimtool.stages.common import calibration_sample
 from cimtool.train.batching import TensorData
 
 

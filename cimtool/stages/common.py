@@ -1,8 +1,8 @@
-"""What several stages need: the --torch-device check and resolution.
+"""What every stage needs: the --torch-device check and resolution, and :class:`StageOutput`, which
+claims a stage's output before its work and writes it.
 
-Finding, opening and reading the data of model artifacts lives in :mod:`cimtool.models.io`, the
-calibration sample in :mod:`cimtool.data.calibration`; they are re-exported here for callers that
-still import them from this module.
+Finding, opening and reading the data of model artifacts live in :mod:`cimtool.models.io`, the
+calibration sample in :mod:`cimtool.data.calibration`.
 """
 
 from __future__ import annotations
@@ -14,13 +14,7 @@ from typing import Any
 
 from cimtool import artifacts
 from cimtool.checks import check_choice
-from cimtool.data.calibration import (  # noqa: F401 (re-exported)
-    CALIBRATION_SAMPLES,
-    calibration_sample,
-    check_calibration_samples,
-)
 from cimtool.errors import CimtoolError
-from cimtool.models.io import MODEL_KINDS, find_model, model_splits, open_model  # noqa: F401 (re-exported)
 
 TORCH_DEVICES = ("auto", "cpu", "cuda")
 

@@ -77,9 +77,9 @@ def bench_mapping(repeats: int) -> dict:
 
 def bench_monte_carlo(repeats: int) -> dict:
     from cimtool.cli import main
+    from cimtool.models.io import model_splits, open_model
     from cimtool.nn.array import EFFECTS, ArrayConfig
     from cimtool.nn.network import ArrayNetwork, map_model
-    from cimtool.stages.common import model_splits, open_model
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "model"

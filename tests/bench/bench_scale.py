@@ -71,11 +71,12 @@ def ensure_model(path: str | None) -> Path:
 
 
 def bench_pass(model_path: Path, repeats: int) -> dict:
+    from cimtool.data.calibration import calibration_sample
     from cimtool.devices.card import load_card
     from cimtool.devices.mapping import Placement, card_grid
+    from cimtool.models.io import model_splits, open_model
     from cimtool.nn.array import EFFECTS, ArrayConfig
     from cimtool.nn.network import ArrayNetwork, map_model
-    from cimtool.stages.common import calibration_sample, model_splits, open_model
     from cimtool.train.batching import to_float
 
     artifact, model, spec = open_model(model_path)
