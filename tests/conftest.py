@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -81,3 +82,44 @@ def default_model(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr
     payload = json.loads(proc.stdout)
     return artifacts.load(payload["artifact"], "model"), wall, root
+
+
+# --- NeuroSim: the default model's trace and a real V1.3 run (shared by the NeuroSim tests) ---
+
+@pytest.fixture(scope="session")
+def default_trace(default_model, tmp_path_factory):
+    from cimtool.stages import neurosim_trace as stage
+    from cimtool.ui import Reporter
+
+    art, _, root = default_model
+    out = tmp_path_factory.mktemp("trace") / "trace"
+    return stage.run(stage.TraceParams(model=str(art.path)), out, root, False, Reporter(quiet=True))
+
+
+@pytest.fixture(scope="session")
+def neurosim_cache(tmp_path_factory):
+    if _ns_build().bundled_source() is None and not _ns_build().os.environ.get(_ns_build().ENV):
+        pytest.skip("no NeuroSim source: "
+                    "pip install --no-deps --ignore-requires-python hwcomponents-neurosim")
+    if shutil.which("make") is None or shutil.which("g++") is None:
+        pytest.skip("building NeuroSim needs make and g++")
+    return tmp_path_factory.mktemp("neurosim-cache")
+
+
+@pytest.fixture(scope="session")
+def neurosim_run(default_trace, neurosim_cache, tmp_path_factory):
+    from cimtool.cli import main
+
+    out = tmp_path_factory.mktemp("ns") / "run"
+    try:  # the default model (64→10, 8-bit weights on 4-bit cells = 20 columns) fits 16x16 subarrays
+        main(["run-neurosim", "--trace", str(default_trace.path), "--subarray", "16", "--cache-dir",
+              str(neurosim_cache), "--out", str(out), "--quiet"])
+    except SystemExit as exc:
+        assert exc.code == 0
+    return artifacts.load(out, "neurosim")
+
+
+def _ns_build():
+    from cimtool.neurosim import build
+
+    return build

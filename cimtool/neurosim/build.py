@@ -18,7 +18,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from cimtool.checks import check_choice, check_range
@@ -35,6 +35,11 @@ MEMCELLS = {"sram": 1, "rram": 2, "fefet": 3}  # Param.cpp memcelltype
 # technology node (nm) → wire width (nm) of Param.cpp's table (its AR/Rho switch); featuresize follows
 WIRE_WIDTH = {130: 175, 90: 110, 65: 105, 45: 80, 32: 56, 22: 40, 14: 25, 10: 18, 7: 18}
 BUILD_TIMEOUT_S = 900
+# V2.1's training estimate: its release's batchSize and numIteration (figures per epoch of 50,000
+# images). They scale its figures and do not change its run time (about a second for a small CNN).
+TRAIN_BATCH = 200
+ITERATIONS = 250
+WG_ROWS = 128  # V2.1 Param.cpp numRowSubArrayWG: rows of its weight-gradient SRAM subarrays
 
 
 @dataclass(frozen=True)
@@ -53,11 +58,18 @@ class NeuroSimSettings:
     resistanceOff: float = 6e3 * 150
     readVoltage: float = 0.5
     readPulseWidth: float = 10e-9
+    # V2.1 only (its Param.cpp's on-chip training estimate): what one "epoch" of its figures is
+    trainingEstimation: bool = True
+    batchSize: int = TRAIN_BATCH
+    numIteration: int = ITERATIONS
 
     @classmethod
     def from_card(cls, card: DeviceCard, cell: str, cell_bits: int | None, adc_bits: int | None,
-                  subarray: int, technode: int) -> NeuroSimSettings:
+                  subarray: int, technode: int, training: bool = True, train_batch: int = TRAIN_BATCH,
+                  iterations: int = ITERATIONS) -> NeuroSimSettings:
         check_choice("--cell", cell, MEMCELLS)
+        check_range("--train-batch", train_batch, 1, 1 << 20)
+        check_range("--iterations", iterations, 1, 1 << 20)
         bits = cell_bits if cell_bits is not None else max(1, int(math.floor(math.log2(card.levels))))
         adc = adc_bits if adc_bits is not None else card.adc_bits
         check_range("--cell-bits", bits, 1, 8)
@@ -70,7 +82,8 @@ class NeuroSimSettings:
         return cls(technode=technode, featuresize=WIRE_WIDTH[technode] * 1e-9, wireWidth=WIRE_WIDTH[technode],
                    memcelltype=MEMCELLS[cell], cellBit=bits, levelOutput=2**adc,
                    numRowSubArray=subarray, numColSubArray=subarray, resistanceOn=1.0 / card.g_max,
-                   resistanceOff=1.0 / card.g_min, readVoltage=card.read_voltage)
+                   resistanceOff=1.0 / card.g_min, readVoltage=card.read_voltage, trainingEstimation=training,
+                   batchSize=train_batch, numIteration=iterations)
 
 
 @dataclass(frozen=True)
@@ -79,7 +92,7 @@ class NeuroSim:
 
     binary: Path
     source: Path | None
-    version: str  # "v13" (V1.3/V1.4 inference argv) or "v21" (V2.1 training argv)
+    version: str  # a Version key
     settings_applied: bool
 
 
@@ -125,23 +138,57 @@ def locate(given: str | None) -> tuple[Path, str]:
     return source, "hwcomponents-neurosim"
 
 
-def source_version(source: Path) -> str:
-    """v21 for the training version (its main reads the epoch first), else v13."""
+@dataclass(frozen=True)
+class Version:
+    """What differs between DNN+NeuroSim releases, as cimtool drives them."""
+
+    key: str  # "v13", "v14", "v21": what manifests record
+    name: str
+    marker: str  # text in main.cpp that only this release has (checked in the order of VERSIONS)
+    trace: str  # the trace format it reads (neurosim-trace --format)
+    patched: tuple[str, ...]  # the Param.cpp settings it takes from cimtool; it derives the others
+    subarray_on_argv: bool  # V1.4+: subArray and parallelRead follow WBITS ABITS on the command line
+
+
+TRAINING = ("trainingEstimation", "batchSize", "numIteration")  # V2.1's Param.cpp only
+_ALL = tuple(f.name for f in fields(NeuroSimSettings) if f.name not in TRAINING)  # every release has these
+# V1.4 derives featuresize and wireWidth from technode, and readVoltage from technode too (Param.cpp)
+_V14 = tuple(n for n in _ALL if n not in ("featuresize", "wireWidth", "readVoltage"))
+VERSIONS = (
+    Version("v21", "V2.1", "NeuroSim_Breakdown_Epock", "v21", _ALL + TRAINING, False),
+    Version("v14", "V1.4/V1.5", "numRowParallel = atoi(argv[5])", "v13", _V14, True),
+    Version("v13", "V1.3", "argv[2*i+4]", "v13", _ALL, False),
+)
+BY_KEY = {v.key: v for v in VERSIONS}
+
+
+def source_version(source: Path) -> Version:
+    """The release a NeuroSim source is, from its main.cpp (each release reads its arguments its own
+    way); a one-line error for one cimtool does not know."""
     main = (source / "main.cpp").read_text(errors="replace")
-    return "v21" if "NeuroSim_Breakdown_Epock" in main or "Training_pytorch" in str(source) else "v13"
+    for version in VERSIONS:
+        if version.marker in main:
+            return version
+    raise CimtoolError(f"{source}: main.cpp is not a DNN+NeuroSim release cimtool knows "
+                       f"({', '.join(v.name for v in VERSIONS)})")
 
 
 # --- Param.cpp ---------------------------------------------------------------------------------
 
-def patch_param(text: str, settings: NeuroSimSettings) -> str:
-    """Replace the first assignment of every setting (the constructor's default) in Param.cpp."""
+def patch_param(text: str, settings: NeuroSimSettings, names: tuple[str, ...] = _ALL) -> str:
+    """Replace the first assignment of every setting in ``names`` (the constructor's default) in
+    Param.cpp."""
     for name, value in asdict(settings).items():
+        if name not in names:
+            continue
         pattern = re.compile(rf"^(\s*){name}\s*=\s*[^;]*;", re.MULTILINE)
         if not pattern.search(text):
             raise CimtoolError(f"Param.cpp has no '{name} = …;' assignment: "
-                               "not a DNN_NeuroSim V1.3/V1.4/V2.1 "
-                               "source?")
-        literal = repr(value) if isinstance(value, float) else str(value)
+                               f"not a DNN_NeuroSim {', '.join(v.name for v in VERSIONS)} source?")
+        if isinstance(value, bool):
+            literal = "true" if value else "false"
+        else:
+            literal = repr(value) if isinstance(value, float) else str(value)
         text = pattern.sub(lambda m, lit=literal, n=name: f"{m.group(1)}{n} = {lit};", text, count=1)
     return text
 
@@ -164,9 +211,12 @@ def cache_root(given: str | None) -> Path:
     return root.resolve()  # the binary is run from another directory
 
 
-def build(source: Path, settings: NeuroSimSettings, cache: Path, log=print) -> Path:
-    """The built ``main`` for ``source`` with ``settings`` (built once, then reused)."""
-    key = hashlib.sha256((_source_hash(source) + json.dumps(asdict(settings), sort_keys=True)).encode())
+def build(source: Path, settings: NeuroSimSettings, cache: Path, log=print,
+          names: tuple[str, ...] = _ALL) -> Path:
+    """The built ``main`` for ``source`` with the ``names`` of ``settings`` patched in (built once,
+    then reused)."""
+    patched = {k: v for k, v in asdict(settings).items() if k in names}
+    key = hashlib.sha256((_source_hash(source) + json.dumps(patched, sort_keys=True)).encode())
     target = cache / key.hexdigest()[:20]
     binary = target / "main"
     if binary.is_file():
@@ -185,8 +235,8 @@ def build(source: Path, settings: NeuroSimSettings, cache: Path, log=print) -> P
             if path.is_file() and not path.name.endswith(".o") and path.name != "main":
                 shutil.copy2(path, work / path.name)
         param = work / "Param.cpp"
-        param.write_text(patch_param(param.read_text(errors="replace"), settings))
-        (work / "cimtool-settings.json").write_text(json.dumps(asdict(settings), indent=1, sort_keys=True))
+        param.write_text(patch_param(param.read_text(errors="replace"), settings, names))
+        (work / "cimtool-settings.json").write_text(json.dumps(patched, indent=1, sort_keys=True))
         log(f"building NeuroSim from {source} (once per source and settings) …")
         try:
             proc = subprocess.run(["make", f"-j{os.cpu_count() or 2}"], cwd=work, capture_output=True,
@@ -206,3 +256,63 @@ def build(source: Path, settings: NeuroSimSettings, cache: Path, log=print) -> P
         return binary
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def check_v21_training(network: list[list[float]], train_batch: int, cell_bits: int) -> None:
+    """Refuse, in one line, what V2.1's training estimate (Chip.cpp) cannot compute for this
+    NetWork.csv, before it is built and run.
+
+    - Its weight-gradient unit gets ⌊P/128⌋ SRAM subarrays, P = (H−kH+1)(W−kW+1) of the first layer
+      with the largest IFM (H·W·Cin); with none, log2(0) sizes an adder tree of ~2^31 stages and
+      NeuroSim spins for hours (a network of only fully-connected layers has P = 1).
+    - Its weight-gradient buffer holds ⌈log2 batchSize⌉·⌈WBITS/cellBit⌉ columns per synapse (it reads
+      the unit's output precision before setting it); under WBITS bits none fits, and it divides by
+      zero (NaN, negative areas): ⌈log2 batchSize⌉ must be at least cellBit."""
+    sizes = [r[0] * r[1] * r[2] for r in network]
+    first = sizes.index(max(sizes))
+    h, w, _, kh, kw = network[first][:5]
+    positions = int((h - kh + 1) * (w - kw + 1))
+    if positions < WG_ROWS:
+        raise CimtoolError(f"NeuroSim V2.1's training estimate needs >= {WG_ROWS} output positions (its "
+                           f"weight-gradient SRAM rows) in layer {first + 1}, the largest input; it has "
+                           f"{positions}, and V2.1 would spin for hours (a conv front-end, or "
+                           "--training-estimation off)")
+    if math.ceil(math.log2(train_batch)) < cell_bits:
+        raise CimtoolError(f"--train-batch {train_batch}: NeuroSim V2.1 needs ⌈log2 batch⌉ >= cellBit "
+                           f"({cell_bits}), i.e. --train-batch >= {2**cell_bits}, or it divides by zero "
+                           "in its weight-gradient buffer")
+
+
+# --- subarray size -------------------------------------------------------------------------------
+
+SUBARRAY_SIZES = (128, 64, 32, 16, 8)  # what --subarray auto tries, largest first
+
+
+def subarray_fits(network: list[list[float]], subarray: int, weight_bits: int, cell_bits: int) -> bool:
+    """Whether NeuroSim's chip floorplan accepts ``subarray`` for this NetWork.csv (rows: IFM H, W,
+    Cin, kH, kW, Cout, pool, stride), with novel mapping on, as every release's Param.cpp has it.
+
+    DNN_NeuroSim V1.3 Chip.cpp (ChipDesignInitialize, ChipDesignTile): the novel-mapped layers are
+    those whose k·k is the most common among conv layers (1 if there is none) and whose Cin·k·k
+    rows fill a subarray; the widest of them, 2^⌈log2(Cout·⌈WBITS/cellBit⌉)⌉ columns, must be at
+    least two subarrays wide ("SubArray Size is too large" otherwise)."""
+    cols_per_synapse = -(-weight_bits // cell_bits)
+    kernels = [int(r[3] * r[4]) for r in network]
+    counts = {k: kernels.count(k) for k in kernels if k != 1}
+    pe = max(counts, key=lambda k: (counts[k], -kernels.index(k))) if counts else kernels[0]
+    widest = 0.0
+    for row, k in zip(network, kernels, strict=True):
+        if k == pe and row[2] * k >= subarray:
+            widest = max(widest, 2 ** math.ceil(math.log2(row[5] * cols_per_synapse)))
+    return widest >= 2 * subarray
+
+
+def auto_subarray(network: list[list[float]], weight_bits: int, cell_bits: int) -> int:
+    """The largest of ``SUBARRAY_SIZES`` that :func:`subarray_fits`; a one-line error when none does."""
+    for size in SUBARRAY_SIZES:
+        if subarray_fits(network, size, weight_bits, cell_bits):
+            return size
+    raise CimtoolError(f"no --subarray of {', '.join(map(str, SUBARRAY_SIZES))} fits this trace: its widest "
+                       f"novel-mapped layer is narrower than two 8-column subarrays at {weight_bits} weight "
+                       f"bits and {cell_bits} bits per cell (more --weight-bits in neurosim-trace, or fewer "
+                       "--cell-bits)")

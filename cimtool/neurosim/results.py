@@ -3,7 +3,9 @@
 DNN_NeuroSim V1.3 prints everything to stdout: a floorplan (tiles, speed-up and utilisation per
 layer), per-layer estimates (latency, dynamic and leakage energy, buffer and interconnect, ADC /
 accumulation / other breakdowns) and a chip summary (area and its breakdown, latency, energies,
-TOPS/W, TOPS, FPS, TOPS/mm²). Every number is kept with the stdout line it came from.
+TOPS/W, TOPS, FPS, TOPS/mm²). V2.1 prints the same per epoch of on-chip training, split into
+forward, activation gradient, weight gradient and weight update, with peak figures besides. Every
+number is kept with the stdout line it came from.
 """
 
 from __future__ import annotations
@@ -20,6 +22,14 @@ _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)"
 _VALUE = re.compile(rf"^(?P<label>.*?)\s*:\s*(?P<value>{_NUMBER})\s*(?P<unit>[A-Za-z^/%0-9]*)\s*$")
 _LAYER_LINE = re.compile(r"^layer(?P<layer>\d+)(?P<rest>'s .*|)$")
 _ESTIMATION = re.compile(r"Estimation of Layer (\d+)")
+
+# V2.1's training phases: "readLatency of Forward" → forward_latency_ns, "PEAK writeDynamicEnergy of
+# Weight Update" → peak_weight_update_energy_pj, … (chip lines add " (per epoch)")
+_PHASES = (("Forward", "forward", "read"), ("Activation Gradient", "activation_gradient", "read"),
+           ("Weight Gradient", "weight_gradient", "read"), ("Weight Update", "weight_update", "write"))
+_PHASE_LABELS = {f"{peak}{kind}{quantity} of {phase}": f"{prefix}{name}_{metric}"
+                 for peak, prefix in (("", ""), ("PEAK ", "peak_")) for phase, name, kind in _PHASES
+                 for quantity, metric in (("Latency", "latency_ns"), ("DynamicEnergy", "energy_pj"))}
 
 # (pattern on the label, metric name); the first match wins. Breakdown lines start with dashes.
 _METRICS: list[tuple[str, str]] = [
@@ -49,12 +59,44 @@ _METRICS: list[tuple[str, str]] = [
     (r"^Throughput FPS", "fps"),
     (r"^Compute efficiency TOPS/mm\^2", "tops_per_mm2"),
     (r"^Memory Utilization of Whole Chip$", "memory_utilization_pct"),
+    # V2.1 (training): figures per epoch (batchSize × numIteration images), forward + activation
+    # gradient + weight gradient + weight update; "total" is the headline latency and dynamic energy
+    (r"^Chip total CIM \(Forward\+Activation Gradient\) array$", "area_cim_array_um2"),
+    (r"^Weight Gradient Calculation$", "area_weight_gradient_um2"),
+    (r"^Chip total Latency \(per epoch\) is$", "latency_ns"),
+    (r"^Chip total Energy \(per epoch\) is$", "dynamic_energy_pj"),
+    (r"^Chip PEAK total Latency \(per epoch\) is$", "peak_latency_ns"),
+    (r"^Chip PEAK total Energy \(per epoch\) is$", "peak_energy_pj"),
+    *[(rf"^Chip {re.escape(label)} \(per epoch\) is$", name) for label, name in _PHASE_LABELS.items()],
+    (r"^Chip leakage Energy is$", "leakage_energy_pj"),
+    (r"^Chip leakage Power is$", "leakage_power_uw"),
+    (r"^Peak Energy Efficiency TOPS/W", "peak_tops_per_w"),
+    (r"^Peak Throughput TOPS", "peak_tops"),
+    (r"^Peak Throughput FPS", "peak_fps"),
+    (r"^-+ Synaptic Array w/o ADC .*readLatency is$", "other_latency_ns"),  # V2.1's coreLatencyOther
+    (r"^-+ Synaptic Array w/o ADC .*readDynamicEnergy is$", "other_energy_pj"),
+    (r"^-+ Buffer (buffer latency|latency|readLatency) is$", "buffer_latency_ns"),
+    (r"^-+ Buffer readDynamicEnergy is$", "buffer_energy_pj"),
+    (r"^-+ Interconnect (latency|readLatency) is$", "ic_latency_ns"),
+    (r"^-+ Interconnect readDynamicEnergy is$", "ic_energy_pj"),
+    (r"^-+ Weight Gradient Calculation readLatency is$", "weight_gradient_calc_latency_ns"),
+    (r"^-+ Weight Gradient Calculation readDynamicEnergy is$", "weight_gradient_calc_energy_pj"),
+    (r"^-+ Weight Update writeLatency is$", "weight_update_write_latency_ns"),
+    (r"^-+ Weight Update writeDynamicEnergy is$", "weight_update_write_energy_pj"),
+    (r"^-+ DRAM data transfer Latency is$", "dram_latency_ns"),
+    (r"^-+ DRAM data transfer (Dynamic)?Energy is$", "dram_energy_pj"),
 ]
+# the training breakdown V2.1 runs have (run-neurosim's summary keeps these)
+TRAINING_METRICS = (*(n for n in _PHASE_LABELS.values() if not n.startswith("peak_")), "peak_latency_ns",
+                    "peak_energy_pj", "peak_tops_per_w")
 _LAYER_METRICS: dict[str, str] = {
     "readLatency": "latency_ns", "readDynamicEnergy": "dynamic_energy_pj", "leakagePower": "leakage_power_uw",
     "leakageEnergy": "leakage_energy_pj", "buffer latency": "buffer_latency_ns",
     "buffer readDynamicEnergy": "buffer_energy_pj", "ic latency": "ic_latency_ns",
     "ic readDynamicEnergy": "ic_energy_pj",
+    # V2.1: "readLatency" and "PEAK readLatency" (pipeline) are the forward pass
+    "PEAK readLatency": "peak_forward_latency_ns", "PEAK readDynamicEnergy": "peak_forward_energy_pj",
+    **_PHASE_LABELS,
 }
 _FLOORPLAN = {"# of tile used": "tiles", "Speed-up": "speed_up", "Utilization": "utilization"}
 
@@ -99,7 +141,7 @@ def parse_stdout(text: str) -> Parsed:
             name = next((n for pattern, n in compiled if pattern.search(label)), None)
             if name is None:
                 continue
-            if layer is not None and name.split("_")[0] in ("adc", "accumulation", "other"):
+            if layer is not None and label.startswith("-"):  # a layer's breakdown ("----------- ADC …")
                 _put(out, layer, name, value, unit, number)
             else:
                 out.chip.append({"metric": name, "value": value, "unit": unit, "line": number})
@@ -113,13 +155,14 @@ def _put(out: Parsed, layer: int, metric: str, value: float, unit: str, line: in
 
 # --- running -----------------------------------------------------------------------------------
 
-def _diagnose(rc: int, output: str, subarray: int | None) -> str | None:
-    """What went wrong and what to change, or None if the run looks fine."""
+def _diagnose(rc: int, output: str, subarray: int | None, fitting: int | None = None) -> str | None:
+    """What went wrong and what to change, or None if the run looks fine (``fitting``: the largest
+    subarray this trace's floorplan accepts, for the hint)."""
     if "SubArray Size is too large" in output:
         size = f"{subarray}x{subarray} " if subarray else ""
-        return (f"a layer has fewer weight columns (Cout × ⌈WBITS/cellBit⌉) than one {size}subarray: "
-                "use a smaller --subarray (e.g. 32), more --weight-bits in neurosim-trace, "
-                "or fewer --cell-bits")
+        fix = f"use --subarray {fitting} (or auto)" if fitting else "use a smaller --subarray"
+        return (f"the widest novel-mapped layer (Cout × ⌈WBITS/cellBit⌉ columns) is narrower than two "
+                f"{size}subarrays: {fix}, more --weight-bits in neurosim-trace, or fewer --cell-bits")
     if rc in (134, -6):
         return "NeuroSim aborted (too few arguments for NetWork.csv's layers, or a malformed trace)"
     if rc in (139, -11):
@@ -133,7 +176,7 @@ def _diagnose(rc: int, output: str, subarray: int | None) -> str | None:
 
 
 def run(argv: list[str], cwd, timeout: float, on_line: Callable[[str], None],
-        subarray: int | None = None) -> str:
+        subarray: int | None = None, fitting: int | None = None) -> str:
     """Run NeuroSim (argv list, no shell) and return its stdout; failures raise with the output tail."""
     try:
         proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -158,7 +201,7 @@ def run(argv: list[str], cwd, timeout: float, on_line: Callable[[str], None],
         raise CimtoolError(f"NeuroSim ran over --timeout {timeout:g} s and was stopped") from None
     reader.join()
     output = "".join(lines)
-    problem = _diagnose(rc, output, subarray)
+    problem = _diagnose(rc, output, subarray, fitting)
     if problem:
         tail = "\n".join("  | " + line for line in output.strip().splitlines()[-6:])
         raise CimtoolError(f"{problem}; NeuroSim's last output:\n{tail}")

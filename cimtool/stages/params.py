@@ -83,6 +83,16 @@ def parse_percentiles(given: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def _subarray(given: str | int | None) -> int | None:
+    """--subarray: a size, or auto (None)."""
+    if given is None or str(given).strip().lower() == "auto":
+        return None
+    try:
+        return int(given)
+    except ValueError:
+        raise ValueError(f"'{given}' is not a number or auto") from None
+
+
 def _schemes(given: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(comma_list(str.upper)(given)))
 
@@ -310,12 +320,24 @@ class RunParams:
     cell_bits: int | None = option(None, panel=CHIP, help="Bits per cell (default: log2 of the card's "
                                                           "levels).")
     adc_bits: int | None = option(None, panel=CHIP, help="ADC bits: levelOutput = 2^N (default: the card's).")
-    subarray: int = option(128, panel=CHIP, help="Subarray rows = columns.")
+    subarray: int | None = option(None, panel=CHIP, cli_type=str, parse=_subarray, show=lambda v: "auto",
+                                  help="Subarray rows = columns: a power of two >= 8, or auto (the "
+                                  "largest of 128, 64, ..., 8 that NeuroSim's floorplan accepts for the "
+                                  "trace).")
     technode: int = option(22, panel=CHIP, help="Technology node in nm.")
     timeout: float = option(3600.0, help="Seconds NeuroSim may run.")
     cache_dir: str | None = option(None, cli_type=Path | None, parse=text, help="Where built NeuroSims "
                                                                                 "are kept "
                                    "(default: $CIMTOOL_CACHE/neurosim or ~/.cache/cimtool/neurosim).")
+    # V2.1 only (Param.cpp's trainingEstimation, batchSize, numIteration): refused for a V1.x NeuroSim
+    training_estimation: str = option("on", panel="NeuroSim V2.1", help="on: V2.1 estimates on-chip "
+                                      "training (forward, activation gradient, weight gradient, weight "
+                                      "update); off: inference only.")
+    train_batch: int = option(200, panel="NeuroSim V2.1", help="Images per training iteration (NeuroSim's "
+                              "batchSize; at least 2^cellBit).")
+    iterations: int = option(250, panel="NeuroSim V2.1", help="Iterations per epoch (NeuroSim's "
+                             "numIteration): V2.1's figures are per epoch of train-batch × iterations "
+                             "images; neither changes its run time.")
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,17 @@ once per settings, runs it with an argument list (no shell) under a timeout, and
 Writes a ``neurosim`` artifact: ``stdout.txt`` (raw), ``summary.parquet`` (chip metrics: metric,
 value, unit, stdout line), ``layers.parquet`` (one row per layer), ``layer_metrics.parquet`` (per
 layer, long form with stdout lines) and ``settings.json`` (what NeuroSim was built with).
+
+V2.1 (training) figures are per epoch of ``--train-batch`` × ``--iterations`` images, split into
+forward, activation gradient, weight gradient and weight update (``--training-estimation off``:
+inference only); these options are refused for V1.x, and records V2.1's training estimate cannot
+compute are refused before it is built (``build.check_v21_training``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from dataclasses import asdict
@@ -23,6 +29,7 @@ import pyarrow.parquet as pq
 
 from cimtool import artifacts
 from cimtool.errors import CimtoolError
+from cimtool.neurosim.build import Version
 from cimtool.stages.common import StageOutput
 from cimtool.stages.params import RunParams  # noqa: F401 (re-exported)
 from cimtool.ui import Reporter
@@ -30,19 +37,22 @@ from cimtool.ui import Reporter
 KIND = "neurosim"
 HEADLINE = ("chip_area_um2", "latency_ns", "dynamic_energy_pj", "leakage_energy_pj", "tops_per_w", "tops",
             "fps", "tops_per_mm2")
+_V21_ONLY = ("training_estimation", "train_batch", "iterations")  # RunParams set in V2.1's Param.cpp only
 
 
 
 
-def _argv(binary: str, trace: artifacts.Artifact, layers: list[dict], version: str,
+def _argv(binary: str, trace: artifacts.Artifact, layers: list[dict], version: Version, subarray: int,
           path=lambda name: name) -> list[str]:
     """NeuroSim's argument list for this record (``path`` turns a trace file name into an argument)."""
     p = trace.params
-    args = [binary] + (["1"] if version == "v21" else [])  # V2.1: the epoch first
+    args = [binary] + (["1"] if version.key == "v21" else [])  # V2.1: the epoch first
     args += [path("NetWork.csv"), str(p["weight_bits"]), str(p["input_bits"])]
+    if version.subarray_on_argv:  # V1.4+: subArray, then parallelRead (all rows: as its inference.py)
+        args += [str(subarray), str(subarray)]
     for layer in layers:
         k = layer["layer"]
-        if version == "v21":
+        if version.key == "v21":
             args += [path(f"weight{k}.csv"), path(f"weightOld{k}.csv"), path(f"input{k}.csv"),
                      repr(layer["activity_sample"])]
         else:
@@ -50,17 +60,75 @@ def _argv(binary: str, trace: artifacts.Artifact, layers: list[dict], version: s
     return args
 
 
+def _network(trace: artifacts.Artifact) -> list[list[float]]:
+    """NetWork.csv's rows (IFM H, W, Cin, kH, kW, Cout, pool, stride), checked against the trace's
+    layer files: a malformed record is refused before NeuroSim runs on it."""
+    path = trace.file("NetWork.csv")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        cells = [c.strip() for c in line.split(",") if c.strip()]
+        try:
+            values = [float(c) for c in cells]
+        except ValueError:
+            values = []
+        if len(values) != 8 or any(v < 0 or v != int(v) for v in values):
+            raise CimtoolError(f"{path}:{n}: not a NetWork.csv row (8 non-negative integers: IFM H, W, Cin, "
+                               f"kH, kW, Cout, pool, stride), got '{line.strip()}'")
+        rows.append(values)
+    layers = pq.read_table(trace.file("layers.parquet")).num_rows
+    if len(rows) != layers:
+        raise CimtoolError(f"{path}: {len(rows)} rows for the trace's {layers} layers")
+    return rows
+
+
+def check_physical(parsed, stdout: str) -> None:
+    """Refuse figures no chip can have (negative energy or area, zero latency, non-finite values):
+    NeuroSim prints such numbers, with exit code 0, for records it misreads."""
+    bad = []
+    for metric in HEADLINE:
+        value = parsed.chip_value(metric)
+        if value is not None and (not math.isfinite(value) or value < 0
+                                  or (value == 0 and metric in ("chip_area_um2", "latency_ns"))):
+            bad.append(f"{metric} {value:g}")
+    if bad:
+        last = " | ".join(stdout.strip().splitlines()[-3:])
+        raise CimtoolError(f"NeuroSim returned physically impossible figures ({', '.join(bad)}): the "
+                           "trace and its NetWork.csv disagree, or the settings are inconsistent; its last "
+                           f"lines: {last}")
+
+
+def _fitting(network: list[list[float]], trace: artifacts.Artifact, cell_bits: int) -> int | None:
+    from cimtool.neurosim.build import auto_subarray
+
+    try:
+        return auto_subarray(network, trace.params["weight_bits"], cell_bits)
+    except CimtoolError:
+        return None
+
+
 def headline(artifact: artifacts.Artifact) -> str:
     s = artifact.summary
     return (f"[green]neurosim[/green] {artifact.path}  area {s['chip_area_um2']:.4g} um^2, "
             f"latency {s['latency_ns']:.4g} ns, dynamic energy {s['dynamic_energy_pj']:.4g} pJ, "
-            f"{s['tops_per_w']:.4g} TOPS/W, {s['fps']:.4g} FPS")
+            f"{s['tops_per_w']:.4g} TOPS/W, {s['fps']:.4g} FPS (NeuroSim {s.get('neurosim_version', '?')}, "
+            f"{s['subarray']}x{s['subarray']} subarrays{' auto' if s.get('subarray_auto') else ''})")
 
 
 def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:
+    from cimtool.checks import check_choice
     from cimtool.devices.card import load_card
-    from cimtool.neurosim.build import NeuroSimSettings, build, cache_root, locate, source_version
-    from cimtool.neurosim.results import parse_stdout
+    from cimtool.neurosim.build import (
+        BY_KEY,
+        TRAINING,
+        NeuroSimSettings,
+        auto_subarray,
+        build,
+        cache_root,
+        check_v21_training,
+        locate,
+        source_version,
+    )
+    from cimtool.neurosim.results import TRAINING_METRICS, parse_stdout
     from cimtool.neurosim.results import run as run_binary
 
     if not p.timeout > 0:
@@ -70,30 +138,49 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
     layers = pq.read_table(trace.file("layers.parquet")).to_pylist()
     fmt = trace.params.get("format", "v13")
     card = load_card(p.device)
-    settings = NeuroSimSettings.from_card(card, p.cell, p.cell_bits, p.adc_bits, p.subarray, p.technode)
+    network = _network(trace)
+    check_choice("--training-estimation", p.training_estimation, ("on", "off"))
+    training = dict(training=p.training_estimation == "on", train_batch=p.train_batch,
+                    iterations=p.iterations)
+    probe = NeuroSimSettings.from_card(card, p.cell, p.cell_bits, p.adc_bits, 128, p.technode, **training)
+    subarray = p.subarray or auto_subarray(network, trace.params["weight_bits"], probe.cellBit)
+    settings = NeuroSimSettings.from_card(card, p.cell, p.cell_bits, p.adc_bits, subarray, p.technode,
+                                          **training)
     if settings.cellBit > trace.params["weight_bits"]:
         raise CimtoolError(f"--cell-bits {settings.cellBit} exceeds "
                            f"the trace's {trace.params['weight_bits']} "
                            "weight bits: NeuroSim needs cellBit ≤ WBITS (set --cell-bits)")
     found, origin = locate(p.neurosim)
+    version = BY_KEY[fmt] if found.is_file() else source_version(found)
+    given = [f"--{f.replace('_', '-')} {getattr(p, f)}" for f in _V21_ONLY
+             if getattr(p, f) != getattr(RunParams, f)]
+    if version.key != "v21" and given:
+        raise CimtoolError(f"{' '.join(given)}: options of V2.1's training estimate; NeuroSim "
+                           f"{version.name} estimates inference only")
     if found.is_file():
-        binary, version, applied = found, fmt, False
-        reporter.log(f"[yellow]note: running the given binary {found}: "
+        binary, applied = found, False
+        reporter.log(f"[yellow]note: running the given binary {found} as NeuroSim {version.name}: "
                      "its compiled Param.cpp holds, the card "
                      "and --cell/--cell-bits/--adc-bits/--subarray/--technode are not applied")
     else:
-        version = source_version(found)
-        if version != fmt:
-            raise CimtoolError(f"{p.trace} is a {fmt} trace but {found} is NeuroSim {version}: write the "
-                               f"trace with --format {version} or point --neurosim at a matching checkout")
-        binary, applied = build(found, settings, cache_root(p.cache_dir), reporter.log), True
+        if version.trace != fmt:
+            raise CimtoolError(f"{p.trace} is a {fmt} trace but {found} is NeuroSim {version.name}: write "
+                               f"the trace with --format {version.trace} or point --neurosim at a matching "
+                               "checkout")
+        if version.key == "v21" and settings.trainingEstimation:  # a given binary has its own Param.cpp
+            check_v21_training(network, settings.batchSize, settings.cellBit)
+        binary = build(found, settings, cache_root(p.cache_dir), reporter.log, version.patched)
+        applied = True
     output = StageOutput(KIND, out, root, f"{trace.path.name}-{card.name}", force,
                          inputs=[trace.path], started=t_start)
     out = output.path
-    reporter.log(f"run-neurosim: {trace.path} ({len(layers)} layers) on NeuroSim from {origin} → {out}")
+    auto = " (auto)" if p.subarray is None else ""
+    reporter.log(f"run-neurosim: {trace.path} ({len(layers)} layers) on NeuroSim {version.name} from "
+                 f"{origin}, {subarray}x{subarray} subarrays{auto} → {out}")
 
+    recorded = {k: v for k, v in asdict(settings).items() if version.key == "v21" or k not in TRAINING}
     params = {**asdict(p), "trace": str(trace.path), "neurosim_found": str(found), "origin": origin,
-              "version": version, "settings": asdict(settings), "settings_applied": applied}
+              "version": version.key, "settings": recorded, "settings_applied": applied}
     with output.writer(params) as writer:
         with reporter.progress() as progress:
             task = progress.add_task("NeuroSim", total=len(layers), status="floorplan")
@@ -108,9 +195,10 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
             work = writer.scratch / "run"  # V2.1 writes its CSVs into the working directory
             (work / "NeuroSim_Results_Each_Epoch").mkdir(parents=True)
             # absolute paths: NeuroSim runs in a scratch directory
-            argv = _argv(str(binary), trace, layers, version, lambda name: str(trace.file(name).resolve()))
-            stdout = run_binary(argv, work, p.timeout, on_line,
-                                settings.numRowSubArray if applied else None)
+            argv = _argv(str(binary), trace, layers, version, subarray,
+                         lambda name: str(trace.file(name).resolve()))
+            stdout = run_binary(argv, work, p.timeout, on_line, settings.numRowSubArray if applied else None,
+                                _fitting(network, trace, settings.cellBit))
         writer.path("stdout.txt").write_text(stdout)
         for produced in [work / "NeuroSim_Output.csv", *work.glob("NeuroSim_Results_Each_Epoch/*.csv")]:
             if produced.is_file():
@@ -121,16 +209,23 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
             raise CimtoolError(f"NeuroSim's output has no {', '.join(missing)}: not a DNN_NeuroSim run? "
                                "(its last line: "
                                f"{stdout.strip().splitlines()[-1] if stdout.strip() else '-'})")
+        check_physical(parsed, stdout)
         pq.write_table(pa.Table.from_pylist(parsed.chip), writer.path("summary.parquet"))
         pq.write_table(pa.Table.from_pylist([parsed.layers[k] for k in sorted(parsed.layers)]),
                        writer.path("layers.parquet"))
         pq.write_table(pa.Table.from_pylist(parsed.layer_lines), writer.path("layer_metrics.parquet"))
         writer.path("settings.json").write_text(json.dumps(
-            {"settings": asdict(settings), "applied": applied, "card": card.to_dict(), "version": version,
-             "arguments": _argv("main", trace, layers, version)[1:]}, indent=2, sort_keys=True, default=str)
+            {"settings": recorded, "applied": applied, "card": card.to_dict(), "version": version.key,
+             "patched": list(version.patched) if applied else [], "subarray_auto": p.subarray is None,
+             "arguments": _argv("main", trace, layers, version, subarray)[1:]},
+            indent=2, sort_keys=True, default=str)
             + "\n")
         summary = {m: parsed.chip_value(m) for m in HEADLINE}
         summary.update(layers=len(parsed.layers), device=card.name, cell_bits=settings.cellBit,
                        adc_levels=settings.levelOutput, subarray=settings.numRowSubArray,
+                       subarray_auto=p.subarray is None, neurosim_version=version.name,
                        settings_applied=applied)
+        if version.key == "v21":  # figures per epoch of train_batch × iterations images
+            summary.update(training_estimation=p.training_estimation, train_batch=p.train_batch,
+                           iterations=p.iterations, **{m: parsed.chip_value(m) for m in TRAINING_METRICS})
         return output.commit(writer, [trace.as_input("trace")], summary)

@@ -1,0 +1,311 @@
+"""NeuroSim as users have it: V1.3 (hwcomponents-neurosim), V1.4 (and V1.5) and V2.1 checkouts,
+found by what their main.cpp is; --subarray auto; traces and results checked before they count.
+
+V1.4 and V2.1 come from the unmodified release snapshots in the folder named by
+``CIMTOOL_NEUROSIM_SNAPSHOTS`` (``.ci/run`` sets it when the folder is there); their tests skip
+without it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cimtool import artifacts
+from cimtool.errors import CimtoolError
+from cimtool.neurosim import build as ns_build
+
+SNAPSHOTS = os.environ.get("CIMTOOL_NEUROSIM_SNAPSHOTS")
+HEAD = [[1, 1, 64, 1, 1, 10, 0, 1]]  # the default model's NetWork.csv: a 64→10 crossbar head
+MNIST_CNN = [[28, 28, 1, 3, 3, 16, 1, 1], [14, 14, 16, 3, 3, 32, 1, 1], [1, 1, 1568, 1, 1, 128, 0, 1],
+             [1, 1, 128, 1, 1, 10, 0, 1]]
+
+
+def _snapshot(version: str, part: str) -> Path:
+    if not SNAPSHOTS:
+        pytest.skip("CIMTOOL_NEUROSIM_SNAPSHOTS is not set (the DNN+NeuroSim release snapshots)")
+    path = Path(SNAPSHOTS) / f"DNN_NeuroSim_{version}" / part
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent")
+    if shutil.which("make") is None or shutil.which("g++") is None:
+        pytest.skip("building NeuroSim needs make and g++")
+    return path
+
+
+def _one_line(result, *needles):
+    lines = result.err.strip().splitlines()
+    assert result.code == 2 and len(lines) == 1 and "Traceback" not in result.err, result.err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_auto_subarray_follows_the_floorplan_rule():
+    """Chip.cpp: the widest novel-mapped layer, 2^⌈log2(Cout·⌈WBITS/cellBit⌉)⌉ columns, spans at
+    least two subarrays."""
+    assert ns_build.auto_subarray(HEAD, 8, 4) == 16  # 10 outputs × 2 cells = 20 → 32 columns
+    assert not ns_build.subarray_fits(HEAD, 32, 8, 4)
+    assert ns_build.auto_subarray(HEAD, 8, 1) == 64  # 80 → 128 columns; Cin 64 fills a 64-row subarray
+    assert ns_build.auto_subarray(MNIST_CNN, 8, 4) == 32  # the 3x3 convs are novel-mapped: 32 × 2 = 64
+    assert ns_build.auto_subarray(MNIST_CNN, 8, 1) == 128
+    with pytest.raises(CimtoolError, match="no --subarray of 128, 64, 32, 16, 8 fits"):
+        ns_build.auto_subarray([[1, 1, 64, 1, 1, 2, 0, 1]], 2, 2)
+
+
+def test_versions_are_told_by_main_cpp(tmp_path):
+    source = ns_build.bundled_source()
+    if source is None:
+        pytest.skip("no bundled V1.3 source")
+    assert ns_build.source_version(source).key == "v13"
+    fake = tmp_path / "NeuroSIM"
+    fake.mkdir()
+    (fake / "main.cpp").write_text("int main(int argc, char * argv[]) { return 0; }\n")
+    (fake / "Param.cpp").write_text("Param::Param() { technode = 22; }\n")
+    known = r"not a DNN\+NeuroSim release cimtool knows \(V2.1, V1.4/V1.5, V1.3\)"
+    with pytest.raises(CimtoolError, match=known):
+        ns_build.source_version(fake)
+
+
+def test_unknown_version_is_one_line_and_writes_nothing(default_trace, tmp_path, cli):
+    fake = tmp_path / "NeuroSIM"
+    fake.mkdir()
+    (fake / "main.cpp").write_text("int main() { return 0; }\n")
+    (fake / "Param.cpp").write_text("Param::Param() { technode = 22; }\n")
+    out = tmp_path / "out"
+    _one_line(cli("run-neurosim", "--trace", default_trace.path, "--neurosim", fake, "--out", out, "--quiet"),
+              "not a DNN+NeuroSim release cimtool knows")
+    assert not out.exists()
+
+
+def test_a_malformed_network_csv_is_refused_before_neurosim_runs(default_trace, tmp_path, cli):
+    broken = tmp_path / "trace"
+    shutil.copytree(default_trace.path, broken)
+    network = broken / "NetWork.csv"
+    network.write_text(network.read_text().replace(",0,1\n", ",0\n"))  # 7 columns
+    manifest = json.loads((broken / "manifest.json").read_text())  # re-hashed: only the content is wrong
+    manifest["files"]["NetWork.csv"] = {"sha256": artifacts.sha256_file(network),
+                                        "bytes": network.stat().st_size}
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    try:
+        artifacts.load(broken, "trace")
+    except CimtoolError as exc:  # the manifest format changed: rebuild it the way the writer does
+        pytest.skip(f"cannot re-hash a manifest by hand here: {exc}")
+    out = tmp_path / "out"
+    _one_line(cli("run-neurosim", "--trace", broken, "--out", out, "--quiet"), "NetWork.csv:1",
+              "not a NetWork.csv row")
+    assert not out.exists()
+
+
+def test_impossible_figures_are_refused(neurosim_auto_run):
+    from cimtool.neurosim.results import parse_stdout
+    from cimtool.stages.run_neurosim import check_physical
+
+    stdout = neurosim_auto_run.file("stdout.txt").read_text()
+    check_physical(parse_stdout(stdout), stdout)  # the real run passes
+    chip = pd.read_parquet(neurosim_auto_run.file("summary.parquet")).set_index("metric")
+    lines = stdout.splitlines()
+    n = int(chip.loc["dynamic_energy_pj", "line"]) - 1  # the line the parser read the chip's energy from
+    lines[n] = lines[n].split(":")[0] + ": -3.77e+09pJ"
+    bad = "\n".join(lines)
+    with pytest.raises(CimtoolError, match=r"physically impossible figures \(dynamic_energy_pj -3.77e\+09\)"):
+        check_physical(parse_stdout(bad), bad)
+
+
+@pytest.fixture(scope="module")
+def neurosim_auto_run(default_trace, neurosim_cache, tmp_path_factory):
+    """The default model through V1.3 with no --subarray."""
+    from cimtool.cli import main
+
+    out = tmp_path_factory.mktemp("ns-auto") / "run"
+    with pytest.raises(SystemExit) as exc:
+        main(["run-neurosim", "--trace", str(default_trace.path), "--cache-dir", str(neurosim_cache),
+              "--out", str(out), "--quiet"])
+    assert exc.value.code == 0
+    return artifacts.load(out, "neurosim")
+
+
+def test_default_model_runs_on_v13_without_a_subarray(neurosim_auto_run, neurosim_run):
+    s = neurosim_auto_run.summary
+    assert s["subarray"] == 16 and s["subarray_auto"] and s["neurosim_version"] == "V1.3"
+    assert s["tops_per_w"] == neurosim_run.summary["tops_per_w"]  # the same chip as --subarray 16
+
+
+def _values_equal_stdout(run: artifacts.Artifact) -> None:
+    stdout = run.file("stdout.txt").read_text().splitlines()
+    chip = pd.read_parquet(run.file("summary.parquet"))
+    assert len(chip) > 20
+    for row in chip.itertuples():
+        printed = re.findall(r"[-+]?\d+\.?\d*(?:[eE][-+]?\d+)?", stdout[row.line - 1].split(":")[-1])[0]
+        assert float(printed) == row.value, stdout[row.line - 1]
+
+
+def test_v14_builds_and_runs_the_default_model_without_a_subarray(default_trace, neurosim_cache, tmp_path,
+                                                                   cli):
+    source = _snapshot("V1.4", "Inference_pytorch")
+    assert ns_build.source_version(ns_build._source_dir(source)).key == "v14"
+    out = tmp_path / "v14"
+    result = cli("run-neurosim", "--trace", default_trace.path, "--neurosim", source, "--cache-dir",
+                 neurosim_cache, "--out", out, "--quiet", "--json")
+    assert result.code == 0, result.err
+    run = artifacts.load(out, "neurosim")
+    _values_equal_stdout(run)
+    s = run.summary
+    assert s["neurosim_version"] == "V1.4/V1.5" and s["subarray"] == 16 and s["subarray_auto"]
+    for key in ("chip_area_um2", "latency_ns", "dynamic_energy_pj", "tops_per_w"):
+        assert s[key] > 0, key
+    settings = json.loads(run.file("settings.json").read_text())
+    assert settings["version"] == "v14"
+    assert settings["arguments"][3:5] == ["16", "16"]  # subArray, parallelRead
+    assert "readVoltage" not in settings["patched"]  # V1.4 derives it from technode
+
+
+@pytest.mark.parametrize("version, part", [("V1.4", "Inference_pytorch"), ("V2.1", "Training_pytorch")])
+def test_trace_files_identical_to_each_releases_own_hook(version, part, tmp_path):
+    """neurosim-trace's input and weight files, byte for byte what the release's utee/hook.py writes.
+
+    V2.1's stretch_input ignores padding and stride (it takes the valid stride-1 windows of the
+    unpadded input and leaves the other rows zero), so V2.1 is compared on unpadded stride-1 convs."""
+    import numpy as np
+    import torch
+
+    from cimtool.neurosim.trace import bits_csv, layer_weight_csv, stretch
+    from tests.neurosim_reference import reference_files
+
+    checkout = _snapshot(version, part)
+    rng = np.random.default_rng(3)
+    cases, ours = {}, {}
+    for bits in (4, 8):
+        geometries = ((3, 1, 1), (3, 0, 2), (5, 2, 2)) if version != "V2.1" else ((3, 0, 1), (5, 0, 1))
+        for kernel, padding, stride in geometries:
+            x = rng.uniform(-1, 1, (1, 3, 9, 9)).astype(np.float32)
+            name = f"conv_{bits}_{kernel}_{padding}_{stride}"
+            cases[name] = x
+            windows = stretch(x[0].astype(np.float64), kernel, (padding, padding), (stride, stride))
+            ours[name] = bits_csv(windows, bits)
+        x = rng.uniform(-1, 1, (1, 300)).astype(np.float32)
+        cases[f"fc_{bits}"] = x
+        ours[f"fc_{bits}"] = bits_csv(x, bits)
+        limit = 1 - 1 / 2**bits  # the +1.0 clip does not bite below this
+        for n, shape in enumerate([(16, 3, 3, 3), (10, 64)]):
+            w = torch.empty(shape).uniform_(-limit, limit).numpy()
+            cases[f"weight_{bits}_{n}"] = w
+            ours[f"weight_{bits}_{n}"] = layer_weight_csv(w, 1.0, bits)
+    reference = reference_files(checkout, cases, tmp_path)
+    for name in cases:
+        assert ours[name] == reference[name], name
+
+
+# --- V2.1: the training estimate, fast by default --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def v21_trace(default_model, tmp_path_factory):
+    from cimtool.stages import neurosim_trace as stage
+    from cimtool.ui import Reporter
+
+    art, _, root = default_model
+    out = tmp_path_factory.mktemp("trace-v21") / "trace"
+    return stage.run(stage.TraceParams(model=str(art.path), format="v21"), out, root, False,
+                     Reporter(quiet=True))
+
+
+def test_training_settings_are_patched_in_v21_only():
+    assert set(ns_build.TRAINING) <= set(ns_build.BY_KEY["v21"].patched)
+    for key in ("v13", "v14"):  # V1.x builds and their cache keys are what they were
+        assert not set(ns_build.TRAINING) & set(ns_build.BY_KEY[key].patched)
+    text = ("Param::Param() {\n\ttrainingEstimation = true; // x\n\tbatchSize = 200;\n"
+            "\tnumIteration = 250;\n}\n")
+    settings = ns_build.NeuroSimSettings(trainingEstimation=False, batchSize=4, numIteration=2)
+    patched = ns_build.patch_param(text, settings, ns_build.TRAINING)
+    assert "trainingEstimation = false; // x" in patched and "batchSize = 4;" in patched
+    assert "numIteration = 2;" in patched
+
+
+def test_v21_options_are_refused_for_v1x_in_one_line(default_trace, tmp_path, cli):
+    if ns_build.bundled_source() is None:
+        pytest.skip("no bundled V1.3 source")
+    out = tmp_path / "out"
+    result = cli("run-neurosim", "--trace", default_trace.path, "--iterations", "3", "--out", out, "--quiet")
+    _one_line(result, "--iterations 3", "NeuroSim V1.3 estimates inference only")
+    assert not out.exists()
+
+
+def test_a_v13_trace_is_refused_by_v21_in_one_line(default_trace, tmp_path, cli):
+    source = _snapshot("V2.1", "Training_pytorch")
+    out = tmp_path / "out"
+    result = cli("run-neurosim", "--trace", default_trace.path, "--neurosim", source, "--out", out, "--quiet")
+    _one_line(result, "is a v13 trace", "NeuroSim V2.1", "--format v21")
+    assert not out.exists()
+
+
+def test_v21_training_refuses_what_it_cannot_compute():
+    with pytest.raises(CimtoolError, match=r"needs >= 128 output positions .* layer 1, the largest input; it "
+                                           r"has 1"):
+        ns_build.check_v21_training(HEAD, 200, 4)  # fully connected only: V2.1 would spin for hours
+    with pytest.raises(CimtoolError, match=r"--train-batch 8: .* --train-batch >= 16"):
+        ns_build.check_v21_training(MNIST_CNN, 8, 4)
+    ns_build.check_v21_training(MNIST_CNN, 16, 4)
+
+
+def test_the_default_model_is_refused_by_v21_training_in_one_line(v21_trace, tmp_path, cli):
+    source = _snapshot("V2.1", "Training_pytorch")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    result = cli("run-neurosim", "--trace", v21_trace.path, "--neurosim", source, "--cache-dir", cache,
+                 "--out", out, "--quiet")
+    _one_line(result, "NeuroSim V2.1's training estimate needs >= 128 output positions")
+    assert not out.exists() and not cache.exists()  # refused before building
+
+
+def test_v21_builds_and_runs_a_cnn_in_seconds(neurosim_cache, tmp_path):
+    """V2.1's training estimate, built with cimtool's settings and its defaults, on a small CNN's
+    record (random weights and inputs): every figure parsed equals its stdout line."""
+    import numpy as np
+
+    from cimtool.devices.card import load_card
+    from cimtool.neurosim.results import TRAINING_METRICS, parse_stdout
+    from cimtool.neurosim.results import run as run_binary
+    from cimtool.stages.params import RunParams
+
+    source = ns_build._source_dir(_snapshot("V2.1", "Training_pytorch"))
+    p = RunParams(trace="-")
+    card = load_card(p.device)
+    subarray = ns_build.auto_subarray(MNIST_CNN, 8, 4)
+    settings = ns_build.NeuroSimSettings.from_card(card, p.cell, 4, p.adc_bits, subarray, p.technode, True,
+                                                   p.train_batch, p.iterations)
+    ns_build.check_v21_training(MNIST_CNN, settings.batchSize, settings.cellBit)
+    binary = ns_build.build(source, settings, neurosim_cache, lambda *_: None, ns_build.BY_KEY["v21"].patched)
+    rng = np.random.default_rng(0)
+    (tmp_path / "NetWork.csv").write_text("".join(",".join(map(str, r)) + "\n" for r in MNIST_CNN))
+    argv = [str(binary), "1", str(tmp_path / "NetWork.csv"), "8", "8"]
+    for k, (h, w, cin, kh, kw, cout, _, _) in enumerate(MNIST_CNN, 1):
+        weights = rng.uniform(-1, 1, (cin * kh * kw, cout))
+        np.savetxt(tmp_path / f"weight{k}.csv", weights, delimiter=",", fmt="%.5f")
+        np.savetxt(tmp_path / f"weightOld{k}.csv", weights * 0.99, delimiter=",", fmt="%.5f")
+        bits = rng.random((cin * kh * kw, (h - kh + 1) * (w - kw + 1) * 8)) < 0.4
+        np.savetxt(tmp_path / f"input{k}.csv", bits, delimiter=",", fmt="%d")
+        argv += [str(tmp_path / f"{n}{k}.csv") for n in ("weight", "weightOld", "input")] + ["0.4"]
+    work = tmp_path / "run"
+    (work / "NeuroSim_Results_Each_Epoch").mkdir(parents=True)
+    stdout = run_binary(argv, work, 60, lambda line: None, subarray)
+    parsed = parse_stdout(stdout)
+    lines = stdout.splitlines()
+    for row in parsed.chip + parsed.layer_lines:
+        printed = re.findall(r"[-+]?\d+\.?\d*(?:[eE][-+]?\d+)?", lines[row["line"] - 1].split(":")[-1])[0]
+        assert float(printed) == row["value"], lines[row["line"] - 1]
+    chip = {m["metric"]: m["value"] for m in parsed.chip}
+    for key in ("chip_area_um2", "latency_ns", "dynamic_energy_pj", "leakage_energy_pj", "tops_per_w", "tops",
+                "fps", "area_weight_gradient_um2"):
+        assert chip[key] > 0, key
+    for key in TRAINING_METRICS:
+        assert chip[key] > 0, key
+    phases = ("forward", "activation_gradient", "weight_gradient", "weight_update")
+    assert chip["latency_ns"] == pytest.approx(sum(chip[f"{p}_latency_ns"] for p in phases), rel=1e-4)
+    assert chip["dynamic_energy_pj"] == pytest.approx(sum(chip[f"{p}_energy_pj"] for p in phases), rel=1e-4)
+    assert {"forward_latency_ns", "weight_update_energy_pj", "adc_energy_pj", "dram_energy_pj"} <= set(
+        parsed.layers[2])
+    assert (work / "NeuroSim_Results_Each_Epoch" / "NeuroSim_Breakdown_Epock_1.csv").stat().st_size > 0
+    runtime = next(line for line in lines if line.startswith("Total Run-time of NeuroSim"))
+    assert float(runtime.split(":")[1].split()[0]) <= 60, runtime
