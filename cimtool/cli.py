@@ -24,8 +24,8 @@ from cimtool.stages import params as P
 
 app = typer.Typer(
     name="cimtool",
-    help="Take neural networks onto compute-in-memory and spiking hardware built from emerging "
-    "synaptic devices. Each command is a stage that reads and writes versioned artifacts.",
+    help="Take neural networks onto compute-in-memory and spiking hardware built from emerging synaptic "
+         "devices. Each command is a stage that reads and writes versioned artifacts.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -46,10 +46,10 @@ def _param(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -
 # The options every artifact-writing stage shares.
 OUTPUT = [
     _param("out", Annotated[Path | None, typer.Option(
-        "--out", help="Output artifact directory (default: a new directory under the artifacts "
-                      "root).")], None),
-    _param("force", Annotated[bool, typer.Option("--force", help="Replace an existing --out "
-                                                                 "artifact.")], False),
+        "--out", help="Output artifact directory (default: a new directory under the artifacts root).")],
+        None),
+    _param("force", Annotated[bool, typer.Option("--force", help="Replace an existing --out artifact.")],
+           False),
     _param("artifacts_root", Annotated[Path, typer.Option(
         "--artifacts-root", envvar="CIMTOOL_ARTIFACTS", help="Root for default outputs and look-ups.")],
         Path("artifacts")),
@@ -57,8 +57,9 @@ OUTPUT = [
     _param("quiet", Quiet, False),
 ]
 RESUME = _param("resume", Annotated[bool, typer.Option(
-    rich_help_panel="Training", help="Continue an interrupted run with the same parameters from its last "
-    "epoch checkpoint (the newest one under the artifacts root, or --out's).")], False)
+    rich_help_panel="Training",
+    help="Continue an interrupted run with the same parameters from its last epoch checkpoint (the newest "
+    "one under the artifacts root, or --out's).")], False)
 
 # command, stage module (cimtool.stages.<module>: run(params, out, root, force, reporter) and
 # headline(artifact)), params class, help
@@ -162,9 +163,9 @@ def _global_options(
         typer.Option(
             "--threads",
             envvar="CIMTOOL_THREADS",
-            help="CPU threads for torch (before the command: cimtool --threads 1 map-weights …). "
-            "Default: OMP_NUM_THREADS if set, else the cores this process may run on (its CPU "
-            "affinity), so that jobs side by side do not oversubscribe the machine.",
+            help="CPU threads for torch (before the command: cimtool --threads 1 map-weights …). Default: "
+                 "OMP_NUM_THREADS if set, else the cores this process may run on (its CPU affinity), so "
+                 "that jobs side by side do not oversubscribe the machine.",
         ),
     ] = None,
 ) -> None:
@@ -180,7 +181,7 @@ def inspect_(
     hashes_only: Annotated[
         bool,
         typer.Option(help="Check the manifest, payload hashes and inputs only, not the content (fast: no "
-                     "model rebuild); what pipelines use to skip finished stages."),
+                          "model rebuild); what pipelines use to skip finished stages."),
     ] = False,
     json_: Json = False,
 ) -> None:

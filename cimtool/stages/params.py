@@ -38,8 +38,9 @@ def torch_device_option(help: str = "Where torch computes: auto (CUDA when avail
 
 
 def calibration_samples_option():
-    return option(CALIBRATION_SAMPLES, help="Train samples (stratified, seeded by --seed) that set converter "
-                  "ranges and thresholds; a number above the split's size takes all of it.")
+    return option(CALIBRATION_SAMPLES, help="Train samples (stratified, seeded by --seed) that set "
+                                            "converter ranges and thresholds; a number above the split's "
+                                            "size takes all of it.")
 
 
 def data_dir_option():
@@ -102,35 +103,39 @@ def _schemes(given: str) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class TrainAnnParams:
     dataset: str = option("mnist5k", panel="Data", help="mnist5k (embedded), digits (embedded), mnist or "
-                          "cifar10 (from --data-dir), fashion-mnist (from --data-dir, default "
-                          "/usr/share/datasets/fashion-mnist: apt-get install dataset-fashion-mnist).")
+                                                        "cifar10 (from --data-dir), fashion-mnist (from "
+                                                        "--data-dir, default "
+                                                        "/usr/share/datasets/fashion-mnist: apt-get "
+                                                        "install dataset-fashion-mnist).")
     data_dir: str | None = option(None, panel="Data", cli_type=Path | None, parse=text,
-                                  help="Folder with MNIST or Fashion-MNIST IDX files, or CIFAR-10 "
-                                       "binary files.")
+                                  help="Folder with MNIST or Fashion-MNIST IDX files, or CIFAR-10 binary "
+                                       "files.")
     allow_pickle: bool = option(False, panel="Data", help="Allow the python (pickle) CIFAR-10 batches; "
-                                "unpickling can run code.")
-    model: str = option("crossbar", panel="Model", help="crossbar (front-end + 64-row crossbar head), vgg8, "
-                        "mnist_cnn or organic_cnn (organic optoelectronic synapses of --device).")
+                                                          "unpickling can run code.")
+    model: str = option("crossbar", panel="Model", help="crossbar (front-end + 64-row crossbar head), "
+                                                        "vgg8, mnist_cnn or organic_cnn (organic "
+                                                        "optoelectronic synapses of --device).")
     method: str = option("proj_sup_64", panel="Model", help="Front-end of the crossbar model: proj_sup_64, "
-                         "proj_pca_64, avgpool_8x8, bilinear_8x8.")
+                                                            "proj_pca_64, avgpool_8x8, bilinear_8x8.")
     hidden: list[int] = option(panel="Model", factory=list, cli_type=list[int] | None,
                                parse=lambda v: list(v or []), show=lambda v: None,
                                help="Hidden width of the crossbar head (repeat for more layers).")
-    epochs: int | None = option(None, panel="Training", help="Epochs of the (head) training. Default: "
-                                                             "as many "
-                                "as see 525,000 training samples (150 epochs of mnist5k), at most 150: "
-                                "150 on "
-                                "mnist5k and digits, 10 on Fashion-MNIST's 54,000; the manifest records the "
-                                "number used.")
-    frontend_epochs: int = option(20, panel="Training", help="Epochs of the proj_sup_64 projection training, "
-                                  "whatever the data set's size (unlike --epochs: the projection gains from "
-                                  "more data).")
+    epochs: int | None = option(None, panel="Training", help="Epochs of the (head) training. Default: as "
+                                                             "many as see 525,000 training samples (150 "
+                                                             "epochs of mnist5k), at most 150: 150 on "
+                                                             "mnist5k and digits, 10 on Fashion-MNIST's "
+                                                             "54,000; the manifest records the number "
+                                                             "used.")
+    frontend_epochs: int = option(20, panel="Training", help="Epochs of the proj_sup_64 projection "
+                                                             "training, whatever the data set's size "
+                                                             "(unlike --epochs: the projection gains from "
+                                                             "more data).")
     frontend_lr: float = option(1e-2, panel="Training", help="Peak learning rate per 256 samples of the "
-                                "proj_sup_64 projection training.")
+                                                             "proj_sup_64 projection training.")
     batch_size: int = option(128, panel="Training", help="Mini-batch size.")
     lr: float | None = option(None, panel="Training", help="Peak learning rate per 256 samples (scaled "
-                              "linearly with --batch-size); default: 0.04 for the crossbar head, 0.002 "
-                              "for CNNs.")
+                                                           "linearly with --batch-size); default: 0.04 for "
+                                                           "the crossbar head, 0.002 for CNNs.")
     optimizer: str = option("adamw", panel="Training", help="adamw or sgd.")
     weight_decay: float = option(1e-4, panel="Training", help="Decoupled weight decay.")
     momentum: float = option(0.9, panel="Training", help="SGD (Nesterov) momentum.")
@@ -143,19 +148,23 @@ class TrainAnnParams:
     split_seed: int = option(0, panel="Data", help="Seed of the train/val/test split.")
     seed: int = seed_option()
     compile: str = option("auto", panel="Training", help="torch.compile: auto (on CUDA; on CPU for runs "
-                          "estimated over 10 min), on, off.")
+                                                         "estimated over 10 min), on, off.")
     loader: str = option("auto", panel="Training", help="auto, memory (in-memory batcher) or dataloader.")
     augment: str = option("auto", panel="Training", help="Random crop + horizontal flip of image batches "
-                          "(suits natural images, not digits): auto (on for CNNs on cifar10), on, off.")
+                                                         "(suits natural images, not digits): auto (on for "
+                                                         "CNNs on cifar10), on, off.")
     torch_device: str = torch_device_option("Where torch trains: auto, cpu or cuda.", panel="Training")
-    front_end: str = option("none", panel="Model", help="none, or optical: the organic optoelectronic sensor "
-                            "(inverse sRGB gamma, Poisson shot noise, R/G/B responsivity of --device) in "
-                            "front of the model.")
+    front_end: str = option("none", panel="Model", help="none, or optical: the organic optoelectronic "
+                                                        "sensor (inverse sRGB gamma, Poisson shot noise, "
+                                                        "R/G/B responsivity of --device) in front of the "
+                                                        "model.")
     max_photons: float | None = option(None, panel="Model", help="Photons per pixel at full white for "
-                                       "--front-end optical (default: the card's, else 10000).")
-    device: str | None = option(None, panel="Model", help="Device card of --front-end optical (its [optical] "
-                                "responsivity) and of --model organic_cnn (g_max, read voltage, C2C). "
-                                "Default: organic_ofet.")
+                                                                 "--front-end optical (default: the "
+                                                                 "card's, else 10000).")
+    device: str | None = option(None, panel="Model", help="Device card of --front-end optical (its "
+                                                          "[optical] responsivity) and of --model "
+                                                          "organic_cnn (g_max, read voltage, C2C). "
+                                                          "Default: organic_ofet.")
 
 
 @dataclass(frozen=True)
@@ -163,20 +172,21 @@ class MapParams:
     mapping: MappingOptions = field(default_factory=MappingOptions)
     model: str | None = model_option()
     method: str = method_option()
-    program: bool = option(False, panel=MAP, help="Also draw one chip's programmed conductances (D2D, write "
-                           "noise, stuck-at; --seed).")
+    program: bool = option(False, panel=MAP, help="Also draw one chip's programmed conductances (D2D, "
+                                                  "write noise, stuck-at; --seed).")
     evaluate: bool = option(False, panel=SIM, help="Accuracy of float vs mapped (ideal) vs mapped with the "
-                            "card's non-idealities.")
+                                                   "card's non-idealities.")
     split: str = option("test", panel=SIM, help="Split to evaluate on: test, val or train.")
     trials: int = option(10, panel=SIM, help="Monte Carlo trials (fresh chip each).")
     effects: tuple[str, ...] = effects_option(SIM)
     adc_bits: int | None = option(None, panel=SIM, help="ADC bits (default: the card's).")
     scheme: str | None = option(None, panel=SIM, help="Readout: A (each column digitised, then subtracted) "
-                                "or B (I_pos-I_neg into one ADC). Default: the card's.")
+                                                      "or B (I_pos-I_neg into one ADC). Default: the "
+                                                      "card's.")
     input_bits: int | None = option(None, panel=SIM, help="DAC/input bits (default: the card's).")
     encoding: str = option("analog", panel=SIM, flag="--dac-encoding", old_flag="--encoding",
                            help="Inputs: analog (one read, DAC voltages) or bitserial (one binary read per "
-                           "input bit).")
+                                "input bit).")
     drift_time: float = option(3600.0, panel=SIM, help="Seconds after programming, for drift.")
     data_dir: str | None = data_dir_option()
     seed: int = seed_option()
@@ -208,17 +218,17 @@ class ExportParams:
 
 @dataclass(frozen=True)
 class QatParams:
-    mode: str = option("qat", help="ptq (quantize to the device levels, no training), qat (fine-tune on the "
-                       "levels with a straight-through estimator), noise (qat + the card's D2D/C2C/read "
-                       "noise) "
-                       "or onchip (NeuroSim V2.1 on-chip training: pulses along the card's LTP/LTD curves).")
+    mode: str = option("qat", help="ptq (quantize to the device levels, no training), qat (fine-tune on "
+                                   "the levels with a straight-through estimator), noise (qat + the card's "
+                                   "D2D/C2C/read noise) or onchip (NeuroSim V2.1 on-chip training: pulses "
+                                   "along the card's LTP/LTD curves).")
     model: str | None = model_option()
     method: str = method_option()
     mapping: MappingOptions = field(default_factory=MappingOptions)
     epochs: int = option(30, panel="Training", help="Fine-tuning epochs.")
-    lr: float | None = option(None, panel="Training", help="Peak learning rate per 256 samples (default: the "
-                              "model's training LR x 0.25); for --mode onchip the QG gradient scale "
-                              "(default 0.25).")
+    lr: float | None = option(None, panel="Training", help="Peak learning rate per 256 samples (default: "
+                                                           "the model's training LR x 0.25); for --mode "
+                                                           "onchip the QG gradient scale (default 0.25).")
     batch_size: int = option(128, panel="Training", help="Mini-batch size.")
     noise_scale: float = option(1.0, panel="Training", help="Scale of the card's sigmas in --mode noise "
                                                             "training.")
@@ -241,10 +251,10 @@ class CalibrateParams:
     percentiles: tuple[str, ...] = option(PERCENTILES, panel="Calibration", cli_type=str,
                                           parse=parse_percentiles, show=comma_text,
                                           help="Percentiles p of each layer's activations on train "
-                                          "(comma-separated; 'max' = the maximum).")
+                                               "(comma-separated; 'max' = the maximum).")
     ratios: tuple[float, ...] = numbers_option(DEFAULT_RATIOS, float, panel="Calibration",
                                                help="Ratios r to try on val: the top level sits at r x P_p "
-                                               "(comma-separated, > 0).")
+                                                    "(comma-separated, > 0).")
     data_dir: str | None = data_dir_option()
     seed: int = seed_option("Seed of rate-coded input spikes and of the calibration sample.")
     calibration_samples: int = calibration_samples_option()
@@ -255,14 +265,13 @@ class CalibrateParams:
 class SweepParams:
     models: tuple[str, ...] = option((), flag="--model", cli_type=list[Path] | None,
                                      parse=lambda v: tuple(str(m) for m in v or []), show=lambda v: None,
-                                     help="Model, qmodel or snn artifact to sweep (repeat for several; "
-                                          "an snn "
-                                     "brings its thresholds, neuron and encoding). Default: the newest model "
-                                     "of each --method.")
+                                     help="Model, qmodel or snn artifact to sweep (repeat for several; an "
+                                          "snn brings its thresholds, neuron and encoding). Default: the "
+                                          "newest model of each --method.")
     methods: tuple[str, ...] = option(("proj_sup_64",), flag="--method", cli_type=list[str] | None,
                                       parse=lambda v: tuple(v or ["proj_sup_64"]), show=lambda v: None,
                                       help="Front-end(s) whose newest model to sweep when --model is not "
-                                      "given (repeat for several; default proj_sup_64).")
+                                           "given (repeat for several; default proj_sup_64).")
     device: str = like(MappingOptions, "device")
     schemes: tuple[str, ...] = option(("A", "B"), flag="--scheme", panel="Grid", cli_type=str,
                                       show=comma_text, parse=_schemes,
@@ -274,8 +283,9 @@ class SweepParams:
     timesteps: tuple[int, ...] = numbers_option((1, 2, 4, 8, 16, 32), int, panel="Grid", help="Timesteps T.")
     effects: tuple[str, ...] = effects_option("Grid")
     trials: int = option(3, panel="Grid", help="Chips (Monte Carlo) per configuration; the same for all.")
-    tolerance: float = option(0.5, panel="Selection", help="The recommendation is the cheapest configuration "
-                              "within this many accuracy points of the best (val).")
+    tolerance: float = option(0.5, panel="Selection", help="The recommendation is the cheapest "
+                                                           "configuration within this many accuracy points "
+                                                           "of the best (val).")
     array_rows: int = like(MappingOptions, "array_rows")
     array_cols: int = like(MappingOptions, "array_cols")
     data_dir: str | None = data_dir_option()
@@ -293,12 +303,13 @@ class TraceParams:
     model: str | None = model_option()
     method: str = method_option()
     format: str = option("v13", help="v13 (DNN_NeuroSim V1.3/V1.4 inference: weight + input files) or v21 "
-                         "(V2.1 training: adds weightOld files and each layer's input activity).")
+                                     "(V2.1 training: adds weightOld files and each layer's input "
+                                     "activity).")
     weight_bits: int = option(8, help="Weight precision (NeuroSim's WBITS).")
     input_bits: int = option(8, help="Input activation precision (NeuroSim's ABITS).")
     split: str = option("test", help="Split the batch comes from: test, val or train.")
-    batch_size: int = option(16, help="Samples whose input bit activity is averaged (the trace has one "
-                                      "of them).")
+    batch_size: int = option(16, help="Samples whose input bit activity is averaged (the trace has one of "
+                                      "them).")
     sample: int = option(0, help="Index in the batch of the sample written to input*.csv.")
     data_dir: str | None = data_dir_option()
 
@@ -308,36 +319,38 @@ CHIP = "Chip (Param.cpp)"
 
 @dataclass(frozen=True)
 class RunParams:
-    trace: str = option("", required=True, cli_type=Path, parse=text, help="Trace artifact (from "
-                                                                           "neurosim-trace).")
-    neurosim: str | None = option(None, envvar="CIMTOOL_NEUROSIM", help="Your DNN_NeuroSim checkout "
-                                  "(V1.3/V1.4 inference or V2.1 training; its NeuroSIM folder or the "
-                                  "repository "
-                                  "root) or a built binary. Default: the source inside an installed "
-                                  "hwcomponents-neurosim.")
+    trace: str = option("", required=True, cli_type=Path, parse=text,
+                        help="Trace artifact (from neurosim-trace).")
+    neurosim: str | None = option(None, envvar="CIMTOOL_NEUROSIM",
+                                  help="Your DNN_NeuroSim checkout (V1.3 or V1.4/V1.5 inference, V2.1 "
+                                       "training; its NeuroSIM folder or the repository root) or a built "
+                                       "binary. Default: the source inside an installed "
+                                       "hwcomponents-neurosim.")
     device: str = like(MappingOptions, "device")
     cell: str = option("rram", panel=CHIP, help="Memory cell: rram, sram or fefet.")
-    cell_bits: int | None = option(None, panel=CHIP, help="Bits per cell (default: log2 of the card's "
-                                                          "levels).")
+    cell_bits: int | None = option(None, panel=CHIP,
+                                   help="Bits per cell (default: log2 of the card's levels).")
     adc_bits: int | None = option(None, panel=CHIP, help="ADC bits: levelOutput = 2^N (default: the card's).")
     subarray: int | None = option(None, panel=CHIP, cli_type=str, parse=_subarray, show=lambda v: "auto",
-                                  help="Subarray rows = columns: a power of two >= 8, or auto (the "
-                                  "largest of 128, 64, ..., 8 that NeuroSim's floorplan accepts for the "
-                                  "trace).")
+                                  help="Subarray rows = columns: a power of two >= 8, or auto (the largest "
+                                       "of 128, 64, ..., 8 that NeuroSim's floorplan accepts for the "
+                                       "trace).")
     technode: int = option(22, panel=CHIP, help="Technology node in nm.")
     timeout: float = option(3600.0, help="Seconds NeuroSim may run.")
-    cache_dir: str | None = option(None, cli_type=Path | None, parse=text, help="Where built NeuroSims "
-                                                                                "are kept "
-                                   "(default: $CIMTOOL_CACHE/neurosim or ~/.cache/cimtool/neurosim).")
+    cache_dir: str | None = option(None, cli_type=Path | None, parse=text,
+                                   help="Where built NeuroSims are kept (default: $CIMTOOL_CACHE/neurosim "
+                                        "or ~/.cache/cimtool/neurosim).")
     # V2.1 only (Param.cpp's trainingEstimation, batchSize, numIteration): refused for a V1.x NeuroSim
     training_estimation: str = option("on", panel="NeuroSim V2.1", help="on: V2.1 estimates on-chip "
-                                      "training (forward, activation gradient, weight gradient, weight "
-                                      "update); off: inference only.")
+                                                                        "training (forward, activation "
+                                                                        "gradient, weight gradient, weight "
+                                                                        "update); off: inference only.")
     train_batch: int = option(200, panel="NeuroSim V2.1", help="Images per training iteration (NeuroSim's "
-                              "batchSize; at least 2^cellBit).")
+                                                               "batchSize; at least 2^cellBit).")
     iterations: int = option(250, panel="NeuroSim V2.1", help="Iterations per epoch (NeuroSim's "
-                             "numIteration): V2.1's figures are per epoch of train-batch × iterations "
-                             "images; neither changes its run time.")
+                                                              "numIteration): V2.1's figures are per epoch "
+                                                              "of train-batch × iterations images; neither "
+                                                              "changes its run time.")
 
 
 @dataclass(frozen=True)
