@@ -309,3 +309,43 @@ def test_v21_builds_and_runs_a_cnn_in_seconds(neurosim_cache, tmp_path):
     assert (work / "NeuroSim_Results_Each_Epoch" / "NeuroSim_Breakdown_Epock_1.csv").stat().st_size > 0
     runtime = next(line for line in lines if line.startswith("Total Run-time of NeuroSim"))
     assert float(runtime.split(":")[1].split()[0]) <= 60, runtime
+
+
+def test_a_checkout_that_does_not_build_is_one_line_with_the_log(default_trace, tmp_path, cli):
+    source = ns_build.bundled_source()
+    if source is None or shutil.which("make") is None or shutil.which("g++") is None:
+        pytest.skip("needs the bundled V1.3 source, make and g++")
+    broken = tmp_path / "NeuroSIM"
+    shutil.copytree(source, broken, ignore=shutil.ignore_patterns("*.o", "main"))
+    (broken / "Chip.cpp").write_text((broken / "Chip.cpp").read_text() + "\nthis is not C++;\n")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    result = cli("run-neurosim", "--trace", default_trace.path, "--neurosim", broken, "--cache-dir", cache,
+                 "--out", out, "--quiet")
+    _one_line(result, "building NeuroSim", "Chip.cpp", "error:", "the whole log:")
+    log = Path(result.err.split("the whole log: ")[1].strip())
+    assert log.is_file() and "this is not C++" in log.read_text()
+    assert not out.exists()
+
+
+def test_a_v21_run_over_its_timeout_is_killed(neurosim_cache, tmp_path, cli):
+    """mnist_cnn's v21 trace through V2.1 with a timeout it cannot meet (its run takes ~1 s)."""
+    source = _snapshot("V2.1", "Training_pytorch")
+    trace = _cnn_v21_trace(tmp_path)
+    out = tmp_path / "out"
+    result = cli("run-neurosim", "--trace", trace, "--neurosim", source, "--cache-dir", neurosim_cache,
+                 "--timeout", "0.2", "--out", out, "--quiet")
+    _one_line(result, "NeuroSim ran over --timeout 0.2 s and was stopped")
+    assert not out.exists() and not list(tmp_path.glob("out.*"))  # no artifact, no partial, no lock
+
+
+def _cnn_v21_trace(tmp_path: Path) -> Path:
+    """A v21 trace of mnist_cnn trained one epoch on mnist5k (a CNN: V2.1 can estimate its training)."""
+    from cimtool.cli import main
+
+    for args in (["train-ann", "--model", "mnist_cnn", "--epochs", "1", "--out", str(tmp_path / "cnn")],
+                 ["neurosim-trace", "--model", str(tmp_path / "cnn"), "--format", "v21", "--out",
+                  str(tmp_path / "trace")]):
+        with pytest.raises(SystemExit) as exc:
+            main([*args, "--artifacts-root", str(tmp_path), "--quiet"])
+        assert exc.value.code == 0
+    return tmp_path / "trace"

@@ -211,6 +211,13 @@ def cache_root(given: str | None) -> Path:
     return root.resolve()  # the binary is run from another directory
 
 
+def first_error(output: str) -> str:
+    """The compiler's first error line (``file:line:col: error: …``), else make's last line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    return next((line for line in lines if ": error:" in line or ": fatal error:" in line),
+                lines[-1] if lines else "no output")
+
+
 def build(source: Path, settings: NeuroSimSettings, cache: Path, log=print,
           names: tuple[str, ...] = _ALL) -> Path:
     """The built ``main`` for ``source`` with the ``names`` of ``settings`` patched in (built once,
@@ -244,8 +251,10 @@ def build(source: Path, settings: NeuroSimSettings, cache: Path, log=print,
         except subprocess.TimeoutExpired:
             raise CimtoolError(f"building NeuroSim took over {BUILD_TIMEOUT_S} s; gave up") from None
         if proc.returncode != 0 or not (work / "main").is_file():
-            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-8:])
-            raise CimtoolError(f"building NeuroSim in {work} failed (make exit {proc.returncode}):\n{tail}")
+            log_path = cache / f"build-failed-{_source_hash(source)[:12]}.log"
+            log_path.write_text(proc.stdout + proc.stderr)
+            raise CimtoolError(f"building NeuroSim from {source} failed (make exit {proc.returncode}): "
+                               f"{first_error(proc.stdout + proc.stderr)}; the whole log: {log_path}")
         for obj in work.glob("*.o"):
             obj.unlink()
         try:
