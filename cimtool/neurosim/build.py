@@ -86,16 +86,6 @@ class NeuroSimSettings:
                    batchSize=train_batch, numIteration=iterations)
 
 
-@dataclass(frozen=True)
-class NeuroSim:
-    """A NeuroSim to run: a binary, and the source it was built from (None: a given binary)."""
-
-    binary: Path
-    source: Path | None
-    version: str  # a Version key
-    settings_applied: bool
-
-
 # --- locate ------------------------------------------------------------------------------------
 
 def _source_dir(path: Path) -> Path | None:
