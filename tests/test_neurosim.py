@@ -91,19 +91,20 @@ def test_input_codes_saturate_like_the_reference():
     assert as_int.tolist() == [7, 7, 7, -8, -8, -3]  # floor(x·8), clamped to the 4-bit range
 
 
-def test_patch_param_changes_only_the_constructor_defaults():
+def test_patch_param_reads_each_setting_at_start_up_with_the_release_default():
     source = ns_build.bundled_source()
     if source is None:
         pytest.skip("hwcomponents-neurosim is not installed")
     text = (source / "Param.cpp").read_text(errors="replace")
-    settings = ns_build.NeuroSimSettings(cellBit=4, levelOutput=64, numRowSubArray=32, numColSubArray=32,
-                                         resistanceOn=2.34e8, resistanceOff=4.18e11, readVoltage=0.2)
-    patched = ns_build.patch_param(text, settings)
-    assert (re.search(r"^\s*cellBit = 4;", patched, re.M)
-            and re.search(r"^\s*levelOutput = 64;", patched, re.M))
-    assert re.search(r"^\s*resistanceOff = 418000000000.0;", patched, re.M)
+    patched = ns_build.patch_param(text)
+    assert re.search(r'^\s*cellBit = cimtool_setting\("CIMTOOL_NS_cellBit", 2\);', patched, re.M)
+    assert re.search(r'^\s*resistanceOff = cimtool_setting\("CIMTOOL_NS_resistanceOff", 6e3\*150\);', patched,
+                     re.M)
     assert "cellBit = 1;             // force cellBit = 1 for all SRAM cases" in patched  # untouched
-    assert len(patched.splitlines()) == len(text.splitlines())
+    assert len(patched.splitlines()) == len(text.splitlines()) + ns_build._READER.count("\n")
+    settings = ns_build.NeuroSimSettings(cellBit=4, resistanceOff=4.18e11)
+    env = ns_build.setting_env(settings)
+    assert env["CIMTOOL_NS_cellBit"] == "4" and float(env["CIMTOOL_NS_resistanceOff"]) == 4.18e11
 
 
 # --- the stage ---------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ without it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -219,9 +220,11 @@ def test_training_settings_are_patched_in_v21_only():
     text = ("Param::Param() {\n\ttrainingEstimation = true; // x\n\tbatchSize = 200;\n"
             "\tnumIteration = 250;\n}\n")
     settings = ns_build.NeuroSimSettings(trainingEstimation=False, batchSize=4, numIteration=2)
-    patched = ns_build.patch_param(text, settings, ns_build.TRAINING)
-    assert "trainingEstimation = false; // x" in patched and "batchSize = 4;" in patched
-    assert "numIteration = 2;" in patched
+    patched = ns_build.patch_param(text, ns_build.TRAINING)
+    assert 'trainingEstimation = cimtool_setting("CIMTOOL_NS_trainingEstimation", true); // x' in patched
+    assert 'batchSize = cimtool_setting("CIMTOOL_NS_batchSize", 200);' in patched
+    assert ns_build.setting_env(settings, ns_build.TRAINING) == {
+        "CIMTOOL_NS_trainingEstimation": "0", "CIMTOOL_NS_batchSize": "4", "CIMTOOL_NS_numIteration": "2"}
 
 
 def test_v21_options_are_refused_for_v1x_in_one_line(default_trace, tmp_path, cli):
@@ -276,7 +279,8 @@ def test_v21_builds_and_runs_a_cnn_in_seconds(neurosim_cache, tmp_path):
     settings = ns_build.NeuroSimSettings.from_card(card, p.cell, 4, p.adc_bits, subarray, p.technode, True,
                                                    p.train_batch, p.iterations)
     ns_build.check_v21_training(MNIST_CNN, settings.batchSize, settings.cellBit)
-    binary = ns_build.build(source, settings, neurosim_cache, lambda *_: None, ns_build.BY_KEY["v21"].patched)
+    names = ns_build.BY_KEY["v21"].patched
+    binary = ns_build.build(source, neurosim_cache, lambda *_: None, names)
     rng = np.random.default_rng(0)
     (tmp_path / "NetWork.csv").write_text("".join(",".join(map(str, r)) + "\n" for r in MNIST_CNN))
     argv = [str(binary), "1", str(tmp_path / "NetWork.csv"), "8", "8"]
@@ -289,7 +293,8 @@ def test_v21_builds_and_runs_a_cnn_in_seconds(neurosim_cache, tmp_path):
         argv += [str(tmp_path / f"{n}{k}.csv") for n in ("weight", "weightOld", "input")] + ["0.4"]
     work = tmp_path / "run"
     (work / "NeuroSim_Results_Each_Epoch").mkdir(parents=True)
-    stdout = run_binary(argv, work, 60, lambda line: None, subarray)
+    env = ns_build.setting_env(settings, names)
+    stdout = run_binary(argv, work, 60, lambda line: None, subarray, None, env)
     parsed = parse_stdout(stdout)
     lines = stdout.splitlines()
     for row in parsed.chip + parsed.layer_lines:
@@ -349,3 +354,35 @@ def _cnn_v21_trace(tmp_path: Path) -> Path:
             main([*args, "--artifacts-root", str(tmp_path), "--quiet"])
         assert exc.value.code == 0
     return tmp_path / "trace"
+
+
+def test_one_build_serves_every_chip_and_equals_a_dedicated_build(default_trace, neurosim_cache, tmp_path):
+    """The environment-driven binary gives, byte for byte, the stdout of a build whose Param.cpp has
+    the same settings written in (what cimtool built before), for a chip unlike the release's."""
+    import subprocess
+
+    from cimtool.neurosim.results import run as run_binary
+
+    source = ns_build.bundled_source()
+    if source is None or shutil.which("make") is None:
+        pytest.skip("needs the bundled V1.3 source and make")
+    settings = ns_build.NeuroSimSettings(cellBit=2, levelOutput=16, numRowSubArray=16, numColSubArray=16,
+                                         resistanceOn=2.34e8, resistanceOff=4.18e11, readVoltage=0.2)
+    binary = ns_build.build(source, neurosim_cache, lambda *_: None)
+    dedicated = tmp_path / "dedicated"
+    shutil.copytree(source, dedicated, ignore=shutil.ignore_patterns("*.o", "main"))
+    text = (dedicated / "Param.cpp").read_text(errors="replace")
+    for name, value in dataclasses.asdict(settings).items():  # literal values, as a user edits Param.cpp
+        literal = repr(value) if isinstance(value, float) else str(value)
+        text = re.sub(rf"^(\s*){name}\s*=\s*[^;]*;", rf"\g<1>{name} = {literal};", text, count=1, flags=re.M)
+    (dedicated / "Param.cpp").write_text(text)
+    subprocess.run(["make", "-j2"], cwd=dedicated, check=True, capture_output=True)
+    files = default_trace.path
+    args = [str(files / "NetWork.csv"), "8", "8", str(files / "weight1.csv"), str(files / "input1.csv")]
+    outputs = []
+    for exe, env in ((binary, ns_build.setting_env(settings)), (dedicated / "main", None)):
+        work = tmp_path / f"run-{len(outputs)}"
+        work.mkdir()
+        outputs.append(run_binary([str(exe), *args], work, 120, lambda line: None, 16, None, env))
+    strip = [re.sub(r"Total Run-time of NeuroSim: .*", "", o) for o in outputs]
+    assert strip[0] == strip[1] and "ChipArea" in strip[0]

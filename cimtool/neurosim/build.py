@@ -165,22 +165,36 @@ def source_version(source: Path) -> Version:
 
 # --- Param.cpp ---------------------------------------------------------------------------------
 
-def patch_param(text: str, settings: NeuroSimSettings, names: tuple[str, ...] = _ALL) -> str:
-    """Replace the first assignment of every setting in ``names`` (the constructor's default) in
-    Param.cpp."""
-    for name, value in asdict(settings).items():
-        if name not in names:
-            continue
-        pattern = re.compile(rf"^(\s*){name}\s*=\s*[^;]*;", re.MULTILINE)
+ENV_PREFIX = "CIMTOOL_NS_"  # NeuroSim reads setting ``name`` from CIMTOOL_NS_<name> at start-up
+_READER = (
+    "#include <cstdlib>  // cimtool: Param.cpp settings read from the environment at start-up\n"
+    "static double cimtool_setting(const char *name, double fallback) {\n"
+    "    const char *value = std::getenv(name);\n"
+    "    return value ? std::atof(value) : fallback;\n"
+    "}\n"
+)
+
+
+def patch_param(text: str, names: tuple[str, ...] = _ALL) -> str:
+    """Param.cpp whose first assignment of every setting in ``names`` (the constructor's default)
+    reads ``CIMTOOL_NS_<name>`` at start-up, the release's own value where it is unset: one build
+    serves every chip cimtool describes (:func:`setting_env`)."""
+    for name in names:
+        pattern = re.compile(rf"^(\s*){name}\s*=\s*([^;]*);", re.MULTILINE)
         if not pattern.search(text):
             raise CimtoolError(f"Param.cpp has no '{name} = …;' assignment: "
                                f"not a DNN_NeuroSim {', '.join(v.name for v in VERSIONS)} source?")
-        if isinstance(value, bool):
-            literal = "true" if value else "false"
-        else:
-            literal = repr(value) if isinstance(value, float) else str(value)
-        text = pattern.sub(lambda m, lit=literal, n=name: f"{m.group(1)}{n} = {lit};", text, count=1)
-    return text
+        text = pattern.sub(lambda m, n=name: f'{m.group(1)}{n} = cimtool_setting("{ENV_PREFIX}{n}", '
+                                             f'{m.group(2).strip()});', text, count=1)
+    return _READER + text
+
+
+def setting_env(settings: NeuroSimSettings, names: tuple[str, ...] = _ALL) -> dict[str, str]:
+    """The environment that sets ``names`` of ``settings`` in a binary built by :func:`build`
+    (exact: a double's repr round-trips through atof)."""
+    def text(value) -> str:
+        return str(int(value)) if isinstance(value, bool) else repr(value)
+    return {f"{ENV_PREFIX}{k}": text(v) for k, v in asdict(settings).items() if k in names}
 
 
 def _source_hash(source: Path) -> str:
@@ -208,12 +222,10 @@ def first_error(output: str) -> str:
                 lines[-1] if lines else "no output")
 
 
-def build(source: Path, settings: NeuroSimSettings, cache: Path, log=print,
-          names: tuple[str, ...] = _ALL) -> Path:
-    """The built ``main`` for ``source`` with the ``names`` of ``settings`` patched in (built once,
-    then reused)."""
-    patched = {k: v for k, v in asdict(settings).items() if k in names}
-    key = hashlib.sha256((_source_hash(source) + json.dumps(patched, sort_keys=True)).encode())
+def build(source: Path, cache: Path, log=print, names: tuple[str, ...] = _ALL) -> Path:
+    """The built ``main`` for ``source`` whose settings ``names`` come from the environment (built
+    once per source, then reused for every chip: run it with :func:`setting_env`)."""
+    key = hashlib.sha256((_source_hash(source) + json.dumps([_READER, sorted(names)])).encode())
     target = cache / key.hexdigest()[:20]
     binary = target / "main"
     if binary.is_file():
@@ -232,9 +244,9 @@ def build(source: Path, settings: NeuroSimSettings, cache: Path, log=print,
             if path.is_file() and not path.name.endswith(".o") and path.name != "main":
                 shutil.copy2(path, work / path.name)
         param = work / "Param.cpp"
-        param.write_text(patch_param(param.read_text(errors="replace"), settings, names))
-        (work / "cimtool-settings.json").write_text(json.dumps(patched, indent=1, sort_keys=True))
-        log(f"building NeuroSim from {source} (once per source and settings) …")
+        param.write_text(patch_param(param.read_text(errors="replace"), names))
+        (work / "cimtool-settings.json").write_text(json.dumps({"from_environment": sorted(names)}, indent=1))
+        log(f"building NeuroSim from {source} (once per source) …")
         try:
             proc = subprocess.run(["make", f"-j{os.cpu_count() or 2}"], cwd=work, capture_output=True,
                                   text=True, timeout=BUILD_TIMEOUT_S)

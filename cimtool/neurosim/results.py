@@ -10,6 +10,7 @@ number is kept with the stdout line it came from.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import threading
@@ -176,11 +177,11 @@ def _diagnose(rc: int, output: str, subarray: int | None, fitting: int | None = 
 
 
 def run(argv: list[str], cwd, timeout: float, on_line: Callable[[str], None],
-        subarray: int | None = None, fitting: int | None = None) -> str:
+        subarray: int | None = None, fitting: int | None = None, env: dict[str, str] | None = None) -> str:
     """Run NeuroSim (argv list, no shell) and return its stdout; failures raise with the output tail."""
     try:
         proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                errors="replace")
+                                errors="replace", env=None if env is None else {**os.environ, **env})
     except OSError as exc:
         raise CimtoolError(f"{argv[0]}: cannot run NeuroSim ({exc.strerror})") from None
     lines: list[str] = []

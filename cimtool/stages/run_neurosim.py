@@ -126,6 +126,7 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
         cache_root,
         check_v21_training,
         locate,
+        setting_env,
         source_version,
     )
     from cimtool.neurosim.results import TRAINING_METRICS, parse_stdout
@@ -169,7 +170,7 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
                                "checkout")
         if version.key == "v21" and settings.trainingEstimation:  # a given binary has its own Param.cpp
             check_v21_training(network, settings.batchSize, settings.cellBit)
-        binary = build(found, settings, cache_root(p.cache_dir), reporter.log, version.patched)
+        binary = build(found, cache_root(p.cache_dir), reporter.log, version.patched)
         applied = True
     output = StageOutput(KIND, out, root, f"{trace.path.name}-{card.name}", force,
                          inputs=[trace.path], started=t_start)
@@ -197,8 +198,9 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
             # absolute paths: NeuroSim runs in a scratch directory
             argv = _argv(str(binary), trace, layers, version, subarray,
                          lambda name: str(trace.file(name).resolve()))
+            env = setting_env(settings, version.patched) if applied else None
             stdout = run_binary(argv, work, p.timeout, on_line, settings.numRowSubArray if applied else None,
-                                _fitting(network, trace, settings.cellBit))
+                                _fitting(network, trace, settings.cellBit), env)
         writer.path("stdout.txt").write_text(stdout)
         for produced in [work / "NeuroSim_Output.csv", *work.glob("NeuroSim_Results_Each_Epoch/*.csv")]:
             if produced.is_file():
