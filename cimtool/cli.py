@@ -1,7 +1,7 @@
 """The `cimtool` command line, derived from the stages' params dataclasses.
 
 Each stage command is one row of ``STAGES``: its options are the fields of its params class
-(``cimtool/stages/params.py``, see ``cimtool/options.py``) plus the output options every stage
+(``cimtool/params.py``, see ``cimtool/options.py``) plus the output options every stage
 shares (``OUTPUT``, declared once here); its body builds the params, runs the stage and prints the
 stage's headline. Stage modules are imported when their command runs, so ``cimtool --help`` never
 loads torch.
@@ -19,8 +19,8 @@ from typing import Annotated, Any
 import typer
 
 from cimtool import options
+from cimtool import params as P
 from cimtool.errors import CimtoolError
-from cimtool.stages import params as P
 
 app = typer.Typer(
     name="cimtool",

@@ -270,7 +270,7 @@ def test_v21_builds_and_runs_a_cnn_in_seconds(neurosim_cache, tmp_path):
     from cimtool.devices.card import load_card
     from cimtool.neurosim.results import TRAINING_METRICS, parse_stdout
     from cimtool.neurosim.results import run as run_binary
-    from cimtool.stages.params import RunParams
+    from cimtool.params import RunParams
 
     source = ns_build._source_dir(_snapshot("V2.1", "Training_pytorch"))
     p = RunParams(trace="-")

@@ -1,4 +1,4 @@
-"""Options declared once (cimtool/options.py, cimtool/stages/params.py): the command line is derived
+"""Options declared once (cimtool/options.py, cimtool/params.py): the command line is derived
 from the params dataclasses, shared options are declared once, checks have one wording."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import pytest
 
 from cimtool import options
+from cimtool import params as P
 from cimtool.checks import check_choice, check_choices, check_range
 from cimtool.errors import CimtoolError
-from cimtool.stages import params as P
 
 
 def test_one_field_is_one_option(monkeypatch):

@@ -36,8 +36,8 @@ from cimtool.nn.snn_spec import (
     neuron_names,
     open_snn,  # noqa: F401 (re-exported: callers open snn artifacts from here)
 )
+from cimtool.params import CalibrateParams  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput, check_torch_device, resolve_device
-from cimtool.stages.params import CalibrateParams  # noqa: F401 (re-exported)
 from cimtool.ui import Reporter
 
 PERCENTILES = ("99.9", "99.99", "max")

@@ -22,8 +22,8 @@ from cimtool import artifacts
 from cimtool.devices.cmap import MappedModel, MappingOptions, load_cmap, map_loaded_model
 from cimtool.errors import CimtoolError
 from cimtool.models.io import open_model, resolve_model
+from cimtool.params import ExportParams  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput
-from cimtool.stages.params import ExportParams  # noqa: F401 (re-exported)
 from cimtool.ui import Reporter
 
 KIND = "weightmap"

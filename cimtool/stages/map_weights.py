@@ -34,8 +34,8 @@ from cimtool.devices.cmap import (
 from cimtool.errors import CimtoolError
 from cimtool.models.io import model_splits, open_model, resolve_model
 from cimtool.nn.array import ArrayConfig
+from cimtool.params import MapParams  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput, check_torch_device, resolve_device
-from cimtool.stages.params import MapParams  # noqa: F401 (re-exported)
 from cimtool.ui import Reporter
 
 SPLITS = ("train", "val", "test")

@@ -23,8 +23,8 @@ from cimtool import artifacts
 from cimtool.checks import check_choice, check_range
 from cimtool.errors import CimtoolError
 from cimtool.neurosim.trace import FORMATS
+from cimtool.params import TraceParams  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput
-from cimtool.stages.params import TraceParams  # noqa: F401 (re-exported)
 from cimtool.ui import Reporter
 
 KIND = "trace"

@@ -67,6 +67,7 @@ from cimtool import artifacts
 from cimtool.checks import check_choices, check_range
 from cimtool.data.calibration import check_calibration_samples
 from cimtool.errors import CimtoolError
+from cimtool.params import ProfileParams  # noqa: F401 (re-exported)
 from cimtool.profiling import (  # noqa: F401 (TOP_OPS, memory_high_water: re-exported)
     MODES,
     SNN_MODES,
@@ -81,7 +82,6 @@ from cimtool.profiling import (  # noqa: F401 (TOP_OPS, memory_high_water: re-ex
 from cimtool.report.profile_table import render
 from cimtool.report.profile_table import si as _si  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput, check_torch_device, resolve_device
-from cimtool.stages.params import ProfileParams  # noqa: F401 (re-exported)
 from cimtool.ui import Reporter
 
 KIND = "profile"

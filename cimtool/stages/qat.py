@@ -44,8 +44,8 @@ from cimtool.models.io import model_splits, open_model, resolve_model, save_mode
 from cimtool.models.registry import MODELS
 from cimtool.nn.array import EFFECTS, ArrayConfig
 from cimtool.nn.quant import DeviceWeight, NoiseSpec, attach, detach_all
+from cimtool.params import QatParams  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput, check_torch_device, resolve_device
-from cimtool.stages.params import QatParams  # noqa: F401 (re-exported)
 from cimtool.train.batching import TensorData, to_float
 from cimtool.train.loop import TrainConfig, evaluate, fit
 from cimtool.ui import Reporter

@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 
 from cimtool import artifacts
 from cimtool.errors import CimtoolError
+from cimtool.params import ReportParams  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput
-from cimtool.stages.params import ReportParams  # noqa: F401 (re-exported)
 from cimtool.ui import Reporter
 
 KIND = "report"

@@ -30,8 +30,8 @@ import pyarrow.parquet as pq
 from cimtool import artifacts
 from cimtool.errors import CimtoolError
 from cimtool.neurosim.build import Version
+from cimtool.params import RunParams  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput
-from cimtool.stages.params import RunParams  # noqa: F401 (re-exported)
 from cimtool.ui import Reporter
 
 KIND = "neurosim"

@@ -33,8 +33,8 @@ from cimtool.data.calibration import check_calibration_samples
 from cimtool.errors import CimtoolError
 from cimtool.models.io import find_model
 from cimtool.nn.snn_spec import Candidate, load_candidate
+from cimtool.params import SweepParams  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput, check_torch_device, resolve_device
-from cimtool.stages.params import SweepParams  # noqa: F401 (re-exported)
 from cimtool.ui import Reporter
 
 KIND = "sweep"

@@ -25,8 +25,8 @@ from cimtool.errors import CimtoolError
 from cimtool.models.frontends import FRONTENDS
 from cimtool.models.io import save_model
 from cimtool.models.registry import MODELS, make_spec
+from cimtool.params import TrainAnnParams  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput
-from cimtool.stages.params import TrainAnnParams  # noqa: F401 (re-exported)
 from cimtool.train.batching import TensorData, to_float
 from cimtool.train.loop import OPTIMIZERS, FitResult, TrainConfig, evaluate, fit
 from cimtool.ui import Reporter
