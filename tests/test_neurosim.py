@@ -137,7 +137,8 @@ def test_trace_of_the_default_model(default_trace, default_model):
 def test_conv_trace_network_csv_and_activity(tmp_path):
     """VGG8's NetWork.csv equals the one shipped with NeuroSim; conv activity = mean of the file's bits."""
     from cimtool.models.registry import build, make_spec
-    from cimtool.stages.neurosim_trace import TraceParams, write_record
+    from cimtool.neurosim.record import write_record
+    from cimtool.params import TraceParams
 
     spec = make_spec("vgg8", None, (3, 16, 16), 10, [])
     torch.manual_seed(0)

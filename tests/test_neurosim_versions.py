@@ -103,7 +103,7 @@ def test_a_malformed_network_csv_is_refused_before_neurosim_runs(default_trace, 
 
 def test_impossible_figures_are_refused(neurosim_auto_run):
     from cimtool.neurosim.results import parse_stdout
-    from cimtool.stages.run_neurosim import check_physical
+    from cimtool.neurosim.runner import check_physical
 
     stdout = neurosim_auto_run.file("stdout.txt").read_text()
     check_physical(parse_stdout(stdout), stdout)  # the real run passes

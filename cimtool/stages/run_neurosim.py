@@ -18,7 +18,6 @@ compute are refused before it is built (``build.check_v21_training``).
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from dataclasses import asdict
@@ -29,81 +28,14 @@ import pyarrow.parquet as pq
 
 from cimtool import artifacts
 from cimtool.errors import CimtoolError
-from cimtool.neurosim.build import Version
 from cimtool.params import RunParams  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput
 from cimtool.ui import Reporter
 
 KIND = "neurosim"
-HEADLINE = ("chip_area_um2", "latency_ns", "dynamic_energy_pj", "leakage_energy_pj", "tops_per_w", "tops",
-            "fps", "tops_per_mm2")
 _V21_ONLY = ("training_estimation", "train_batch", "iterations")  # RunParams set in V2.1's Param.cpp only
 
 
-
-
-def _argv(binary: str, trace: artifacts.Artifact, layers: list[dict], version: Version, subarray: int,
-          path=lambda name: name) -> list[str]:
-    """NeuroSim's argument list for this record (``path`` turns a trace file name into an argument)."""
-    p = trace.params
-    args = [binary] + (["1"] if version.key == "v21" else [])  # V2.1: the epoch first
-    args += [path("NetWork.csv"), str(p["weight_bits"]), str(p["input_bits"])]
-    if version.subarray_on_argv:  # V1.4+: subArray, then parallelRead (all rows: as its inference.py)
-        args += [str(subarray), str(subarray)]
-    for layer in layers:
-        k = layer["layer"]
-        if version.key == "v21":
-            args += [path(f"weight{k}.csv"), path(f"weightOld{k}.csv"), path(f"input{k}.csv"),
-                     repr(layer["activity_sample"])]
-        else:
-            args += [path(f"weight{k}.csv"), path(f"input{k}.csv")]
-    return args
-
-
-def _network(trace: artifacts.Artifact) -> list[list[float]]:
-    """NetWork.csv's rows (IFM H, W, Cin, kH, kW, Cout, pool, stride), checked against the trace's
-    layer files: a malformed record is refused before NeuroSim runs on it."""
-    path = trace.file("NetWork.csv")
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        cells = [c.strip() for c in line.split(",") if c.strip()]
-        try:
-            values = [float(c) for c in cells]
-        except ValueError:
-            values = []
-        if len(values) != 8 or any(v < 0 or v != int(v) for v in values):
-            raise CimtoolError(f"{path}:{n}: not a NetWork.csv row (8 non-negative integers: IFM H, W, Cin, "
-                               f"kH, kW, Cout, pool, stride), got '{line.strip()}'")
-        rows.append(values)
-    layers = pq.read_table(trace.file("layers.parquet")).num_rows
-    if len(rows) != layers:
-        raise CimtoolError(f"{path}: {len(rows)} rows for the trace's {layers} layers")
-    return rows
-
-
-def check_physical(parsed, stdout: str) -> None:
-    """Refuse figures no chip can have (negative energy or area, zero latency, non-finite values):
-    NeuroSim prints such numbers, with exit code 0, for records it misreads."""
-    bad = []
-    for metric in HEADLINE:
-        value = parsed.chip_value(metric)
-        if value is not None and (not math.isfinite(value) or value < 0
-                                  or (value == 0 and metric in ("chip_area_um2", "latency_ns"))):
-            bad.append(f"{metric} {value:g}")
-    if bad:
-        last = " | ".join(stdout.strip().splitlines()[-3:])
-        raise CimtoolError(f"NeuroSim returned physically impossible figures ({', '.join(bad)}): the "
-                           "trace and its NetWork.csv disagree, or the settings are inconsistent; its last "
-                           f"lines: {last}")
-
-
-def _fitting(network: list[list[float]], trace: artifacts.Artifact, cell_bits: int) -> int | None:
-    from cimtool.neurosim.build import auto_subarray
-
-    try:
-        return auto_subarray(network, trace.params["weight_bits"], cell_bits)
-    except CimtoolError:
-        return None
 
 
 def headline(artifact: artifacts.Artifact) -> str:
@@ -131,6 +63,7 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
     )
     from cimtool.neurosim.results import TRAINING_METRICS, parse_stdout
     from cimtool.neurosim.results import run as run_binary
+    from cimtool.neurosim.runner import HEADLINE, argv, check_complete, check_physical, fitting, network_rows
 
     if not p.timeout > 0:
         raise CimtoolError(f"--timeout must be > 0 seconds, got {p.timeout}")
@@ -139,7 +72,7 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
     layers = pq.read_table(trace.file("layers.parquet")).to_pylist()
     fmt = trace.params.get("format", "v13")
     card = load_card(p.device)
-    network = _network(trace)
+    network = network_rows(trace.file("NetWork.csv"), len(layers))
     check_choice("--training-estimation", p.training_estimation, ("on", "off"))
     training = dict(training=p.training_estimation == "on", train_batch=p.train_batch,
                     iterations=p.iterations)
@@ -196,21 +129,18 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
             work = writer.scratch / "run"  # V2.1 writes its CSVs into the working directory
             (work / "NeuroSim_Results_Each_Epoch").mkdir(parents=True)
             # absolute paths: NeuroSim runs in a scratch directory
-            argv = _argv(str(binary), trace, layers, version, subarray,
-                         lambda name: str(trace.file(name).resolve()))
+            bits = trace.params["weight_bits"], trace.params["input_bits"]
+            args = argv(str(binary), *bits, layers, version, subarray,
+                        lambda name: str(trace.file(name).resolve()))
             env = setting_env(settings, version.patched) if applied else None
-            stdout = run_binary(argv, work, p.timeout, on_line, settings.numRowSubArray if applied else None,
-                                _fitting(network, trace, settings.cellBit), env)
+            stdout = run_binary(args, work, p.timeout, on_line, settings.numRowSubArray if applied else None,
+                                fitting(network, bits[0], settings.cellBit), env)
         writer.path("stdout.txt").write_text(stdout)
         for produced in [work / "NeuroSim_Output.csv", *work.glob("NeuroSim_Results_Each_Epoch/*.csv")]:
             if produced.is_file():
                 shutil.copy2(produced, writer.path(produced.name))
         parsed = parse_stdout(stdout)
-        missing = [m for m in ("chip_area_um2", "latency_ns", "tops_per_w") if parsed.chip_value(m) is None]
-        if missing:
-            raise CimtoolError(f"NeuroSim's output has no {', '.join(missing)}: not a DNN_NeuroSim run? "
-                               "(its last line: "
-                               f"{stdout.strip().splitlines()[-1] if stdout.strip() else '-'})")
+        check_complete(parsed, stdout)
         check_physical(parsed, stdout)
         pq.write_table(pa.Table.from_pylist(parsed.chip), writer.path("summary.parquet"))
         pq.write_table(pa.Table.from_pylist([parsed.layers[k] for k in sorted(parsed.layers)]),
@@ -219,7 +149,7 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
         writer.path("settings.json").write_text(json.dumps(
             {"settings": recorded, "applied": applied, "card": card.to_dict(), "version": version.key,
              "patched": list(version.patched) if applied else [], "subarray_auto": p.subarray is None,
-             "arguments": _argv("main", trace, layers, version, subarray)[1:]},
+             "arguments": argv("main", *bits, layers, version, subarray)[1:]},
             indent=2, sort_keys=True, default=str)
             + "\n")
         summary = {m: parsed.chip_value(m) for m in HEADLINE}

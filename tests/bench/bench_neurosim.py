@@ -30,8 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 from cimtool.artifacts import sha256_file  # noqa: E402
 from cimtool.models.registry import build, make_spec  # noqa: E402
+from cimtool.neurosim.record import write_record  # noqa: E402
 from cimtool.neurosim.trace import bits_csv, quantize_weights, stretch, weight_csv  # noqa: E402
-from cimtool.stages.neurosim_trace import TraceParams, write_record  # noqa: E402
+from cimtool.params import TraceParams  # noqa: E402
 from tests.neurosim_reference import reference_hook  # noqa: E402
 
 

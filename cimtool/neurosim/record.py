@@ -1,0 +1,168 @@
+"""A DNN+NeuroSim layer record of a model on a batch: the files ``neurosim-trace`` writes and the
+records ``sweep --cost neurosim`` runs (file formats: :mod:`cimtool.neurosim.trace`).
+
+- :func:`write_record`: the record of an ANN (``input_bits`` two's complement bit planes per window,
+  as DNN_NeuroSim's ``hook.py``), V1.3 or V2.1 layout, with ``trace_command.sh`` and ``layers.parquet``.
+- :func:`write_spike_record`: the record of one timestep of the model's spiking twin: one bit per
+  window, the spikes a rate-coded network carries (NeuroSim's ``numBitInput`` = 1, one read pulse).
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cimtool.errors import CimtoolError
+
+NETWORK = "NetWork.csv"
+COMMAND = "trace_command.sh"
+V21_EPOCH = 1  # the epoch number a V2.1 run of this record reports
+
+
+class RecordOptions(Protocol):
+    """What shapes a record (``TraceParams`` has these)."""
+
+    format: str  # v13 or v21
+    weight_bits: int
+    input_bits: int
+    sample: int  # index in the batch of the sample whose input files are written
+
+
+def layer_inputs(model, spec: dict[str, Any], x) -> dict[str, Any]:
+    """Each crossbar layer's input on the batch (float64 numpy) and its output shape."""
+    import torch
+
+    record: dict[str, Any] = {}
+    hooks = [model.get_submodule(layer["name"]).register_forward_hook(
+        lambda _m, inp, out, name=layer["name"]: record.__setitem__(
+            name, (inp[0].detach().double().numpy(), tuple(out.shape))))
+        for layer in spec["crossbar_layers"]]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return record
+
+
+def followed_by_pool(model, names: list[str]) -> dict[str, bool]:
+    """Whether a max-pool comes between each crossbar layer and the next (NetWork.csv column 7)."""
+    from torch import nn
+
+    pooled = dict.fromkeys(names, False)
+    by_id = {id(model.get_submodule(n)): n for n in names}
+    current = None
+    for module in model.modules():
+        if id(module) in by_id:
+            current = by_id[id(module)]
+        elif isinstance(module, nn.MaxPool2d) and current is not None:
+            pooled[current] = True
+    return pooled
+
+
+def _activity(batch: np.ndarray, layer: dict[str, Any], bits: int, padding: tuple[int, int]) -> np.ndarray:
+    """Mean input bit of each sample's unrolled input, without unrolling the whole batch: each
+    pixel counts once per window that covers it, and padding contributes zeros."""
+    import torch
+    from torch.nn import functional as F
+
+    from cimtool.neurosim.trace import input_codes
+
+    ones = input_codes(batch, bits).sum(axis=0, dtype=np.float64)  # [B, …] one-bits per value
+    if layer["type"] == "linear":
+        return ones.reshape(len(batch), -1).mean(axis=1) / bits
+    (kh, kw), height, width = layer["kernel_size"], *batch.shape[2:]
+    (ph, pw), (sh, sw) = padding, layer["stride"]
+    oh, ow = (height + 2 * ph - kh) // sh + 1, (width + 2 * pw - kw) // sw + 1
+    cover = F.conv_transpose2d(torch.ones(1, 1, oh, ow, dtype=torch.float64),
+                               torch.ones(1, 1, kh, kw, dtype=torch.float64),
+                               stride=(sh, sw), padding=(ph, pw))[0, 0].numpy()
+    full = np.zeros((height, width))
+    full[: cover.shape[0], : cover.shape[1]] = cover[:height, :width]
+    return (ones * full).reshape(len(batch), -1).sum(axis=1) / (oh * ow * layer["rows"] * bits)
+
+
+def _command(p: RecordOptions, files: list[list[str]], activities: list[float]) -> str:
+    """trace_command.sh: the NeuroSim command line of this record, run from its own directory."""
+    args = [NETWORK, str(p.weight_bits), str(p.input_bits)]
+    if p.format == "v21":
+        args.insert(0, str(V21_EPOCH))
+        for (weight, old, inp), act in zip(files, activities, strict=True):
+            args += [weight, old, inp, repr(act)]
+    else:
+        for weight, inp in files:
+            args += [weight, inp]
+    version = "V2.1 (training)" if p.format == "v21" else "V1.3 (inference)"
+    return ("#!/bin/sh\n"
+            f"# DNN+NeuroSim {version} on this layer record (written by cimtool neurosim-trace).\n"
+            "# NEUROSIM: the NeuroSim binary (cimtool run-neurosim builds one and runs it for you).\n"
+            'cd "$(dirname "$0")" || exit 1\n'
+            'exec "${NEUROSIM:-./NeuroSIM/main}" ' + " ".join(shlex.quote(a) for a in args) + "\n")
+
+
+def write_record(model, spec: dict[str, Any], x, p: RecordOptions, directory: Path,
+                 old_model=None, log=lambda _msg: None) -> list[dict[str, Any]]:
+    """Write the layer record of ``model`` on the batch ``x`` into ``directory``; one row per layer."""
+    from cimtool.neurosim.trace import bits_csv, layer_weight_csv, network_row, stretch
+
+    layers = spec["crossbar_layers"]
+    inputs = layer_inputs(model, spec, x)
+    pooled = followed_by_pool(model, [layer["name"] for layer in layers])
+    rows, net_rows, files = [], [], []
+
+    def weights_file(weight: np.ndarray, scale: float, name: str) -> None:
+        (directory / name).write_bytes(layer_weight_csv(weight, scale, p.weight_bits))
+
+    for k, layer in enumerate(layers, start=1):
+        name = layer["name"]
+        batch, _ = inputs[name]
+        in_scale = float(np.abs(batch).max()) or 1.0
+        scaled = batch / in_scale
+        weight = model.get_submodule(name).weight.detach().numpy()
+        w_scale = float(np.abs(weight).max()) or 1.0
+        names = [f"weight{k}.csv", f"input{k}.csv"]
+        weights_file(weight, w_scale, names[0])
+        # V2.1's hook and C++ take the unpadded windows only; V1.3's hook pads
+        padding = (0, 0) if p.format == "v21" else tuple(layer.get("padding", (0, 0)))
+        if layer["type"] == "conv2d":
+            kh, kw = layer["kernel_size"]
+            if kh != kw:
+                raise CimtoolError(f"layer {name}: NeuroSim traces need square kernels, got {kh}x{kw}")
+            unrolled = stretch(scaled[p.sample], kh, padding, tuple(layer["stride"]))
+            height, width = batch.shape[2:]
+        else:
+            unrolled, (height, width) = scaled[p.sample][None, :], (1, 1)
+        (directory / names[1]).write_bytes(bits_csv(unrolled, p.input_bits))
+        if p.format == "v21":
+            old = old_model.get_submodule(name).weight.detach().numpy() if old_model else weight
+            names.insert(1, f"weightOld{k}.csv")
+            weights_file(old, w_scale, names[1])
+        per_sample = _activity(scaled, layer, p.input_bits, padding)
+        net_rows.append(network_row(layer, height, width, pooled[name]))
+        note = ""
+        if any(layer.get("padding", (0, 0))):
+            kh, kw = layer["kernel_size"]
+            unpadded = f"{height - kh + 1}x{width - kw + 1}"
+            note = (f"padding {layer['padding'][0]}: NeuroSim assumes none and counts {unpadded} windows, "
+                    + ("as this V2.1 input file holds" if p.format == "v21" else
+                       f"the layer computes {len(unrolled)} (the input file has them all)"))
+            log(f"[yellow]note: layer {k} ({name}): {note}")
+        files.append(names)
+        rows.append({"layer": k, "name": name, "type": layer["type"], "rows": layer["rows"],
+                     "cols": layer["cols"], "height": height, "width": width,
+                     "followed_by_pool": pooled[name], "windows": len(unrolled),
+                     "weight_scale": w_scale, "input_scale": in_scale,
+                     "activity_sample": float(per_sample[p.sample]),
+                     "activity_batch": float(per_sample.mean()), "padding_note": note,
+                     "weight_file": names[0], "input_file": names[-1]})
+    (directory / NETWORK).write_text("".join(",".join(map(str, r)) + "\n" for r in net_rows))
+    (directory / COMMAND).write_text(_command(p, files, [r["activity_sample"] for r in rows]))
+    (directory / COMMAND).chmod(0o755)
+    pq.write_table(pa.Table.from_pylist(rows), directory / "layers.parquet")
+    return rows
