@@ -62,6 +62,23 @@ def effects_option(panel: str):
                   help="Non-idealities, comma-separated: d2d,c2c,stuck,drift,ir,read (or all, none).")
 
 
+def neurosim_option(panel: str | None = None):
+    return option(None, envvar="CIMTOOL_NEUROSIM", panel=panel,
+                  help="Your DNN_NeuroSim checkout (V1.3 or V1.4/V1.5 inference, V2.1 training; its NeuroSIM "
+                       "folder or the repository root) or a built binary. Default: the source inside an "
+                       "installed hwcomponents-neurosim.")
+
+
+def neurosim_cache_option(panel: str | None = None):
+    return option(None, cli_type=Path | None, parse=text, panel=panel,
+                  help="Where built NeuroSims (and, for sweep, NeuroSim estimates) are kept (default: "
+                       "$CIMTOOL_CACHE/neurosim or ~/.cache/cimtool/neurosim).")
+
+
+def technode_option(panel: str):
+    return option(22, panel=panel, help="Technology node in nm.")
+
+
 def numbers_option(default: tuple, kind: type, help: str, panel: str | None = None):
     """A comma-separated list of numbers."""
     return option(default, panel=panel, cli_type=str, parse=numbers(kind), show=comma_text, help=help)
@@ -261,6 +278,9 @@ class CalibrateParams:
     torch_device: str = torch_device_option()
 
 
+COST = "Cost (--cost neurosim)"
+
+
 @dataclass(frozen=True)
 class SweepParams:
     models: tuple[str, ...] = option((), flag="--model", cli_type=list[Path] | None,
@@ -292,6 +312,13 @@ class SweepParams:
     seed: int = seed_option("Seed of the chips, of rate-coded spikes and of the calibration sample.")
     calibration_samples: int = calibration_samples_option()
     torch_device: str = torch_device_option()
+    cost: str = option("model", panel=COST, help="What ranks the configurations: model (cimtool's energy "
+                                                 "model, fast) or neurosim (NeuroSim's chip energy per "
+                                                 "inference: one run per weight bits × ADC bits, cached).")
+    neurosim: str | None = neurosim_option(COST)
+    technode: int = technode_option(COST)
+    neurosim_timeout: float = option(600.0, panel=COST, help="Seconds each NeuroSim run may take.")
+    cache_dir: str | None = neurosim_cache_option(COST)
 
     @property
     def n_configs_per_model(self) -> int:
@@ -321,11 +348,7 @@ CHIP = "Chip (Param.cpp)"
 class RunParams:
     trace: str = option("", required=True, cli_type=Path, parse=text,
                         help="Trace artifact (from neurosim-trace).")
-    neurosim: str | None = option(None, envvar="CIMTOOL_NEUROSIM",
-                                  help="Your DNN_NeuroSim checkout (V1.3 or V1.4/V1.5 inference, V2.1 "
-                                       "training; its NeuroSIM folder or the repository root) or a built "
-                                       "binary. Default: the source inside an installed "
-                                       "hwcomponents-neurosim.")
+    neurosim: str | None = neurosim_option()
     device: str = like(MappingOptions, "device")
     cell: str = option("rram", panel=CHIP, help="Memory cell: rram, sram or fefet.")
     cell_bits: int | None = option(None, panel=CHIP,
@@ -335,11 +358,9 @@ class RunParams:
                                   help="Subarray rows = columns: a power of two >= 8, or auto (the largest "
                                        "of 128, 64, ..., 8 that NeuroSim's floorplan accepts for the "
                                        "trace).")
-    technode: int = option(22, panel=CHIP, help="Technology node in nm.")
+    technode: int = technode_option(CHIP)
     timeout: float = option(3600.0, help="Seconds NeuroSim may run.")
-    cache_dir: str | None = option(None, cli_type=Path | None, parse=text,
-                                   help="Where built NeuroSims are kept (default: $CIMTOOL_CACHE/neurosim "
-                                        "or ~/.cache/cimtool/neurosim).")
+    cache_dir: str | None = neurosim_cache_option()
     # V2.1 only (Param.cpp's trainingEstimation, batchSize, numIteration): refused for a V1.x NeuroSim
     training_estimation: str = option("on", panel="NeuroSim V2.1", help="on: V2.1 estimates on-chip "
                                                                         "training (forward, activation "

@@ -166,3 +166,43 @@ def write_record(model, spec: dict[str, Any], x, p: RecordOptions, directory: Pa
     (directory / COMMAND).chmod(0o755)
     pq.write_table(pa.Table.from_pylist(rows), directory / "layers.parquet")
     return rows
+
+
+def write_spike_record(model, spec: dict[str, Any], x, thetas: list[float], input_range: float,
+                       weight_bits: int, directory: Path, seed: int) -> list[dict[str, Any]]:
+    """Write the V1.3 layer record of one timestep of ``model``'s spiking twin on the sample ``x``
+    ([1, …]) into ``directory``: the weights as :func:`write_record` writes them, and per layer one
+    bit per input and window, the spikes it receives (NeuroSim's ABITS = 1: one read pulse).
+
+    A rate-coded network spikes with probability p = |x|/R at its input (R = ``input_range``) and at
+    a rate a/θ after a neuron layer with threshold θ (a: the ANN activation there, clipped to 1):
+    the spikes of a step are drawn with these probabilities (seeded), so NeuroSim sees the activity
+    a step has on average. One row per layer (``activity_sample``: the input file's mean bit)."""
+    from cimtool.neurosim.trace import layer_weight_csv, network_row, planes_csv, stretch
+
+    layers = spec["crossbar_layers"]
+    inputs = layer_inputs(model, spec, x)
+    pooled = followed_by_pool(model, [layer["name"] for layer in layers])
+    gen = np.random.default_rng(seed)
+    rows, net_rows = [], []
+    for k, layer in enumerate(layers, start=1):
+        name = layer["name"]
+        value = inputs[name][0][0]
+        full_scale = input_range if k == 1 else thetas[k - 2]  # neuron layer k−1 follows crossbar layer k−1
+        rate = np.clip(np.abs(value) / full_scale, 0.0, 1.0)
+        spikes = (gen.random(rate.shape) < rate).astype(np.uint8)
+        weight = model.get_submodule(name).weight.detach().numpy()
+        (directory / f"weight{k}.csv").write_bytes(
+            layer_weight_csv(weight, float(np.abs(weight).max()) or 1.0, weight_bits))
+        if layer["type"] == "conv2d":
+            unrolled = stretch(spikes, layer["kernel_size"][0], tuple(layer.get("padding", (0, 0))),
+                               tuple(layer["stride"]))
+            height, width = value.shape[1:]
+        else:
+            unrolled, (height, width) = spikes.reshape(1, -1), (1, 1)
+        (directory / f"input{k}.csv").write_bytes(planes_csv(unrolled[None]))
+        net_rows.append(network_row(layer, height, width, pooled[name]))
+        rows.append({"layer": k, "name": name, "rate": float(rate.mean()),
+                     "activity_sample": float(unrolled.mean()), "windows": len(unrolled)})
+    (directory / NETWORK).write_text("".join(",".join(map(str, r)) + "\n" for r in net_rows))
+    return rows

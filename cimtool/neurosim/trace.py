@@ -114,15 +114,20 @@ def layer_weight_csv(weight: np.ndarray, scale: float, bits: int) -> bytes:
     return _weight_bytes(index, s)
 
 
-def bits_csv(values: np.ndarray, bits: int) -> bytes:
-    """Layer input [windows, features] → input CSV bytes: rows = features, column v·bits + j."""
-    codes = input_codes(values, bits)  # [bits, windows, features]
-    rows, cols = values.shape[1], values.shape[0] * bits
+def planes_csv(planes: np.ndarray) -> bytes:
+    """Bit planes uint8 [bits, windows, features] → input CSV bytes: rows = features, column v·bits + j."""
+    bits, windows, rows = planes.shape
+    cols = windows * bits
     out = np.empty((rows, cols, 2), dtype=np.uint8)
-    np.add(codes.transpose(2, 1, 0).reshape(rows, cols), ord("0"), out=out[:, :, 0])
+    np.add(planes.transpose(2, 1, 0).reshape(rows, cols), ord("0"), out=out[:, :, 0])
     out[:, :, 1] = ord(",")
     out[:, -1, 1] = ord("\n")
     return out.tobytes()
+
+
+def bits_csv(values: np.ndarray, bits: int) -> bytes:
+    """Layer input [windows, features] → input CSV bytes of its ``bits``-bit two's complement codes."""
+    return planes_csv(input_codes(values, bits))
 
 
 def network_row(layer: dict, height: int, width: int, pool: bool) -> list[int]:

@@ -11,14 +11,24 @@ The inputs are models (``--method``: the newest model per front-end; ``--model``
 snn artifacts). An snn artifact brings its thresholds, neuron and encoding; a plain model is
 converted with the default spiking settings and thresholds at ``r·P_p`` = 1 × P_99.9.
 
-Writes a ``sweep`` artifact: ``sweep.parquet`` (one row per configuration) and
-``selection.parquet`` (best and recommended, with their test accuracy).
+``--cost neurosim`` ranks by NeuroSim instead (docs/physics.md#neurosim-in-the-sweep): per model and
+weight bits, the V1.3 layer record of one timestep of its spiking network (one bit per input, the
+spikes of a step; ``cimtool.neurosim.record.write_spike_record``), run on one NeuroSim build per
+(weight bits → WBITS and cellBit, ADC bits → levelOutput), the chip set at start-up and the figures
+cached by settings. Energy per inference = T × (dynamic + leakage energy of one step); the readout
+scheme does not change NeuroSim's chip, so equal NeuroSim energies fall back to the cost model.
+
+Writes a ``sweep`` artifact: ``sweep.parquet`` (one row per configuration), ``selection.parquet``
+(best and recommended, with their test accuracy) and, with ``--cost neurosim``, ``neurosim.parquet``
+(one row per NeuroSim run) with the records and stdouts under ``neurosim/``.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cimtool import artifacts
-from cimtool.checks import check_range
+from cimtool.checks import check_choice, check_range
 from cimtool.data.calibration import check_calibration_samples
 from cimtool.errors import CimtoolError
 from cimtool.models.io import find_model
@@ -38,8 +48,8 @@ from cimtool.stages.common import StageOutput, check_torch_device, resolve_devic
 from cimtool.ui import Reporter
 
 KIND = "sweep"
-
-
+COSTS = ("model", "neurosim")
+ENERGY = {"model": "energy_pj", "neurosim": "neurosim_energy_pj"}  # what ranks the configurations
 
 
 def validate(p: SweepParams) -> None:
@@ -66,6 +76,9 @@ def validate(p: SweepParams) -> None:
                            "it has no effect: give one or the other")
     if not 0 <= p.seed < 2**32:
         raise CimtoolError(f"--seed must be in [0, 2**32), got {p.seed}")
+    check_choice("--cost", p.cost, COSTS)
+    if not p.neurosim_timeout > 0:
+        raise CimtoolError(f"--neurosim-timeout must be > 0 seconds, got {p.neurosim_timeout}")
 
 
 def _layer_shapes(model, spec: dict[str, Any], sample) -> list:
@@ -101,16 +114,17 @@ def _same_val_split(candidates: list[Candidate]) -> None:
                                f"than {first.spiking.artifact.path}: their val accuracies cannot be compared")
 
 
-def _cost_key(row: dict[str, Any]) -> tuple:
-    return (row["energy_pj"], row["weight_bits"], row["adc_bits"], row["timesteps"], row["scheme"])
-
-
-def select(rows: list[dict[str, Any]], tolerance_points: float) -> tuple[dict[str, Any], dict[str, Any]]:
+def select(rows: list[dict[str, Any]], tolerance_points: float,
+           energy: str = "energy_pj") -> tuple[dict[str, Any], dict[str, Any]]:
     """(best case, recommendation): the highest mean val accuracy (ties: cheaper), and the cheapest
-    configuration within ``tolerance_points`` of it."""
-    best = min(rows, key=lambda r: (-r["val_mean"], *_cost_key(r)))
+    configuration by ``energy`` within ``tolerance_points`` of it (ties: the cost model's energy, then
+    fewer weight bits, ADC bits, timesteps)."""
+    def cost(r: dict[str, Any]) -> tuple:
+        return (r[energy], r["energy_pj"], r["weight_bits"], r["adc_bits"], r["timesteps"], r["scheme"])
+
+    best = min(rows, key=lambda r: (-r["val_mean"], *cost(r)))
     floor = best["val_mean"] - tolerance_points / 100 - 1e-12
-    recommended = min((r for r in rows if r["val_mean"] >= floor), key=_cost_key)
+    recommended = min((r for r in rows if r["val_mean"] >= floor), key=cost)
     return best, recommended
 
 
@@ -150,13 +164,81 @@ class _Evaluator:
         return accs
 
 
+class _ChipCost:
+    """NeuroSim's chip figures per (model, weight bits, ADC bits): ``--cost neurosim``.
+
+    One build of the given inference release serves every point (settings read at start-up); the
+    points of one model run side by side, one NeuroSim process per core, each cached by settings."""
+
+    def __init__(self, p: SweepParams, card, log) -> None:
+        from cimtool.neurosim.build import build, cache_root, locate, source_version
+
+        found, origin = locate(p.neurosim)
+        if found.is_file():
+            raise CimtoolError(f"--cost neurosim needs a NeuroSim source, not the binary {found}: it sets "
+                               "each configuration's chip (weight bits, ADC bits, card) in Param.cpp")
+        self.version = source_version(found)
+        if self.version.trace != "v13":
+            raise CimtoolError(f"{found} is NeuroSim {self.version.name}, an on-chip training estimator: "
+                               "--cost neurosim estimates inference (give a V1.3 or V1.4/V1.5 checkout)")
+        self.cache = cache_root(p.cache_dir)
+        self.binary = build(found, self.cache, log, self.version.patched)
+        self.card, self.p = card, p
+        self.card_bits = max(1, int(math.floor(math.log2(card.levels))))
+        self.label = f"NeuroSim {self.version.name} ({origin})"
+
+    def points(self, cand: Candidate, ci: int, directory: Path, progress, task) -> dict[tuple, dict]:
+        """{(weight bits, ADC bits): figures} of one model; records and stdouts go to ``directory``."""
+        from cimtool.neurosim.build import NeuroSimSettings, auto_subarray
+        from cimtool.neurosim.record import NETWORK, write_spike_record
+        from cimtool.neurosim.runner import estimate, network_rows
+        from cimtool.train.batching import to_float
+
+        net, p = cand.spiking, self.p
+        jobs = []
+        for wbits in p.weight_bits:
+            record = directory / f"m{ci}-w{wbits}"
+            record.mkdir(parents=True)
+            layers = write_spike_record(net.model, net.arch, to_float(cand.data["val"].x[:1]), net.thetas,
+                                        net.input_range, wbits, record, p.seed)
+            cell_bits = min(self.card_bits, wbits)  # NeuroSim: cellBit ≤ WBITS
+            subarray = auto_subarray(network_rows(record / NETWORK, len(layers)), wbits, cell_bits)
+            for abits in p.adc_bits:
+                settings = NeuroSimSettings.from_card(self.card, "rram", cell_bits, abits, subarray,
+                                                      p.technode)
+                jobs.append((wbits, abits, record, layers, settings))
+
+        def one(job) -> tuple[tuple, dict]:
+            wbits, abits, record, layers, settings = job
+            est = estimate(self.binary, self.version, record, wbits, 1, layers, settings,
+                           p.neurosim_timeout, self.cache / "estimates")
+            (record / f"adc{abits}.stdout.txt").write_text(est.stdout)
+            progress.update(task, advance=1, status=f"w{wbits} adc{abits}")
+            return (wbits, abits), {"candidate": ci, "weight_bits": wbits, "adc_bits": abits,
+                                    "cell_bits": settings.cellBit, "subarray": settings.numRowSubArray,
+                                    "cached": est.cached, "record": record.name, **est.figures}
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # NeuroSim is one process each
+            return dict(pool.map(one, jobs))
+
+    @staticmethod
+    def columns(point: dict, steps: int) -> dict[str, float]:
+        """A configuration's NeuroSim figures: per inference of ``steps`` timesteps (one record run per
+        step), the chip's area and per-step efficiency as NeuroSim prints them."""
+        per_step = point["dynamic_energy_pj"] + (point["leakage_energy_pj"] or 0.0)
+        return {"neurosim_energy_pj": steps * per_step, "neurosim_latency_ns": steps * point["latency_ns"],
+                "neurosim_area_um2": point["chip_area_um2"], "neurosim_tops_per_w": point["tops_per_w"],
+                "neurosim_subarray": point["subarray"]}
+
+
 def headline(artifact: artifacts.Artifact) -> str:
     s = artifact.summary
 
     def cfg(c):
+        chip = (f", NeuroSim {c['neurosim_energy_pj']:.3g} pJ" if "neurosim_energy_pj" in c else "")
         return (f"{c['method']} w{c['weight_bits']} {c['scheme']} adc{c['adc_bits']} T{c['timesteps']}: val "
                 f"{c['val_mean']:.4f}, test {c['test_mean']:.4f} ± {c['test_std']:.4f}, "
-                f"{c['energy_pj']:.3g} pJ")
+                f"{c['energy_pj']:.3g} pJ (model){chip}")
 
     return (f"[green]sweep[/green] {artifact.path}  {s['n_configs']} configurations\n"
             f"  best:        {cfg(s['best'])}\n  recommended: {cfg(s['recommended'])}")
@@ -178,13 +260,23 @@ def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Rep
                          inputs=[c.spiking.artifact.path for c in candidates], started=t_start)
     out = output.path
     cost = CostModel()
+    chip = _ChipCost(p, card, reporter.log) if p.cost == "neurosim" else None
     total = len(candidates) * p.n_configs_per_model
-    reporter.log(f"sweep: {total} configurations × {p.trials} chips on '{card.name}' (val) → {out}")
+    ranked = f"ranked by {chip.label}" if chip else "ranked by the cost model"
+    reporter.log(f"sweep: {total} configurations × {p.trials} chips on '{card.name}' (val), {ranked} → {out}")
 
     rows: list[dict[str, Any]] = []
     params = {**asdict(p), "torch_device": device.type, "card": card.to_dict()}
     with output.writer(params) as writer:
         with reporter.progress() as progress:
+            points: dict[tuple, dict] = {}
+            if chip:
+                runs = len(candidates) * len(p.weight_bits) * len(p.adc_bits)
+                ns_task = progress.add_task("NeuroSim", total=runs, status="")
+                for ci, cand in enumerate(candidates):
+                    for (wbits, abits), point in chip.points(cand, ci, writer.path("neurosim"), progress,
+                                                             ns_task).items():
+                        points[ci, wbits, abits] = point
             task = progress.add_task("sweep (val)", total=total, status="")
             for ci, cand in enumerate(candidates):
                 net = cand.spiking
@@ -197,6 +289,8 @@ def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Rep
                             for steps in p.timesteps:
                                 accs = ev.accuracies(cand.data["val"], steps)
                                 energy = cost.energy(card, shapes, wbits, abits, scheme, steps, p.array_rows)
+                                if chip:
+                                    energy.update(chip.columns(points[ci, wbits, abits], steps))
                                 rows.append({"method": net.label, "model": str(net.artifact.path),
                                              "candidate": ci, "weight_bits": wbits, "scheme": scheme,
                                              "adc_bits": abits, "timesteps": steps,
@@ -204,7 +298,7 @@ def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Rep
                                              "val_trials": accs, **energy})
                                 progress.update(task, advance=1, status=f"{net.label} w{wbits} {scheme} "
                                                 f"adc{abits} T{steps}: {np.mean(accs):.4f}")
-        best, recommended = select(rows, p.tolerance)
+        best, recommended = select(rows, p.tolerance, ENERGY[p.cost])
 
         selection = []
         reporter.log(f"sweep: best and recommended configurations on test ({p.trials} chips each)")
@@ -221,18 +315,26 @@ def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Rep
                               "test_trials": test})
         pq.write_table(pa.Table.from_pylist(rows), writer.path("sweep.parquet"))
         pq.write_table(pa.Table.from_pylist(selection), writer.path("selection.parquet"))
+        if chip:
+            pq.write_table(pa.Table.from_pylist([points[k] for k in sorted(points)]),
+                           writer.path("neurosim.parquet"))
 
         def brief(s: dict[str, Any]) -> dict[str, Any]:
             keys = ("method", "weight_bits", "scheme", "adc_bits", "timesteps", "val_mean", "val_std",
-                    "test_mean", "test_std", "energy_pj")
-            return {k: s[k] for k in keys}
+                    "test_mean", "test_std", "energy_pj", "neurosim_energy_pj", "neurosim_latency_ns",
+                    "neurosim_area_um2", "neurosim_tops_per_w", "neurosim_subarray")
+            return {k: s[k] for k in keys if k in s}
 
         summary = {"device": card.name, "n_configs": len(rows), "trials": p.trials,
                    "tolerance_points": p.tolerance, "best": brief(selection[0]),
                    "recommended": brief(selection[1]),
                    "test_accuracy": selection[1]["test_mean"], "val_accuracy": selection[1]["val_mean"],
-                   "energy_saving": 1 - selection[1]["energy_pj"] / selection[0]["energy_pj"],
+                   "cost": p.cost, "energy_key": ENERGY[p.cost],
+                   "energy_saving": 1 - selection[1][ENERGY[p.cost]] / selection[0][ENERGY[p.cost]],
                    **candidates[0].calibration_record, "torch_device": device.type}
+        if chip:
+            summary.update(neurosim_version=chip.version.name, neurosim_runs=len(points),
+                           neurosim_cached=sum(pt["cached"] for pt in points.values()))
         roles = [c.spiking.artifact.as_input("model" if c.spiking.artifact.kind != "snn" else "snn")
                  for c in candidates]
         return output.commit(writer, roles, summary)
