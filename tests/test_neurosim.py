@@ -167,6 +167,33 @@ def test_conv_trace_network_csv_and_activity(tmp_path):
     assert line.split()[2:8] == ["1", "NetWork.csv", "8", "8", "weight1.csv", "weightOld1.csv"]
 
 
+
+def test_spike_record_carries_the_spikes_of_one_step(tmp_path):
+    """The sweep's NeuroSim record: one bit per input and window, spikes drawn with p = |x|/R at the
+    input and a/θ after a neuron layer; inputs at 0 or past full scale spike deterministically."""
+    from cimtool.models.registry import build, make_spec
+    from cimtool.neurosim.record import write_spike_record
+    from cimtool.neurosim.trace import stretch
+
+    spec = make_spec("mnist_cnn", None, (1, 28, 28), 10, [])
+    torch.manual_seed(0)
+    model = build(spec).eval()
+    x = (torch.rand(1, 1, 28, 28) > 0.5).float() * 3.0  # 0 or 3 × R: never or always a spike
+    rows = write_spike_record(model, spec, x, [0.5, 0.5, 0.5, 0.5], 2.0, 4, tmp_path, seed=0)
+    bits = np.loadtxt(tmp_path / "input1.csv", delimiter=",", dtype=np.uint8)
+    expected = stretch((x[0] > 0).numpy().astype(np.uint8), 3, (1, 1), (1, 1)).T  # padded, as V1.3's hook
+    assert np.array_equal(bits, expected)  # rows Cin·k·k, one column per window
+    assert rows[0]["activity_sample"] == pytest.approx(bits.mean(), abs=1e-12)
+    assert (tmp_path / "NetWork.csv").read_text().splitlines()[0] == "28,28,1,3,3,16,1,1"
+    later = np.loadtxt(tmp_path / "input3.csv", delimiter=",")
+    assert later.shape == (1568,) and set(np.unique(later)) <= {0.0, 1.0}  # a linear layer: one window
+    weights = np.loadtxt(tmp_path / "weight4.csv", delimiter=",")
+    assert weights.shape == (128, 10) and np.allclose(weights * 8, np.round(weights * 8))  # 4-bit QW codes
+    again = tmp_path / "again"
+    again.mkdir()
+    write_spike_record(model, spec, x, [0.5] * 4, 2.0, 4, again, seed=0)
+    assert all((again / f.name).read_bytes() == f.read_bytes() for f in tmp_path.glob("*.csv"))
+
 # --- running NeuroSim for real -----------------------------------------------------------------
 
 def test_run_neurosim_values_equal_stdout(neurosim_run):
