@@ -14,6 +14,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -386,3 +387,44 @@ def test_one_build_serves_every_chip_and_equals_a_dedicated_build(default_trace,
         outputs.append(run_binary([str(exe), *args], work, 120, lambda line: None, 16, None, env))
     strip = [re.sub(r"Total Run-time of NeuroSim: .*", "", o) for o in outputs]
     assert strip[0] == strip[1] and "ChipArea" in strip[0]
+
+
+# --- on-chip training → its PPA: qat --mode onchip hands its weights to a V2.1 record ------------
+
+def test_onchip_training_hands_its_update_to_v21(tmp_path, cli):
+    """A CNN trained on chip (qat --mode onchip) gives a V2.1 record whose weightOld files are its
+    weights before the last update, so V2.1 charges the writes that update made; the same model's
+    record with no update (weightOld = weight) is charged less."""
+    from safetensors.numpy import load_file
+
+    from cimtool.neurosim.trace import layer_weight_csv
+
+    source = _snapshot("V2.1", "Training_pytorch")
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    assert cli("train-ann", "--model", "mnist_cnn", "--epochs", "1", "--artifacts-root", root, "--out",
+               root / "m", "--quiet").code == 0
+    assert cli("qat", "--mode", "onchip", "--epochs", "1", "--model", root / "m", "--artifacts-root", root,
+               "--out", root / "q", "--quiet").code == 0
+    runs = {}
+    for name in ("q", "m"):
+        assert cli("neurosim-trace", "--format", "v21", "--model", root / name, "--artifacts-root", root,
+                   "--out", root / f"t{name}", "--quiet").code == 0
+        result = cli("run-neurosim", "--trace", root / f"t{name}", "--neurosim", source, "--cache-dir", cache,
+                     "--artifacts-root", root, "--out", root / f"n{name}", "--quiet")
+        assert result.code == 0, result.err
+        runs[name] = artifacts.load(root / f"n{name}", "neurosim").summary
+    trace = artifacts.load(root / "tq", "trace")
+    assert "before the last on-chip update" in trace.summary["weight_old"]
+    assert artifacts.load(root / "tm", "trace").summary["weight_old"] == "the same weights (no update)"
+    qmodel = artifacts.load(root / "q", "qmodel")
+    before = load_file(str(qmodel.file("weights_before.safetensors")))
+    after = load_file(str(qmodel.file("weights.safetensors")))
+    name = "features.0"
+    new = after[f"{name}.weight"]
+    assert before[name].shape == new.shape and 0 < np.mean(before[name] != new) < 1  # one update's writes
+    scale = float(np.abs(new).max())
+    assert trace.file("weightOld1.csv").read_bytes() == layer_weight_csv(before[name], scale, 8)
+    assert trace.file("weightOld1.csv").read_bytes() != trace.file("weight1.csv").read_bytes()
+    assert runs["q"]["weight_update_energy_pj"] > runs["m"]["weight_update_energy_pj"] >= 0
+    for key in ("forward_energy_pj", "activation_gradient_energy_pj", "weight_gradient_energy_pj"):
+        assert runs["q"][key] > 0, key

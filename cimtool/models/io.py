@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from cimtool.ui import Reporter
 
 WEIGHTS = "weights.safetensors"
+# qat --mode onchip: the crossbar weights before the last on-chip update (NeuroSim V2.1's weightOld)
+WEIGHTS_BEFORE = "weights_before.safetensors"
 ARCH = "arch.json"
 MODEL_KINDS = ("model", "qmodel")
 
@@ -31,6 +33,36 @@ def save_model(directory: Path, model, spec: dict[str, Any]) -> None:
     # which would break byte-identical artifacts
     save_file(state, str(directory / WEIGHTS), metadata={"format": "pt"})
     (directory / ARCH).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+
+
+def save_weights_before(directory: Path, weights: dict[str, Any]) -> None:
+    """The crossbar layers' weights before the last update, by layer name."""
+    from safetensors.torch import save_file
+
+    save_file({name: w.detach().cpu().contiguous() for name, w in weights.items()},
+              str(directory / WEIGHTS_BEFORE), metadata={"format": "pt"})
+
+
+def weights_before_update(artifact: Artifact) -> tuple[dict[str, Any], str] | None:
+    """(layer name → weight as numpy, where they come from) of what a qmodel's training updated
+    from: the weights before its last on-chip update (qat --mode onchip), else its source model's
+    (a fine-tuned model); None for a plain model."""
+    from safetensors.numpy import load_file
+
+    if artifact.kind != "qmodel":
+        return None
+    if WEIGHTS_BEFORE in artifact.manifest.get("files", {}):
+        path = artifact.file(WEIGHTS_BEFORE)
+        try:
+            return load_file(str(path)), "the weights before the last on-chip update (qat --mode onchip)"
+        except Exception as exc:  # noqa: BLE001 (safetensors raises several types)
+            raise CimtoolError(f"{path}: not a readable safetensors file ({exc})") from None
+    ref = next((i for i in artifact.manifest.get("inputs", []) if i.get("role") == "model"), None)
+    if ref is None:
+        return None
+    _, model, spec = open_model(ref["path"])
+    return ({layer["name"]: model.get_submodule(layer["name"]).weight.detach().numpy()
+             for layer in spec["crossbar_layers"]}, f"its source model {ref['path']}")
 
 
 def load_model(artifact: Artifact):

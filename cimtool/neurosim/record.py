@@ -107,8 +107,10 @@ def _command(p: RecordOptions, files: list[list[str]], activities: list[float]) 
 
 
 def write_record(model, spec: dict[str, Any], x, p: RecordOptions, directory: Path,
-                 old_model=None, log=lambda _msg: None) -> list[dict[str, Any]]:
-    """Write the layer record of ``model`` on the batch ``x`` into ``directory``; one row per layer."""
+                 old_weights: dict[str, np.ndarray] | None = None,
+                 log=lambda _msg: None) -> list[dict[str, Any]]:
+    """Write the layer record of ``model`` on the batch ``x`` into ``directory``; one row per layer
+    (V2.1: ``old_weights``, by layer name, are the weights before the update; default: the same)."""
     from cimtool.neurosim.trace import bits_csv, layer_weight_csv, network_row, stretch
 
     layers = spec["crossbar_layers"]
@@ -140,7 +142,7 @@ def write_record(model, spec: dict[str, Any], x, p: RecordOptions, directory: Pa
             unrolled, (height, width) = scaled[p.sample][None, :], (1, 1)
         (directory / names[1]).write_bytes(bits_csv(unrolled, p.input_bits))
         if p.format == "v21":
-            old = old_model.get_submodule(name).weight.detach().numpy() if old_model else weight
+            old = old_weights[name] if old_weights else weight
             names.insert(1, f"weightOld{k}.csv")
             weights_file(old, w_scale, names[1])
         per_sample = _activity(scaled, layer, p.input_bits, padding)

@@ -2,7 +2,9 @@
 
 Writes a ``trace`` artifact: ``NetWork.csv``, per crossbar layer ``weight<k>.csv`` and
 ``input<k>.csv`` (the bits of sample ``--sample`` of the batch), for ``--format v21`` also
-``weightOld<k>.csv``, a ``trace_command.sh`` (relative, quoted paths; ``NEUROSIM`` = the binary) and
+``weightOld<k>.csv`` (the weights before the update: of a ``qat --mode onchip`` qmodel, those
+before its last on-chip update; of another qmodel, its source model's; else the same weights),
+a ``trace_command.sh`` (relative, quoted paths; ``NEUROSIM`` = the binary) and
 ``layers.parquet`` (per layer: shapes, scales, windows, the input bit activity of the written
 sample and averaged over the batch, the padding note). File formats: ``cimtool.neurosim.trace``; the
 record is written by ``cimtool.neurosim.record``.
@@ -44,7 +46,7 @@ def headline(artifact: artifacts.Artifact) -> str:
 
 
 def run(p: TraceParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:
-    from cimtool.models.io import model_splits, open_model, resolve_model
+    from cimtool.models.io import model_splits, open_model, resolve_model, weights_before_update
     from cimtool.train.batching import to_float
 
     validate(p)
@@ -58,29 +60,22 @@ def run(p: TraceParams, out: Path | None, root: Path, force: bool, reporter: Rep
     if p.batch_size > len(data):
         raise CimtoolError(f"--batch-size {p.batch_size} exceeds the {len(data)} samples "
                            f"of the {p.split} split")
-    old_model = _weights_before_update(source) if p.format == "v21" else None
+    before = weights_before_update(source) if p.format == "v21" else None
+    old_weights, old_from = before or (None, "the same weights (no update)")
     name = f"{model_path.name}-{p.format}-w{p.weight_bits}a{p.input_bits}"
     output = StageOutput(KIND, out, root, name, force, inputs=[model_path], started=t_start)
     out = output.path
     reporter.log(f"neurosim-trace: {model_path}, {len(spec['crossbar_layers'])} layers, {p.format}, "
                  f"{p.weight_bits}/{p.input_bits} bits, sample {p.sample} of {p.batch_size} "
-                 f"({p.split}) → {out}")
+                 f"({p.split}) → {out}" + (f"; weightOld: {old_from}" if p.format == "v21" else ""))
     with output.writer(asdict(p)) as writer:
-        rows = write_record(model, spec, to_float(data.x[: p.batch_size]), p, writer.partial, old_model,
+        rows = write_record(model, spec, to_float(data.x[: p.batch_size]), p, writer.partial, old_weights,
                             reporter.log)
         summary = {"format": p.format, "weight_bits": p.weight_bits, "input_bits": p.input_bits,
                    "n_layers": len(rows), "sample": p.sample, "batch_size": p.batch_size,
                    "activity_sample": [r["activity_sample"] for r in rows],
                    "activity_batch": [r["activity_batch"] for r in rows],
                    "padding_notes": sum(bool(r["padding_note"]) for r in rows)}
+        if p.format == "v21":
+            summary["weight_old"] = old_from
         return output.commit(writer, [source.as_input("model")], summary)
-
-
-def _weights_before_update(source: artifacts.Artifact):
-    """V2.1 weightOld: a fine-tuned qmodel's source model (the weights before its update), else None."""
-    from cimtool.models.io import open_model
-
-    if source.kind != "qmodel":
-        return None
-    ref = next((i for i in source.manifest.get("inputs", []) if i.get("role") == "model"), None)
-    return open_model(ref["path"])[1] if ref else None

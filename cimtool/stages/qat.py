@@ -40,7 +40,7 @@ from cimtool.devices.card import load_card
 from cimtool.devices.cmap import map_loaded_model
 from cimtool.devices.mapping import card_grid
 from cimtool.errors import CimtoolError
-from cimtool.models.io import model_splits, open_model, resolve_model, save_model
+from cimtool.models.io import model_splits, open_model, resolve_model, save_model, save_weights_before
 from cimtool.models.registry import MODELS
 from cimtool.nn.array import EFFECTS, ArrayConfig
 from cimtool.nn.quant import DeviceWeight, NoiseSpec, attach, detach_all
@@ -129,6 +129,7 @@ class Outcome:
     timing: list[dict[str, Any]] = field(default_factory=list)
     dists: list[dict[str, Any]] = field(default_factory=list)  # onchip: weight/update histograms
     extra: dict[str, float] = field(default_factory=dict)  # further test accuracies to report
+    before: dict[str, torch.Tensor] = field(default_factory=dict)  # onchip: weights before the last update
 
 
 def _ptq(job: Job) -> Outcome:
@@ -179,19 +180,21 @@ def _onchip(job: Job) -> Outcome:
                            grad_bits=p.grad_bits, nl_ltp=nl_ltp, nl_ltd=nl_ltd, nl_d2d=p.nl_d2d,
                            pulses_ltp=card.pulses_ltp, pulses_ltd=card.pulses_ltd, c2c=card.c2c_sigma,
                            seed=p.seed)
-        metrics, dists = train_onchip(trained, layers, alphas, inputs["train"], inputs["val"], cfg,
-                                      job.reporter)
+        metrics, dists, before = train_onchip(trained, layers, alphas, inputs["train"], inputs["val"], cfg,
+                                              job.reporter)
         with torch.no_grad():
             acc = float((logits_of(trained, inputs["test"].x).argmax(1) == inputs["test"].y).double().mean())
-        runs[label] = (trained, metrics, dists, acc)
+        runs[label] = (trained, metrics, dists, acc, before)
         job.reporter.log(f"onchip ({label} device): test accuracy {acc:.4f}")
-    trained, metrics, dists, acc = runs["card"]
+    trained, metrics, dists, acc, before = runs["card"]
     if job.head_only:
         model.head = trained
     else:
         model = trained
+    prefix = "head." if job.head_only else ""
     return Outcome(model.eval(), metrics[-1]["val_acc"], metrics, dists=dists,
-                   extra={"onchip_accuracy": acc, "linear_device_accuracy": runs["linear"][3]})
+                   extra={"onchip_accuracy": acc, "linear_device_accuracy": runs["linear"][3]},
+                   before={prefix + name: w for name, w in before.items()})
 
 
 TRAINERS = {"ptq": _ptq, "qat": _finetune, "noise": _finetune, "onchip": _onchip}
@@ -256,6 +259,8 @@ def run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repor
                  for name, accs in (("plain", plain), (p.mode, ours)) for t, a in enumerate(accs)]
 
         save_model(writer.partial, outcome.model, spec)
+        if outcome.before:  # neurosim-trace --format v21 writes them as weightOld
+            save_weights_before(writer.partial, outcome.before)
         for name, rows_, schema in (("metrics", outcome.metrics, _METRICS_SCHEMA),
                                     ("timing", outcome.timing, _TIMING_SCHEMA)):
             pq.write_table(pa.Table.from_pylist(rows_, schema=schema), writer.path(f"{name}.parquet"))

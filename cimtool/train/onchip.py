@@ -93,6 +93,7 @@ class OnchipTrainer:
                   if isinstance(m, (nn.Linear, nn.Conv2d)) and m.bias is not None]
         self.bias_opt = torch.optim.SGD(biases, lr=cfg.bias_lr, momentum=cfg.gamma)
         self.deltas: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
+        self.before: dict[str, torch.Tensor] = {}  # w before the latest update (V2.1's oldWeight)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
         """One mini-batch; returns (summed loss, correct predictions)."""
@@ -108,6 +109,7 @@ class OnchipTrainer:
                 self.velocity[name] = cfg.gamma * self.velocity[name] + cfg.alpha * w.grad
                 update = wage.QG(w, cfg.weight_bits, self.velocity[name], cfg.grad_bits, cfg.lr,
                                  self.a_ltp[name], self.a_ltd[name], cfg.pulses_ltp, cfg.pulses_ltd, self.gen)
+                self.before[name] = w.detach().clone()
                 w.copy_(wage.W(w - update, update, cfg.weight_bits, cfg.c2c, self.gen))
                 self.deltas[name].append(update.flatten())
         return float(loss.detach()) * len(y), int((logits.argmax(1) == y).sum())
@@ -127,18 +129,24 @@ class OnchipTrainer:
             self.deltas[name] = []
         return rows
 
-    def finish(self) -> None:
-        """Keep the realised weight α·QW(w) as each layer's plain weight."""
+    def finish(self) -> dict[str, torch.Tensor]:
+        """Keep the realised weight α·QW(w) as each layer's plain weight; returns each layer's realised
+        weight before the last update (DNN+NeuroSim V2.1 train.py's ``oldWeight``: its weightOld files)."""
+        before = {}
         for name in self.layers:
             module = self.net.get_submodule(name)
+            with torch.no_grad():
+                w = self.before.get(name, self.params[name].detach())
+                before[name] = module.parametrizations.weight[0](w).contiguous()
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+        return before
 
 
 def train_onchip(net: nn.Module, layers: list[str], alphas: dict[str, float], train: TensorData,
-                 val: TensorData, cfg: OnchipConfig, reporter: Reporter) -> tuple[list, list]:
+                 val: TensorData, cfg: OnchipConfig, reporter: Reporter) -> tuple[list, list, dict]:
     """Train ``net`` (a crossbar head on features, or a whole CNN on images) in place.
 
-    Returns (per-epoch metrics, distribution rows)."""
+    Returns (per-epoch metrics, distribution rows, each layer's weight before the last update)."""
     trainer = OnchipTrainer(net, layers, alphas, cfg)
     metrics: list[dict[str, Any]] = []
     dists: list[dict[str, Any]] = []
@@ -162,5 +170,4 @@ def train_onchip(net: nn.Module, layers: list[str], alphas: dict[str, float], tr
                             "lr": cfg.lr})
             dists += trainer.distributions(epoch)
             progress.update(task, advance=1, status=f"val {val_acc:.4f}")
-    trainer.finish()
-    return metrics, dists
+    return metrics, dists, trainer.finish()
