@@ -372,6 +372,9 @@ class RunParams:
                                                               "numIteration): V2.1's figures are per epoch "
                                                               "of train-batch × iterations images; neither "
                                                               "changes its run time.")
+    chip: str = option("card", panel=CHIP, help="card: the chip of --device and the options above; "
+                                                "release: the release's own Param.cpp (its cell, node, "
+                                                "cellBit, ADC), only the subarray set.")
 
 
 @dataclass(frozen=True)

@@ -165,6 +165,36 @@ def test_v14_builds_and_runs_the_default_model_without_a_subarray(default_trace,
     assert "readVoltage" not in settings["patched"]  # V1.4 derives it from technode
 
 
+
+def test_v14_with_its_own_param_cpp(default_trace, neurosim_cache, tmp_path, cli):
+    """--chip release: the release's chip (V1.4: SRAM, cellBit 1, 32 ADC levels), only the subarray
+    rows set, on its command line as its inference.py does; equal to a build of the unmodified
+    source; card options refused."""
+    from cimtool.neurosim.results import run as run_binary
+
+    source = _snapshot("V1.4", "Inference_pytorch")
+    out = tmp_path / "release"
+    result = cli("run-neurosim", "--trace", default_trace.path, "--neurosim", source, "--chip", "release",
+                 "--cache-dir", neurosim_cache, "--out", out, "--quiet")
+    assert result.code == 0, result.err
+    run = artifacts.load(out, "neurosim")
+    _values_equal_stdout(run)
+    s = run.summary
+    assert (s["chip"], s["cell_bits"], s["adc_levels"], s["subarray"], s["subarray_cols"]) == (
+        "release", 1, 32, 64, 128)
+    settings = json.loads(run.file("settings.json").read_text())
+    assert settings["patched"] == [] and settings["arguments"][3:5] == ["64", "64"]
+    assert settings["release_param_cpp"]["memcelltype"] == 1  # SRAM
+    plain = ns_build.build(ns_build._source_dir(source), tmp_path / "plain", lambda *_: None, ())
+    args = [str(plain), *(str(default_trace.file(a)) if a.endswith(".csv") else a
+                          for a in settings["arguments"])]
+    stdout = run_binary(args, tmp_path, 60, lambda _line: None)
+    strip = re.compile(r"^Total Run-time.*$", re.MULTILINE)  # the one line that measures the run
+    assert strip.sub("", stdout) == strip.sub("", run.file("stdout.txt").read_text())
+    _one_line(cli("run-neurosim", "--trace", default_trace.path, "--neurosim", source, "--chip", "release",
+                  "--cell-bits", "2", "--out", tmp_path / "no", "--quiet"), "--cell-bits", "--chip card")
+    assert not (tmp_path / "no").exists()
+
 @pytest.mark.parametrize("version, part", [("V1.4", "Inference_pytorch"), ("V2.1", "Training_pytorch")])
 def test_trace_files_identical_to_each_releases_own_hook(version, part, tmp_path):
     """neurosim-trace's input and weight files, byte for byte what the release's utee/hook.py writes.

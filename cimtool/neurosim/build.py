@@ -141,13 +141,14 @@ class Version:
 
 
 TRAINING = ("trainingEstimation", "batchSize", "numIteration")  # V2.1's Param.cpp only
-_ALL = tuple(f.name for f in fields(NeuroSimSettings) if f.name not in TRAINING)  # every release has these
+# the chip settings every release has (V2.1 adds TRAINING)
+CHIP_SETTINGS = tuple(f.name for f in fields(NeuroSimSettings) if f.name not in TRAINING)
 # V1.4 derives featuresize and wireWidth from technode, and readVoltage from technode too (Param.cpp)
-_V14 = tuple(n for n in _ALL if n not in ("featuresize", "wireWidth", "readVoltage"))
+_V14 = tuple(n for n in CHIP_SETTINGS if n not in ("featuresize", "wireWidth", "readVoltage"))
 VERSIONS = (
-    Version("v21", "V2.1", "NeuroSim_Breakdown_Epock", "v21", _ALL + TRAINING, False),
+    Version("v21", "V2.1", "NeuroSim_Breakdown_Epock", "v21", CHIP_SETTINGS + TRAINING, False),
     Version("v14", "V1.4/V1.5", "numRowParallel = atoi(argv[5])", "v13", _V14, True),
-    Version("v13", "V1.3", "argv[2*i+4]", "v13", _ALL, False),
+    Version("v13", "V1.3", "argv[2*i+4]", "v13", CHIP_SETTINGS, False),
 )
 BY_KEY = {v.key: v for v in VERSIONS}
 
@@ -175,7 +176,7 @@ _READER = (
 )
 
 
-def patch_param(text: str, names: tuple[str, ...] = _ALL) -> str:
+def patch_param(text: str, names: tuple[str, ...] = CHIP_SETTINGS) -> str:
     """Param.cpp whose first assignment of every setting in ``names`` (the constructor's default)
     reads ``CIMTOOL_NS_<name>`` at start-up, the release's own value where it is unset: one build
     serves every chip cimtool describes (:func:`setting_env`)."""
@@ -189,7 +190,23 @@ def patch_param(text: str, names: tuple[str, ...] = _ALL) -> str:
     return _READER + text
 
 
-def setting_env(settings: NeuroSimSettings, names: tuple[str, ...] = _ALL) -> dict[str, str]:
+_ARITHMETIC = re.compile(r"^[0-9eE.+\-*/() ]+$")
+
+
+def release_values(source: Path, names: tuple[str, ...]) -> dict[str, float | None]:
+    """The numbers a release's Param.cpp assigns first to ``names`` (its defaults: ``levelOutput =
+    32;``, ``resistanceOff = 100e3*17;``); None where the assignment is not plain arithmetic."""
+    text = (source / "Param.cpp").read_text(errors="replace")
+    found: dict[str, float | None] = {}
+    for name in names:
+        match = re.search(rf"^\s*{name}\s*=\s*([^;]*);", text, re.MULTILINE)
+        expr = match.group(1).strip() if match else ""
+        # only digits, exponents and + − × ÷: safe to evaluate
+        found[name] = float(eval(expr, {"__builtins__": {}})) if _ARITHMETIC.match(expr) else None  # noqa: S307
+    return found
+
+
+def setting_env(settings: NeuroSimSettings, names: tuple[str, ...] = CHIP_SETTINGS) -> dict[str, str]:
     """The environment that sets ``names`` of ``settings`` in a binary built by :func:`build`
     (exact: a double's repr round-trips through atof)."""
     def text(value) -> str:
@@ -222,7 +239,7 @@ def first_error(output: str) -> str:
                 lines[-1] if lines else "no output")
 
 
-def build(source: Path, cache: Path, log=print, names: tuple[str, ...] = _ALL) -> Path:
+def build(source: Path, cache: Path, log=print, names: tuple[str, ...] = CHIP_SETTINGS) -> Path:
     """The built ``main`` for ``source`` whose settings ``names`` come from the environment (built
     once per source, then reused for every chip: run it with :func:`setting_env`)."""
     key = hashlib.sha256((_source_hash(source) + json.dumps([_READER, sorted(names)])).encode())

@@ -17,6 +17,7 @@ compute are refused before it is built (``build.check_v21_training``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -38,12 +39,40 @@ _V21_ONLY = ("training_estimation", "train_batch", "iterations")  # RunParams se
 
 
 
+CHIPS = ("card", "release")
+_CARD_OPTIONS = ("device", "cell", "cell_bits", "adc_bits", "technode")  # what --chip card sets
+
+
+def _release_chip(p: RunParams, source, version, training: dict):
+    """(settings, the names cimtool sets, the release's Param.cpp values) of ``--chip release``: the
+    release's own chip; cimtool sets the subarray only (and V2.1's training-estimate options)."""
+    from cimtool.neurosim.build import CHIP_SETTINGS, TRAINING, NeuroSimSettings, release_values
+
+    given = [f"--{f.replace('_', '-')}" for f in _CARD_OPTIONS if getattr(p, f) != getattr(RunParams, f)]
+    if given:
+        raise CimtoolError(f"{', '.join(given)}: --chip release runs the release's own Param.cpp; give "
+                           "--chip card to set the chip")
+    if source.is_file():
+        raise CimtoolError(f"--chip release needs a NeuroSim source, not the binary {source} (a built "
+                           "binary already runs with its own Param.cpp)")
+    release = release_values(source, CHIP_SETTINGS)
+    defaults = NeuroSimSettings(trainingEstimation=training["training"], batchSize=training["train_batch"],
+                                numIteration=training["iterations"])
+    base = dataclasses.replace(defaults, **{k: type(getattr(defaults, k))(v) for k, v in release.items()
+                                            if v is not None})
+    # V1.4+ takes the subarray's rows on its command line and keeps Param.cpp's columns, as its own
+    # inference.py --subArray does; V1.3 and V2.1 have both in Param.cpp
+    names = () if version.subarray_on_argv else ("numRowSubArray", "numColSubArray")
+    return base, names + (TRAINING if version.key == "v21" else ()), release
+
+
 def headline(artifact: artifacts.Artifact) -> str:
     s = artifact.summary
     return (f"[green]neurosim[/green] {artifact.path}  area {s['chip_area_um2']:.4g} um^2, "
             f"latency {s['latency_ns']:.4g} ns, dynamic energy {s['dynamic_energy_pj']:.4g} pJ, "
             f"{s['tops_per_w']:.4g} TOPS/W, {s['fps']:.4g} FPS (NeuroSim {s.get('neurosim_version', '?')}, "
-            f"{s['subarray']}x{s['subarray']} subarrays{' auto' if s.get('subarray_auto') else ''})")
+            f"{s['subarray']}x{s.get('subarray_cols', s['subarray'])} subarrays"
+            f"{' auto' if s.get('subarray_auto') else ''})")
 
 
 def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:
@@ -51,7 +80,6 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
     from cimtool.devices.card import load_card
     from cimtool.neurosim.build import (
         BY_KEY,
-        TRAINING,
         NeuroSimSettings,
         auto_subarray,
         build,
@@ -74,16 +102,7 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
     card = load_card(p.device)
     network = network_rows(trace.file("NetWork.csv"), len(layers))
     check_choice("--training-estimation", p.training_estimation, ("on", "off"))
-    training = dict(training=p.training_estimation == "on", train_batch=p.train_batch,
-                    iterations=p.iterations)
-    probe = NeuroSimSettings.from_card(card, p.cell, p.cell_bits, p.adc_bits, 128, p.technode, **training)
-    subarray = p.subarray or auto_subarray(network, trace.params["weight_bits"], probe.cellBit)
-    settings = NeuroSimSettings.from_card(card, p.cell, p.cell_bits, p.adc_bits, subarray, p.technode,
-                                          **training)
-    if settings.cellBit > trace.params["weight_bits"]:
-        raise CimtoolError(f"--cell-bits {settings.cellBit} exceeds "
-                           f"the trace's {trace.params['weight_bits']} "
-                           "weight bits: NeuroSim needs cellBit ≤ WBITS (set --cell-bits)")
+    check_choice("--chip", p.chip, CHIPS)
     found, origin = locate(p.neurosim)
     version = BY_KEY[fmt] if found.is_file() else source_version(found)
     given = [f"--{f.replace('_', '-')} {getattr(p, f)}" for f in _V21_ONLY
@@ -91,6 +110,20 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
     if version.key != "v21" and given:
         raise CimtoolError(f"{' '.join(given)}: options of V2.1's training estimate; NeuroSim "
                            f"{version.name} estimates inference only")
+    training = dict(training=p.training_estimation == "on", train_batch=p.train_batch,
+                    iterations=p.iterations)
+    if p.chip == "release":
+        base, names, release = _release_chip(p, found, version, training)
+    else:
+        base = NeuroSimSettings.from_card(card, p.cell, p.cell_bits, p.adc_bits, 128, p.technode, **training)
+        names, release = version.patched, {}
+    subarray = p.subarray or auto_subarray(network, trace.params["weight_bits"], base.cellBit)
+    cols = base.numColSubArray if p.chip == "release" and version.subarray_on_argv else subarray
+    settings = dataclasses.replace(base, numRowSubArray=subarray, numColSubArray=cols)
+    if settings.cellBit > trace.params["weight_bits"]:
+        raise CimtoolError(f"cellBit {settings.cellBit} exceeds the trace's {trace.params['weight_bits']} "
+                           "weight bits: NeuroSim needs cellBit ≤ WBITS (set --cell-bits, or more "
+                           "--weight-bits in neurosim-trace)")
     if found.is_file():
         binary, applied = found, False
         reporter.log(f"[yellow]note: running the given binary {found} as NeuroSim {version.name}: "
@@ -105,14 +138,15 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
             check_v21_training(network, settings.batchSize, settings.cellBit)
         binary = build(found, cache_root(p.cache_dir), reporter.log, version.patched)
         applied = True
-    output = StageOutput(KIND, out, root, f"{trace.path.name}-{card.name}", force,
+    chip_name = card.name if p.chip == "card" else f"release-{version.key}"
+    output = StageOutput(KIND, out, root, f"{trace.path.name}-{chip_name}", force,
                          inputs=[trace.path], started=t_start)
     out = output.path
     auto = " (auto)" if p.subarray is None else ""
     reporter.log(f"run-neurosim: {trace.path} ({len(layers)} layers) on NeuroSim {version.name} from "
-                 f"{origin}, {subarray}x{subarray} subarrays{auto} → {out}")
+                 f"{origin}, {subarray}x{cols} subarrays{auto}, chip: {chip_name} → {out}")
 
-    recorded = {k: v for k, v in asdict(settings).items() if version.key == "v21" or k not in TRAINING}
+    recorded = {k: v for k, v in asdict(settings).items() if k in names}
     params = {**asdict(p), "trace": str(trace.path), "neurosim_found": str(found), "origin": origin,
               "version": version.key, "settings": recorded, "settings_applied": applied}
     with output.writer(params) as writer:
@@ -132,7 +166,7 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
             bits = trace.params["weight_bits"], trace.params["input_bits"]
             args = argv(str(binary), *bits, layers, version, subarray,
                         lambda name: str(trace.file(name).resolve()))
-            env = setting_env(settings, version.patched) if applied else None
+            env = setting_env(settings, names) if applied else None
             stdout = run_binary(args, work, p.timeout, on_line, settings.numRowSubArray if applied else None,
                                 fitting(network, bits[0], settings.cellBit), env)
         writer.path("stdout.txt").write_text(stdout)
@@ -147,14 +181,16 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
                        writer.path("layers.parquet"))
         pq.write_table(pa.Table.from_pylist(parsed.layer_lines), writer.path("layer_metrics.parquet"))
         writer.path("settings.json").write_text(json.dumps(
-            {"settings": recorded, "applied": applied, "card": card.to_dict(), "version": version.key,
-             "patched": list(version.patched) if applied else [], "subarray_auto": p.subarray is None,
+            {"settings": recorded, "applied": applied, "version": version.key, "chip": p.chip,
+             **({"card": card.to_dict()} if p.chip == "card" else {"release_param_cpp": release}),
+             "patched": list(names) if applied else [], "subarray_auto": p.subarray is None,
              "arguments": argv("main", *bits, layers, version, subarray)[1:]},
             indent=2, sort_keys=True, default=str)
             + "\n")
         summary = {m: parsed.chip_value(m) for m in HEADLINE}
-        summary.update(layers=len(parsed.layers), device=card.name, cell_bits=settings.cellBit,
+        summary.update(layers=len(parsed.layers), device=chip_name, chip=p.chip, cell_bits=settings.cellBit,
                        adc_levels=settings.levelOutput, subarray=settings.numRowSubArray,
+                       subarray_cols=settings.numColSubArray,
                        subarray_auto=p.subarray is None, neurosim_version=version.name,
                        settings_applied=applied)
         if version.key == "v21":  # figures per epoch of train_batch × iterations images
