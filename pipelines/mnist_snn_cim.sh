@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The SNN-on-CIM flow (the team's SNN SoC) on the embedded mnist5k data (or DATASET), end to end:
-#   train-ann → qat (noise-aware, 4-bit RRAM) → calibrate-threshold (ST-BIF) → sweep → map-weights
+#   train-ann → qat (noise-aware, 4-bit RRAM) → calibrate-threshold (ST-BIF) → sweep (ranked by
+#   NeuroSim energy) → map-weights
 #   → export-weightmap → neurosim-trace → run-neurosim → report
 # Produces, under $OUT (default artifacts/pipelines/mnist_snn_cim): one artifact per stage
 # (model, qmodel, snn, sweep, cmap, weightmap, trace, neurosim) and report/report.html + report.md.
@@ -30,13 +31,13 @@ stage train-ann "$OUT/model" train-ann --dataset "$DATASET" --quiet "${TRAIN[@]}
 stage qat "$OUT/qmodel" qat --model "$OUT/model" --mode noise --weight-bits 4 --device "$DEVICE" --quiet \
   "${QAT[@]}"
 stage calibrate-threshold "$OUT/snn" calibrate-threshold --model "$OUT/qmodel" --quiet
-stage sweep "$OUT/sweep" sweep --model "$OUT/snn" --device "$DEVICE" --quiet "${SWEEP[@]}"
+# ranked by NeuroSim's chip energy (one V1.3 run per weight bits × ADC bits, cached)
+stage sweep "$OUT/sweep" sweep --model "$OUT/snn" --device "$DEVICE" --cost neurosim --quiet "${SWEEP[@]}"
 stage map-weights "$OUT/cmap" map-weights --model "$OUT/qmodel" --device "$DEVICE" --weight-bits 4 \
   --evaluate --quiet "${EVAL[@]}"
 stage export-weightmap "$OUT/weightmap" export-weightmap --cmap "$OUT/cmap" --quiet
 stage neurosim-trace "$OUT/trace" neurosim-trace --model "$OUT/qmodel" --quiet
-# the 64→10 head has 20 weight columns at 8 bits on 4-bit cells: it fits 16×16 subarrays
-stage run-neurosim "$OUT/neurosim" run-neurosim --trace "$OUT/trace" --device "$DEVICE" --subarray 16 --quiet
+stage run-neurosim "$OUT/neurosim" run-neurosim --trace "$OUT/trace" --device "$DEVICE" --quiet
 stage report "$OUT/report" report "$OUT/model" "$OUT/qmodel" "$OUT/snn" "$OUT/sweep" "$OUT/cmap" \
   "$OUT/trace" "$OUT/neurosim" --title "mnist SNN on CIM ($DATASET, $DEVICE)" --quiet
 echo "report: $OUT/report/report.html"

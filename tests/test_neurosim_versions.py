@@ -275,22 +275,31 @@ def test_a_v13_trace_is_refused_by_v21_in_one_line(default_trace, tmp_path, cli)
     assert not out.exists()
 
 
-def test_v21_training_refuses_what_it_cannot_compute():
+def test_v21_refuses_what_it_cannot_compute():
+    for training in (True, False):  # fully connected only: NaN figures, or V2.1 spins for hours
+        with pytest.raises(CimtoolError, match=r"V2.1 cannot estimate a network without a conv layer"):
+            ns_build.check_v21(HEAD, training, 200, 4)
+    small = [[12, 12, 2, 5, 5, 8, 0, 1], [1, 1, 128, 1, 1, 10, 0, 1]]  # 8×8 = 64 output positions
     with pytest.raises(CimtoolError, match=r"needs >= 128 output positions .* layer 1, the largest input; it "
-                                           r"has 1"):
-        ns_build.check_v21_training(HEAD, 200, 4)  # fully connected only: V2.1 would spin for hours
+                                           r"has 64"):
+        ns_build.check_v21(small, True, 200, 4)
+    ns_build.check_v21(small, False, 200, 4)
     with pytest.raises(CimtoolError, match=r"--train-batch 8: .* --train-batch >= 16"):
-        ns_build.check_v21_training(MNIST_CNN, 8, 4)
-    ns_build.check_v21_training(MNIST_CNN, 16, 4)
+        ns_build.check_v21(MNIST_CNN, True, 8, 4)
+    ns_build.check_v21(MNIST_CNN, True, 16, 4)
 
 
-def test_the_default_model_is_refused_by_v21_training_in_one_line(v21_trace, tmp_path, cli):
+def test_the_default_model_is_refused_by_v21_in_one_line(v21_trace, tmp_path, cli):
     source = _snapshot("V2.1", "Training_pytorch")
     out, cache = tmp_path / "out", tmp_path / "cache"
     result = cli("run-neurosim", "--trace", v21_trace.path, "--neurosim", source, "--cache-dir", cache,
                  "--out", out, "--quiet")
-    _one_line(result, "NeuroSim V2.1's training estimate needs >= 128 output positions")
+    _one_line(result, "V2.1 cannot estimate a network without a conv layer", "V1.4")
     assert not out.exists() and not cache.exists()  # refused before building
+    result = cli("run-neurosim", "--trace", v21_trace.path, "--neurosim", source, "--training-estimation",
+                 "off", "--cache-dir", cache, "--out", out, "--quiet")
+    _one_line(result, "V2.1 cannot estimate a network without a conv layer")
+    assert not out.exists() and not cache.exists()
 
 
 def test_v21_builds_and_runs_a_cnn_in_seconds(neurosim_cache, tmp_path):
@@ -309,7 +318,7 @@ def test_v21_builds_and_runs_a_cnn_in_seconds(neurosim_cache, tmp_path):
     subarray = ns_build.auto_subarray(MNIST_CNN, 8, 4)
     settings = ns_build.NeuroSimSettings.from_card(card, p.cell, 4, p.adc_bits, subarray, p.technode, True,
                                                    p.train_batch, p.iterations)
-    ns_build.check_v21_training(MNIST_CNN, settings.batchSize, settings.cellBit)
+    ns_build.check_v21(MNIST_CNN, True, settings.batchSize, settings.cellBit)
     names = ns_build.BY_KEY["v21"].patched
     binary = ns_build.build(source, neurosim_cache, lambda *_: None, names)
     rng = np.random.default_rng(0)

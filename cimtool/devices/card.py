@@ -70,6 +70,11 @@ class DeviceCard:
         return 1.0 / self.g_min
 
     @property
+    def cell_bits(self) -> int:
+        """Bits one device holds: floor(log2 levels), at least 1 (NeuroSim's cellBit; V2.1 train.py)."""
+        return max(1, int(math.floor(math.log2(self.levels))))
+
+    @property
     def has_update_curve(self) -> bool:
         return self.pulses_ltp is not None
 

@@ -42,7 +42,7 @@ class CostModel:
     def energy(self, card: DeviceCard, layers: list[LayerShape], weight_bits: int, adc_bits: int,
                scheme: str, timesteps: int, array_rows: int) -> dict[str, float]:
         """Energy per inference in pJ: total, ADC and cell parts."""
-        cell_bits = max(1, int(math.floor(math.log2(card.levels))))
+        cell_bits = card.cell_bits
         slices = math.ceil(weight_bits / cell_bits)
         n_conv = 2 if scheme == "A" else 1
         e_adc = self.adc_fom * 2**adc_bits

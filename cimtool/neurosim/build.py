@@ -70,7 +70,7 @@ class NeuroSimSettings:
         check_choice("--cell", cell, MEMCELLS)
         check_range("--train-batch", train_batch, 1, 1 << 20)
         check_range("--iterations", iterations, 1, 1 << 20)
-        bits = cell_bits if cell_bits is not None else max(1, int(math.floor(math.log2(card.levels))))
+        bits = cell_bits if cell_bits is not None else card.cell_bits
         adc = adc_bits if adc_bits is not None else card.adc_bits
         check_range("--cell-bits", bits, 1, 8)
         check_range("--adc-bits", adc, 1, 12)
@@ -286,16 +286,26 @@ def build(source: Path, cache: Path, log=print, names: tuple[str, ...] = CHIP_SE
         shutil.rmtree(work, ignore_errors=True)
 
 
-def check_v21_training(network: list[list[float]], train_batch: int, cell_bits: int) -> None:
-    """Refuse, in one line, what V2.1's training estimate (Chip.cpp) cannot compute for this
-    NetWork.csv, before it is built and run.
+def check_v21(network: list[list[float]], training: bool, train_batch: int, cell_bits: int) -> None:
+    """Refuse, in one line, what V2.1 (Chip.cpp) cannot compute for this NetWork.csv, before it is
+    built and run.
 
-    - Its weight-gradient unit gets ⌊P/128⌋ SRAM subarrays, P = (H−kH+1)(W−kW+1) of the first layer
-      with the largest IFM (H·W·Cin); with none, log2(0) sizes an adder tree of ~2^31 stages and
-      NeuroSim spins for hours (a network of only fully-connected layers has P = 1).
-    - Its weight-gradient buffer holds ⌈log2 batchSize⌉·⌈WBITS/cellBit⌉ columns per synapse (it reads
-      the unit's output precision before setting it); under WBITS bits none fits, and it divides by
-      zero (NaN, negative areas): ⌈log2 batchSize⌉ must be at least cellBit."""
+    - A network without a conv layer: V2.1 sizes its activation- and weight-gradient hardware from
+      conv output positions. With the training estimate off, it still divides their latencies
+      0/0 (NaN latency, TOPS/W and FPS); on, see the next point.
+    - Training on: its weight-gradient unit gets ⌊P/128⌋ SRAM subarrays, P = (H−kH+1)(W−kW+1) of
+      the first layer with the largest IFM (H·W·Cin); with none, log2(0) sizes an adder tree of
+      ~2^31 stages and NeuroSim spins for hours (a network of only fully-connected layers has P = 1).
+    - Training on: its weight-gradient buffer holds ⌈log2 batchSize⌉·⌈WBITS/cellBit⌉ columns per
+      synapse (it reads the unit's output precision before setting it); under WBITS bits none fits,
+      and it divides by zero (NaN, negative areas): ⌈log2 batchSize⌉ must be at least cellBit."""
+    if all(r[0] * r[1] * r[3] * r[4] == 1 for r in network):
+        raise CimtoolError("NeuroSim V2.1 cannot estimate a network without a conv layer (its gradient "
+                           "hardware is sized from conv output positions: training off gives NaN latency "
+                           "and TOPS/W, on never finishes); use a V1.3 or V1.4/V1.5 checkout (--format v13 "
+                           "trace) for this network")
+    if not training:
+        return
     sizes = [r[0] * r[1] * r[2] for r in network]
     first = sizes.index(max(sizes))
     h, w, _, kh, kw = network[first][:5]

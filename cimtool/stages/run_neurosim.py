@@ -12,7 +12,7 @@ layer, long form with stdout lines) and ``settings.json`` (what NeuroSim was bui
 V2.1 (training) figures are per epoch of ``--train-batch`` × ``--iterations`` images, split into
 forward, activation gradient, weight gradient and weight update (``--training-estimation off``:
 inference only); these options are refused for V1.x, and records V2.1's training estimate cannot
-compute are refused before it is built (``build.check_v21_training``).
+compute are refused before it is built (``build.check_v21``).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
         auto_subarray,
         build,
         cache_root,
-        check_v21_training,
+        check_v21,
         locate,
         setting_env,
         source_version,
@@ -134,8 +134,8 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
             raise CimtoolError(f"{p.trace} is a {fmt} trace but {found} is NeuroSim {version.name}: write "
                                f"the trace with --format {version.trace} or point --neurosim at a matching "
                                "checkout")
-        if version.key == "v21" and settings.trainingEstimation:  # a given binary has its own Param.cpp
-            check_v21_training(network, settings.batchSize, settings.cellBit)
+        if version.key == "v21":  # a given binary has its own Param.cpp
+            check_v21(network, settings.trainingEstimation, settings.batchSize, settings.cellBit)
         binary = build(found, cache_root(p.cache_dir), reporter.log, version.patched)
         applied = True
     chip_name = card.name if p.chip == "card" else f"release-{version.key}"

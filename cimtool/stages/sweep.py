@@ -184,7 +184,7 @@ class _ChipCost:
         self.cache = cache_root(p.cache_dir)
         self.binary = build(found, self.cache, log, self.version.patched)
         self.card, self.p = card, p
-        self.card_bits = max(1, int(math.floor(math.log2(card.levels))))
+        self.card_bits = card.cell_bits
         self.label = f"NeuroSim {self.version.name} ({origin})"
 
     def points(self, cand: Candidate, ci: int, directory: Path, progress, task) -> dict[tuple, dict]:
