@@ -45,7 +45,8 @@ stage calibrate-threshold "$OUT/snn" calibrate-threshold --model "$OUT/qmodel" -
   "${SNN[@]}"
 stage sweep "$OUT/sweep" sweep --model "$OUT/snn" --device "$DEVICE" "${ON[@]}" "${SWEEP[@]}"
 stage neurosim-trace "$OUT/trace" neurosim-trace --model "$OUT/qmodel"
-# fc10 has 20 weight columns at 8 bits on 4-bit cells: NeuroSim needs subarrays no wider than that
+# 16×16 subarrays, as docs/scale.md measured (without --subarray, auto picks 32: the 3×3 convs'
+# 64 weight columns span two 32-column subarrays)
 stage run-neurosim "$OUT/neurosim" run-neurosim --trace "$OUT/trace" --device "$DEVICE" --subarray 16
 stage report "$OUT/report" report "$OUT/model" "$OUT/qmodel" "$OUT/cmap" "$OUT/snn" "$OUT/sweep" \
   "$OUT/trace" "$OUT/neurosim" --title "mnist_cnn on Fashion-MNIST, on CIM ($DEVICE)"
