@@ -182,6 +182,18 @@ class TrainAnnParams:
                                                           "[optical] responsivity) and of --model "
                                                           "organic_cnn (g_max, read voltage, C2C). "
                                                           "Default: organic_ofet.")
+    preset: str = option("paper_mnist_rp", panel="Model", help="--model lbpnet: its architecture and "
+                                                               "training recipe (paper_mnist_rp: the "
+                                                               "seed's, k = 4; paper_mnist_rp_k8: 8 bits "
+                                                               "per output). The recipe sets batch size, "
+                                                               "learning rate, weight decay, warm-up, label "
+                                                               "smoothing and clipping; --epochs and --lr "
+                                                               "override.")
+    lbp_set: tuple[str, ...] = option((), panel="Model", cli_type=list[str] | None,
+                                      parse=lambda v: tuple(v or ()), show=lambda v: None,
+                                      help="--model lbpnet: change one preset field, section.field=value "
+                                           "(repeat), e.g. rp.n_bits_per_out=8, "
+                                           "blocks.channels_per_stage=32,64,128.")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from torch import nn
 from cimtool.data.optical import OpticalFrontEnd
 from cimtool.models.cnn import MNIST_CNN_PLAN, VGG8_PLAN, ConvNet
 from cimtool.models.frontends import FRONTENDS, N_FEATURES, FeatureScaler
+from cimtool.models.lbpnet import LBPNet, LbpNetConfig
 from cimtool.nn.organic import OrganicConv2d, OrganicLinear
 
 
@@ -94,6 +95,11 @@ MODELS: dict[str, ModelEntry] = {
                    lambda s: ConvNet(tuple(s["input_shape"]), MNIST_CNN_PLAN, [128],
                                      s["num_classes"], _optical(s)),
                    off_array=("normalize",), default_lr=2e-3, min_size=4),
+        ModelEntry("lbpnet", "LBPNet: learnable local binary patterns + random-projection fusion "
+                   "(MAC-free stages, digital) → crossbar MLP head (--preset)",
+                   lambda s: LBPNet(tuple(s["input_shape"]), s["num_classes"],
+                                    LbpNetConfig.from_dict(s["lbpnet"]), _optical(s)),
+                   off_array=("normalize", "stages"), default_lr=1e-3, min_size=4),
         ModelEntry("organic_cnn", "mnist_cnn with organic optoelectronic synapse layers: "
                    "nA read-out currents, C2C noise, renormalised read-out, hard-clamped conductances "
                    "(--device)", _build_organic, off_array=("normalize",), default_lr=2e-3, min_size=4),
@@ -127,7 +133,7 @@ def crossbar_layers(model: nn.Module, off_array: tuple[str, ...]) -> list[dict[s
 
 def make_spec(model_name: str, method: str | None, input_shape: tuple[int, int, int],
               num_classes: int, hidden: list[int], optical: dict[str, Any] | None = None,
-              organic: dict[str, Any] | None = None) -> dict[str, Any]:
+              organic: dict[str, Any] | None = None, lbpnet: dict[str, Any] | None = None) -> dict[str, Any]:
     entry = MODELS[model_name]
     spec: dict[str, Any] = {"model": model_name, "input_shape": list(input_shape),
                             "num_classes": num_classes}
@@ -135,6 +141,8 @@ def make_spec(model_name: str, method: str | None, input_shape: tuple[int, int, 
         spec["optical"] = optical
     if organic:
         spec["organic"] = organic
+    if lbpnet:
+        spec["lbpnet"] = lbpnet
     if entry.uses_method:
         spec.update(method=method, hidden=hidden, frontend_out_features=N_FEATURES)
     model = build(spec)

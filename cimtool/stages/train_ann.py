@@ -90,6 +90,10 @@ def validate(p: TrainAnnParams) -> None:
         raise CimtoolError("--device applies to --front-end optical and --model organic_cnn")
     if p.momentum >= 1:
         raise CimtoolError(f"--momentum must be below 1, got {p.momentum}")
+    if p.model == "lbpnet":
+        lbp_config(p)  # an unknown preset or an impossible field: one line, before anything runs
+    elif p.preset != TrainAnnParams.preset or p.lbp_set:
+        raise CimtoolError("--preset and --lbp-set apply to --model lbpnet")
     for name, choices in (("compile", ("auto", "on", "off")),
                           ("loader", ("auto", "memory", "dataloader")),
                           ("augment", ("auto", "on", "off")),
@@ -97,8 +101,21 @@ def validate(p: TrainAnnParams) -> None:
         check_choice(f"--{name.replace('_', '-')}", getattr(p, name), choices)
 
 
+def lbp_config(p: TrainAnnParams, epochs: int | None = None):
+    """--model lbpnet's configuration: the preset with --lbp-set applied, its recipe scaled to
+    ``epochs`` (docs/lbpnet.md)."""
+    from cimtool.models.lbpnet import preset, with_overrides
+
+    cfg = with_overrides(preset(p.preset), p.lbp_set)
+    return replace(cfg, recipe=cfg.recipe.scaled(epochs)) if epochs else cfg
+
+
 def resolve_defaults(p: TrainAnnParams) -> TrainAnnParams:
     """Fill in model-dependent defaults, so that the manifest records the values used."""
+    if p.model == "lbpnet":  # the preset's recipe
+        r = lbp_config(p).recipe
+        p = replace(p, lr=p.lr if p.lr is not None else r.lr, batch_size=r.batch_size,
+                    weight_decay=r.weight_decay, label_smoothing=r.label_smoothing, grad_clip=r.grad_clip)
     if p.lr is None and p.model in MODELS:
         p = replace(p, lr=MODELS[p.model].default_lr)
     if p.model == "organic_cnn" and p.device is None:
@@ -151,6 +168,8 @@ def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, reporter: 
     _check_fit(p, raw, splits)
     if p.epochs is None:
         p = replace(p, epochs=default_epochs(len(splits.train)))
+    if p.model == "lbpnet":  # its warm-up scales with --epochs, as its other epoch-based points
+        p = replace(p, warmup_epochs=lbp_config(p, p.epochs).recipe.warmup_epochs)
     spec = _make_spec(p, raw)
     params = {**asdict(p), "torch_device": device.type}
     name = f"{p.dataset}-{p.method if p.model == 'crossbar' else p.model}-s{p.seed}"
@@ -193,6 +212,8 @@ def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, reporter: 
             "compiled": result.compiled,
             "train_samples_per_s": float(np.median([t["samples_per_s"] for t in head_timing])),
         }
+        if p.model == "lbpnet":  # the paper's cost metric, per stage in cost.parquet
+            summary.update(_lbp_cost(model, spec, writer.path("cost.parquet")))
         inputs = [{"role": "dataset", "kind": "dataset", "name": raw.name, "source": raw.source,
                    "data_sha256": raw.sha256(), "split_sha256": splits.indices_sha256}]
         return output.commit(writer, inputs, summary)
@@ -244,9 +265,10 @@ def _organic_spec(p: TrainAnnParams) -> dict[str, Any] | None:
 
 
 def _make_spec(p: TrainAnnParams, raw) -> dict[str, Any]:
+    lbpnet = lbp_config(p, p.epochs).to_dict() if p.model == "lbpnet" else None
     try:
         return make_spec(p.model, p.method, tuple(raw.x.shape[1:]), raw.num_classes, list(p.hidden),
-                         _optical_spec(p), _organic_spec(p))
+                         _optical_spec(p), _organic_spec(p), lbpnet)
     except (RuntimeError, MemoryError) as exc:  # e.g. an absurd --hidden width
         raise CimtoolError(f"cannot build --model {p.model} with --hidden {p.hidden}: "
                            f"{str(exc).splitlines()[0]}") from None
@@ -260,8 +282,13 @@ def _train(p: TrainAnnParams, spec: dict[str, Any], raw, tensors, device, scratc
         with torch.no_grad():
             model.normalize.fit(model.optical(tensors["train"].x.float().div(255.0)))
         config = _train_config(p, p.epochs, p.lr, augment=p.augment == "on")
+        recipe = None
+        if p.model == "lbpnet":
+            from cimtool.train.recipe import LbpRecipe
+
+            recipe = LbpRecipe(model, model.cfg.recipe)
         result = fit(model, tensors["train"], tensors["val"], config, device,
-                     scratch / "model.ckpt", "model", reporter)
+                     scratch / "model.ckpt", "model", reporter, recipe)
         return model, result
 
     result = FitResult()
@@ -296,6 +323,21 @@ def _features(model, data, device, batch_size: int = 4096):
         chunks = [model.frontend(model.optical(to_float(data.x[i: i + batch_size].to(device)))).float().cpu()
                   for i in range(0, len(data), batch_size)]
     return TensorData(torch.cat(chunks), data.y)
+
+
+def _lbp_cost(model, spec: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The paper's LBP + RP count (docs/lbpnet.md#cost) and the dense layers' MACs beside it."""
+    from cimtool.models.lbpnet import cost_summary, paper_cost, reference_parameters
+    from cimtool.models.macs import count_macs
+
+    channels, height, width = spec["input_shape"]
+    rows = paper_cost(model.cfg, height, width, channels)
+    _write_table(path, rows)
+    sample = torch.zeros(1, channels, height, width)
+    cnn = make_spec("mnist_cnn", None, (channels, height, width), model.head[-1].out_features, [])
+    return {"lbp_cost": cost_summary(rows), "n_parameters_reference": reference_parameters(model),
+            "dense_macs": count_macs(model, sample),
+            "mnist_cnn_macs": count_macs(MODELS["mnist_cnn"].build(cnn), sample)}
 
 
 def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:

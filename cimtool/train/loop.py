@@ -34,6 +34,7 @@ NO_CLIP_BELOW = 0.999
 # tests/bench: inductor takes ~25 s to compile VGG8 on 2 cores and then steps 1.03-1.21x faster,
 # so it breaks even after ~280 s of eager training at 1.1x; 600 s leaves a margin.
 CPU_COMPILE_MIN_EAGER_S = 600.0
+RECIPE_SEED = 7_919  # offsets a recipe's own batch order from the epoch's shuffle
 CPU_MACS_PER_S = 1.05e11  # VGG8 eager fwd+bwd on 2 cores: 3 × 616 MMAC × 128 samples in 2.26 s
 
 
@@ -169,11 +170,13 @@ def post_step_hooks(model: nn.Module) -> list[Callable[[], None]]:
 
 
 def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
-        device: torch.device, checkpoint: Path, phase: str, reporter: Reporter) -> FitResult:
+        device: torch.device, checkpoint: Path, phase: str, reporter: Reporter,
+        recipe: Any = None) -> FitResult:
     """Train ``model`` in place; on return it holds the best-val weights.
 
     If ``checkpoint`` exists (an interrupted run), training continues from it and ends with the
     same weights as an uninterrupted run: shuffling and any randomness are seeded per epoch.
+    ``recipe``: a model's own schedule on top (``cimtool.train.recipe``).
     """
     model.to(device).train()
     batcher = make_batcher(train, cfg.batch_size, device, cfg.loader)
@@ -182,7 +185,8 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
     warmup_steps = min(total_steps, round(cfg.warmup_epochs * steps_per_epoch))
     peak_lr = scaled_lr(cfg.lr, min(cfg.batch_size, len(train)))  # the batch actually used
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = OPTIMIZERS[cfg.optimizer](params, cfg, peak_lr)
+    groups = recipe.param_groups(cfg.weight_decay) if recipe else params
+    optimizer = OPTIMIZERS[cfg.optimizer](groups, cfg, peak_lr)
     compiled = should_compile(cfg.compile, device, eager_estimate_s(model, train, cfg.epochs))
     step_model = torch.compile(model) if compiled else model
 
@@ -194,6 +198,8 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
         result = FitResult(loop["metrics"], loop["timing"], loop["best_val_acc"], loop["best_epoch"],
                            compiled)
         start_epoch = loop["epoch"]
+        if recipe:
+            recipe.load_state(loop["recipe"])
         reporter.log(f"[dim]{phase}: resuming after epoch {start_epoch} from {checkpoint}[/dim]")
 
     after_step = post_step_hooks(model)
@@ -211,6 +217,8 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
             generator = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
             # reduced once per epoch (fewer ops per step); outputs: the epoch's logits, N x classes
             losses, outputs, targets = [], [], []
+            if recipe:
+                recipe.begin_epoch(epoch, cfg.epochs)
             t0 = time.perf_counter()
             for i, (xb, yb) in enumerate(batcher.epoch(generator)):
                 if cfg.augment:
@@ -218,10 +226,12 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
                 step = (epoch - 1) * steps_per_epoch + i
                 lr = warmup_cosine(step, total_steps, warmup_steps, peak_lr)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_mult", 1.0) * (recipe.lr_scale if recipe else 1.0)
                 with amp:
                     logits = step_model(to_float(xb))
                     loss = smoothed_cross_entropy(logits.float(), yb, cfg.label_smoothing)
+                    if recipe:
+                        loss = loss + recipe.extra_loss()
                 for p in params:  # zero_grad(set_to_none=True) without its profiler hooks
                     p.grad = None
                 loss.backward()
@@ -242,11 +252,16 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
             if not torch.isfinite(loss_sum):
                 raise CimtoolError(f"{phase}: training diverged (loss is not finite in epoch {epoch}); "
                                    f"lower the learning rate (it peaked at {peak_lr:.3g})")
+            if recipe:  # train batches of their own seed (the epoch's shuffle is untouched)
+                recipe.before_eval(lambda epoch=epoch: (xb for xb, _ in batcher.epoch(
+                    torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch) + RECIPE_SEED))))
             val_loss, val_acc = evaluate(model, val, device, cfg.eval_batch_size)
+            if recipe:
+                recipe.after_epoch(epoch, val_acc)
             result.metrics.append({
                 "phase": phase, "epoch": epoch, "train_loss": float(loss_sum) / len(train),
                 "train_acc": int(correct) / len(train), "val_loss": val_loss, "val_acc": val_acc,
-                "lr": lr,
+                "lr": lr, **(recipe.epoch_metrics() if recipe else {}),
             })
             result.timing.append({"phase": phase, "epoch": epoch, "wall_s": wall,
                                   "samples_per_s": len(train) / wall})
@@ -260,6 +275,7 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
                 save_checkpoint(checkpoint, model, best_state, optimizer, {
                     "epoch": epoch, "metrics": result.metrics, "timing": result.timing,
                     "best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch,
+                    "recipe": recipe.state() if recipe else None,
                 })
                 last_save = time.perf_counter()
     model.load_state_dict(best_state)
