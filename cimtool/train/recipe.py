@@ -109,10 +109,12 @@ class LbpRecipe:
         """Alive-ratio regulariser w·(alive − target)², alive = the share of RP outputs that are 1
         (its sigmoid surrogate, this step's batch), plus the gate margin w·mean(relu(m − |g|))."""
         rps = self.model.rp_layers()
-        alive = torch.stack([rp.soft_active for rp in rps]).mean()
         logits = torch.cat([rp.gate_logits for rp in rps])
-        return (self.cfg.alive_weight * (alive - self.cfg.alive_target) ** 2
-                + self.cfg.gate_margin_weight * torch.relu(self.cfg.gate_margin - logits.abs()).mean())
+        loss = self.cfg.gate_margin_weight * torch.relu(self.cfg.gate_margin - logits.abs()).mean()
+        soft = [rp.soft_active for rp in rps if rp.soft_active is not None]  # none without the STE
+        if soft:
+            loss = loss + self.cfg.alive_weight * (torch.stack(soft).mean() - self.cfg.alive_target) ** 2
+        return loss
 
     def alive(self) -> float:
         """Share of RP outputs that were 1 in the last forward pass (validation, after an epoch)."""
