@@ -130,8 +130,9 @@ class TrainAnnParams:
     allow_pickle: bool = option(False, panel="Data", help="Allow the python (pickle) CIFAR-10 batches; "
                                                           "unpickling can run code.")
     model: str = option("crossbar", panel="Model", help="crossbar (front-end + 64-row crossbar head), "
-                                                        "vgg8, mnist_cnn or organic_cnn (organic "
-                                                        "optoelectronic synapses of --device).")
+                                                        "vgg8, mnist_cnn, organic_cnn (organic "
+                                                        "optoelectronic synapses of --device) or lbpnet "
+                                                        "(local binary patterns; --preset).")
     method: str = option("proj_sup_64", panel="Model", help="Front-end of the crossbar model: proj_sup_64, "
                                                             "proj_pca_64, avgpool_8x8, bilinear_8x8.")
     hidden: list[int] = option(panel="Model", factory=list, cli_type=list[int] | None,
