@@ -121,8 +121,8 @@ def estimate(binary: Path, version: Version, directory: Path, weight_bits: int, 
     args = argv(str(binary), weight_bits, input_bits, layers, version, settings.numRowSubArray,
                 lambda name: str((directory / name).resolve()))
     env = setting_env(settings, version.patched)
-    files = [directory / NETWORK, *(directory / a for a in
-                                    argv("", weight_bits, input_bits, layers, version, 0)[1:] if "." in a)]
+    files = [directory / a for a in argv("", weight_bits, input_bits, layers, version, 0)[1:]
+             if a.endswith(".csv")]  # NetWork.csv and the layer files (not V2.1's activity numbers)
     key = _cache_key(binary, argv("main", weight_bits, input_bits, layers, version, settings.numRowSubArray),
                      env, files)
     stored = cache / f"{key}.json" if cache else None
