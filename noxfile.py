@@ -51,6 +51,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "tests/bench/bench_snn.py")
     session.run("python", "tests/bench/bench_neurosim.py")
     session.run("python", "tests/bench/bench_sweep_cost.py")
+    session.run("python", "tests/bench/bench_lbpnet.py")
     session.run("python", "tests/bench/bench_gpu.py")  # says so and exits without CUDA
 
 

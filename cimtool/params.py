@@ -169,8 +169,9 @@ class TrainAnnParams:
                                                          "estimated over 10 min), on, off.")
     loader: str = option("auto", panel="Training", help="auto, memory (in-memory batcher) or dataloader.")
     augment: str = option("auto", panel="Training", help="Random crop + horizontal flip of image batches "
-                                                         "(suits natural images, not digits): auto (on for "
-                                                         "CNNs on cifar10), on, off.")
+                                                         "(suits natural images, not digits; lbpnet: shifts "
+                                                         "by its recipe's crop pad, no flip): auto (on for "
+                                                         "CNNs on cifar10 and for lbpnet), on, off.")
     torch_device: str = torch_device_option("Where torch trains: auto, cpu or cuda.", panel="Training")
     front_end: str = option("none", panel="Model", help="none, or optical: the organic optoelectronic "
                                                         "sensor (inverse sRGB gamma, Poisson shot noise, "

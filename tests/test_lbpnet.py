@@ -46,20 +46,28 @@ def test_preset_size_and_cost_are_the_seeds():
 
 
 def test_the_hard_path_is_binary_and_mac_free_in_its_lbp_and_rp():
-    """LBP bits and RP outputs are exactly 0/1, in eval and in training's forward pass; the RP
-    routing is fixed (k distinct bits per output) and the same for the same seed."""
+    """Every LBP comparison and every RP output is exactly 0/1, in eval and in training's forward
+    pass; an LBP point's output is the popcount of its comparisons over the input channels; the RP
+    routing is fixed (k distinct points per output) and the same for the same seed."""
     model = _model()
     x = torch.randn(8, 1, 28, 28)
     seen = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: seen.append(out.detach()))
+    hooks = [m.register_forward_hook(lambda m, i, out: seen.append((m, i[0].detach(), out.detach())))
              for block in model.stages for m in (block.lbp, block.fuse)]
     for mode in ("eval", "train"):
         seen.clear()
         getattr(model, mode)()
         model(x).sum().backward() if mode == "train" else model(x)
         assert len(seen) == 6
-        for out in seen:
-            assert set(torch.unique(out).tolist()) <= {0.0, 1.0}, mode
+        for module, inputs, out in seen:
+            if module in model.lbp_layers():
+                bits = module.bits(inputs)  # [B, P·N, C_in, H, W]
+                assert bits.shape[1:3] == (16, inputs.shape[1])
+                assert set(torch.unique(bits).tolist()) <= {0.0, 1.0}, mode
+                assert torch.equal(out, bits.sum(2)), mode
+                assert set(torch.unique(out).tolist()) > {0.0, 1.0} or inputs.shape[1] == 1
+            else:
+                assert set(torch.unique(out).tolist()) == {0.0, 1.0}, mode
     for h in hooks:
         h.remove()
     routing = model.stages[1].fuse.routing
@@ -154,13 +162,17 @@ def test_fit_with_the_recipe_resumes_to_the_same_weights(tmp_path, monkeypatch):
 
 def test_overrides_and_bad_configs():
     cfg = with_overrides(PRESETS["paper_mnist_rp"],
-                         ["rp.n_bits_per_out=8", "blocks.channels_per_stage=8,16,32"])
+                         ["rp.n_bits_per_out=8", "blocks.channels_per_stage=8,16,32",
+                          "recipe.groups.offsets=1,0"])
     assert cfg.rp.n_bits_per_out == 8 and cfg.blocks.channels_per_stage == (8, 16, 32)
+    assert cfg.recipe.groups["offsets"] == (1.0, 0.0) and cfg.recipe.groups["gates"] == (3.0, 0.0)
     assert LbpNetConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # arch.json round trip
     for bad, message in (("lbp.num_points=10", "num_points must be in"),
                          ("blocks.channels_per_stage=39,40", "must list 3"),
                          ("rp.n_bits_per_out=0", "n_bits_per_out must be in"),
                          ("rp.n_bits=4", "known field"),
+                         ("recipe.groups.offsets=1", "expected lr_mult,wd_mult"),
+                         ("recipe.groups=1,0", "known field"),
                          ("lbp.window=x", "not a int")):
         with pytest.raises(CimtoolError, match=message):
             with_overrides(PRESETS["paper_mnist_rp"], [bad])
@@ -187,7 +199,8 @@ def lbp_model(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("lbp") / "m"
     with pytest.raises(SystemExit) as info:
-        main(["train-ann", "--model", "lbpnet", "--epochs", "4", "--out", str(out), "--quiet"])
+        main(["train-ann", "--model", "lbpnet", "--preset", "paper_mnist_rp_cpu", "--epochs", "4", "--out",
+              str(out), "--quiet"])
     assert info.value.code in (0, None)
     return artifacts.load(out, "model")
 
@@ -198,16 +211,40 @@ def test_trained_artifact_reports_the_cost_and_is_reproducible(lbp_model, cli, t
     assert (s["lbp_cost"]["comparisons"], s["lbp_cost"]["additions"]) == (105_840, 261_072)
     # dense MACs: the three 1×1 shortcuts and the head
     assert s["dense_macs"] == 39 * 784 + 39 * 40 * 196 + 40 * 80 * 49 + 80 * 256 + 256 * 10
-    assert s["test_accuracy"] > 0.5  # 4 epochs on mnist5k's 3,500 samples
+    assert s["test_accuracy"] > 0.6  # 4 epochs on mnist5k's 3,500 samples
     arch = json.loads(lbp_model.file("arch.json").read_text())
     assert [layer["name"] for layer in arch["crossbar_layers"]] == ["head.0", "head.3"]
     assert arch["lbpnet"]["recipe"]["epochs"] == 4
-    rows = __import__("pandas").read_parquet(lbp_model.file("cost.parquet"))
-    assert list(rows["comparisons"]) == [12_544 + 30_576, 12_544 + 31_360, 3_136 + 15_680]
+    rows = __import__("pandas").read_parquet(lbp_model.file("cost.parquet")).set_index("layer")
+    assert list(rows.index) == ["stages.0", "stages.1", "stages.2", "head.0", "head.3", "total"]
+    assert list(rows["comparisons"][:3]) == [12_544 + 30_576, 12_544 + 31_360, 3_136 + 15_680]
+    assert list(rows["dense_macs"]) == [39 * 784, 39 * 40 * 196, 40 * 80 * 49, 80 * 256, 256 * 10,
+                                        s["dense_macs"]]
+    assert rows.loc["total", "additions"] == 261_072 and rows.loc["total", "size_bytes"] == 2_928
     out = tmp_path / "again"
-    assert cli("train-ann", "--model", "lbpnet", "--epochs", "4", "--out", out, "--quiet").code == 0
+    assert cli("train-ann", "--model", "lbpnet", "--preset", "paper_mnist_rp_cpu", "--epochs", "4",
+               "--out", out, "--quiet").code == 0
     for name in ("weights.safetensors", "metrics.parquet", "arch.json", "cost.parquet"):
         assert (out / name).read_bytes() == lbp_model.file(name).read_bytes(), name
+
+
+def test_profile_reports_lbpnet_cost_beside_its_timings(lbp_model, cli, tmp_path):
+    """profile times the LBPNet itself, skips the spiking modes it has no twin for, and writes the
+    paper's cost table with the dense MACs and mnist_cnn's beside it."""
+    import pandas as pd
+
+    result = cli("profile", "--model", lbp_model.path, "--batch-sizes", "4", "--repeats", "1", "--warmup",
+                 "0", "--modes", "ann_eager,snn", "--out", tmp_path / "p")
+    assert result.code == 0, result.err
+    art = artifacts.load(tmp_path / "p", "profile")
+    s = art.summary
+    assert s["lbp_cost"]["gops"] == pytest.approx(0.000366912) and s["mnist_cnn_macs"] == 1_218_048
+    rows = pd.read_parquet(art.file("profile.parquet"))
+    eager = rows[rows["mode"] == "ann_eager"]
+    assert eager["latency_ms"].notna().all() and len(eager) == 2  # forward, forward_backward
+    assert rows[rows["mode"] == "snn"]["note"].str.contains("no spiking twin").all()
+    assert pd.read_parquet(art.file("cost.parquet")).equals(pd.read_parquet(lbp_model.file("cost.parquet")))
+    assert "105,840 comparisons" in result.out.replace("\n", " ")
 
 
 def test_lbpnet_goes_through_the_hardware_flow(lbp_model, cli, tmp_path):
@@ -226,3 +263,64 @@ def test_lbpnet_goes_through_the_hardware_flow(lbp_model, cli, tmp_path):
     assert network == ["1,1,80,1,1,256,0,1", "1,1,256,1,1,10,0,1"]
     weights = np.loadtxt(root / "t" / "weight1.csv", delimiter=",")
     assert weights.shape == (80, 256)
+
+
+def test_lbp_backward_is_the_sigmoid_surrogate_of_every_comparison():
+    """The hand-written backward of the channel popcount equals autograd of Σ_c sigmoid(d / α) at the
+    same whole-pixel offsets (input and α); an offset's gradient is that surrogate × the image's
+    central difference at its sample."""
+    from torch.nn import functional as F
+
+    from cimtool.models.lbpnet import EAGER, _ChannelLBP, lbp_counts
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 6, 7, dtype=torch.float64, requires_grad=True)
+    alpha = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    rounded = ((1, 0), (0, -1), (1, 0), (-1, 1), (0, 0))
+    offsets = torch.tensor(rounded, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 5, 6, 7, dtype=torch.float64)
+    out = _ChannelLBP.apply(x, offsets, alpha, rounded, 1, EAGER)
+    assert torch.equal(out, lbp_counts(x.detach(), rounded, 1))
+    out.backward(g)
+
+    xs, a = x.detach().clone().requires_grad_(), alpha.detach().clone().requires_grad_()
+    padded = F.pad(xs, (2,) * 4, mode="replicate")
+
+    def at(dx, dy):
+        return padded[:, :, 2 + dy:8 + dy, 2 + dx:9 + dx]
+
+    soft = torch.stack([torch.sigmoid((at(dx, dy) - xs) / a).sum(1) for dx, dy in rounded], 1)
+    soft.backward(g)
+    assert torch.allclose(x.grad, xs.grad) and torch.allclose(alpha.grad, a.grad)
+    with torch.no_grad():
+        for q, (dx, dy) in enumerate(rounded):
+            s = torch.sigmoid((at(dx, dy) - xs) / a)
+            slope = s * (1 - s) / a
+            expected = [(g[:, q] * (slope * (at(dx + 1, dy) - at(dx - 1, dy)) / 2).sum(1)).sum(),
+                        (g[:, q] * (slope * (at(dx, dy + 1) - at(dx, dy - 1)) / 2).sum(1)).sum()]
+            assert torch.allclose(offsets.grad[q], torch.stack(expected)), q
+
+
+def test_compiled_kernels_give_the_eager_values():
+    """compile_kernels() (fit's --compile on, or auto on long runs): the same hard outputs exactly, the
+    same gradients to float rounding."""
+    import shutil
+
+    if not (shutil.which("g++") or shutil.which("c++")):
+        pytest.skip("torch.compile on CPU needs a C++ compiler")
+    x = torch.randn(4, 1, 12, 12)
+    grads = []
+    for compiled in (False, True):
+        model = _model()
+        model.train()
+        if compiled:
+            model.compile_kernels()
+        out = model(x)
+        out.square().sum().backward()
+        grads.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                     if p.grad is not None}))
+    (eager_out, eager_grads), (comp_out, comp_grads) = grads
+    assert torch.allclose(eager_out, comp_out, atol=1e-5)
+    assert eager_grads.keys() == comp_grads.keys() and "stages.1.lbp.offsets_raw" in eager_grads
+    for name, g in eager_grads.items():
+        assert torch.allclose(g, comp_grads[name], rtol=1e-4, atol=1e-6), name

@@ -4,19 +4,20 @@
 One stage (:class:`MacFreeBlock`): input [B, C, H, W] →
 
 1. **LBP** (:class:`LBPLayer`): P·N learnable offsets in a ``window`` (shared by every channel);
-   point q compares its channel c_q (fixed, seeded) at the offset with the pivot of that channel:
-   b_q = 1[x_{c_q}(i+dy_q, j+dx_q) > x_{c_q}(i, j)], P·N bits per pixel. Offsets are rounded to
-   whole pixels in the forward pass (memory reads).
-2. **Gates**: one learnable logit per bit position, open when > 0 (hard); alive ratio = open share.
+   point q compares every channel c at the offset with that channel's pivot,
+   b_{q,c} = 1[x_c(i+dy_q, j+dx_q) > x_c(i, j)], and counts the ones over the channels (popcount):
+   n_q = Σ_c b_{q,c}. Offsets are rounded to whole pixels in the forward pass (memory reads).
+2. **Gates**: one learnable logit per point, open when > 0 (hard).
 3. **RP fusion** (:class:`RPFusion`): each output channel reads a fixed, seeded set of
-   ``n_bits_per_out`` of the P·N gated bits, counts them (popcount) and thresholds the count at
-   ⌈k/2⌉: one bit per output channel and pixel.
+   ``n_bits_per_out`` = k of the P·N gated points, adds their counts and fires when the sum reaches
+   θ·C_in (θ = ⌈k/2⌉ unless set): one bit per output channel and pixel.
 4. BN → 2×2 average pool where the preset downsamples → + 1×1 shortcut (C_in → C_out, a dense
    layer off the paper's count) → ReLU.
 
-The forward pass is the hard path, in training too: offsets rounded to whole pixels, 0/1 bits,
-gates and thresholds. Gradients are straight-through: a sigmoid of slope 1/α for the comparisons,
-1/τ for gates and thresholds, bilinear sampling at the continuous offsets for the offsets. The
+The forward pass is the hard path, in training too: offsets rounded to whole pixels, 0/1
+comparisons, popcounts, gates and thresholds. Gradients are straight-through: a sigmoid of slope
+1/α for the comparisons, 1/τ for gates and thresholds, the image gradient at the sample for the
+offsets. The
 head (global average pool → Linear → BN → ReLU → Linear) is the crossbar part; stages stay
 digital (``off_array``).
 """
@@ -85,6 +86,7 @@ class RecipeConfig:
     warmup_epochs: float = 5.0
     label_smoothing: float = 0.1
     grad_clip: float = 1.0
+    augment_crop_pad: int = 2  # random shifts of up to 2 px (the seed's 2° rotation is not applied)
     # (lr multiplier, weight-decay multiplier) per parameter group
     groups: dict[str, tuple[float, float]] = field(default_factory=lambda: {
         "offsets": (5.0, 0.0), "alpha": (1.0, 0.0), "gates": (3.0, 0.0), "head": (0.7, 1.0),
@@ -211,12 +213,23 @@ def with_overrides(cfg: LbpNetConfig, assignments: tuple[str, ...] | list[str]) 
     for item in assignments:
         key, sep, value = item.partition("=")
         section, _, name = key.strip().partition(".")
-        if not sep or section not in _SECTIONS or name not in {f.name for f in fields(_SECTIONS[section])}:
+        name, _, entry = name.partition(".")  # recipe.groups.<group>: one entry of a table
+        known = section in _SECTIONS and name in {f.name for f in fields(_SECTIONS[section])}
+        part = getattr(cfg, section) if known else None
+        current = getattr(part, name) if known else None
+        table = isinstance(current, dict)
+        if not (sep and known) or table != bool(entry) or (table and entry not in current):
             known = ", ".join(f"{s}.<field>" for s in _SECTIONS)
             raise CimtoolError(f"--lbp-set '{item}': expected section.field=value with a known field "
-                               f"({known}; docs/lbpnet.md lists them)")
-        part = getattr(cfg, section)
-        part = replace(part, **{name: _parse_value(value, getattr(part, name), key.strip())})
+                               f"({known}, recipe.groups.<group>=lr_mult,wd_mult; docs/lbpnet.md lists "
+                               "them)")
+        if entry:
+            v = _parse_value(value, tuple(float(x) for x in current[entry]), key.strip())
+            if len(v) != 2:
+                raise CimtoolError(f"--lbp-set {key.strip()}={value}: expected lr_mult,wd_mult")
+            part = replace(part, **{name: {**current, entry: v}})
+        else:
+            part = replace(part, **{name: _parse_value(value, current, key.strip())})
         cfg = replace(cfg, **{section: part})
     cfg.validate()
     return cfg
@@ -227,6 +240,11 @@ PRESETS: dict[str, LbpNetConfig] = {
     "paper_mnist_rp": LbpNetConfig(),
     # its 2025-09-08 update: 8 bits per output, for the paper's ~0.0007 GOPs budget
     "paper_mnist_rp_k8": LbpNetConfig(rp=RpConfig(n_bits_per_out=8)),
+    # cimtool's recipe for 2 CPU cores (docs/lbpnet.md#presets): the preset's architecture and cost,
+    # RP threshold 1 of k·C_in (θ = 2 leaves 96 % of the outputs 0), offsets fixed at their seeded
+    # initial values (learning them made 30-epoch runs noisier and 2 points worse), peak lr 1e-2
+    "paper_mnist_rp_cpu": LbpNetConfig(rp=RpConfig(threshold=1), recipe=RecipeConfig(
+        epochs=30, lr=1e-2, freeze_offsets_epochs=30)),
 }
 DEFAULT_PRESET = "paper_mnist_rp"
 
@@ -244,93 +262,182 @@ def straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
     return hard.detach() + (soft - soft.detach())
 
 
+def _window(padded: torch.Tensor, dx: int, dy: int, pad: int, h: int, w: int) -> torch.Tensor:
+    """The image read at whole-pixel offset (dx, dy) from every pixel: a view of the padded image."""
+    return padded[:, :, pad + dy:pad + dy + h, pad + dx:pad + dx + w]
+
+
+# The LBP's elementwise work over [B, C, H, W], one offset at a time. Eager, or through
+# torch.compile (LbpKernels.compiled: fused loops; tests/bench/bench_lbpnet.py measures the gain).
+
+def _count(sample: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Σ_c 1[sample > pivot]: [B, H, W]."""
+    return (sample > x).sum(1, dtype=x.dtype)
+
+
+def _surrogate(sample: torch.Tensor, x: torch.Tensor, grad: torch.Tensor, alpha: torch.Tensor):
+    """(gradient to each difference d = sample − pivot, Σ of it · d) for the sigmoid(d / α) surrogate."""
+    d = sample - x
+    s = torch.sigmoid(d / alpha)
+    g = grad * (s * (1 - s) / alpha)
+    return g, (g * d).sum()
+
+
+def _surrogate_offsets(sample: torch.Tensor, x: torch.Tensor, grad: torch.Tensor, alpha: torch.Tensor,
+                       right: torch.Tensor, left: torch.Tensor, down: torch.Tensor, up: torch.Tensor):
+    """:func:`_surrogate`, and Σ_c slope · the central differences of the image at the sample
+    (along x: (right − left)/2, along y: (down − up)/2), each [B, H, W]."""
+    d = sample - x
+    s = torch.sigmoid(d / alpha)
+    slope = s * (1 - s) / alpha
+    g = grad * slope
+    return g, (g * d).sum(), (slope * (right - left)).sum(1) / 2, (slope * (down - up)).sum(1) / 2
+
+
+@dataclass(frozen=True)
+class LbpKernels:
+    count: Any = _count
+    surrogate: Any = _surrogate
+    surrogate_offsets: Any = _surrogate_offsets
+
+    @classmethod
+    def compiled(cls) -> LbpKernels:
+        """torch.compile of each (a new input shape compiles once more, then sizes are dynamic)."""
+        return cls(*(torch.compile(f) for f in (_count, _surrogate, _surrogate_offsets)))
+
+
+EAGER = LbpKernels()
+# eager training step of the preset at 28×28 on 2 CPU cores: 0.84 s per 256 samples (offsets frozen)
+EAGER_S_PER_SAMPLE = 0.84 / 256
+
+
 class _Step(torch.autograd.Function):
     """1[z > 0] forward; backward the gradient of sigmoid(z / T) (to z, and to T when it learns)."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, z: torch.Tensor, temperature: torch.Tensor, kernels: LbpKernels) -> torch.Tensor:
         ctx.save_for_backward(z, temperature)
+        ctx.kernels = kernels
         return (z > 0).to(z.dtype)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         z, t = ctx.saved_tensors
-        s = torch.sigmoid(z / t)
-        ds = grad * s * (1 - s)
-        grad_t = -(ds * z).sum().reshape(t.shape) / (t * t) if ctx.needs_input_grad[1] else None
-        return ds / t, grad_t
+        g, gz = ctx.kernels.surrogate(z, torch.zeros((), dtype=z.dtype, device=z.device), grad, t)
+        return g, -(gz / t).reshape(t.shape) if ctx.needs_input_grad[1] else None, None
 
 
-def step(z: torch.Tensor, temperature: torch.Tensor, surrogate: bool) -> torch.Tensor:
+def step(z: torch.Tensor, temperature: torch.Tensor, surrogate: bool,
+         kernels: LbpKernels = EAGER) -> torch.Tensor:
     """1[z > 0], with the sigmoid(z / T) straight-through gradient when ``surrogate``."""
-    return _Step.apply(z, temperature) if surrogate else (z > 0).to(z.dtype)
+    return _Step.apply(z, temperature, kernels) if surrogate else (z > 0).to(z.dtype)
+
+
+def lbp_counts(x: torch.Tensor, rounded: tuple[tuple[int, int], ...], radius: int,
+               kernels: LbpKernels = EAGER) -> torch.Tensor:
+    """count_q(i, j) = Σ_c 1[x_c(i + dy_q, j + dx_q) > x_c(i, j)], edges replicated: [B, Q, H, W]."""
+    h, w = x.shape[2:]
+    padded = F.pad(x, (radius,) * 4, mode="replicate")
+    counts = {u: kernels.count(_window(padded, *u, radius, h, w), x) for u in set(rounded)}
+    return torch.stack([counts[u] for u in rounded], 1)
+
+
+class _ChannelLBP(torch.autograd.Function):
+    """:func:`lbp_counts` with a straight-through backward: each comparison's gradient is that of
+    sigmoid(d / α) (to the sample, the pivot and α), and an offset's is that surrogate times the
+    image gradient at its sample (the paper's learned sampling points). Points that round to the
+    same offset share one pass; only x is kept, the backward pass recomputes the differences."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, offsets: torch.Tensor, alpha: torch.Tensor,
+                rounded: tuple[tuple[int, int], ...], radius: int, kernels: LbpKernels) -> torch.Tensor:
+        ctx.save_for_backward(x, alpha)
+        ctx.rounded, ctx.pad, ctx.kernels = rounded, radius + 1, kernels  # one more: image gradient
+        return lbp_counts(x, rounded, radius, kernels)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, alpha = ctx.saved_tensors
+        rounded, pad, kernels = ctx.rounded, ctx.pad, ctx.kernels
+        h, w = x.shape[2:]
+        padded = F.pad(x, (pad,) * 4, mode="replicate")
+        want_x, want_off, want_alpha = ctx.needs_input_grad[:3]
+        grad_padded = torch.zeros_like(padded) if want_x else None
+        grad_off = torch.zeros(len(rounded), 2, dtype=x.dtype, device=x.device) if want_off else None
+        grad_alpha = torch.zeros((), dtype=x.dtype, device=x.device)
+        for u in dict.fromkeys(rounded):  # first-seen order: a fixed summation order
+            points = [q for q, v in enumerate(rounded) if v == u]
+            sample = _window(padded, *u, pad, h, w)
+            shared = grad[:, points].sum(1, keepdim=True)
+            if want_off:
+                near = [_window(padded, u[0] + ax, u[1] + ay, pad, h, w)
+                        for ax, ay in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+                g, gd, slope_x, slope_y = kernels.surrogate_offsets(sample, x, shared, alpha, *near)
+                for q in points:
+                    grad_off[q, 0] = (grad[:, q] * slope_x).sum()
+                    grad_off[q, 1] = (grad[:, q] * slope_y).sum()
+            else:
+                g, gd = kernels.surrogate(sample, x, shared, alpha)
+            grad_alpha -= gd / alpha  # d sigmoid(d/α) / dα = slope · (−d/α)
+            if want_x:
+                _window(grad_padded, *u, pad, h, w).add_(g)
+                _window(grad_padded, 0, 0, pad, h, w).sub_(g)
+        grad_x = torch.ops.aten.replication_pad2d_backward(grad_padded, x, [pad] * 4) if want_x else None
+        return grad_x, grad_off, grad_alpha.reshape(alpha.shape) if want_alpha else None, None, None, None
 
 
 class LBPLayer(nn.Module):
-    """P·N comparisons per pixel, each of one input channel with itself at a learnable offset."""
+    """P·N learnable sampling points shared by every input channel; per point and pixel, the count
+    of channels whose sample is brighter than their pivot (a popcount of 0/1 comparisons)."""
 
-    def __init__(self, cfg: LbpLayerConfig, in_channels: int, seed: int, stage: int) -> None:
+    def __init__(self, cfg: LbpLayerConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.radius = (cfg.window - 1) / 2
+        self.radius = (cfg.window - 1) // 2
         raw = (torch.randn(cfg.num_patterns, cfg.num_points, 2) * cfg.offset_init_std).clamp(
             -self.radius, self.radius)
         self.offsets_raw = nn.Parameter(raw)  # [P, N, (x, y)], the same for every channel
         self.alpha = nn.Parameter(torch.tensor(float(cfg.alpha_init)), requires_grad=cfg.learn_alpha)
-        bits = cfg.num_patterns * cfg.num_points
-        rng = np.random.default_rng([seed, stage, 1])  # which channel each point compares in
-        chosen = rng.choice(in_channels, size=bits, replace=in_channels < bits)
-        self.register_buffer("channels", torch.from_numpy(np.asarray(chosen)).long())
         self.frozen = False  # offsets and α get no gradient
+        self.kernels = EAGER  # LBPNet.compile_kernels() swaps in compiled ones
 
     def offsets(self) -> torch.Tensor:
         """Continuous offsets in px, strictly inside (−r, r): r·tanh(raw / r)."""
         raw = self.offsets_raw.detach() if self.frozen else self.offsets_raw
         return self.radius * torch.tanh(raw / self.radius)
 
-    def rounded_offsets(self) -> torch.Tensor:
-        return torch.round(self.offsets().detach()).long().view(-1, 2)
+    def rounded_offsets(self) -> tuple[tuple[int, int], ...]:
+        """Each point's whole-pixel offset (dx, dy): where the hard path reads."""
+        return tuple((int(dx), int(dy)) for dx, dy in torch.round(self.offsets().detach()).view(-1, 2))
 
-    def _bilinear(self, xs: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
-        """Point q's channel at (i + dy_q, j + dx_q), bilinear, edges replicated: [B, P·N, H, W]."""
-        b, n, h, w = xs.shape
-        ys = torch.linspace(-1, 1, h, device=xs.device, dtype=xs.dtype)
-        xx = torch.linspace(-1, 1, w, device=xs.device, dtype=xs.dtype)
-        gy, gx = torch.meshgrid(ys, xx, indexing="ij")
-        off = off.view(-1, 2).to(xs.dtype)
-        grid = torch.stack([gx[None] + off[:, 0, None, None] * 2 / max(w - 1, 1),
-                            gy[None] + off[:, 1, None, None] * 2 / max(h - 1, 1)], dim=-1)  # [PN, H, W, 2]
-        out = F.grid_sample(xs.reshape(b * n, 1, h, w), grid.repeat(b, 1, 1, 1), mode="bilinear",
-                            padding_mode="border", align_corners=True)
-        return out.view(b, n, h, w)
-
-    def _shifted(self, xs: torch.Tensor) -> torch.Tensor:
-        """Point q's channel at its whole-pixel offset (memory reads, edges replicated), one gather."""
-        r = int(self.radius)
-        b, n, h, w = xs.shape
-        padded = F.pad(xs, (r, r, r, r), mode="replicate").reshape(b, n, -1)
-        rows = torch.arange(h, device=xs.device)[:, None] + r
-        cols = torch.arange(w, device=xs.device)[None, :] + r
-        offs = self.rounded_offsets().to(xs.device)
-        index = (rows[None] + offs[:, 1, None, None]) * (w + 2 * r) + cols[None] + offs[:, 0, None, None]
-        return padded.gather(2, index.reshape(1, n, -1).expand(b, -1, -1)).view(b, n, h, w)
+    def bits(self, x: torch.Tensor) -> torch.Tensor:
+        """The comparisons themselves, 0/1: [B, P·N, C, H, W] (forward returns their sum over C)."""
+        h, w = x.shape[2:]
+        padded = F.pad(x, (self.radius,) * 4, mode="replicate")
+        return torch.stack([(_window(padded, *u, self.radius, h, w) > x).to(x.dtype)
+                            for u in self.rounded_offsets()], 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xs = x[:, self.channels]  # [B, P·N, H, W]: each point's channel (its pivot is the same)
+        """[B, C, H, W] → per point the number of channels whose comparison is 1: [B, P·N, H, W]."""
         learning = self.training and torch.is_grad_enabled()
-        samples = self._shifted(xs)  # whole-pixel reads: the hard path, in training too
-        if learning and not self.frozen:  # the offsets learn through bilinear sampling (STE)
-            samples = straight_through(samples, self._bilinear(xs, self.offsets()))
+        if not learning:
+            return lbp_counts(x, self.rounded_offsets(), self.radius, self.kernels)
         alpha = (self.alpha.detach() if self.frozen else self.alpha).clamp_min(1e-3)
-        return step(samples - xs, alpha, learning)
+        return _ChannelLBP.apply(x, self.offsets().view(-1, 2), alpha, self.rounded_offsets(), self.radius,
+                                 self.kernels)
 
 
 class RPFusion(nn.Module):
-    """Gated bits → fixed random routing of k bits per output channel → popcount ≥ θ."""
+    """Gated points → fixed random routing of k points per output channel → popcount ≥ θ·C_in.
 
-    def __init__(self, n_bits: int, out_channels: int, cfg: RpConfig, stage: int) -> None:
+    Each point carries the count of its C_in channel comparisons, so an output counts k·C_in
+    comparison bits and fires when at least θ·C_in of them are 1: for one input channel, k bits
+    against θ; for many, the channel average of the k-bit popcount against θ."""
+
+    def __init__(self, n_bits: int, in_channels: int, out_channels: int, cfg: RpConfig, stage: int) -> None:
         super().__init__()
         self.k, self.threshold = cfg.n_bits_per_out, cfg.threshold or math.ceil(cfg.n_bits_per_out / 2)
+        self.in_channels = in_channels
         rng = np.random.default_rng([cfg.seed, stage])  # fixed by the preset's seed and the stage
         routing = np.stack([rng.choice(n_bits, size=self.k, replace=False) for _ in range(out_channels)])
         self.register_buffer("routing", torch.from_numpy(routing).long())  # [C_out, k]
@@ -338,6 +445,7 @@ class RPFusion(nn.Module):
         self.register_buffer("tau", torch.tensor(float(cfg.tau)))
         self.use_ste = cfg.use_ste
         self.frozen = False  # gates get no gradient
+        self.kernels = EAGER  # LBPNet.compile_kernels() swaps in compiled ones
         self.active = torch.zeros(())  # share of 1 outputs in the last forward pass
         self.soft_active: torch.Tensor | None = None  # its differentiable surrogate (training)
 
@@ -348,16 +456,17 @@ class RPFusion(nn.Module):
             return hard
         return straight_through(hard, torch.sigmoid(g / self.tau))
 
-    def forward(self, bits: torch.Tensor) -> torch.Tensor:
-        # popcount of each output's k routed, gated bits; computed as bits · R with R the 0/1 routing
-        # matrix (exact small integers; the hardware counts, the simulator uses one matmul)
-        routing = torch.zeros(bits.shape[1], len(self.routing), device=bits.device, dtype=bits.dtype)
-        routing.scatter_(0, self.routing.T.to(bits.device), 1.0)
-        count = torch.einsum("bihw,io->bohw", bits, routing * self.gates()[:, None].to(bits.dtype))
-        # count ≥ θ for whole counts; the surrogate is centred between θ − 1 and θ
-        z = count - (self.threshold - 0.5)
+    def forward(self, counts: torch.Tensor) -> torch.Tensor:
+        # popcount of each output's k routed, gated points; computed as counts · R with R the 0/1
+        # routing matrix (exact small integers; the hardware adds, the simulator uses one matmul)
+        routing = torch.zeros(counts.shape[1], len(self.routing), device=counts.device, dtype=counts.dtype)
+        routing.scatter_(0, self.routing.T.to(counts.device), 1.0)
+        total = torch.einsum("bihw,io->bohw", counts, routing * self.gates()[:, None].to(counts.dtype))
+        # total ≥ θ·C for whole counts, exactly; the surrogate sees the channel average, centred
+        # half a comparison below θ
+        z = (total - (self.threshold * self.in_channels - 0.5)) / self.in_channels
         learning = self.training and self.use_ste and torch.is_grad_enabled()
-        out = step(z, self.tau, learning)
+        out = step(z, self.tau, learning, self.kernels)
         self.active = out.detach().mean()
         self.soft_active = torch.sigmoid(z / self.tau).mean() if learning else None
         return out
@@ -367,8 +476,8 @@ class MacFreeBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, downsample: bool, cfg: LbpNetConfig, stage: int) -> None:
         super().__init__()
         bits = cfg.lbp.num_patterns * cfg.lbp.num_points
-        self.lbp = LBPLayer(cfg.lbp, c_in, cfg.rp.seed, stage)
-        self.fuse = RPFusion(bits, c_out, cfg.rp, stage)
+        self.lbp = LBPLayer(cfg.lbp)
+        self.fuse = RPFusion(bits, c_in, c_out, cfg.rp, stage)
         self.bn = nn.BatchNorm2d(c_out)
         self.pool = nn.AvgPool2d(2) if downsample else nn.Identity()
         self.shortcut = nn.Conv2d(c_in, c_out, 1, bias=False) if c_in != c_out else nn.Identity()
@@ -388,6 +497,7 @@ class LBPNet(nn.Module):
         cfg.validate()
         self.cfg = cfg
         channels = input_shape[0]
+        self.input_hw = tuple(input_shape[1:])
         self.optical = optical or nn.Identity()  # sensor physics, as in ConvNet
         self.normalize = Normalize(channels)
         stages = []
@@ -413,6 +523,18 @@ class LBPNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+    def eager_estimate_s(self, samples: int, epochs: int) -> float:
+        """Deterministic guess of an eager CPU training run (for fit's --compile auto)."""
+        h, w = self.input_hw
+        return EAGER_S_PER_SAMPLE * samples * epochs * h * w / (28 * 28)
+
+    def compile_kernels(self) -> None:
+        """Run the LBP layers' elementwise work through torch.compile (same values; faster on long
+        runs, each new input shape compiles once)."""
+        kernels = LbpKernels.compiled()
+        for layer in self.lbp_layers() + self.rp_layers():
+            layer.kernels = kernels
 
     # --- what the training recipe steers -------------------------------------------------------
     def lbp_layers(self) -> list[LBPLayer]:
@@ -451,21 +573,24 @@ def paper_cost(cfg: LbpNetConfig, height: int, width: int, in_channels: int = 1)
     rows = []
     for i, (h, w, c_in, c_out) in enumerate(stage_grids(cfg, height, width)):
         c_in = in_channels if i == 0 else c_in
-        rows.append({
-            "layer": f"stages.{i}", "height": h, "width": w, "in_channels": c_in, "out_channels": c_out,
-            "comparisons": bits * h * w + c_out * h * w,
-            "additions": bits * h * w + (k - 1) * c_out * h * w,
-            "multiplications": 0,
-            "lbp_bytes": bits * 2 * 4, "rp_bytes": c_out * k * 4,
-            # outside the paper's count: the 1×1 shortcut (a dense layer)
-            "shortcut_macs": (c_in * c_out * (h // 2) * (w // 2) if i in cfg.blocks.downsample_at
-                              else c_in * c_out * h * w) if c_in != c_out else 0,
-        })
+        ops = {"comparisons": bits * h * w + c_out * h * w,
+               "additions": bits * h * w + (k - 1) * c_out * h * w, "multiplications": 0}
+        rows.append({"layer": f"stages.{i}", "height": h, "width": w, "in_channels": c_in,
+                     "out_channels": c_out, **ops, "gops": sum(ops.values()) / 1e9,
+                     # by the same convention per input channel (the paper counts one comparison per
+                     # point and pixel): C_in comparisons and subtractions, then C_in − 1 additions
+                     "channel_comparisons": bits * c_in * h * w + c_out * h * w,
+                     "channel_additions": bits * (2 * c_in - 1) * h * w + (k - 1) * c_out * h * w,
+                     "lbp_bytes": bits * 2 * 4, "rp_bytes": c_out * k * 4,
+                     "size_bytes": bits * 2 * 4 + c_out * k * 4})
     return rows
 
 
+COST_TOTALS = ("comparisons", "additions", "multiplications", "lbp_bytes", "rp_bytes", "size_bytes",
+               "channel_comparisons", "channel_additions")
+
+
 def cost_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    total = {k: sum(r[k] for r in rows) for k in ("comparisons", "additions", "multiplications",
-                                                  "lbp_bytes", "rp_bytes", "shortcut_macs")}
-    ops = total["comparisons"] + total["additions"] + total["multiplications"]
-    return {**total, "size_bytes": total["lbp_bytes"] + total["rp_bytes"], "gops": ops / 1e9}
+    """The paper's totals over the stage rows of :func:`paper_cost`."""
+    total = {k: sum(r[k] for r in rows) for k in COST_TOTALS}
+    return {**total, "gops": (total["comparisons"] + total["additions"] + total["multiplications"]) / 1e9}

@@ -49,6 +49,12 @@ Writes a ``profile`` artifact:
 - ``ops.parquet`` (``OPS_SCHEMA``): ``mode``, ``batch_size``, ``device``, ``rank``, ``op``, ``calls``,
   ``self_time_ms``.
 
+An LBPNet model (``--model lbpnet``) has no spiking twin: its spiking modes are skipped (noted),
+and the artifact adds ``cost.parquet`` (``COST_SCHEMA`` of ``cimtool.models.lbp_cost``): per stage
+the paper's comparisons, additions, multiplications, GOPs and bytes (LBP + RP only), per dense
+layer its MACs, and a total row; the summary adds ``lbp_cost``, ``dense_macs`` and the MACs of
+``mnist_cnn`` on the same input (docs/lbpnet.md#cost).
+
 The summary compares the modes at the largest batch size that all of them measured. Same inputs
 and seed give the same rows and columns; the timings themselves vary from run to run.
 """
@@ -85,6 +91,7 @@ from cimtool.stages.common import StageOutput, check_torch_device, resolve_devic
 from cimtool.ui import Reporter
 
 KIND = "profile"
+NO_TWIN = "skipped: no spiking twin (LBPNet's stages are digital bit logic; cost.parquet has its op counts)"
 MAX_BATCH = 1 << 16
 MAX_REPEATS = 10_000
 
@@ -131,6 +138,12 @@ def headline(artifact: artifacts.Artifact) -> str:
     ratio = f"SNN/ANN {s['snn_over_ann']:.2f}x, " if s.get("snn_over_ann") else ""
     speedup = (f"one-pass {s['one_pass_speedup']:.1f}x faster than the SNN"
                if s.get("one_pass_speedup") else "")
+    cost = s.get("lbp_cost")
+    if cost:  # LBPNet: the paper's count beside the MACs (docs/lbpnet.md#cost)
+        speedup = (f"LBP+RP {cost['comparisons']:,} comparisons / {cost['additions']:,} additions / "
+                   f"{cost['multiplications']:,} multiplications, {cost['size_bytes']:,} B, "
+                   f"{cost['gops']:.6f} GOPs; dense layers {s['dense_macs']:,} MACs, "
+                   f"mnist_cnn {s['mnist_cnn_macs']:,} MACs")
     return f"[green]profile[/green] {artifact.path}  batch {s.get('batch_size')}: {ratio}{speedup}"
 
 
@@ -138,22 +151,26 @@ def run(p: ProfileParams, out: Path | None, root: Path, force: bool,
         reporter: Reporter) -> artifacts.Artifact:
     import torch
 
+    from cimtool.models.io import model_splits
     from cimtool.nn.snn_spec import load_candidate
 
     validate(p)
     t_start = time.perf_counter()
     device = resolve_device(p.torch_device).type
     path = Path(p.model)
-    # model/qmodel/snn; anything else is refused
-    cand = load_candidate(path, p.data_dir, reporter, p.calibration_samples, p.seed)
-    source = cand.spiking.artifact
+    twinless = _twinless_model(path)
+    if twinless is None:  # model/qmodel/snn; anything else is refused
+        cand = load_candidate(path, p.data_dir, reporter, p.calibration_samples, p.seed)
+        source, model, test = cand.spiking.artifact, cand.spiking.model, cand.data["test"]
+    else:  # LBPNet: its own cost table instead of a spiking twin
+        source, model = twinless
+        test = model_splits(source, p.data_dir)["test"]
     p = replace(p, model=str(source.path))
     output = StageOutput(KIND, out, root, source.path.name, force, inputs=[source.path], started=t_start)
     out = output.path
     torch.manual_seed(p.seed)
-    snn = cand.spiking.network(device=device)
-    timesteps = cand.spiking.config.timesteps
-    test = cand.data["test"]
+    snn = cand.spiking.network(device=device) if twinless is None else None
+    timesteps = cand.spiking.config.timesteps if twinless is None else None
     batches = list(p.batch_sizes)
     largest = max(batches)
     reporter.log(f"profile: {source.path} ({source.kind}), modes {', '.join(p.modes)}, batch sizes "
@@ -164,7 +181,9 @@ def run(p: ProfileParams, out: Path | None, root: Path, force: bool,
 
     params = {**asdict(p), "torch_device": device}
     with output.writer(params) as writer:
-        bench = Bench(cand.spiking.model, snn, device, test, p.seed, p.modes, reporter)
+        bench = Bench(model, snn, device, test, p.seed, p.modes, reporter)
+        if snn is None:
+            bench.failed.update({m: NO_TWIN for m in SNN_MODES if m in p.modes})
         keys = bench.keys()
         try:
             times, cells = measure(bench, batches, p.repeats, p.warmup, reporter)
@@ -204,10 +223,28 @@ def run(p: ProfileParams, out: Path | None, root: Path, force: bool,
         pq.write_table(pa.Table.from_pylist(rows, schema=PROFILE_SCHEMA), writer.path("profile.parquet"))
         pq.write_table(pa.Table.from_pylist(ops, schema=OPS_SCHEMA), writer.path("ops.parquet"))
         summary = _summary(rows, batches, timesteps, device, bench.failed)
-        summary.update(snn_source="artifact" if source.kind == "snn" else "default settings, 1 × P99.9",
+        if twinless is not None:  # the paper's cost metric beside the dense MACs (docs/lbpnet.md#cost)
+            from cimtool.models.lbp_cost import cost_table
+
+            table, cost = cost_table(model, tuple(test.x.shape[1:]))
+            pq.write_table(table, writer.path("cost.parquet"))
+            summary.update(cost)
+        summary.update(snn_source=None if twinless is not None else
+                       "artifact" if source.kind == "snn" else "default settings, 1 × P99.9",
                        threads=torch.get_num_threads(),
                        gpu=torch.cuda.get_device_name() if device == "cuda" else None)
         return output.commit(writer, [source.as_input("snn" if source.kind == "snn" else "model")], summary)
+
+
+def _twinless_model(path: Path):
+    """(artifact, model) of a model without a spiking twin (LBPNet: its stages compare and count
+    bits, digitally), or None for everything else."""
+    from cimtool.models.io import MODEL_KINDS, open_model
+
+    if artifacts.load(path).kind not in MODEL_KINDS:
+        return None
+    artifact, model, _ = open_model(path)
+    return None if hasattr(model, "snn_parts") else (artifact, model)
 
 
 def _summary(rows: list[dict[str, Any]], batches: list[int], timesteps: int, device: str,

@@ -130,8 +130,8 @@ def resolve_defaults(p: TrainAnnParams) -> TrainAnnParams:
         if p.max_photons is None:
             p = replace(p, max_photons=card.max_photons or DEFAULT_MAX_PHOTONS)
         p = replace(p, device=p.device or OPTICAL_CARD)
-    if p.augment == "auto" and p.model in MODELS:
-        on = p.dataset == "cifar10" and not MODELS[p.model].uses_method
+    if p.augment == "auto" and p.model in MODELS:  # LBPNet: its recipe's crop (no flips)
+        on = p.model == "lbpnet" or (p.dataset == "cifar10" and not MODELS[p.model].uses_method)
         p = replace(p, augment="on" if on else "off")
     return p
 
@@ -213,7 +213,11 @@ def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, reporter: 
             "train_samples_per_s": float(np.median([t["samples_per_s"] for t in head_timing])),
         }
         if p.model == "lbpnet":  # the paper's cost metric, per stage in cost.parquet
-            summary.update(_lbp_cost(model, spec, writer.path("cost.parquet")))
+            from cimtool.models.lbp_cost import cost_table
+
+            table, cost = cost_table(model, tuple(spec["input_shape"]))
+            pq.write_table(table, writer.path("cost.parquet"))
+            summary.update(cost)
         inputs = [{"role": "dataset", "kind": "dataset", "name": raw.name, "source": raw.source,
                    "data_sha256": raw.sha256(), "split_sha256": splits.indices_sha256}]
         return output.commit(writer, inputs, summary)
@@ -224,11 +228,14 @@ def _to_tensors(split) -> TensorData:
 
 
 def _train_config(p: TrainAnnParams, epochs: int, lr: float, augment: bool = False):
+    crop = {}
+    if p.model == "lbpnet":  # digits and clothes: shifts only, by the recipe's pad
+        crop = {"augment_pad": lbp_config(p).recipe.augment_crop_pad, "augment_flip": False}
     return TrainConfig(epochs=epochs, batch_size=p.batch_size, lr=lr, optimizer=p.optimizer,
                        weight_decay=p.weight_decay, momentum=p.momentum,
                        warmup_epochs=p.warmup_epochs, label_smoothing=p.label_smoothing,
                        grad_clip=p.grad_clip, seed=p.seed, compile=p.compile, loader=p.loader,
-                       augment=augment)
+                       augment=augment, **crop)
 
 
 def _check_fit(p: TrainAnnParams, raw, splits) -> None:
@@ -323,21 +330,6 @@ def _features(model, data, device, batch_size: int = 4096):
         chunks = [model.frontend(model.optical(to_float(data.x[i: i + batch_size].to(device)))).float().cpu()
                   for i in range(0, len(data), batch_size)]
     return TensorData(torch.cat(chunks), data.y)
-
-
-def _lbp_cost(model, spec: dict[str, Any], path: Path) -> dict[str, Any]:
-    """The paper's LBP + RP count (docs/lbpnet.md#cost) and the dense layers' MACs beside it."""
-    from cimtool.models.lbpnet import cost_summary, paper_cost, reference_parameters
-    from cimtool.models.macs import count_macs
-
-    channels, height, width = spec["input_shape"]
-    rows = paper_cost(model.cfg, height, width, channels)
-    _write_table(path, rows)
-    sample = torch.zeros(1, channels, height, width)
-    cnn = make_spec("mnist_cnn", None, (channels, height, width), model.head[-1].out_features, [])
-    return {"lbp_cost": cost_summary(rows), "n_parameters_reference": reference_parameters(model),
-            "dense_macs": count_macs(model, sample),
-            "mnist_cnn_macs": count_macs(MODELS["mnist_cnn"].build(cnn), sample)}
 
 
 def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
