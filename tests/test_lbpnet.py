@@ -171,6 +171,7 @@ def test_overrides_and_bad_configs():
                          ("blocks.channels_per_stage=39,40", "must list 3"),
                          ("rp.n_bits_per_out=0", "n_bits_per_out must be in"),
                          ("rp.n_bits=4", "known field"),
+                         ("lbp.offset_init=spiral", "gaussian or ring"),
                          ("recipe.groups.offsets=1", "expected lr_mult,wd_mult"),
                          ("recipe.groups=1,0", "known field"),
                          ("lbp.window=x", "not a int")):
@@ -193,14 +194,18 @@ def test_bad_lbpnet_input_is_one_line_and_writes_nothing(cli, tmp_path, args, me
     assert result.code == 2 and "apply to --model lbpnet" in result.err
 
 
+# 2 epochs of the CPU preset on mnist5k, BN re-estimated from 8 batches (not 200) to keep it short
+LBP_TRAIN = ("--model", "lbpnet", "--preset", "paper_mnist_rp_cpu", "--epochs", "2",
+             "--lbp-set", "recipe.bn_recal_batches=8")
+
+
 @pytest.fixture(scope="module")
 def lbp_model(tmp_path_factory):
     from cimtool.cli import main
 
     out = tmp_path_factory.mktemp("lbp") / "m"
     with pytest.raises(SystemExit) as info:
-        main(["train-ann", "--model", "lbpnet", "--preset", "paper_mnist_rp_cpu", "--epochs", "4", "--out",
-              str(out), "--quiet"])
+        main(["train-ann", *LBP_TRAIN, "--out", str(out), "--quiet"])
     assert info.value.code in (0, None)
     return artifacts.load(out, "model")
 
@@ -211,10 +216,10 @@ def test_trained_artifact_reports_the_cost_and_is_reproducible(lbp_model, cli, t
     assert (s["lbp_cost"]["comparisons"], s["lbp_cost"]["additions"]) == (105_840, 261_072)
     # dense MACs: the three 1×1 shortcuts and the head
     assert s["dense_macs"] == 39 * 784 + 39 * 40 * 196 + 40 * 80 * 49 + 80 * 256 + 256 * 10
-    assert s["test_accuracy"] > 0.6  # 4 epochs on mnist5k's 3,500 samples
+    assert s["test_accuracy"] > 0.5  # 2 epochs on mnist5k's 3,500 samples
     arch = json.loads(lbp_model.file("arch.json").read_text())
     assert [layer["name"] for layer in arch["crossbar_layers"]] == ["head.0", "head.3"]
-    assert arch["lbpnet"]["recipe"]["epochs"] == 4
+    assert arch["lbpnet"]["recipe"]["epochs"] == 2
     rows = __import__("pandas").read_parquet(lbp_model.file("cost.parquet")).set_index("layer")
     assert list(rows.index) == ["stages.0", "stages.1", "stages.2", "head.0", "head.3", "total"]
     assert list(rows["comparisons"][:3]) == [12_544 + 30_576, 12_544 + 31_360, 3_136 + 15_680]
@@ -222,8 +227,7 @@ def test_trained_artifact_reports_the_cost_and_is_reproducible(lbp_model, cli, t
                                         s["dense_macs"]]
     assert rows.loc["total", "additions"] == 261_072 and rows.loc["total", "size_bytes"] == 2_928
     out = tmp_path / "again"
-    assert cli("train-ann", "--model", "lbpnet", "--preset", "paper_mnist_rp_cpu", "--epochs", "4",
-               "--out", out, "--quiet").code == 0
+    assert cli("train-ann", *LBP_TRAIN, "--out", out, "--quiet").code == 0
     for name in ("weights.safetensors", "metrics.parquet", "arch.json", "cost.parquet"):
         assert (out / name).read_bytes() == lbp_model.file(name).read_bytes(), name
 
@@ -324,3 +328,12 @@ def test_compiled_kernels_give_the_eager_values():
     assert eager_grads.keys() == comp_grads.keys() and "stages.1.lbp.offsets_raw" in eager_grads
     for name, g in eager_grads.items():
         assert torch.allclose(g, comp_grads[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_ring_offsets_read_every_neighbour():
+    """paper_mnist_rp_cpu starts its offsets on the ring: every stage reads the 8 neighbours and no
+    point rounds onto its pivot (the seed's Gaussian start wastes some on it)."""
+    ring = {(1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1)}
+    for lbp in _model("paper_mnist_rp_cpu").lbp_layers():
+        assert set(lbp.rounded_offsets()) == ring
+    assert any((0, 0) in lbp.rounded_offsets() for lbp in _model().lbp_layers())

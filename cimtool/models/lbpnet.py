@@ -48,6 +48,7 @@ class LbpLayerConfig:
     alpha_init: float = 0.2  # comparison temperature (STE slope 1/α)
     learn_alpha: bool = True
     offset_init_std: float = 0.8  # px, Gaussian around the pivot
+    offset_init: str = "gaussian"  # "gaussian" (the seed's) or "ring": evenly around the square ring
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,8 @@ class LbpNetConfig:
                                f"{lbp.num_points}")
         if lbp.num_patterns < 1:
             raise CimtoolError(f"lbp num_patterns must be >= 1, got {lbp.num_patterns}")
+        if lbp.offset_init not in ("gaussian", "ring"):
+            raise CimtoolError(f"lbp offset_init must be gaussian or ring, got '{lbp.offset_init}'")
         if not lbp.share_across_channels or lbp.mode != "bits":
             raise CimtoolError("lbp: only share_across_channels = true and mode = 'bits' are implemented")
         bits = lbp.num_patterns * lbp.num_points
@@ -241,10 +244,13 @@ PRESETS: dict[str, LbpNetConfig] = {
     # its 2025-09-08 update: 8 bits per output, for the paper's ~0.0007 GOPs budget
     "paper_mnist_rp_k8": LbpNetConfig(rp=RpConfig(n_bits_per_out=8)),
     # cimtool's recipe for 2 CPU cores (docs/lbpnet.md#presets): the preset's architecture and cost,
-    # RP threshold 1 of k·C_in (θ = 2 leaves 96 % of the outputs 0), offsets fixed at their seeded
-    # initial values (learning them made 30-epoch runs noisier and 2 points worse), peak lr 1e-2
-    "paper_mnist_rp_cpu": LbpNetConfig(rp=RpConfig(threshold=1), recipe=RecipeConfig(
-        epochs=30, lr=1e-2, freeze_offsets_epochs=30)),
+    # RP threshold 1 of k·C_in (θ = 2 leaves 96 % of the outputs 0), offsets fixed on the ring of
+    # neighbours (learning them made 30-epoch runs noisier and 2 points worse), gates fixed open, no
+    # hard-finetune phase (the forward pass is hard throughout), peak lr 1e-2, 5 warm-up epochs of 30
+    "paper_mnist_rp_cpu": LbpNetConfig(
+        lbp=LbpLayerConfig(offset_init="ring"), rp=RpConfig(threshold=1),
+        recipe=RecipeConfig(epochs=30, lr=1e-2, warmup_epochs=5.0, freeze_offsets_epochs=30,
+                            freeze_gate_epochs=30, hard_start_epoch=30)),
 }
 DEFAULT_PRESET = "paper_mnist_rp"
 
@@ -275,11 +281,16 @@ def _count(sample: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (sample > x).sum(1, dtype=x.dtype)
 
 
+def _slope(d: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """d sigmoid(d / α) / dd."""
+    s = torch.sigmoid(d / alpha)
+    return s * (1 - s) / alpha
+
+
 def _surrogate(sample: torch.Tensor, x: torch.Tensor, grad: torch.Tensor, alpha: torch.Tensor):
     """(gradient to each difference d = sample − pivot, Σ of it · d) for the sigmoid(d / α) surrogate."""
     d = sample - x
-    s = torch.sigmoid(d / alpha)
-    g = grad * (s * (1 - s) / alpha)
+    g = grad * _slope(d, alpha)
     return g, (g * d).sum()
 
 
@@ -288,14 +299,15 @@ def _surrogate_offsets(sample: torch.Tensor, x: torch.Tensor, grad: torch.Tensor
     """:func:`_surrogate`, and Σ_c slope · the central differences of the image at the sample
     (along x: (right − left)/2, along y: (down − up)/2), each [B, H, W]."""
     d = sample - x
-    s = torch.sigmoid(d / alpha)
-    slope = s * (1 - s) / alpha
+    slope = _slope(d, alpha)
     g = grad * slope
     return g, (g * d).sum(), (slope * (right - left)).sum(1) / 2, (slope * (down - up)).sum(1) / 2
 
 
 @dataclass(frozen=True)
 class LbpKernels:
+    """The functions the LBP and RP layers call for their elementwise work."""
+
     count: Any = _count
     surrogate: Any = _surrogate
     surrogate_offsets: Any = _surrogate_offsets
@@ -307,8 +319,9 @@ class LbpKernels:
 
 
 EAGER = LbpKernels()
-# eager training step of the preset at 28×28 on 2 CPU cores: 0.84 s per 256 samples (offsets frozen)
-EAGER_S_PER_SAMPLE = 0.84 / 256
+# eager training step of paper_mnist_rp_cpu at 28×28 on 2 CPU cores: 1.0 s per 256 samples
+# (tests/bench/bench_lbpnet.py; compiled kernels: 0.64 s)
+EAGER_S_PER_SAMPLE = 1.0 / 256
 
 
 class _Step(torch.autograd.Function):
@@ -386,6 +399,21 @@ class _ChannelLBP(torch.autograd.Function):
         return grad_x, grad_off, grad_alpha.reshape(alpha.shape) if want_alpha else None, None, None, None
 
 
+def initial_offsets(cfg: LbpLayerConfig) -> torch.Tensor:
+    """Raw offsets [P, N, (x, y)]. ``gaussian``: N(0, offset_init_std²), clamped to ±r (the seed's;
+    draws from torch's generator). ``ring``: point n of pattern p at angle 2π(n + p/P)/N on the
+    square ring 0.75·r from the pivot, so that whole-pixel reads start on distinct neighbours (a
+    Gaussian start rounds several points onto the pivot, where they compare a pixel with itself)."""
+    r = (cfg.window - 1) // 2
+    if cfg.offset_init == "gaussian":
+        return (torch.randn(cfg.num_patterns, cfg.num_points, 2) * cfg.offset_init_std).clamp(-r, r)
+    p, n = torch.meshgrid(torch.arange(cfg.num_patterns), torch.arange(cfg.num_points), indexing="ij")
+    angle = 2 * math.pi * (n + p / cfg.num_patterns) / cfg.num_points
+    direction = torch.stack([torch.cos(angle), torch.sin(angle)], -1).double()
+    offsets = 0.75 * r * direction / direction.abs().amax(-1, keepdim=True)
+    return (r * torch.atanh(offsets / r)).float()  # offsets() = r·tanh(raw / r)
+
+
 class LBPLayer(nn.Module):
     """P·N learnable sampling points shared by every input channel; per point and pixel, the count
     of channels whose sample is brighter than their pivot (a popcount of 0/1 comparisons)."""
@@ -394,9 +422,7 @@ class LBPLayer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.radius = (cfg.window - 1) // 2
-        raw = (torch.randn(cfg.num_patterns, cfg.num_points, 2) * cfg.offset_init_std).clamp(
-            -self.radius, self.radius)
-        self.offsets_raw = nn.Parameter(raw)  # [P, N, (x, y)], the same for every channel
+        self.offsets_raw = nn.Parameter(initial_offsets(cfg))  # [P, N, (x, y)], the same for every channel
         self.alpha = nn.Parameter(torch.tensor(float(cfg.alpha_init)), requires_grad=cfg.learn_alpha)
         self.frozen = False  # offsets and α get no gradient
         self.kernels = EAGER  # LBPNet.compile_kernels() swaps in compiled ones

@@ -274,7 +274,8 @@ def table(artifact: artifacts.Artifact):
     rows = pq.read_table(artifact.file("profile.parquet")).to_pylist()
     s = artifact.summary
     source = next((i["path"] for i in artifact.manifest.get("inputs", [])), str(artifact.path))
-    title = f"profile: {Path(source).name} (T={s.get('timesteps')}, {s.get('torch_device')})"
+    steps = f"T={s['timesteps']}, " if s.get("timesteps") else ""  # none: a model without spiking twin
+    title = f"profile: {Path(source).name} ({steps}{s.get('torch_device')})"
     parts = []
     if s.get("snn_over_ann") is not None:
         parts.append(f"SNN / ANN eager = {s['snn_over_ann']:.2f}×")
