@@ -142,8 +142,9 @@ class TrainAnnParams:
                                                              "many as see 525,000 training samples (150 "
                                                              "epochs of mnist5k), at most 150: 150 on "
                                                              "mnist5k and digits, 10 on Fashion-MNIST's "
-                                                             "54,000; the manifest records the number "
-                                                             "used.")
+                                                             "54,000; lbpnet: its preset's (300, or 30 "
+                                                             "for paper_mnist_rp_cpu). The manifest "
+                                                             "records the number used.")
     frontend_epochs: int = option(20, panel="Training", help="Epochs of the proj_sup_64 projection "
                                                              "training, whatever the data set's size "
                                                              "(unlike --epochs: the projection gains from "

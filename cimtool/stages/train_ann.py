@@ -115,7 +115,8 @@ def resolve_defaults(p: TrainAnnParams) -> TrainAnnParams:
     if p.model == "lbpnet":  # the preset's recipe
         r = lbp_config(p).recipe
         p = replace(p, lr=p.lr if p.lr is not None else r.lr, batch_size=r.batch_size,
-                    weight_decay=r.weight_decay, label_smoothing=r.label_smoothing, grad_clip=r.grad_clip)
+                    weight_decay=r.weight_decay, label_smoothing=r.label_smoothing, grad_clip=r.grad_clip,
+                    epochs=p.epochs if p.epochs is not None else r.epochs)
     if p.lr is None and p.model in MODELS:
         p = replace(p, lr=MODELS[p.model].default_lr)
     if p.model == "organic_cnn" and p.device is None:
