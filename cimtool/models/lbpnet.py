@@ -227,9 +227,12 @@ def with_overrides(cfg: LbpNetConfig, assignments: tuple[str, ...] | list[str]) 
                                f"({known}, recipe.groups.<group>=lr_mult,wd_mult; docs/lbpnet.md lists "
                                "them)")
         if entry:
-            v = _parse_value(value, tuple(float(x) for x in current[entry]), key.strip())
+            try:
+                v = tuple(float(x) for x in value.split(","))
+            except ValueError:
+                v = ()
             if len(v) != 2:
-                raise CimtoolError(f"--lbp-set {key.strip()}={value}: expected lr_mult,wd_mult")
+                raise CimtoolError(f"--lbp-set {key.strip()}={value}: expected lr_mult,wd_mult (two numbers)")
             part = replace(part, **{name: {**current, entry: v}})
         else:
             part = replace(part, **{name: _parse_value(value, current, key.strip())})
