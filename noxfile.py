@@ -27,8 +27,8 @@ def _install_neurosim(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The default CPU test suite (NeuroSim is built and run for real)."""
-    _install(session, "[test]")
+    """The default CPU test suite (NeuroSim, Ray and torchrun are run for real)."""
+    _install(session, "[test,ray]")
     _install_neurosim(session)
     session.run("pytest", *(session.posargs or ["-q"]))
 
@@ -43,7 +43,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks in tests/bench/ (not part of the default run); results in tests/bench/results/."""
-    _install(session, "[test]")
+    _install(session, "[test,ray]")
     _install_neurosim(session)
     session.run("python", "tests/bench/bench_train.py", *session.posargs)
     session.run("python", "tests/bench/bench_crossbar.py")
@@ -52,6 +52,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "tests/bench/bench_neurosim.py")
     session.run("python", "tests/bench/bench_sweep_cost.py")
     session.run("python", "tests/bench/bench_lbpnet.py")
+    session.run("python", "tests/bench/bench_cluster.py")
     session.run("python", "tests/bench/bench_gpu.py")  # says so and exits without CUDA
 
 

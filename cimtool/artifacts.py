@@ -42,7 +42,7 @@ except ImportError:  # not POSIX: a PID lock file instead (see OutputLock)
     fcntl = None
 
 from cimtool import __version__
-from cimtool.errors import CimtoolError
+from cimtool.errors import CimtoolError, IncompleteRun
 
 MANIFEST = "manifest.json"
 PARTIAL_SUFFIX = ".partial"
@@ -637,12 +637,14 @@ class ArtifactWriter:
     (``remove_dead_partials``). A user error (CimtoolError), a crash, Ctrl-C or SIGTERM removes the
     partial directory, except that with ``keep_on_interrupt`` a run that has written checkpoints
     (files in ``scratch``) keeps it after Ctrl-C, SIGTERM or a crash (not after a user error), so
-    that ``--resume`` can continue; so does a SIGKILL. No reader accepts a partial directory.
+    that ``--resume`` can continue; so does a SIGKILL, and an ``IncompleteRun`` error. ``resume``:
+    continue a partial of the same parameters (True: refuse other parameters; ``"auto"``: start
+    afresh over them). No reader accepts a partial directory.
     ``commit`` refuses to replace an input artifact of the run. The lock is released on exit.
     """
 
     def __init__(self, out: Path, kind: str, params: dict[str, Any], force: bool = False,
-                 resume: bool = False, keep_on_interrupt: bool = False,
+                 resume: bool | str = False, keep_on_interrupt: bool = False,
                  inputs: Iterable[Path | str] = ()) -> None:
         if kind not in SCHEMAS:
             raise ValueError(f"unregistered artifact kind {kind}")
@@ -692,14 +694,17 @@ class ArtifactWriter:
                 if not isinstance(info, dict):
                     raise ValueError("not an object")
             except (OSError, ValueError) as exc:
-                raise CimtoolError(f"{info_path}: unreadable ({exc}); delete {self.partial} "
-                                   "to start afresh") from None
-            if info.get("params_sha256") != params_sha:
+                if self._resume != "auto":
+                    raise CimtoolError(f"{info_path}: unreadable ({exc}); delete {self.partial} "
+                                       "to start afresh") from None
+                info = {}
+            if info.get("params_sha256") == params_sha:
+                self.resumed = True
+            elif self._resume != "auto":
                 raise CimtoolError(
                     f"{self.partial}: --resume with different parameters than the interrupted run"
                 )
-            self.resumed = True
-        else:
+        if not self.resumed:
             if self.partial.exists() or self.partial.is_symlink():
                 # an interrupted run that the user did not --resume (its owner is dead: we hold the lock)
                 self.discarded_partial = True
@@ -728,7 +733,7 @@ class ArtifactWriter:
             # to resume from and a body that ended without commit leave nothing behind
             has_checkpoint = self.scratch.is_dir() and any(self.scratch.iterdir())
             if (self.keep_on_interrupt and exc_type is not None and has_checkpoint
-                    and not issubclass(exc_type, CimtoolError)):
+                    and (not issubclass(exc_type, CimtoolError) or issubclass(exc_type, IncompleteRun))):
                 return
             shutil.rmtree(self.partial, ignore_errors=True)
         finally:

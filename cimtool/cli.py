@@ -139,6 +139,8 @@ def _add_stage(name: str, module: str, cls: type, help: str) -> None:
         extra = {"resume": values.pop("resume")} if resume else {}
         notes = _deprecated(cls, values)
         artifact = stage.run(options.build(cls, values), out, root, force, reporter, **extra)
+        if artifact is None:  # a torchrun rank other than 0: rank 0 reports
+            return
         for note in notes:
             reporter.log(note)
         details = getattr(stage, "table", None)  # e.g. profile

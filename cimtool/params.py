@@ -294,6 +294,7 @@ class CalibrateParams:
 
 
 COST = "Cost (--cost neurosim)"
+EXECUTION = "Execution (the results do not depend on these)"
 
 
 @dataclass(frozen=True)
@@ -334,6 +335,16 @@ class SweepParams:
     technode: int = technode_option(COST)
     neurosim_timeout: float = option(600.0, panel=COST, help="Seconds each NeuroSim run may take.")
     cache_dir: str | None = neurosim_cache_option(COST)
+    executor: str = option("local", panel=EXECUTION,
+                           help="Where the units (one per model × weight bits × scheme × ADC bits, every T) "
+                                "run: local (this process) or ray (a Ray cluster; pip install "
+                                "'cimtool[ray]'). The sweep is the same whichever runs it.")
+    address: str | None = option(None, panel=EXECUTION, envvar="RAY_ADDRESS",
+                                 help="Ray cluster to join (auto, HOST:PORT or ray://HOST:PORT). Default: "
+                                      "start a local one with this machine's cores.")
+    workers: int | None = option(None, panel=EXECUTION,
+                                 help="Ray workers (one thread each; one GPU each with --torch-device cuda). "
+                                      "Default: one per CPU (GPU) of the cluster.")
 
     @property
     def n_configs_per_model(self) -> int:

@@ -282,7 +282,7 @@ def test_train_ann_resume_still_works_with_the_lock(cli, tmp_path, monkeypatch):
             "--artifacts-root", tmp_path, "--quiet"]
     real_train = train_ann._train
 
-    def interrupted(p, spec, raw, tensors, device, scratch, reporter):
+    def interrupted(p, spec, raw, tensors, device, scratch, reporter, ranks):
         (scratch / "model.ckpt").write_bytes(b"epoch 1")
         raise KeyboardInterrupt
 

@@ -324,7 +324,7 @@ def test_dataloader_path_trains_and_is_reproducible(cli, tmp_path):
 def test_ctrl_c_keeps_the_checkpoint_for_resume(cli, tmp_path, monkeypatch):
     from cimtool.stages import train_ann
 
-    def interrupted(p, spec, raw, tensors, device, scratch, reporter):
+    def interrupted(p, spec, raw, tensors, device, scratch, reporter, ranks):
         (scratch / "model.ckpt").write_bytes(b"epoch 1")
         raise KeyboardInterrupt
 

@@ -7,6 +7,7 @@ calibration sample in :mod:`cimtool.data.calibration`.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,26 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
+class _RankWriter:
+    """Where a torchrun rank other than 0 writes (its checkpoints, payloads): a temporary directory,
+    deleted at the end. Rank 0 writes the artifact."""
+
+    resumed = discarded_partial = False
+
+    def __enter__(self) -> _RankWriter:
+        self._tmp = tempfile.TemporaryDirectory(prefix="cimtool-rank-")
+        self.partial = Path(self._tmp.name)
+        self.scratch = self.partial / artifacts.SCRATCH_DIR
+        self.scratch.mkdir()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._tmp.cleanup()
+
+    def path(self, name: str) -> Path:
+        return self.partial / name
+
+
 class StageOutput:
     """The artifact a stage writes, claimed before its work (``docs/design.md``, artifact contract).
 
@@ -55,19 +76,28 @@ class StageOutput:
     """
 
     def __init__(self, kind: str, out: Path | None, root: Path, name: str, force: bool,
-                 inputs: Sequence[Path | str] = (), started: float | None = None) -> None:
-        self.kind, self.force = kind, force
+                 inputs: Sequence[Path | str] = (), started: float | None = None,
+                 writes: bool = True) -> None:
+        self.kind, self.force, self.writes = kind, force, writes
         self.inputs = [Path(i) for i in inputs]
+        self.started = time.perf_counter() if started is None else started
+        if not writes:  # a torchrun rank other than 0: rank 0 claims and writes the output
+            self.path = Path(out) if out is not None else Path("(written by rank 0)")
+            return
         self.path = Path(out) if out is not None else artifacts.default_out(root, kind, name)
         artifacts.check_out(self.path, force)
         artifacts.check_not_input(self.path, self.inputs)  # messages name --out as the user spelled it
-        self.started = time.perf_counter() if started is None else started
 
-    def writer(self, params: dict[str, Any], **options: Any) -> artifacts.ArtifactWriter:
+    def writer(self, params: dict[str, Any], **options: Any) -> artifacts.ArtifactWriter | _RankWriter:
+        if not self.writes:
+            return _RankWriter()
         return artifacts.ArtifactWriter(self.path, self.kind, params, force=self.force, inputs=self.inputs,
                                         **options)
 
     def commit(self, writer: artifacts.ArtifactWriter, inputs: list[dict[str, Any]],
-               summary: dict[str, Any]) -> artifacts.Artifact:
+               summary: dict[str, Any]) -> artifacts.Artifact | None:
+        """The committed artifact; None on a torchrun rank other than 0 (it writes nothing)."""
+        if not self.writes:
+            return None
         summary = {**summary, "wall_s": time.perf_counter() - self.started}
         return artifacts.load(writer.commit(inputs, summary), self.kind)

@@ -47,6 +47,7 @@ from cimtool.nn.quant import DeviceWeight, NoiseSpec, attach, detach_all
 from cimtool.params import QatParams  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput, check_torch_device, resolve_device
 from cimtool.train.batching import TensorData, to_float
+from cimtool.train.distributed import SINGLE, Ranks, launched, process_group
 from cimtool.train.loop import TrainConfig, evaluate, fit
 from cimtool.ui import Reporter
 
@@ -111,6 +112,7 @@ class Job:
     reporter: Reporter
     device: torch.device  # evaluation and array simulation (training runs on the CPU)
     calibration: TensorData  # the train sample that sets the converters' ranges
+    ranks: Ranks = SINGLE  # under torchrun: this process's place (fine-tuning only)
 
     @property
     def head_only(self) -> bool:  # crossbar model: the front-end is fixed, its head is trained
@@ -151,7 +153,8 @@ def _finetune(job: Job) -> Outcome:
         net, train, val = trained.head, feats["train"], feats["val"]
     else:
         net, train, val = trained, job.data["train"], job.data["val"]
-    result = fit(net, train, val, config, torch.device("cpu"), job.scratch / "fit.ckpt", p.mode, job.reporter)
+    result = fit(net, train, val, config, torch.device("cpu"), job.scratch / "fit.ckpt", p.mode, job.reporter,
+                 ranks=job.ranks)
     detach_all(trained, job.layers)
     return Outcome(trained.eval(), result.best_val_acc, result.metrics, result.timing)
 
@@ -209,8 +212,22 @@ def headline(artifact: artifacts.Artifact) -> str:
             f"{s['mode']} {s['nonideal_mean']:.4f} ± {s['nonideal_std']:.4f} ({s['trials']} trials)")
 
 
-def run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:
+ONE_PROCESS_MODES = {"onchip": "its device updates are one simulated chip's, applied pulse by pulse in one "
+                               "process", "ptq": "it trains nothing"}
+
+
+def run(p: QatParams, out: Path | None, root: Path, force: bool,
+        reporter: Reporter) -> artifacts.Artifact | None:
     validate(p)
+    if launched() and p.mode in ONE_PROCESS_MODES:
+        raise CimtoolError(f"--mode {p.mode} does not run under torchrun ({ONE_PROCESS_MODES[p.mode]}): "
+                           "run it as one process")
+    with process_group(torch.device("cpu")) as (ranks, _):  # fine-tuning runs on CPU (gloo)
+        return _run(p, out, root, force, reporter if ranks.writes else replace(reporter, quiet=True), ranks)
+
+
+def _run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Reporter,
+         ranks: Ranks) -> artifacts.Artifact | None:
     t_start = time.perf_counter()
     model_path = resolve_model(p.model, p.method, root, reporter)
     source, model, spec = open_model(model_path)
@@ -229,7 +246,7 @@ def run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repor
         raise CimtoolError(f"{model_path}: the model has no crossbar layer")
     bits = f"w{p.mapping.weight_bits}" if p.mapping.weight_bits else "card"
     output = StageOutput(KIND, out, root, f"{model_path.name}-{p.mode}-{card.name}-{bits}", force,
-                         inputs=[model_path], started=t_start)
+                         inputs=[model_path], started=t_start, writes=ranks.writes)
     out = output.path
     device = resolve_device(p.torch_device)
     calibration, calibration_record = calibration_sample(data["train"], p.calibration_samples, p.seed)
@@ -237,7 +254,8 @@ def run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repor
 
     params = {**asdict(p), "torch_device": device.type, "card": card.to_dict(), "n_levels": len(grid)}
     with output.writer(params) as writer:
-        job = Job(p, card, model, spec, data, layers, grid, writer.scratch, reporter, device, calibration)
+        job = Job(p, card, model, spec, data, layers, grid, writer.scratch, reporter, device, calibration,
+                  ranks)
         acc_float = evaluate(copy.deepcopy(model).to(device), data["test"], device)[1]
         ptq = copy.deepcopy(model)
         attach(ptq, layers, job.quantizer())
@@ -277,7 +295,7 @@ def run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repor
             "nonideal_plain_mean": float(np.mean(plain)), "nonideal_plain_std": float(np.std(plain)),
             "nonideal_mean": float(np.mean(ours)), "nonideal_std": float(np.std(ours)),
             "trials": p.trials, "crossbar_layers": layers, **outcome.extra, **calibration_record,
-            "torch_device": device.type,
+            "torch_device": device.type, "processes": ranks.world,
         }
         return output.commit(writer, [source.as_input("model")], summary)
 

@@ -29,7 +29,7 @@ import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from cimtool import artifacts
 from cimtool.checks import check_choice, check_range
 from cimtool.data.calibration import check_calibration_samples
 from cimtool.errors import CimtoolError
+from cimtool.executors import ExecutorConfig, check_executor, open_executor
 from cimtool.models.io import find_model
 from cimtool.nn.snn_spec import Candidate, load_candidate
 from cimtool.params import SweepParams  # noqa: F401 (re-exported)
@@ -164,6 +165,71 @@ class _Evaluator:
         return accs
 
 
+EXECUTION = ("executor", "address", "workers")  # how the sweep runs, not what it computes
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One mapping and converter setting of one model, scored at every T on every chip: the sweep's
+    unit of work (one Ray task with ``--executor ray``) and of its cache."""
+
+    candidate: int
+    weight_bits: int
+    scheme: str
+    adc_bits: int
+
+
+@dataclass
+class _Shared:
+    """What every unit reads, sent once to each worker."""
+
+    candidates: list[Candidate]  # their val split and calibration sample only
+    card: Any
+    p: SweepParams
+    device: str
+
+
+def _unit_accuracies(shared: _Shared, unit: _Unit) -> list[list[float]]:
+    """Val accuracy of each chip at each of ``--timesteps``: one unit, wherever it runs."""
+    import torch
+
+    cand, p, card = shared.candidates[unit.candidate], shared.p, shared.card
+    ev = _Evaluator(cand, *_mapped(cand, card, unit.weight_bits, p), card,
+                    _config(p, card, unit.scheme, unit.adc_bits), p, torch.device(shared.device))
+    return [ev.accuracies(cand.data["val"], steps) for steps in p.timesteps]
+
+
+def _fingerprint(cand: Candidate) -> dict[str, str]:
+    """What a candidate's units depend on besides the settings: its artifact and the data it reads."""
+    import hashlib
+
+    def sha(*tensors) -> str:
+        digest = hashlib.sha256()
+        for t in tensors:
+            digest.update(t.contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+    val = cand.data["val"]
+    return {"artifact": cand.spiking.artifact.manifest_sha256(), "val": sha(val.x, val.y),
+            "calibration": sha(cand.calibration.x)}
+
+
+def _unit_keys(units: list[_Unit], candidates: list[Candidate], card, p: SweepParams,
+               device: str) -> list[str]:
+    from cimtool.unit_cache import unit_key
+
+    prints = [_fingerprint(c) for c in candidates]
+    settings = {k: getattr(p, k) for k in ("timesteps", "effects", "trials", "array_rows", "array_cols",
+                                           "seed", "calibration_samples")}
+    return [unit_key(model=prints[u.candidate], unit={**asdict(u), "candidate": None}, card=card.to_dict(),
+                     settings=settings, device=device) for u in units]
+
+
+def _lean(cand: Candidate) -> Candidate:
+    """The candidate as a worker needs it: without the train and test splits."""
+    return replace(cand, data={"val": cand.data["val"]})
+
+
 class _ChipCost:
     """NeuroSim's chip figures per (model, weight bits, ADC bits): ``--cost neurosim``.
 
@@ -244,18 +310,29 @@ def headline(artifact: artifacts.Artifact) -> str:
             f"  best:        {cfg(s['best'])}\n  recommended: {cfg(s['recommended'])}")
 
 
+def _executor_config(p: SweepParams, device) -> ExecutorConfig:
+    return ExecutorConfig(p.executor, p.address, p.workers, gpu=device.type == "cuda")
+
+
 def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:
     from cimtool.devices.card import load_card
     from cimtool.devices.cost import CostModel
+    from cimtool.unit_cache import UnitCache
 
     validate(p)
     t_start = time.perf_counter()
     card = load_card(p.device)
     device = resolve_device(p.torch_device)
+    check_executor(_executor_config(p, device))
     paths = [Path(m) for m in p.models] or [find_model(root, method) for method in p.methods]
     candidates = [load_candidate(path, p.data_dir, reporter, p.calibration_samples, p.seed) for path in paths]
     _same_val_split(candidates)
     labels = "+".join(c.spiking.label for c in candidates)
+    params = {**{k: v for k, v in asdict(p).items() if k not in EXECUTION}, "torch_device": device.type,
+              "card": card.to_dict()}
+    if out is None:  # the same command after a kill or a failure continues its partial artifact
+        partial = artifacts.find_resumable(root / artifacts.KIND_DIRS[KIND], artifacts.sha256_json(params))
+        out = partial.with_name(partial.name[: -len(artifacts.PARTIAL_SUFFIX)]) if partial else None
     output = StageOutput(KIND, out, root, f"{labels}-{card.name}", force,
                          inputs=[c.spiking.artifact.path for c in candidates], started=t_start)
     out = output.path
@@ -265,9 +342,18 @@ def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Rep
     ranked = f"ranked by {chip.label}" if chip else "ranked by the cost model"
     reporter.log(f"sweep: {total} configurations × {p.trials} chips on '{card.name}' (val), {ranked} → {out}")
 
+    units = [_Unit(ci, wbits, scheme, abits) for ci in range(len(candidates)) for wbits in p.weight_bits
+             for scheme in p.schemes for abits in p.adc_bits]
+    keys = _unit_keys(units, candidates, card, p, device.type)
     rows: list[dict[str, Any]] = []
-    params = {**asdict(p), "torch_device": device.type, "card": card.to_dict()}
-    with output.writer(params) as writer:
+    with output.writer(params, resume="auto", keep_on_interrupt=True) as writer:
+        cache = UnitCache(writer.scratch / "units")
+        accuracies = {i: cache.get(key) for i, key in enumerate(keys)}
+        missing = [i for i, found in accuracies.items() if found is None]
+        if len(missing) < len(units):
+            reporter.log(f"sweep: {len(units) - len(missing)} of {len(units)} units already computed in "
+                         f"{writer.partial}; computing the other {len(missing)}")
+        executed = "nothing (every unit cached)"
         with reporter.progress() as progress:
             points: dict[tuple, dict] = {}
             if chip:
@@ -277,27 +363,37 @@ def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Rep
                     for (wbits, abits), point in chip.points(cand, ci, writer.path("neurosim"), progress,
                                                              ns_task).items():
                         points[ci, wbits, abits] = point
-            task = progress.add_task("sweep (val)", total=total, status="")
-            for ci, cand in enumerate(candidates):
-                net = cand.spiking
-                shapes = _layer_shapes(net.model, net.arch, cand.data["val"].x)
-                for wbits in p.weight_bits:
-                    mapped = _mapped(cand, card, wbits, p)
-                    for scheme in p.schemes:
-                        for abits in p.adc_bits:
-                            ev = _Evaluator(cand, *mapped, card, _config(p, card, scheme, abits), p, device)
-                            for steps in p.timesteps:
-                                accs = ev.accuracies(cand.data["val"], steps)
-                                energy = cost.energy(card, shapes, wbits, abits, scheme, steps, p.array_rows)
-                                if chip:
-                                    energy.update(chip.columns(points[ci, wbits, abits], steps))
-                                rows.append({"method": net.label, "model": str(net.artifact.path),
-                                             "candidate": ci, "weight_bits": wbits, "scheme": scheme,
-                                             "adc_bits": abits, "timesteps": steps,
-                                             "val_mean": float(np.mean(accs)), "val_std": float(np.std(accs)),
-                                             "val_trials": accs, **energy})
-                                progress.update(task, advance=1, status=f"{net.label} w{wbits} {scheme} "
-                                                f"adc{abits} T{steps}: {np.mean(accs):.4f}")
+            per_unit = len(p.timesteps)
+            task = progress.add_task("sweep (val)", total=total,
+                                     completed=(len(units) - len(missing)) * per_unit, status="")
+            if missing:
+                executor = open_executor(_executor_config(p, device))
+                executed = executor.description
+                reporter.log(f"sweep: {len(missing)} units on {executed}")
+                shared = _Shared([_lean(c) for c in candidates], card, p, device.type)
+                try:
+                    for j, accs in executor.map(_unit_accuracies, shared, [units[i] for i in missing]):
+                        i = missing[j]
+                        cache.put(keys[i], accs)
+                        accuracies[i] = accs
+                        u = units[i]
+                        label = candidates[u.candidate].spiking.label
+                        progress.update(task, advance=per_unit, status=f"{label} w{u.weight_bits} {u.scheme} "
+                                        f"adc{u.adc_bits}: {np.mean(accs[-1]):.4f} at T{p.timesteps[-1]}")
+                finally:
+                    executor.close()
+        shapes = [_layer_shapes(c.spiking.model, c.spiking.arch, c.data["val"].x) for c in candidates]
+        for i, unit in enumerate(units):
+            net = candidates[unit.candidate].spiking
+            ci, wbits, abits = unit.candidate, unit.weight_bits, unit.adc_bits
+            for steps, accs in zip(p.timesteps, accuracies[i], strict=True):
+                energy = cost.energy(card, shapes[ci], wbits, abits, unit.scheme, steps, p.array_rows)
+                if chip:
+                    energy.update(chip.columns(points[ci, wbits, abits], steps))
+                rows.append({"method": net.label, "model": str(net.artifact.path), "candidate": ci,
+                             "weight_bits": wbits, "scheme": unit.scheme, "adc_bits": abits,
+                             "timesteps": steps, "val_mean": float(np.mean(accs)),
+                             "val_std": float(np.std(accs)), "val_trials": accs, **energy})
         best, recommended = select(rows, p.tolerance, ENERGY[p.cost])
 
         selection = []
@@ -331,7 +427,9 @@ def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Rep
                    "test_accuracy": selection[1]["test_mean"], "val_accuracy": selection[1]["val_mean"],
                    "cost": p.cost, "energy_key": ENERGY[p.cost],
                    "energy_saving": 1 - selection[1][ENERGY[p.cost]] / selection[0][ENERGY[p.cost]],
-                   **candidates[0].calibration_record, "torch_device": device.type}
+                   **candidates[0].calibration_record, "torch_device": device.type,
+                   "executor": executed, "units": len(units), "units_computed": len(missing),
+                   "units_cached": len(units) - len(missing)}
         if chip:
             summary.update(neurosim_version=chip.version.name, neurosim_runs=len(points),
                            neurosim_cached=sum(pt["cached"] for pt in points.values()))

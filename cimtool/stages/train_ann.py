@@ -28,6 +28,7 @@ from cimtool.models.registry import MODELS, make_spec
 from cimtool.params import TrainAnnParams  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput
 from cimtool.train.batching import TensorData, to_float
+from cimtool.train.distributed import Ranks, process_group
 from cimtool.train.loop import OPTIMIZERS, FitResult, TrainConfig, evaluate, fit
 from cimtool.ui import Reporter
 
@@ -161,9 +162,13 @@ def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, reporter: 
         resume: bool = False) -> artifacts.Artifact:
     p = resolve_defaults(p)
     validate(p)
+    with process_group(_resolve_device(p.torch_device)) as (ranks, device):
+        return _run(p, out, root, force, reporter if ranks.writes else replace(reporter, quiet=True), resume,
+                    device, ranks)
 
 
-    device = _resolve_device(p.torch_device)
+def _run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, reporter: Reporter, resume: bool,
+         device: torch.device, ranks: Ranks) -> artifacts.Artifact | None:
     raw = load_dataset(p.dataset, Path(p.data_dir) if p.data_dir else None, p.allow_pickle)
     splits = make_splits(raw.x, raw.y, p.split_seed, p.val_frac, p.test_frac, raw.test)
     _check_fit(p, raw, splits)
@@ -174,17 +179,18 @@ def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, reporter: 
     spec = _make_spec(p, raw)
     params = {**asdict(p), "torch_device": device.type}
     name = f"{p.dataset}-{p.method if p.model == 'crossbar' else p.model}-s{p.seed}"
-    if out is None and resume:
+    if out is None and resume and ranks.writes:
         out_partial = artifacts.find_resumable(root / artifacts.KIND_DIRS[KIND],
                                                artifacts.sha256_json(params))
         if out_partial is None:
             raise CimtoolError(f"--resume: no interrupted train-ann run with these parameters "
                                f"under {root / artifacts.KIND_DIRS[KIND]}")
         out = out_partial.with_name(out_partial.name[: -len(artifacts.PARTIAL_SUFFIX)])
-    output = StageOutput(KIND, out, root, name, force)
+    output = StageOutput(KIND, out, root, name, force, writes=ranks.writes)
     out = output.path
+    processes = f", {ranks.world} processes (torchrun)" if ranks.active else ""
     reporter.log(f"train-ann: {raw.name} ({raw.source}); train {len(splits.train)}, "
-                 f"val {len(splits.val)}, test {len(splits.test)} → {out}")
+                 f"val {len(splits.val)}, test {len(splits.test)}{processes} → {out}")
 
     tensors = {k: _to_tensors(getattr(splits, k)) for k in ("train", "val", "test")}
     with output.writer(params, resume=resume, keep_on_interrupt=True) as writer:
@@ -193,7 +199,7 @@ def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, reporter: 
         if writer.discarded_partial:
             reporter.log(f"[yellow]discarded an interrupted run at {writer.partial} "
                          "(pass --resume to continue one)")
-        model, result = _train(p, spec, raw, tensors, device, writer.scratch, reporter)
+        model, result = _train(p, spec, raw, tensors, device, writer.scratch, reporter, ranks)
 
         _, test_acc = evaluate(model, tensors["test"], device)  # test is touched once, here
 
@@ -211,6 +217,7 @@ def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, reporter: 
             "crossbar_layers": [layer["name"] for layer in spec["crossbar_layers"]],
             "torch_device": device.type,
             "compiled": result.compiled,
+            "processes": ranks.world,
             "train_samples_per_s": float(np.median([t["samples_per_s"] for t in head_timing])),
         }
         if p.model == "lbpnet":  # the paper's cost metric, per stage in cost.parquet
@@ -283,7 +290,7 @@ def _make_spec(p: TrainAnnParams, raw) -> dict[str, Any]:
 
 
 def _train(p: TrainAnnParams, spec: dict[str, Any], raw, tensors, device, scratch: Path,
-           reporter: Reporter):
+           reporter: Reporter, ranks: Ranks):
     torch.manual_seed(p.seed)
     model = MODELS[p.model].build(spec)
     if not MODELS[p.model].uses_method:  # CNN: fit input normalisation, train everything
@@ -296,7 +303,7 @@ def _train(p: TrainAnnParams, spec: dict[str, Any], raw, tensors, device, scratc
 
             recipe = LbpRecipe(model, model.cfg.recipe)
         result = fit(model, tensors["train"], tensors["val"], config, device,
-                     scratch / "model.ckpt", "model", reporter, recipe)
+                     scratch / "model.ckpt", "model", reporter, recipe, ranks)
         return model, result
 
     result = FitResult()
@@ -309,13 +316,13 @@ def _train(p: TrainAnnParams, spec: dict[str, Any], raw, tensors, device, scratc
         aux = torch.nn.Sequential(model.optical, model.frontend, torch.nn.Linear(64, raw.num_classes))
         config = _train_config(p, p.frontend_epochs, p.frontend_lr)
         result = fit(aux, tensors["train"], tensors["val"], config, device,
-                     scratch / "frontend.ckpt", "frontend", reporter)
+                     scratch / "frontend.ckpt", "frontend", reporter, ranks=ranks)
     model.frontend.requires_grad_(False)
     feats = {k: _features(model, v, device) for k, v in tensors.items()}
     model.scaler.fit(feats["train"].x)
     feats = {k: type(v)(model.scaler(v.x), v.y) for k, v in feats.items()}
     head = fit(model.head, feats["train"], feats["val"], _train_config(p, p.epochs, p.lr), device,
-               scratch / "head.ckpt", "head", reporter)
+               scratch / "head.ckpt", "head", reporter, ranks=ranks)
     result.metrics += head.metrics
     result.timing += head.timing
     result.best_val_acc, result.best_epoch = head.best_val_acc, head.best_epoch

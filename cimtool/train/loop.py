@@ -19,6 +19,7 @@ from cimtool.models.macs import count_macs
 from cimtool.train.augment import random_crop_flip
 from cimtool.train.batching import TensorData, make_batcher, to_float
 from cimtool.train.checkpoint import load_checkpoint, save_checkpoint
+from cimtool.train.distributed import SINGLE, Ranks
 from cimtool.train.schedule import scaled_lr, warmup_cosine
 from cimtool.ui import Reporter
 
@@ -173,12 +174,13 @@ def post_step_hooks(model: nn.Module) -> list[Callable[[], None]]:
 
 def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
         device: torch.device, checkpoint: Path, phase: str, reporter: Reporter,
-        recipe: Any = None) -> FitResult:
+        recipe: Any = None, ranks: Ranks = SINGLE) -> FitResult:
     """Train ``model`` in place; on return it holds the best-val weights.
 
     If ``checkpoint`` exists (an interrupted run), training continues from it and ends with the
     same weights as an uninterrupted run: shuffling and any randomness are seeded per epoch.
-    ``recipe``: a model's own schedule on top (``cimtool.train.recipe``).
+    ``recipe``: a model's own schedule on top (``cimtool.train.recipe``). ``ranks``: this process's
+    place under torchrun (``cimtool.train.distributed``); only rank 0 writes the checkpoint.
     """
     model.to(device).train()
     batcher = make_batcher(train, cfg.batch_size, device, cfg.loader)
@@ -196,13 +198,19 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
     compiled = should_compile(cfg.compile, device, estimate)
     if compiled and own:
         own()
-    step_model = torch.compile(model) if compiled and not own else model
 
     result = FitResult(compiled=compiled)
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     start_epoch = 0
-    if checkpoint.is_file():
-        best_state, loop = load_checkpoint(checkpoint, model, optimizer)
+    resumed = load_checkpoint(checkpoint, model, optimizer) if ranks.writes and checkpoint.is_file() else None
+    if ranks.active:  # rank 0's checkpoint, if any, on every rank
+        state = ranks.from_rank0(resumed and (*resumed, model.state_dict(), optimizer.state_dict()))
+        if state and not ranks.writes:
+            model.load_state_dict(state[2])
+            optimizer.load_state_dict(state[3])
+        resumed = state and state[:2]
+    if resumed:
+        best_state, loop = resumed
         result = FitResult(loop["metrics"], loop["timing"], loop["best_val_acc"], loop["best_epoch"],
                            compiled)
         start_epoch = loop["epoch"]
@@ -210,6 +218,8 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
             recipe.load_state(loop["recipe"])
         reporter.log(f"[dim]{phase}: resuming after epoch {start_epoch} from {checkpoint}[/dim]")
 
+    trained = ranks.wrap(model, device, unused_parameters=recipe is not None)  # a recipe freezes some
+    step_model = torch.compile(trained) if compiled and not own else trained
     after_step = post_step_hooks(model)
     sizes = torch.tensor([min(cfg.batch_size, len(train) - start)  # of the epoch's batches
                           for start in range(0, len(train), cfg.batch_size)],
@@ -231,6 +241,8 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
             for i, (xb, yb) in enumerate(batcher.epoch(generator)):
                 if cfg.augment:
                     xb = random_crop_flip(xb, generator, cfg.augment_pad, cfg.augment_flip)
+                batch = len(yb)
+                xb, yb = ranks.shard(xb), ranks.shard(yb)  # the global batch's rows of this rank
                 step = (epoch - 1) * steps_per_epoch + i
                 lr = warmup_cosine(step, total_steps, warmup_steps, peak_lr)
                 for group in optimizer.param_groups:
@@ -238,6 +250,8 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
                 with amp:
                     logits = step_model(to_float(xb))
                     loss = smoothed_cross_entropy(logits.float(), yb, cfg.label_smoothing)
+                    if ranks.active:
+                        loss = loss * ranks.loss_scale(len(yb), batch)
                     if recipe:
                         loss = loss + recipe.extra_loss()
                 for p in params:  # zero_grad(set_to_none=True) without its profiler hooks
@@ -254,8 +268,9 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
                 if show and i % STATUS_EVERY == 0:
                     progress.update(task, completed=step + 1,
                                     status=f"ep {epoch}/{cfg.epochs} loss {loss.item():.3f}")
-            loss_sum = (torch.stack(losses).float() * sizes).sum()
-            correct = (torch.cat(outputs).argmax(1) == torch.cat(targets)).sum()
+            loss_sum = ranks.all_sum((torch.stack(losses).float() * sizes).sum() / ranks.world)
+            correct = ranks.all_sum((torch.cat(outputs).argmax(1) == torch.cat(targets)).sum())
+            ranks.sync_buffers(model)  # rank 0's BN statistics: every rank validates alike
             wall = time.perf_counter() - t0
             if not torch.isfinite(loss_sum):
                 raise CimtoolError(f"{phase}: training diverged (loss is not finite in epoch {epoch}); "
@@ -279,7 +294,8 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
             progress.update(task, completed=epoch * steps_per_epoch,
                             status=f"ep {epoch}/{cfg.epochs} val_acc {val_acc:.4f} "
                                    f"(best {result.best_val_acc:.4f})")
-            if epoch == cfg.epochs or time.perf_counter() - last_save >= CHECKPOINT_EVERY_S:
+            due = epoch == cfg.epochs or time.perf_counter() - last_save >= CHECKPOINT_EVERY_S
+            if ranks.writes and due:
                 save_checkpoint(checkpoint, model, best_state, optimizer, {
                     "epoch": epoch, "metrics": result.metrics, "timing": result.timing,
                     "best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch,
