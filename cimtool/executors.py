@@ -93,20 +93,26 @@ def check_executor(cfg: ExecutorConfig) -> None:
 
 
 class _Worker:
-    """A Ray actor: fetches the shared context on its first unit (and again after a restart), runs units."""
+    """A Ray actor: starts torch at once (while the driver still loads its inputs), fetches the
+    shared context with its first unit (again after a restart) and runs units."""
 
-    def __init__(self, fn: Callable[[Any, Any], Any], threads: int) -> None:
+    def __init__(self, threads: int) -> None:
+        import torch  # noqa: F401 (the slow import, done before the first unit arrives)
+
         set_threads(threads)  # the threads it declared, no more (cimtool/threads.py)
         keep_freed_memory()
-        self.fn, self.context, self.context_id = fn, None, None
+        self.context, self.context_id = None, None
 
-    def run(self, unit: Any, shared: list) -> Any:
+    def ready(self) -> bool:
+        return True
+
+    def run(self, fn: Unit, unit: Any, shared: list) -> Any:
         import ray
 
         ref = shared[0]  # in a list, so that Ray passes the reference and this worker fetches it once
         if self.context_id != ref.hex():
             self.context, self.context_id = ray.get(ref), ref.hex()
-        return self.fn(self.context, unit)
+        return fn(self.context, unit)
 
 
 class RayExecutor:
@@ -118,13 +124,15 @@ class RayExecutor:
         self.cfg, self.ray = cfg, ray
         kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
                                       logging_level=logging.ERROR, configure_logging=False)
-        if address is None:  # a cluster of our own: this process's cores, or the workers asked for
+        if address is None:  # a cluster of our own ("local": even where another one runs), this process's
+            address = "local"  # cores or the workers asked for
             kwargs["num_cpus"] = max(cpu_affinity(), (cfg.workers or 0) * cfg.threads_per_worker)
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise CimtoolError(f"--executor ray: cannot start or join a Ray cluster"
-                               f"{f' at {address}' if address else ''}: {str(exc).splitlines()[0]}") from None
+            where = f" at {address}" if address != "local" else ""
+            raise CimtoolError(f"--executor ray: cannot start or join a Ray cluster{where}: "
+                               f"{str(exc).splitlines()[0]}") from None
         resources = ray.cluster_resources()
         per = "GPU" if cfg.gpu else "CPU"
         available = int(resources.get(per, 0) // (1 if cfg.gpu else cfg.threads_per_worker))
@@ -132,56 +140,55 @@ class RayExecutor:
             self.close()
             raise CimtoolError(f"--executor ray: the cluster has no {per} for a worker ({resources})")
         self.workers = cfg.workers or available
-        where = address or "a local cluster"
+        where = "a local cluster" if address == "local" else address
         self.description = (f"ray ({where}: {self.workers} workers × {cfg.threads_per_worker} thread(s)"
                             f"{', 1 GPU each' if cfg.gpu else ''})")
+        actor = ray.remote(_Worker).options(
+            num_cpus=cfg.threads_per_worker, num_gpus=1 if cfg.gpu else 0,
+            max_restarts=cfg.max_retries, max_task_retries=cfg.max_retries)
+        # started now: they import torch while the caller prepares the units
+        self.actors = [actor.remote(cfg.threads_per_worker) for _ in range(self.workers)]
 
     def map(self, fn: Unit, context: Any, units: Sequence[Any]) -> Iterator[tuple[int, Any]]:
         ray = self.ray
         shared = ray.put(context)  # into the object store once; each worker fetches it once
-        actor = ray.remote(_Worker).options(
-            num_cpus=self.cfg.threads_per_worker, num_gpus=1 if self.cfg.gpu else 0,
-            max_restarts=self.cfg.max_retries, max_task_retries=self.cfg.max_retries)
-        workers = [actor.remote(fn, self.cfg.threads_per_worker)
-                   for _ in range(min(self.workers, len(units)))]
         pending = list(enumerate(units))[::-1]
-        running: dict[Any, tuple[int, Any]] = {}  # task -> (index, worker)
+        # task -> (unit index, worker); a worker gets its first unit when it is up (index None: its
+        # ready call), so that no unit waits for a worker that is still starting
+        running: dict[Any, tuple[int | None, Any]] = {w.ready.remote(): (None, w) for w in self.actors}
         failure: BaseException | None = None
 
         def submit(worker) -> None:
             i, unit = pending.pop()
-            running[worker.run.remote(unit, [shared])] = (i, worker)
+            running[worker.run.remote(fn, unit, [shared])] = (i, worker)
 
-        for worker in workers:
-            if pending:
-                submit(worker)
-        try:
-            while running:
-                [done], _ = ray.wait(list(running), num_returns=1)
-                i, worker = running.pop(done)
-                try:
-                    result = ray.get(done)
-                except ray.exceptions.RayTaskError as exc:  # the unit raised: the user sees its error
-                    cause = exc.cause if isinstance(exc.cause, BaseException) else exc
-                    failure = failure or cause
-                    continue
-                except ray.exceptions.RayActorError as exc:  # the worker died more than max_retries times
-                    failure = failure or IncompleteRun(
-                        f"--executor ray: a worker died {self.cfg.max_retries + 1} times running unit "
-                        f"{i + 1} of {len(units)} ({str(exc).splitlines()[0][:160]})")
-                    continue
+        while running:
+            [done], _ = ray.wait(list(running), num_returns=1)
+            i, worker = running.pop(done)
+            if i is None:  # a worker is up
                 if pending and failure is None:
                     submit(worker)
-                yield i, result
-        finally:
-            for task in running:
-                ray.cancel(task, force=True)
-            for worker in workers:
-                ray.kill(worker)
+                continue
+            try:
+                result = ray.get(done)
+            except ray.exceptions.RayTaskError as exc:  # the unit raised: the user sees its error
+                cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+                failure = failure or cause
+                continue
+            except ray.exceptions.RayActorError as exc:  # the worker died more than max_retries times
+                failure = failure or IncompleteRun(
+                    f"--executor ray: a worker died {self.cfg.max_retries + 1} times running unit "
+                    f"{i + 1} of {len(units)} ({str(exc).splitlines()[0][:160]})")
+                continue
+            if pending and failure is None:
+                submit(worker)
+            yield i, result
         if failure is not None:
             raise failure
 
-    def close(self) -> None:
+    def close(self) -> None:  # also ends units still running (after Ctrl-C)
+        for worker in self.actors:
+            self.ray.kill(worker)
         self.ray.shutdown()
 
 

@@ -111,10 +111,9 @@ def test_a_dead_ray_worker_is_replaced_and_the_sweep_completes(local_sweep, tmp_
     killed = None
     while killed is None and time.monotonic() < deadline and proc.poll() is None:
         if units.is_dir() and any(units.glob("*.json")):  # the workers are up and busy
-            found = subprocess.run(["pgrep", "-f", "ray::_Worker"], capture_output=True,
-                                   text=True).stdout.split()
+            found = [pid for pid, _, cmdline in _processes() if cmdline.startswith("ray::_Worker")]
             if found:
-                killed = int(found[0])
+                killed = found[0]
                 os.kill(killed, signal.SIGKILL)
         time.sleep(0.05)
     stdout, stderr = proc.communicate(timeout=300)
@@ -158,13 +157,31 @@ def _torchrun(*args, procs: int = 2) -> list[str]:
     return [TORCHRUN, "--standalone", "--nproc_per_node", str(procs), "-m", "cimtool", *map(str, args)]
 
 
+def _processes() -> list[tuple[int, int, str]]:
+    """(pid, parent pid, command line) of every process, from /proc (no procps needed)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # after the command name, which may hold spaces
+        found.append((int(entry.name), ppid, cmdline))
+    return found
+
+
 def _kill_tree(pid: int) -> None:
-    """SIGKILL a process and all its descendants, children first found, all killed at once."""
+    """SIGKILL a process and all its descendants."""
+    table = _processes()
     tree, queue = [pid], [pid]
     while queue:
-        children = subprocess.run(["pgrep", "-P", str(queue.pop())], capture_output=True, text=True).stdout
-        queue += [int(c) for c in children.split()]
-        tree += [int(c) for c in children.split()]
+        parent = queue.pop()
+        children = [p for p, pp, _ in table if pp == parent]
+        queue += children
+        tree += children
     for member in tree:
         try:
             os.kill(member, signal.SIGKILL)

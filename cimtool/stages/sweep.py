@@ -41,7 +41,7 @@ from cimtool import artifacts
 from cimtool.checks import check_choice, check_range
 from cimtool.data.calibration import check_calibration_samples
 from cimtool.errors import CimtoolError
-from cimtool.executors import ExecutorConfig, check_executor, open_executor
+from cimtool.executors import ExecutorConfig, open_executor
 from cimtool.models.io import find_model
 from cimtool.nn.snn_spec import Candidate, load_candidate
 from cimtool.params import SweepParams  # noqa: F401 (re-exported)
@@ -316,14 +316,23 @@ def _executor_config(p: SweepParams, device) -> ExecutorConfig:
 
 def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:
     from cimtool.devices.card import load_card
-    from cimtool.devices.cost import CostModel
-    from cimtool.unit_cache import UnitCache
 
     validate(p)
     t_start = time.perf_counter()
     card = load_card(p.device)
     device = resolve_device(p.torch_device)
-    check_executor(_executor_config(p, device))
+    executor = open_executor(_executor_config(p, device))  # Ray's workers start while the models load
+    try:
+        return _run(p, out, root, force, reporter, card, device, executor, t_start)
+    finally:
+        executor.close()
+
+
+def _run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Reporter, card, device,
+         executor, t_start: float) -> artifacts.Artifact:
+    from cimtool.devices.cost import CostModel
+    from cimtool.unit_cache import UnitCache
+
     paths = [Path(m) for m in p.models] or [find_model(root, method) for method in p.methods]
     candidates = [load_candidate(path, p.data_dir, reporter, p.calibration_samples, p.seed) for path in paths]
     _same_val_split(candidates)
@@ -366,22 +375,20 @@ def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Rep
             per_unit = len(p.timesteps)
             task = progress.add_task("sweep (val)", total=total,
                                      completed=(len(units) - len(missing)) * per_unit, status="")
+            t_units = time.perf_counter()
             if missing:
-                executor = open_executor(_executor_config(p, device))
                 executed = executor.description
                 reporter.log(f"sweep: {len(missing)} units on {executed}")
                 shared = _Shared([_lean(c) for c in candidates], card, p, device.type)
-                try:
-                    for j, accs in executor.map(_unit_accuracies, shared, [units[i] for i in missing]):
-                        i = missing[j]
-                        cache.put(keys[i], accs)
-                        accuracies[i] = accs
-                        u = units[i]
-                        label = candidates[u.candidate].spiking.label
-                        progress.update(task, advance=per_unit, status=f"{label} w{u.weight_bits} {u.scheme} "
-                                        f"adc{u.adc_bits}: {np.mean(accs[-1]):.4f} at T{p.timesteps[-1]}")
-                finally:
-                    executor.close()
+                for j, accs in executor.map(_unit_accuracies, shared, [units[i] for i in missing]):
+                    i = missing[j]
+                    cache.put(keys[i], accs)
+                    accuracies[i] = accs
+                    u = units[i]
+                    label = candidates[u.candidate].spiking.label
+                    progress.update(task, advance=per_unit, status=f"{label} w{u.weight_bits} {u.scheme} "
+                                    f"adc{u.adc_bits}: {np.mean(accs[-1]):.4f} at T{p.timesteps[-1]}")
+            units_wall = time.perf_counter() - t_units
         shapes = [_layer_shapes(c.spiking.model, c.spiking.arch, c.data["val"].x) for c in candidates]
         for i, unit in enumerate(units):
             net = candidates[unit.candidate].spiking
@@ -429,7 +436,7 @@ def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Rep
                    "energy_saving": 1 - selection[1][ENERGY[p.cost]] / selection[0][ENERGY[p.cost]],
                    **candidates[0].calibration_record, "torch_device": device.type,
                    "executor": executed, "units": len(units), "units_computed": len(missing),
-                   "units_cached": len(units) - len(missing)}
+                   "units_cached": len(units) - len(missing), "units_wall_s": units_wall}
         if chip:
             summary.update(neurosim_version=chip.version.name, neurosim_runs=len(points),
                            neurosim_cached=sum(pt["cached"] for pt in points.values()))

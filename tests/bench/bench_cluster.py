@@ -3,11 +3,15 @@
 1. **Sweep executors**, the `cimtool sweep` command as a user runs it (a subprocess: start-up and,
    for Ray, starting a local cluster included), same model and grid:
    - `local`, one thread (``cimtool --threads 1``): one single-threaded worker without Ray;
-   - `ray`, 1 worker and 2 workers of one thread each (target: 2 workers ≥ 1.6× faster than 1).
-   Every run's `sweep.parquet` must be byte-identical. Figures: wall time and configuration
-   evaluations per second per core (one evaluation = one configuration scored on val on
-   ``--trials`` chips), for the default model (the README's main job) and for `mnist_cnn`; and
-   the fixed cost of the command (a one-configuration sweep, local and on Ray).
+   - `ray`, 1 worker and 2 workers of one thread each, on one local Ray cluster the script starts
+     (``ray start --head``) and both join (target: 2 workers ≥ 1.6× faster than 1);
+   - `ray`, 2 workers on a cluster the command starts itself (no ``--address``).
+   Every run's `sweep.parquet` must be byte-identical. Figures: the command's wall time, the
+   units' wall time (the summary's ``units_wall_s``: from the first unit sent to the last result,
+   worker start-up included) and configuration evaluations per second per core on the units (one
+   evaluation = one configuration scored on val on ``--trials`` chips), for the default model (the
+   README's main job) and for `mnist_cnn`; and the fixed cost of the command (a one-configuration
+   sweep, local and on Ray).
 2. **torchrun**: `train-ann --model mnist_cnn` on mnist5k, one process vs `torchrun
    --nproc_per_node 2` (one thread each): test accuracy and the median samples/s of the epochs.
 
@@ -33,6 +37,8 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[2]
 TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+RAY = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
+RAY_PORT = 6390
 
 
 def cimtool(*args: str, prefix: tuple[str, ...] = (),
@@ -46,10 +52,13 @@ def cimtool(*args: str, prefix: tuple[str, ...] = (),
     return wall, json.loads(proc.stdout)
 
 
-def sweep_executors(model: str, work: Path, label: str, grid: list[str]) -> dict:
+def sweep_executors(model: str, work: Path, label: str, grid: list[str], address: str) -> dict:
+    """local with one thread; Ray (1 and 2 workers) on the running cluster at ``address``; Ray with
+    2 workers on a local cluster of its own (started and stopped by the command)."""
     runs = {"local_1thread": (("--threads", "1"), ["--executor", "local"]),
-            "ray_1worker": ((), ["--executor", "ray", "--workers", "1"]),
-            "ray_2workers": ((), ["--executor", "ray", "--workers", "2"])}
+            "ray_1worker": ((), ["--executor", "ray", "--address", address, "--workers", "1"]),
+            "ray_2workers": ((), ["--executor", "ray", "--address", address, "--workers", "2"]),
+            "ray_2workers_own_cluster": ((), ["--executor", "ray", "--workers", "2"])}
     figures, parquet = {}, None
     for name, (prefix, extra) in runs.items():
         out = work / f"{label}-{name}"
@@ -58,17 +67,16 @@ def sweep_executors(model: str, work: Path, label: str, grid: list[str]) -> dict
         data = (out / "sweep.parquet").read_bytes()
         assert parquet is None or data == parquet, f"{name}: sweep.parquet differs"
         parquet = data
-        cores = 1 if name != "ray_2workers" else 2
-        figures[name] = {"wall_s": wall, "units": s["units"], "configs": s["n_configs"],
-                         "trials": s["trials"],
-                         "configs_per_s_per_core": s["n_configs"] / wall / cores, "executor": s["executor"]}
-        print(f"{label} {name:14s} {wall:7.1f} s  {s['n_configs'] / wall / cores:6.2f} configurations/s/core",
-              flush=True)
-    figures["speedup_ray_2_vs_1"] = figures["ray_1worker"]["wall_s"] / figures["ray_2workers"]["wall_s"]
-    figures["speedup_ray_2_vs_local_1thread"] = (figures["local_1thread"]["wall_s"] /
-                                                 figures["ray_2workers"]["wall_s"])
-    print(f"{label}: ray 2 workers vs 1: {figures['speedup_ray_2_vs_1']:.2f}x; vs local 1 thread: "
-          f"{figures['speedup_ray_2_vs_local_1thread']:.2f}x", flush=True)
+        cores = 2 if "2workers" in name else 1
+        figures[name] = {"wall_s": wall, "units_wall_s": s["units_wall_s"], "units": s["units"],
+                         "configs": s["n_configs"], "trials": s["trials"], "executor": s["executor"],
+                         "configs_per_s_per_core": s["n_configs"] / s["units_wall_s"] / cores}
+        print(f"{label} {name:26s} command {wall:6.1f} s  units {s['units_wall_s']:6.1f} s  "
+              f"{s['n_configs'] / s['units_wall_s'] / cores:6.1f} configurations/s/core", flush=True)
+    for key in ("wall_s", "units_wall_s"):
+        figures[f"speedup_ray_2_vs_1_{key}"] = figures["ray_1worker"][key] / figures["ray_2workers"][key]
+    print(f"{label}: ray 2 workers vs 1 on one cluster: command {figures['speedup_ray_2_vs_1_wall_s']:.2f}x, "
+          f"units {figures['speedup_ray_2_vs_1_units_wall_s']:.2f}x", flush=True)
     return figures
 
 
@@ -110,8 +118,10 @@ def main() -> None:
     parser.add_argument("--cnn-epochs", default="5", help="epochs of the mnist_cnn swept (its accuracy does "
                                                           "not matter here)")
     parser.add_argument("--epochs", default=None, help="torchrun comparison epochs (default: train-ann's)")
-    parser.add_argument("--cnn-grid", nargs="*", default=["--timesteps", "1,2,4,8"],
-                        help="sweep options for mnist_cnn (default grid but T ≤ 8)")
+    parser.add_argument("--cnn-grid", nargs="*", default=["--weight-bits", "4,8", "--adc-bits", "5,8",
+                                                          "--timesteps", "1,4"],
+                        help="sweep options for mnist_cnn (default: 8 units of 2 T each; its default grid "
+                             "takes over 15 minutes per run on one core)")
     parser.add_argument("--skip-train", action="store_true", help="sweeps only")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
@@ -119,12 +129,19 @@ def main() -> None:
     try:
         cimtool("train-ann", "--out", str(work / "default"))
         results["fixed"] = fixed_cost(str(work / "default"), work)
-        results["sweep_default_model"] = sweep_executors(str(work / "default"), work, "default", [])
+        subprocess.run([RAY, "start", "--head", f"--port={RAY_PORT}", f"--num-cpus={os.cpu_count()}",
+                        "--include-dashboard=false", "--disable-usage-stats"],
+                       check=True, capture_output=True)
+        address = "auto"  # the cluster just started (it holds its authentication token)
+        results["sweep_default_model"] = sweep_executors(str(work / "default"), work, "default", [], address)
         cimtool("train-ann", "--model", "mnist_cnn", "--epochs", args.cnn_epochs, "--out", str(work / "cnn"))
-        results["sweep_mnist_cnn"] = sweep_executors(str(work / "cnn"), work, "mnist_cnn", args.cnn_grid)
+        results["sweep_mnist_cnn"] = sweep_executors(str(work / "cnn"), work, "mnist_cnn", args.cnn_grid,
+                                                     address)
+        subprocess.run([RAY, "stop"], capture_output=True)
         if not args.skip_train:
             results["torchrun_mnist_cnn"] = torchrun_pair(work, args.epochs)
     finally:
+        subprocess.run([RAY, "stop"], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
     out = ROOT / "tests" / "bench" / "results" / "bench_cluster.json"
     out.parent.mkdir(exist_ok=True)
