@@ -25,7 +25,6 @@ from typing import Any
 from cimtool.errors import CimtoolError, IncompleteRun
 from cimtool.threads import cpu_affinity, keep_freed_memory, set_threads
 
-EXECUTOR_NAMES = ("local", "ray")
 INSTALL_RAY = "pip install 'cimtool[ray]'"
 Unit = Callable[[Any, Any], Any]  # fn(context, unit) -> result
 CONNECT_TIMEOUT_S = 5.0  # an unreachable --address fails after this, not after Ray's minute of retries
@@ -121,7 +120,7 @@ class RayExecutor:
     def __init__(self, cfg: ExecutorConfig) -> None:
         ray = _import_ray()
         address = cfg.address or os.environ.get("RAY_ADDRESS") or None
-        self.cfg, self.ray = cfg, ray
+        self.cfg, self.ray, self.actors = cfg, ray, []
         kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
                                       logging_level=logging.ERROR, configure_logging=False)
         if address is None:  # a cluster of our own ("local": even where another one runs), this process's

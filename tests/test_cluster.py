@@ -247,3 +247,19 @@ def test_qat_under_torchrun_and_what_it_refuses(ddp_pair, tmp_path):
     assert refused.returncode != 0
     assert "cimtool: error: --mode onchip does not run under torchrun" in refused.stderr
     assert not (tmp_path / "onchip").exists() and not (tmp_path / "onchip.partial").exists()
+
+
+def test_a_last_batch_smaller_than_the_processes_is_refused(tmp_path):
+    import torch
+
+    from cimtool.errors import CimtoolError
+    from cimtool.train.batching import TensorData
+    from cimtool.train.distributed import Ranks
+    from cimtool.train.loop import TrainConfig, fit
+    from cimtool.ui import Reporter
+
+    data = TensorData(torch.zeros(129, 4), torch.zeros(129, dtype=torch.long))
+    with pytest.raises(CimtoolError, match="the last batch has 1 sample"):
+        fit(torch.nn.Linear(4, 2), data, data, TrainConfig(epochs=1, batch_size=128), torch.device("cpu"),
+            tmp_path / "ckpt", "model", Reporter(quiet=True), ranks=Ranks(0, 2))
+    assert not (tmp_path / "ckpt").exists()

@@ -264,7 +264,7 @@ class _ChipCost:
         jobs = []
         for wbits in p.weight_bits:
             record = directory / f"m{ci}-w{wbits}"
-            record.mkdir(parents=True)
+            record.mkdir(parents=True, exist_ok=True)  # a resumed sweep writes it again
             layers = write_spike_record(net.model, net.arch, to_float(cand.data["val"].x[:1]), net.thetas,
                                         net.input_range, wbits, record, p.seed)
             cell_bits = min(self.card_bits, wbits)  # NeuroSim: cellBit ≤ WBITS

@@ -182,6 +182,10 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
     ``recipe``: a model's own schedule on top (``cimtool.train.recipe``). ``ranks``: this process's
     place under torchrun (``cimtool.train.distributed``); only rank 0 writes the checkpoint.
     """
+    last = len(train) % cfg.batch_size
+    if ranks.active and 0 < last < ranks.world:  # a process would get an empty share of the last batch
+        raise CimtoolError(f"{phase}: the last batch has {last} sample(s) for {ranks.world} processes; "
+                           f"choose a --batch-size that leaves at least {ranks.world} ({len(train)} samples)")
     model.to(device).train()
     batcher = make_batcher(train, cfg.batch_size, device, cfg.loader)
     steps_per_epoch = len(batcher)
