@@ -57,6 +57,38 @@ def test_ray_sweep_is_byte_identical_to_local(local_sweep, tmp_path):
     assert (tmp_path / "ray" / "selection.parquet").read_bytes() == (local / "selection.parquet").read_bytes()
 
 
+def _processes() -> list[tuple[int, int, str]]:
+    """(pid, parent pid, command line) of every process, from /proc (no procps needed)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # after the command name, which may hold spaces
+        found.append((int(entry.name), ppid, cmdline))
+    return found
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants."""
+    table = _processes()
+    tree, queue = [pid], [pid]
+    while queue:
+        parent = queue.pop()
+        children = [p for p, pp, _ in table if pp == parent]
+        queue += children
+        tree += children
+    for member in tree:
+        try:
+            os.kill(member, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def _kill_when(proc: subprocess.Popen, units: Path, n: int, timeout: float = 120) -> int:
     """SIGKILL the run's process group once ``n`` units are cached; returns how many there were."""
     deadline = time.monotonic() + timeout
@@ -155,38 +187,6 @@ EPOCHS = "3"
 
 def _torchrun(*args, procs: int = 2) -> list[str]:
     return [TORCHRUN, "--standalone", "--nproc_per_node", str(procs), "-m", "cimtool", *map(str, args)]
-
-
-def _processes() -> list[tuple[int, int, str]]:
-    """(pid, parent pid, command line) of every process, from /proc (no procps needed)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, ValueError):
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # after the command name, which may hold spaces
-        found.append((int(entry.name), ppid, cmdline))
-    return found
-
-
-def _kill_tree(pid: int) -> None:
-    """SIGKILL a process and all its descendants."""
-    table = _processes()
-    tree, queue = [pid], [pid]
-    while queue:
-        parent = queue.pop()
-        children = [p for p, pp, _ in table if pp == parent]
-        queue += children
-        tree += children
-    for member in tree:
-        try:
-            os.kill(member, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _train(out, *extra) -> list[str]:
