@@ -321,19 +321,21 @@ def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Rep
     t_start = time.perf_counter()
     card = load_card(p.device)
     device = resolve_device(p.torch_device)
+    paths = [Path(m) for m in p.models] or [find_model(root, method) for method in p.methods]
+    for path in paths:  # a wrong path fails before a Ray cluster starts
+        artifacts.load(path, verify=False)
     executor = open_executor(_executor_config(p, device))  # Ray's workers start while the models load
     try:
-        return _run(p, out, root, force, reporter, card, device, executor, t_start)
+        return _run(p, paths, out, root, force, reporter, card, device, executor, t_start)
     finally:
         executor.close()
 
 
-def _run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Reporter, card, device,
-         executor, t_start: float) -> artifacts.Artifact:
+def _run(p: SweepParams, paths: list[Path], out: Path | None, root: Path, force: bool, reporter: Reporter,
+         card, device, executor, t_start: float) -> artifacts.Artifact:
     from cimtool.devices.cost import CostModel
     from cimtool.unit_cache import UnitCache
 
-    paths = [Path(m) for m in p.models] or [find_model(root, method) for method in p.methods]
     candidates = [load_candidate(path, p.data_dir, reporter, p.calibration_samples, p.seed) for path in paths]
     _same_val_split(candidates)
     labels = "+".join(c.spiking.label for c in candidates)
