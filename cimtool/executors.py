@@ -7,10 +7,11 @@ number of workers or the order in which they finish.
 
 **Ray** (https://docs.ray.io): the context is put once into the object store and each worker, an
 actor that declares its CPUs (and a GPU with ``gpu=True``), fetches it once, with its first unit;
-each unit is one task on a worker (an actor task). A worker whose process dies is restarted and
-its unit retried, up to ``max_retries`` times; beyond that the run stops with ``IncompleteRun``
-once the units in flight have finished. Without an address (``--address`` or ``RAY_ADDRESS``) a
-local cluster with this process's cores is started and stopped again at the end.
+each unit is one task on a worker (an actor task), ``IN_FLIGHT`` of them queued per worker. A worker
+whose process dies is restarted and its units retried, up to ``max_retries`` times; beyond that the
+run stops with ``IncompleteRun`` once the units in flight have finished. Without an address
+(``--address`` or ``RAY_ADDRESS``) a local cluster with this process's cores is started and stopped
+again at the end.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from cimtool.threads import cpu_affinity, keep_freed_memory, set_threads
 
 INSTALL_RAY = "pip install 'cimtool[ray]'"
 Unit = Callable[[Any, Any], Any]  # fn(context, unit) -> result
+IN_FLIGHT = 2  # Ray: units queued on a worker, so that it starts the next without waiting for the driver
 CONNECT_TIMEOUT_S = 5.0  # an unreachable --address fails after this, not after Ray's minute of retries
 
 
@@ -152,7 +154,7 @@ class RayExecutor:
         ray = self.ray
         shared = ray.put(context)  # into the object store once; each worker fetches it once
         pending = list(enumerate(units))[::-1]
-        # task -> (unit index, worker); a worker gets its first unit when it is up (index None: its
+        # task -> (unit index, worker); a worker gets its first units when it is up (index None: its
         # ready call), so that no unit waits for a worker that is still starting
         running: dict[Any, tuple[int | None, Any]] = {w.ready.remote(): (None, w) for w in self.actors}
         failure: BaseException | None = None
@@ -164,9 +166,10 @@ class RayExecutor:
         while running:
             [done], _ = ray.wait(list(running), num_returns=1)
             i, worker = running.pop(done)
-            if i is None:  # a worker is up
-                if pending and failure is None:
-                    submit(worker)
+            if i is None:  # a worker is up: it gets IN_FLIGHT units, then one for each it returns
+                for _ in range(IN_FLIGHT):
+                    if pending and failure is None:
+                        submit(worker)
                 continue
             try:
                 result = ray.get(done)
