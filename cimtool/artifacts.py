@@ -77,6 +77,7 @@ KINDS = (  # each written by the stage of the same name (cmap: map-weights, weig
     Kind("neurosim", 1, "neurosim", ("stdout.txt", "summary.parquet", "layers.parquet", "settings.json")),
     Kind("report", 1, "reports", ("report.md", "report.html", "accuracy.parquet", "sources.parquet")),
     Kind("profile", 1, "profiles", ("profile.parquet", "ops.parquet")),
+    Kind("device", 1, "devices", ("card.toml", "fit.parquet", "points.parquet")),
 )
 # the lookups the reader and writer use, one view of KINDS each
 SCHEMAS: dict[str, int] = {k.name: k.version for k in KINDS}

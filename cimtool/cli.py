@@ -129,7 +129,7 @@ def _reporter(json_mode: bool, quiet: bool):
     return Reporter(quiet=quiet, json_mode=json_mode)
 
 
-def _add_stage(name: str, module: str, cls: type, help: str) -> None:
+def _add_stage(name: str, module: str, cls: type, help: str, on: typer.Typer = app) -> None:
     resume = name == "train-ann"
 
     def command(**values: Any) -> None:
@@ -151,7 +151,7 @@ def _add_stage(name: str, module: str, cls: type, help: str) -> None:
 
     command.__signature__ = inspect.Signature([*_parameters(cls), *([RESUME] if resume else []), *OUTPUT])
     command.__name__ = module
-    app.command(name, help=help)(command)
+    on.command(name, help=help)(command)
 
 
 for _stage in STAGES:
@@ -193,9 +193,13 @@ def inspect_(
     stage.run(path, _reporter(json_, False), deep=not hashes_only)
 
 
-devices_app = typer.Typer(help="List and show device cards (presets or your own TOML files).",
-                          no_args_is_help=True)
+devices_app = typer.Typer(help="List and show device cards (presets or your own TOML files), and fit one "
+                               "to measured pulse responses.", no_args_is_help=True)
 app.add_typer(devices_app, name="devices")
+_add_stage("fit", "device_fit", P.DeviceFitParams,
+           "Fit a device card to measured LTP/LTD pulse responses (NeuroSim's nonlinearity, pulse counts, "
+           "cycle-to-cycle noise, device spread, drift): writes a device artifact with card.toml.",
+           on=devices_app)
 
 
 @devices_app.command("list")

@@ -426,3 +426,24 @@ class ReportParams:
                                     parse=lambda v: tuple(str(p) for p in v or []), show=lambda v: None,
                                     help="Artifacts and/or folders to search (default: the artifacts root).")
     title: str = option("cimtool report", help="Report title.")
+
+
+@dataclass(frozen=True)
+class DeviceFitParams:
+    data: str = option("", argument=True, required=True, cli_type=Path, parse=text,
+                       help="Measured pulse responses: two columns without header (LTP readings, then LTD "
+                            "readings, as in aihwkit's gong_et_al.csv) or a CSV/Parquet table with columns "
+                            "pulse, conductance, direction (ltp/ltd) and optionally cycle, device.")
+    g_min: float | None = option(None, help="The data are normalised: the fitted bottom of the range is this "
+                                            "conductance (S). Give with --g-max; without both, the data are "
+                                            "conductances in siemens.")
+    g_max: float | None = option(None, help="The data are normalised: the fitted top of the range is this "
+                                            "conductance (S).")
+    retention: str | None = option(None, cli_type=Path | None, parse=text,
+                                   help="Retention readings (CSV/Parquet: time in s, conductance in the "
+                                        "pulse data's units, optionally device): fits drift nu (and its "
+                                        "spread).")
+    base: str = option("rram_seed003", help="Card whose values the data do not determine (read voltage, ADC, "
+                                            "wires, stuck cells, ...): a preset or a .toml path. They are "
+                                            "listed as assumed in the fitted card.")
+    name: str | None = option(None, help="The fitted card's name (default: the data file's name).")

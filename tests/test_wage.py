@@ -17,7 +17,23 @@ def test_get_param_a_reproduces_neurosim():
     assert np.isinf(wage.get_param_a(0.0))  # NL = 0: a linear device
     a = wage.get_param_a(np.array([0.5, 1.0, 2.0, 4.0, 8.0]))
     assert (np.diff(a) < 0).all()  # more nonlinear, smaller A
-    assert wage.get_param_a(-4.88) == wage.get_param_a(4.88)
+    # V2.1's GetParamA keeps NL's sign: A = sign(NL)·table(|NL|)
+    assert wage.get_param_a(-4.88) == -wage.get_param_a(4.88)
+    assert wage.nl_of_a(wage.get_param_a(-4.88)) == pytest.approx(-4.88)
+
+
+def test_negative_nl_bends_the_curve_the_other_way():
+    """An LTD with negative NL (NeuroSim's Ag:a-Si, -4.88) falls fastest near g_max; with positive NL
+    the same depression falls fastest near g_min (one pulse along V2.1's curve, 32 pulses)."""
+    def one_ltd_pulse(nl: float, w: float) -> float:
+        a = torch.tensor(float(wage.get_param_a(nl)) * 32, dtype=torch.float64)
+        b = wage.get_param_b(a, 32)
+        origin = torch.tensor(w, dtype=torch.float64)
+        return float(origin - wage.nonlinear_weight(wage.inv_nonlinear_weight(origin, a, b) - 1, a, b))
+
+    for nl, faster_near_top in ((-4.88, True), (4.88, False)):
+        near_top, near_bottom = one_ltd_pulse(nl, 0.9), one_ltd_pulse(nl, -0.9)
+        assert (near_top > near_bottom) == faster_near_top, (nl, near_top, near_bottom)
 
 
 def test_nonlinear_weight_round_trip_and_range():

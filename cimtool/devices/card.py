@@ -27,7 +27,7 @@ SPACINGS = ("log", "linear")
 VARIATION_MODELS = ("lognormal", "range")
 SCHEMES = ("A", "B")
 MAX_LEVELS = 2**15  # level indices are stored as int16
-_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ def _build(values: dict[str, Any], origin: str) -> DeviceCard:
     if not all(isinstance(a, str) for a in values.get("assumed", [])):
         raise CimtoolError(f"{origin}: assumed must be a list of field names")
     values["assumed"] = tuple(values.get("assumed", ()))
-    if not _NAME_RE.fullmatch(values.get("name", "")):
+    if not NAME_RE.fullmatch(values.get("name", "")):
         raise CimtoolError(f"{origin}: name must be letters, digits, '_', '-' or '.', "
                            f"got {values.get('name')!r}")
     if values.get("stuck_off", 0) + values.get("stuck_on", 0) >= 1:
@@ -250,3 +250,26 @@ def load_card(name_or_path: str) -> DeviceCard:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CimtoolError(f"{path}: not a valid TOML device card ({exc})") from None
     return parse_card(data, str(path))
+
+
+def card_toml(card: DeviceCard, header: str = "") -> str:
+    """The card as a TOML file that ``load_card`` reads back to the same card (``header``: comment
+    lines on top)."""
+    def value(v: Any) -> str:
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return repr(v)
+
+    values = asdict(card)
+    lines = [f"# {line}" for line in header.splitlines()]
+    sections: dict[str, list[str]] = {}
+    for (section, key), (name, _, _) in _FIELDS.items():
+        if name in ("r_on", "r_off") or values.get(name) is None:
+            continue
+        target = lines if not section else sections.setdefault(section, [])
+        target.append(f"{key} = {value(values[name])}")
+    for section, entries in sections.items():
+        lines += ["", f"[{section}]", *entries]
+    return "\n".join(lines) + "\n"

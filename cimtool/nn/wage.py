@@ -91,7 +91,9 @@ def _max_deviation(a: np.ndarray) -> np.ndarray:
 
 
 def get_param_a(nl: np.ndarray | float) -> np.ndarray:
-    """NeuroSim's GetParamA: |NL| → a = A/N (multiply by the pulse count for A). inf = linear."""
+    """NeuroSim's GetParamA: NL → a = A/N (multiply by the pulse count for A), with NL's sign (V2.1
+    wage_quantizer.py: ``A = sign(NL)·table(|NL|)``; a negative A bends the curve the other way,
+    e.g. an LTD that falls fastest near g_max). inf = linear."""
     target = np.abs(np.asarray(nl, dtype=np.float64)) * _NL_UNIT
     lo, hi = np.full(target.shape, 1e-3), np.full(target.shape, 1e4)  # deviation falls as a grows
     for _ in range(100):  # bisection on log a
@@ -99,7 +101,16 @@ def get_param_a(nl: np.ndarray | float) -> np.ndarray:
         too_linear = _max_deviation(mid) < target
         hi, lo = np.where(too_linear, mid, hi), np.where(too_linear, lo, mid)
     a = np.sqrt(lo * hi)
-    return np.where(np.abs(np.asarray(nl)) < NL_LINEAR, np.inf, a)
+    nl = np.asarray(nl, dtype=np.float64)
+    return np.where(np.abs(nl) < NL_LINEAR, np.inf, np.sign(nl) * a)
+
+
+def nl_of_a(a: np.ndarray | float) -> np.ndarray:
+    """The inverse of ``get_param_a``: NeuroSim's NL label of a curve with a = A/N (inf: 0, linear)."""
+    a = np.asarray(a, dtype=np.float64)
+    finite = np.isfinite(a) & (a != 0)
+    safe = np.where(finite, np.abs(a), 1.0)
+    return np.where(finite, np.sign(a) * _max_deviation(safe) / _NL_UNIT, 0.0)
 
 
 def QG(origin: torch.Tensor, bits_w: int, x: torch.Tensor, bits_g: int, lr: float,

@@ -1,0 +1,155 @@
+"""`cimtool devices fit`: NeuroSim's curve recovered from synthetic trains of known NL, noise and
+pulse count; the measured gong_et_al curve; the fitted card through our own update rule; bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cimtool.cli import main
+from cimtool.devices import fit as F
+from cimtool.devices.card import load_card
+from cimtool.nn import wage
+
+GONG = Path(__file__).resolve().parents[2] / "shared" / "data" / "device_curves" / "gong_et_al.csv"
+
+
+@pytest.mark.parametrize("nl_ltp, nl_ltd", [(0.5, -0.5), (-0.5, 0.5), (2.4, -4.88), (5.0, 5.0)])
+@pytest.mark.parametrize("c2c, levels", [(0.01, 128), (0.02, 64)])
+def test_fit_recovers_neurosim_curves(nl_ltp, nl_ltd, c2c, levels):
+    """Trains of NeuroSim's model (100 pulses each way, C2C scatter, readings rounded to `levels`):
+    NL within 0.1 or 5 %, σ within 10 %, the pulse count exactly."""
+    table = F.simulate_train(nl_ltp, nl_ltd, 100, 100, c2c, levels, cycles=1, seed=0)
+    result = F.fit_device(table, "synthetic")
+    fit, noise = result.fits["device"], result.noises["device"]
+    for direction, nl in (("ltp", nl_ltp), ("ltd", nl_ltd)):
+        assert abs(fit.nl(direction) - nl) <= max(0.1, 0.05 * abs(nl)), (direction, fit.nl(direction))
+        assert fit.pulses[direction] == 100
+    assert noise.c2c / (fit.hi - fit.lo) == pytest.approx(c2c, rel=0.10)
+
+
+def test_fitted_curve_is_the_onchip_update_rule():
+    """The fitted card's curve is the one `qat --mode onchip` moves along: wage.nonlinear_weight with
+    A = get_param_a(NL)·N gives the fitted points (to the NL label's rounding)."""
+    table = F.simulate_train(2.4, -4.88, 64, 64, 0.005, None, cycles=1, seed=1)
+    result = F.fit_device(table, "synthetic")
+    fit = result.fits["device"]
+    for seg in result.segs:
+        n = fit.pulses[seg.direction]
+        a = torch.tensor(float(wage.get_param_a(fit.nl(seg.direction))) * n, dtype=torch.float64)
+        state = seg.pulse if seg.direction == "ltp" else n - seg.pulse
+        w = wage.nonlinear_weight(torch.tensor(state, dtype=torch.float64), a, wage.get_param_b(a, n)).numpy()
+        ours = fit.lo + (fit.hi - fit.lo) * (w + 1) / 2
+        np.testing.assert_allclose(ours, fit.predict(seg), atol=1e-6 * (fit.hi - fit.lo))
+
+
+def test_several_devices_and_cycles_give_a_spread(tmp_path):
+    parts = []
+    for i, offset in enumerate((0.0, 0.1, -0.1)):
+        t = F.simulate_train(1.0, -2.0, 60, 60, 0.01, None, cycles=2, seed=i)
+        parts.append(t.assign(device=f"d{i}", conductance=1e-6 * (2.5 + offset + t["conductance"])))
+    data = tmp_path / "long.csv"
+    pd.concat(parts).to_csv(data, index=False)
+    out = _fit(tmp_path, data)
+    rows = pd.read_parquet(out / "fit.parquet").set_index("quantity")
+    assert rows.loc["d2d_sigma", "value"] == pytest.approx(0.05, rel=0.35)  # offsets 0, ±0.1 of a range of 2
+    assert rows.loc["nl_ltp", "value"] == pytest.approx(1.0, abs=0.15)
+    card = load_card(str(out / "card.toml"))
+    assert "variation.d2d" not in card.assumed and card.variation_model == "range"
+
+
+def _fit(tmp_path: Path, data: Path, *extra: str, out: str = "fit") -> Path:
+    with pytest.raises(SystemExit) as done:
+        main(["devices", "fit", str(data), "--out", str(tmp_path / out), "--json", "--quiet", *extra])
+    assert done.value.code == 0
+    return tmp_path / out
+
+
+@pytest.mark.skipif(not GONG.is_file(), reason="the measured curve (../shared/data/device_curves) is absent")
+def test_gong_et_al(tmp_path, capsys):
+    """The measured curve: RMS of the fit within 10 % of the point-to-point noise; a card every
+    --device option loads; byte-identical on a rerun."""
+    out = _fit(tmp_path, GONG, "--g-min", "1e-6", "--g-max", "1e-5")
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    assert summary["rms_over_point_to_point"] <= 1.10
+    assert summary["nl_ltd"] < -2  # depression falls fastest near g_max
+    card = load_card(str(out / "card.toml"))
+    assert (card.g_min, card.g_max) == (1e-6, 1e-5) and card.has_update_curve
+    assert "drift" in card.assumed and "adc" in card.assumed
+    points = pd.read_parquet(out / "points.parquet")
+    assert len(points) == 2000 and (out / "fit.png").stat().st_size > 10_000
+    again = _fit(tmp_path, GONG, "--g-min", "1e-6", "--g-max", "1e-5", out="again")
+    for name in ("card.toml", "fit.parquet", "points.parquet"):
+        assert (out / name).read_bytes() == (again / name).read_bytes()
+
+
+def test_retention_gives_drift(tmp_path):
+    table = F.simulate_train(1.0, -1.0, 40, 40, 0.01, None, cycles=1, seed=0)
+    data = tmp_path / "pulses.csv"
+    table.assign(conductance=1e-6 * (2 + table["conductance"])).to_csv(data, index=False)
+    t = np.logspace(0, 4, 30)
+    rng = np.random.default_rng(0)
+    retention = tmp_path / "retention.csv"
+    pd.DataFrame({"time": t, "conductance": 2e-6 * t ** -0.03 * np.exp(rng.normal(0, 0.002, 30))}).to_csv(
+        retention, index=False)
+    out = _fit(tmp_path, data, "--retention", str(retention))
+    card = load_card(str(out / "card.toml"))
+    assert card.drift_nu == pytest.approx(0.03, abs=0.003) and card.drift_t0 == 1.0
+    assert "drift" not in card.assumed and "drift.nu_sigma" in card.assumed
+
+
+def _bad(tmp_path: Path, data: Path, *extra: str, capsys) -> str:
+    out = tmp_path / "bad"
+    with pytest.raises(SystemExit) as done:
+        main(["devices", "fit", str(data), "--out", str(out), *extra])
+    assert done.value.code == 2
+    assert not out.exists() and not list(tmp_path.glob("bad*"))
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    return err
+
+
+def test_bad_input(tmp_path, capsys):
+    good = F.simulate_train(1.0, -1.0, 40, 40, 0.01, None, cycles=1, seed=0)
+    cases = {}
+    (tmp_path / "empty.csv").write_text("")
+    cases["empty.csv"] = ((), "empty")
+    good[good["direction"] == "ltp"].assign(conductance=lambda d: d["conductance"] + 2).to_csv(
+        tmp_path / "one.csv", index=False)
+    cases["one.csv"] = ((), "only ltp")
+    rng = np.random.default_rng(0)
+    pd.DataFrame(rng.uniform(1e-6, 2e-6, size=(200, 2))).to_csv(tmp_path / "garbage.csv", header=False,
+                                                                index=False)
+    cases["garbage.csv"] = ((), "not a pulse response")
+    nan = good.assign(conductance=good["conductance"] + 2)
+    nan.loc[5, "conductance"] = math.nan
+    nan.to_csv(tmp_path / "nan.csv", index=False)
+    cases["nan.csv"] = ((), "line 7: conductance is missing, NaN")
+    good.to_csv(tmp_path / "negative.csv", index=False)
+    cases["negative.csv"] = ((), "not positive")
+    short = good.assign(conductance=good["conductance"] + 2)
+    short[short["pulse"] <= 6].to_csv(tmp_path / "short.csv", index=False)
+    cases["short.csv"] = ((), "at least 8")
+    for name, (extra, expected) in cases.items():
+        assert expected in _bad(tmp_path, tmp_path / name, *extra, capsys=capsys), name
+    assert "go together" in _bad(tmp_path, tmp_path / "nan.csv", "--g-min", "1e-6", capsys=capsys)
+
+
+@pytest.mark.skipif(not GONG.is_file(), reason="the measured curve (../shared/data/device_curves) is absent")
+def test_gong_card_trains_the_default_model_onchip(default_model, tmp_path, capsys):
+    """`qat --mode onchip --device <fitted gong card>`: the default model trained along the measured
+    device's curve, with its 9.6 % cycle-to-cycle scatter, to >= 0.85 test accuracy."""
+    card = _fit(tmp_path, GONG, "--g-min", "1e-6", "--g-max", "1e-5") / "card.toml"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main(["qat", "--mode", "onchip", "--device", str(card), "--epochs", "60", "--model",
+              str(default_model[0].path), "--out", str(tmp_path / "q"), "--json", "--quiet"])
+    assert done.value.code == 0
+    s = json.loads(capsys.readouterr().out)["summary"]
+    assert s["onchip_accuracy"] >= 0.85 and s["test_accuracy"] >= 0.85, s
