@@ -197,6 +197,11 @@ class TrainAnnParams:
                                       help="--model lbpnet: change one preset field, section.field=value "
                                            "(repeat), e.g. rp.n_bits_per_out=8, "
                                            "blocks.channels_per_stage=32,64,128.")
+    organic_update: str = option("clamp", panel="Model",
+                                 help="--model organic_cnn: how an optimizer step reaches the synapses: "
+                                      "clamp (the step itself, clamped to the range) or pulses (whole "
+                                      "pulses, stochastically rounded, along the card's LTP/LTD curve: "
+                                      "NeuroSim's model, as cimtool devices fit writes it).")
 
 
 @dataclass(frozen=True)

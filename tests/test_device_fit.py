@@ -153,3 +153,41 @@ def test_gong_card_trains_the_default_model_onchip(default_model, tmp_path, caps
     assert done.value.code == 0
     s = json.loads(capsys.readouterr().out)["summary"]
     assert s["onchip_accuracy"] >= 0.85 and s["test_accuracy"] >= 0.85, s
+
+
+def test_pulse_curve_moves_whole_pulses_along_the_card_curve():
+    from cimtool.nn.organic import PulseCurve
+
+    curve = PulseCurve(1.5, -2.0, 50, 40, seed=0)
+    w = torch.tensor([-0.5, 0.2, 0.7])
+    for up, n, nl in ((True, 50, 1.5), (False, 40, -2.0)):
+        a = torch.tensor(float(wage.get_param_a(nl)) * n, dtype=torch.float64)
+        b = wage.get_param_b(a, n)
+        k = 3 if up else -3
+        request = w + k * 2 / n  # exactly three pulses of a linear device
+        expected = wage.nonlinear_weight(wage.inv_nonlinear_weight(w.double(), a, b) + k, a, b)
+        np.testing.assert_allclose(curve.move(w, request).double(), expected.clamp(-1, 1), atol=1e-6)
+    assert torch.equal(curve.move(w, w), w)  # no step, no pulse
+
+
+def test_organic_cnn_trains_with_a_fitted_cards_pulses(tmp_path, capsys):
+    """`train-ann --model organic_cnn --organic-update pulses --device <fitted card>` on digits."""
+    table = F.simulate_train(1.5, -2.0, 50, 50, 0.01, None, cycles=2, seed=0)
+    data = tmp_path / "organic.csv"
+    table.assign(conductance=1e-9 * (5.5 + 4.5 * table["conductance"])).to_csv(data, index=False)
+    card = _fit(tmp_path, data, "--base", "organic_ofet") / "card.toml"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main(["train-ann", "--dataset", "digits", "--model", "organic_cnn", "--front-end", "optical",
+              "--device", str(card), "--organic-update", "pulses", "--epochs", "10", "--out",
+              str(tmp_path / "m"), "--json", "--quiet"])
+    assert done.value.code == 0
+    assert json.loads(capsys.readouterr().out)["summary"]["test_accuracy"] > 0.8
+    update = json.loads((tmp_path / "m" / "arch.json").read_text())["organic"]["update"]
+    assert update["pulses_ltp"] == load_card(str(card)).pulses_ltp
+    text = card.read_text()
+    (tmp_path / "no_update.toml").write_text(text.split("[update]")[0] + "[adc]" + text.split("[adc]")[1])
+    with pytest.raises(SystemExit) as done:  # a card without [update]
+        main(["train-ann", "--dataset", "digits", "--model", "organic_cnn", "--device",
+              str(tmp_path / "no_update.toml"), "--organic-update", "pulses", "--out", str(tmp_path / "n")])
+    assert done.value.code == 2 and "[update]" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from cimtool.data.optical import OpticalFrontEnd
 from cimtool.models.cnn import MNIST_CNN_PLAN, VGG8_PLAN, ConvNet
 from cimtool.models.frontends import FRONTENDS, N_FEATURES, FeatureScaler
 from cimtool.models.lbpnet import LBPNet, LbpNetConfig
-from cimtool.nn.organic import OrganicConv2d, OrganicLinear
+from cimtool.nn.organic import OrganicConv2d, OrganicLinear, PulseCurve
 
 
 class FrontEndHead(nn.Module):
@@ -70,9 +70,15 @@ def _build_organic(spec: dict[str, Any]) -> nn.Module:
     """mnist_cnn's layout with organic synapse layers (docs/physics.md#organic-synapse-layers)."""
     syn = spec["organic"]
     args = (syn["g_max"], syn["read_voltage"], syn["c2c"])
-    return ConvNet(tuple(spec["input_shape"]), MNIST_CNN_PLAN, [128], spec["num_classes"], _optical(spec),
-                   conv=lambda cin, cout: OrganicConv2d(cin, cout, 3, *args),
-                   linear=lambda d_in, d_out: OrganicLinear(d_in, d_out, *args))
+    net = ConvNet(tuple(spec["input_shape"]), MNIST_CNN_PLAN, [128], spec["num_classes"], _optical(spec),
+                  conv=lambda cin, cout: OrganicConv2d(cin, cout, 3, *args),
+                  linear=lambda d_in, d_out: OrganicLinear(d_in, d_out, *args))
+    if syn.get("update"):  # --organic-update pulses: steps reach the synapses as pulses on the curve
+        u = syn["update"]
+        for i, layer in enumerate(m for m in net.modules() if isinstance(m, (OrganicConv2d, OrganicLinear))):
+            layer.curve = PulseCurve(u["nl_ltp"], u["nl_ltd"], u["pulses_ltp"], u["pulses_ltd"],
+                                     u["seed"] + i)
+    return net
 
 
 def _build_crossbar(spec: dict[str, Any]) -> nn.Module:

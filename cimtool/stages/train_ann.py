@@ -25,6 +25,7 @@ from cimtool.errors import CimtoolError
 from cimtool.models.frontends import FRONTENDS
 from cimtool.models.io import save_model
 from cimtool.models.registry import MODELS, make_spec
+from cimtool.nn.organic import UPDATES as ORGANIC_UPDATES
 from cimtool.params import TrainAnnParams  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput
 from cimtool.train.batching import TensorData, to_float
@@ -87,6 +88,9 @@ def validate(p: TrainAnnParams) -> None:
         raise CimtoolError(f"--max-photons must be a finite number > 0, got {p.max_photons}")
     if p.front_end == "none" and p.max_photons is not None:
         raise CimtoolError("--max-photons applies to --front-end optical")
+    check_choice("--organic-update", p.organic_update, ORGANIC_UPDATES)
+    if p.organic_update != "clamp" and p.model != "organic_cnn":
+        raise CimtoolError("--organic-update applies to --model organic_cnn")
     if p.device is not None and p.front_end == "none" and p.model != "organic_cnn":
         raise CimtoolError("--device applies to --front-end optical and --model organic_cnn")
     if p.momentum >= 1:
@@ -275,8 +279,16 @@ def _organic_spec(p: TrainAnnParams) -> dict[str, Any] | None:
     from cimtool.devices.card import load_card
 
     card = load_card(p.device)
-    return {"device": card.name, "g_max": card.g_max, "read_voltage": card.read_voltage,
+    spec = {"device": card.name, "g_max": card.g_max, "read_voltage": card.read_voltage,
             "c2c": card.c2c_sigma}
+    if p.organic_update == "pulses":
+        if not card.has_update_curve:
+            raise CimtoolError(f"--organic-update pulses needs the card's [update] section (nl_ltp, "
+                               f"nl_ltd, pulses_ltp, pulses_ltd); {card.name} has none (cimtool devices fit "
+                               "writes one)")
+        spec["update"] = {"nl_ltp": card.nl_ltp, "nl_ltd": card.nl_ltd, "pulses_ltp": card.pulses_ltp,
+                          "pulses_ltd": card.pulses_ltd, "seed": p.seed}
+    return spec
 
 
 def _make_spec(p: TrainAnnParams, raw) -> dict[str, Any]:
