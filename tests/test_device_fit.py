@@ -54,8 +54,8 @@ def test_several_devices_and_cycles_give_a_spread(tmp_path):
     for i, offset in enumerate((0.0, 0.1, -0.1)):
         t = F.simulate_train(1.0, -2.0, 60, 60, 0.01, None, cycles=2, seed=i)
         parts.append(t.assign(device=f"d{i}", conductance=1e-6 * (2.5 + offset + t["conductance"])))
-    data = tmp_path / "long.csv"
-    pd.concat(parts).to_csv(data, index=False)
+    data = tmp_path / "long.parquet"
+    pd.concat(parts).to_parquet(data, index=False)
     out = _fit(tmp_path, data)
     rows = pd.read_parquet(out / "fit.parquet").set_index("quantity")
     assert rows.loc["d2d_sigma", "value"] == pytest.approx(0.05, rel=0.35)  # offsets 0, ±0.1 of a range of 2
