@@ -54,8 +54,9 @@ class _Siemens:
         return self.g_min + (x - self.lo) * self.scale if self.normalised else x
 
 
-def _values(result: DeviceFit, to_s: _Siemens, base) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The card's fitted fields and the fit report's rows (quantity, value, uncertainty, unit, note)."""
+def _values(result: DeviceFit, to_s: _Siemens, base) -> tuple[dict[str, Any], list[dict[str, Any]], set[str]]:
+    """The card's fields, the fit report's rows (quantity, value, uncertainty, unit, note) and the
+    names of the fields the data determined."""
     devices = sorted(result.fits)
     fits = [result.fits[d] for d in devices]
     noises = [result.noises[d] for d in devices]
@@ -110,7 +111,6 @@ def _values(result: DeviceFit, to_s: _Siemens, base) -> tuple[dict[str, Any], li
         card["d2d_sigma"] = base.d2d_sigma if base.variation_model == "range" else 0.0
         row("d2d_sigma", card["d2d_sigma"], np.nan, "of the range",
             f"assumed (one device measured; base card {base.name})")
-        card["assumed_d2d"] = True
     if result.drift is not None:
         drift = result.drift
         row("drift_nu", drift.nu, drift.nu_sigma_fit, "",
@@ -126,7 +126,7 @@ def _values(result: DeviceFit, to_s: _Siemens, base) -> tuple[dict[str, Any], li
         "removed")
     row("residual_lag1", float(np.mean([x.residual_rho for x in noises])), np.nan, "",
         "lag-1 correlation of the residuals (0: independent scatter; > 0: the device also wanders)")
-    return card, rows
+    return card, rows, set(card) - ({"d2d_sigma"} if n == 1 else set())
 
 
 def _assumed(base, fitted: set[str]) -> tuple[str, ...]:
@@ -168,14 +168,13 @@ def run(p: DeviceFitParams, out: Path | None, root: Path, force: bool,
         if (retention["conductance"] <= 0).any():
             raise CimtoolError(f"{p.retention}: a retention reading maps to a conductance <= 0 S")
         result.drift = fit_drift(retention)
-    fitted, rows = _values(result, to_s, base)
-    assumed_d2d = fitted.pop("assumed_d2d", False)
+    fitted, rows, measured = _values(result, to_s, base)
     name = p.name or "".join(ch if NAME_RE.fullmatch(ch) else "_" for ch in data.stem)
     variation = {"variation_model": "range"} if base.variation_model != "range" else {}
     card = replace(base, name=name, description=f"fitted to {data.name}",
                    source=f"cimtool devices fit {data.name} (sha256 {_sha256(data)[:12]})",
                    spacing="linear", **variation, **fitted, assumed=())
-    card = replace(card, assumed=_assumed(base, set(fitted) - {"d2d_sigma"} if assumed_d2d else set(fitted)))
+    card = replace(card, assumed=_assumed(base, measured))
     text = card_toml(card, f"Device card fitted by cimtool devices fit to {data.name}.\n"
                            "Values the data did not determine come from the base card "
                            f"{base.name} and are listed in 'assumed'.")
