@@ -378,8 +378,9 @@ class DeviceFit:
 
 def fit_device(table: pd.DataFrame, where: str) -> DeviceFit:
     segs = segments(table, where)
+    # readings on a grid (at most half as many distinct values as readings): its step is their resolution
     distinct = np.unique(table["conductance"].to_numpy())
-    step = float(np.min(np.diff(distinct))) if len(distinct) > 1 else 0.0  # the readings' resolution
+    step = float(np.min(np.diff(distinct))) if 1 < len(distinct) <= len(table) // 2 else 0.0
     fits, noises, rows = {}, {}, []
     for device in sorted({s.device for s in segs}):
         mine = [s for s in segs if s.device == device]

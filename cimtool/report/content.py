@@ -7,6 +7,9 @@ hash.
 
 from __future__ import annotations
 
+import math
+import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from cimtool.report import figures
 class Table:
     columns: list[str]
     rows: list[list[Any]]
+    wrap: tuple[str, ...] = ()  # columns of long unbroken text (hashes, paths): may break anywhere
 
 
 @dataclass
@@ -37,8 +41,24 @@ class Section:
     blocks: list[Table | Figure | str] = field(default_factory=list)
 
 
-def short(art: artifacts.Artifact) -> str:
-    return art.path.name
+def common_root(arts: list[artifacts.Artifact]) -> Path:
+    """The deepest folder holding every artifact (the artifacts root, a pipeline's $OUT)."""
+    return Path(os.path.commonpath([str(a.path.parent) for a in arts]))
+
+
+def names(arts: list[artifacts.Artifact]) -> dict[str, str]:
+    """The name each artifact goes by in the report (keyed by ``str(path)``): its directory name, or,
+    where several artifacts share one (``models/demo``, ``cmaps/demo``), its path relative to
+    :func:`common_root`."""
+    root = common_root(arts) if arts else Path("/")
+    count = Counter(a.path.name for a in arts)
+    return {str(a.path): a.path.name if count[a.path.name] == 1
+            else Path(os.path.relpath(a.path, root)).as_posix() for a in arts}
+
+
+def _file(name: str) -> str:
+    """A figure file name part from an artifact name (``models/demo`` → ``models-demo``)."""
+    return name.replace("/", "-")
 
 
 def _read(art: artifacts.Artifact, name: str) -> pd.DataFrame:
@@ -78,6 +98,7 @@ STAGE_ORDER = ("model", "qmodel", "snn", "cmap", "sweep")
 def accuracy_table(arts: list[artifacts.Artifact]) -> pd.DataFrame:
     """One row per (artifact, condition): the accuracy and its std as recorded in the manifest."""
     rows = []
+    label = names(arts)
     for art in sorted(arts, key=lambda a: (STAGE_ORDER.index(a.kind) if a.kind in STAGE_ORDER else 99,
                                            str(a.path))):
         s = art.summary
@@ -89,14 +110,14 @@ def accuracy_table(arts: list[artifacts.Artifact]) -> pd.DataFrame:
                                           f"adc{c['adc_bits']} T{c['timesteps']}",
                              "accuracy": c["test_mean"],
                              "std": c["test_std"], "key": f"summary.{role}.test_mean",
-                             "artifact": short(art), "manifest_sha256": art.manifest_sha256()})
+                             "artifact": label[str(art.path)], "manifest_sha256": art.manifest_sha256()})
             continue
         for condition, key, std_key in ACCURACY_ROWS.get(art.kind, lambda _a: [])(art):
             if s.get(key) is None:
                 continue
             rows.append({"stage": art.kind, "condition": condition, "accuracy": float(s[key]),
                          "std": float(s[std_key]) if std_key and s.get(std_key) is not None else None,
-                         "key": f"summary.{key}", "artifact": short(art),
+                         "key": f"summary.{key}", "artifact": label[str(art.path)],
                          "manifest_sha256": art.manifest_sha256()})
     return pd.DataFrame(rows, columns=["stage", "condition", "accuracy", "std", "key", "artifact",
                                        "manifest_sha256"])
@@ -104,63 +125,81 @@ def accuracy_table(arts: list[artifacts.Artifact]) -> pd.DataFrame:
 
 # --- sections -----------------------------------------------------------------------------------
 
+def _created(manifest: dict[str, Any]) -> str:
+    return str(manifest.get("created", "")).replace("T", " ").replace("+00:00", " UTC")
+
+
 def sources(arts: list[artifacts.Artifact]) -> Section:
-    rows = [[a.kind, short(a), a.manifest["schema"], a.manifest.get("created", ""), a.manifest_sha256(),
-             str(a.path)] for a in arts]
+    root = common_root(arts)
+    rows = [[a.kind, Path(os.path.relpath(a.path, root)).as_posix(), a.manifest["schema"],
+             _created(a.manifest), a.manifest_sha256()] for a in arts]
+    columns = ["kind", "artifact (path)", "schema", "created", "manifest sha256"]
     return Section("Sources", ["Every number in this report comes from one of these artifacts (verified: "
-                               "schema and payload hashes).",
-                               Table(["kind", "artifact", "schema", "created", "manifest sha256", "path"],
-                                     rows)])
+                               "schema and payload hashes). The report names each by its folder, or by its "
+                               f"path where two share a folder name; paths are relative to {root}.",
+                               Table(columns, rows, wrap=("artifact (path)", "manifest sha256"))])
+
+
+def _pm(value: float, std: float, digits: int = 4) -> str:
+    """``value ± std`` that does not break across lines."""
+    return f"{value:.{digits}f}\u00a0±\u00a0{std:.{digits}f}"
 
 
 def accuracy(table: pd.DataFrame) -> Section:
-    rows = [[r.stage, r.condition, f"{r.accuracy:.4f}", "" if pd.isna(r.std) else f"± {r.std:.4f}",
+    rows = [[r.stage, r.condition, f"{r.accuracy:.4f}", "" if pd.isna(r.std) else f"±\u00a0{r.std:.4f}",
              r.artifact, r.key, r.manifest_sha256[:12]] for r in table.itertuples()]
+    if not rows:  # e.g. a report of device fits or NeuroSim runs only: no empty table
+        return Section("Accuracy across stages (test split)")
     return Section("Accuracy across stages (test split)",
-                   [Table(["stage", "condition", "accuracy", "std", "artifact", "from", "sha256"], rows)])
+                   [Table(["stage", "condition", "accuracy", "std", "artifact", "from", "sha256"], rows,
+                          wrap=("artifact",))])
 
 
 def curves(arts: list[artifacts.Artifact]) -> Section:
     section = Section("Training curves")
+    label = names(arts)
     for art in arts:
         if art.kind in ("model", "qmodel") and "metrics.parquet" in art.manifest["files"]:
             metrics = _read(art, "metrics.parquet")
+            name = label[str(art.path)]
             if len(metrics):
-                section.blocks.append(Figure(f"curves-{short(art)}.png",
-                                             figures.training_curves(metrics, short(art)),
-                                             f"Loss and accuracy per epoch of {short(art)}."))
+                section.blocks.append(Figure(f"curves-{_file(name)}.png",
+                                             figures.training_curves(metrics, name),
+                                             f"Loss and accuracy per epoch of {name} (solid: train, dashed: "
+                                             "val)."))
     return section
 
 
 def sweeps(arts: list[artifacts.Artifact]) -> Section:
     section = Section("Design-space sweeps")
+    label = names(arts)
     for art in arts:
         if art.kind != "sweep":
             continue
         table = _read(art, "sweep.parquet")
         sel = _read(art, "selection.parquet").set_index("role")
         best, rec = sel.loc["best"].to_dict(), sel.loc["recommended"].to_dict()
-        name = short(art)
+        name = label[str(art.path)]
         energy = art.summary.get("energy_key", "energy_pj")  # what ranked the configurations
         by = (f"NeuroSim {art.summary.get('neurosim_version', '')}" if energy != "energy_pj"
               else "cimtool cost model")
+        trials = art.summary.get("trials")
         section.blocks += [
             f"{name}: {len(table)} configurations on '{art.summary.get('device')}', "
-            f"{art.summary.get('trials')} chips each; "
+            f"{trials} simulated chip{'' if trials == 1 else 's'} each; "
             f"recommendation: the lowest energy by the {by} within {art.summary.get('tolerance_points')} "
             "points of the best (val), both then tested once.",
-            Table(["role", "method", "weight bits", "scheme", "ADC bits", "T", "val", "test",
-                   f"energy (pJ, {by})"],
+            Table(["role", "method", "weight bits", "scheme", "ADC bits", "T", "val accuracy",
+                   "test accuracy", "energy / inference (pJ)"],
                   [[role, r["method"], r["weight_bits"], r["scheme"], r["adc_bits"], r["timesteps"],
-                    f"{r['val_mean']:.4f} ± {r['val_std']:.4f}",
-                    f"{r['test_mean']:.4f} ± {r['test_std']:.4f}",
+                    _pm(r["val_mean"], r["val_std"]), _pm(r["test_mean"], r["test_std"]),
                     f"{r[energy]:.4g}"] for role, r in (("best", best), ("recommended", rec))]),
-            Figure(f"sweep-heatmap-{name}.png", figures.sweep_heatmap(table, best, rec, name),
+            Figure(f"sweep-heatmap-{_file(name)}.png", figures.sweep_heatmap(table, best, rec, name),
                    "Val accuracy vs weight bits × ADC bits (red: best, orange: recommended)."),
-            Figure(f"sweep-t-{name}.png", figures.sweep_vs_t(table, best, rec, name),
+            Figure(f"sweep-t-{_file(name)}.png", figures.sweep_vs_t(table, best, rec, name),
                    "Val accuracy vs T for the best and recommended configurations "
                    "(mean ± std over chips)."),
-            Figure(f"sweep-pareto-{name}.png",
+            Figure(f"sweep-pareto-{_file(name)}.png",
                    figures.pareto(table, energy, "val_mean", "configurations",
                                   f"{name}: accuracy vs energy ({by})",
                                   {"best": (best[energy], best["val_mean"]),
@@ -173,14 +212,80 @@ def sweeps(arts: list[artifacts.Artifact]) -> Section:
 
 def conductances(arts: list[artifacts.Artifact]) -> Section:
     section = Section("Conductance levels")
+    label = names(arts)
     for art in arts:
         if art.kind != "cmap":
             continue
         cells = _read(art, "cmap.parquet")
         n_levels = int(_read(art, "layers.parquet")["n_levels"].max())
-        section.blocks.append(Figure(f"levels-{short(art)}.png",
-                                     figures.level_histograms(cells, n_levels, short(art)),
-                                     f"Cells per conductance level and layer of {short(art)} (log scale)."))
+        name = label[str(art.path)]
+        section.blocks.append(Figure(f"levels-{_file(name)}.png",
+                                     figures.level_histograms(cells, n_levels, name),
+                                     f"Cells per conductance level and layer of {name} (log scale; level 0 "
+                                     "= g_min, where the idle branch of each differential pair sits)."))
+    return section
+
+
+# --- device fits (kind "device": `cimtool devices fit`) --------------------------------------------
+
+DEVICE_KIND = "device"
+
+
+def _value(value: float, uncertainty: float = math.nan, unit: str = "", digits: int = 4) -> str:
+    """``value ± uncertainty unit``: siemens with an SI prefix (2.39e-12 S → 2.39 pS), the uncertainty in
+    the value's prefix; no ``±`` without an uncertainty (NaN) or an exact one (0); a count as an integer."""
+    if not math.isfinite(value):
+        return "—"
+    exact = not math.isfinite(uncertainty) or uncertainty == 0
+    scale, prefix = figures.si_scale(value) if unit == "S" else (1.0, "")
+    suffix = f" {prefix}{unit}" if unit else ""
+    if exact and float(value).is_integer() and abs(value) < 1e6:
+        return f"{int(value)}{suffix}"
+    text = f"{value / scale:.{digits}g}"
+    if not exact:
+        text += f"\u00a0±\u00a0{uncertainty / scale:.2g}"
+    return text + suffix
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None or pd.isna(value) else float(value)
+
+
+def _text(value: Any) -> str:
+    return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
+def devices(arts: list[artifacts.Artifact]) -> Section:
+    """Per device artifact: the fitted card's values (± uncertainty, how each was determined) and the
+    measured vs fitted pulse trains with their residuals."""
+    section = Section("Device fits")
+    label = names(arts)
+    for art in arts:
+        if art.kind != DEVICE_KIND:
+            continue
+        name, s, files = label[str(art.path)], art.summary, art.manifest["files"]
+        headline = [f"{name}: device card '{s.get('card_name', '?')}'"]
+        if s.get("rms_residual") is not None:
+            headline.append(f"RMS residual {_value(float(s['rms_residual']), unit='S', digits=3)}")
+        if s.get("point_to_point_noise") is not None:
+            headline.append("point-to-point noise "
+                            f"{_value(float(s['point_to_point_noise']), unit='S', digits=3)}")
+        points = _read(art, "points.parquet") if "points.parquet" in files else None
+        if points is not None and len(points):
+            headline.append(f"{len(points)} readings of {points['device'].nunique()} device(s), "
+                            f"{points.groupby('device')['cycle'].nunique().max()} cycle(s) at most")
+        section.blocks.append("; ".join(headline) + ".")
+        if "fit.parquet" in files:
+            fit = _read(art, "fit.parquet")
+            section.blocks.append(Table(
+                ["quantity", "value", "how determined"],
+                [[r.quantity, _value(_number(r.value), _number(r.uncertainty), _text(r.unit)), _text(r.note)]
+                 for r in fit.itertuples()]))
+        if points is not None and len(points):
+            section.blocks.append(Figure(
+                f"device-{_file(name)}.png", figures.device_fit(points, f"{name}: {s.get('card_name', '')}"),
+                "Measured (dots) and fitted (line) conductance per pulse, potentiation (LTP) then depression "
+                "(LTD) on one pulse axis; below, the residuals (measured − fitted)."))
     return section
 
 
@@ -193,19 +298,22 @@ def neurosim(arts: list[artifacts.Artifact], by_path: dict[str, artifacts.Artifa
     runs = [a for a in arts if a.kind == "neurosim"]
     if not runs:
         return section
-    metrics = {short(a): dict(zip(*(_read(a, "summary.parquet")[c] for c in ("metric", "value")),
-                                  strict=True))
+    label = names(arts)
+    metrics = {label[str(a.path)]: dict(zip(*(_read(a, "summary.parquet")[c] for c in ("metric", "value")),
+                                            strict=True))
                for a in runs}
     section.blocks += [
         Table(["run", "area (µm²)", "latency (ns)", "dynamic energy (pJ)", "TOPS/W", "TOPS", "FPS",
                "sha256"],
-              [[short(a), *(f"{a.summary.get(k):.4g}"
-                            for k in ("chip_area_um2", "latency_ns", "dynamic_energy_pj",
-                                      "tops_per_w", "tops", "fps")),
+              [[label[str(a.path)], *(f"{a.summary.get(k):.4g}"
+                                      for k in ("chip_area_um2", "latency_ns", "dynamic_energy_pj",
+                                                "tops_per_w", "tops", "fps")),
                 a.manifest_sha256()[:12]] for a in runs]),
-        Figure("neurosim-area.png", figures.breakdown_bars(metrics, AREA_KEYS, "µm²", "Chip area breakdown"),
+        Figure("neurosim-area.png",
+               figures.breakdown_bars(metrics, AREA_KEYS, "area (µm²)", "Chip area breakdown"),
                "NeuroSim chip area by component."),
-        Figure("neurosim-energy.png", figures.breakdown_bars(metrics, ENERGY_KEYS, "pJ", "Energy per image"),
+        Figure("neurosim-energy.png", figures.breakdown_bars(metrics, ENERGY_KEYS, "energy per image (pJ)",
+                                                             "Energy per image"),
                "NeuroSim energy per image by component (dynamic parts and leakage)."),
     ]
     points = []
@@ -213,15 +321,16 @@ def neurosim(arts: list[artifacts.Artifact], by_path: dict[str, artifacts.Artifa
         trace = by_path.get(_input_path(a, "trace"))
         model = by_path.get(_input_path(trace, "model")) if trace else None
         if model is not None and model.summary.get("test_accuracy") is not None:
-            leakage = metrics[short(a)].get("leakage_energy_pj") or 0
+            leakage = metrics[label[str(a.path)]].get("leakage_energy_pj") or 0
             energy = (a.summary.get("dynamic_energy_pj") or 0) + leakage
-            points.append({"run": short(a), "energy_pj": energy,
+            points.append({"run": label[str(a.path)], "image_energy_pj": energy,
                            "test_accuracy": model.summary["test_accuracy"]})
     if points:
         frame = pd.DataFrame(points)
         section.blocks.append(Figure("neurosim-pareto.png",
-                                     figures.pareto(frame, "energy_pj", "test_accuracy", "NeuroSim runs",
-                                                    "Accuracy vs NeuroSim energy per image"),
+                                     figures.pareto(frame, "image_energy_pj", "test_accuracy",
+                                                    "NeuroSim runs", "Accuracy vs NeuroSim energy per image",
+                                                    annotate="run"),
                                      "Test accuracy of each traced model vs its NeuroSim energy per image "
                                      "(dynamic + leakage), with the Pareto front."))
     return section
@@ -234,11 +343,12 @@ def _input_path(art: artifacts.Artifact | None, role: str) -> str | None:
 
 def profiles(arts: list[artifacts.Artifact]) -> Section:
     section = Section("Profiles")
+    label = names(arts)
     for art in arts:
         if art.kind != "profile":
             continue
         table = _read(art, "profile.parquet")
-        section.blocks += [f"{short(art)} (medians of repeated runs after warm-up):",
+        section.blocks += [f"{label[str(art.path)]} (medians of repeated runs after warm-up):",
                            Table(["mode", "phase", "dtype", "device", "batch", "latency (ms)", "samples/s"],
                                  [[r.mode, r.phase, r.dtype, r.device, r.batch_size, f"{r.latency_ms:.4g}",
                                    f"{r.throughput_sps:.4g}"] for r in table.itertuples()])]

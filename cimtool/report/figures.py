@@ -1,4 +1,8 @@
-"""Report figures: matplotlib (Agg) plots of artifact tables, returned as PNG bytes."""
+"""Report figures: matplotlib (Agg) plots of artifact tables, returned as PNG bytes.
+
+Axis and legend labels come from :data:`LABELS` (column and summary keys → words with units), so a
+reader never sees a raw column name. Legends sit beside or below the axes, never over the data.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,39 @@ import io
 
 import numpy as np
 import pandas as pd
+
+# column / summary key → the label a reader sees (with its unit); `label` falls back to the key
+LABELS = {
+    "area_cim_array_um2": "CIM array area (µm²)",
+    "area_adc_um2": "ADC area (µm²)",
+    "area_accumulation_um2": "accumulation circuits area (µm²)",
+    "area_ic_um2": "interconnect area (µm²)",
+    "area_other_um2": "other peripheries area (µm²)",
+    "adc_energy_pj": "ADC energy (pJ)",
+    "accumulation_energy_pj": "accumulation energy (pJ)",
+    "other_energy_pj": "other peripheries energy (pJ)",
+    "leakage_energy_pj": "leakage energy (pJ)",
+    "energy_pj": "energy per inference (pJ)",
+    "neurosim_energy_pj": "NeuroSim energy per inference (pJ)",
+    "image_energy_pj": "NeuroSim energy per image (pJ)",
+    "val_mean": "val accuracy (mean)",
+    "test_mean": "test accuracy (mean)",
+    "test_accuracy": "test accuracy",
+}
+HIGHLIGHT = {"best": "red", "recommended": "orange", "best = recommended": "red"}  # the sweep's picks
+PICK_KEYS = ("method", "weight_bits", "scheme", "adc_bits", "timesteps")
+
+
+def picks(best: dict, recommended: dict) -> list[tuple[dict, str]]:
+    """The sweep's best and recommended configurations with their legend names; one entry, "best =
+    recommended", where they are the same configuration (else one would hide the other)."""
+    if all(best.get(k) == recommended.get(k) for k in PICK_KEYS):
+        return [(best, "best = recommended")]
+    return [(best, "best"), (recommended, "recommended")]
+
+
+def label(key: str) -> str:
+    return LABELS.get(key, key.replace("_", " "))
 
 
 def _plt():
@@ -25,6 +62,15 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _legend_right(ax, **kwargs) -> None:
+    """The legend beside the axes (right), so it never covers data; the tight bbox keeps it."""
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, **kwargs)
+
+
+def _legend_below(ax, ncol: int = 2, offset: float = -0.2) -> None:
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, offset), ncol=ncol, frameon=False)
+
+
 def training_curves(metrics: pd.DataFrame, title: str) -> bytes:
     """Loss and accuracy per epoch (train and val) of each training phase."""
     plt = _plt()
@@ -33,9 +79,11 @@ def training_curves(metrics: pd.DataFrame, title: str) -> bytes:
         for split, style in (("train", "-"), ("val", "--")):
             ax_loss.plot(part["epoch"], part[f"{split}_loss"], style, label=f"{phase} {split}")
             ax_acc.plot(part["epoch"], part[f"{split}_acc"], style, label=f"{phase} {split}")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title=f"{title}: loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title=f"{title}: accuracy")
-    ax_acc.legend(fontsize=7)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    fig.suptitle(title)  # once: a long artifact name in each panel's title would run into the other
+    fig.tight_layout()
+    _legend_right(ax_acc)
     return _png(fig)
 
 
@@ -52,16 +100,21 @@ def sweep_heatmap(table: pd.DataFrame, best: dict, recommended: dict, title: str
     ax.set_yticks(range(len(grid.index)), grid.index)
     for i in range(grid.shape[0]):
         for j in range(grid.shape[1]):
-            ax.text(j, i, f"{grid.values[i, j]:.3f}", ha="center", va="center", fontsize=7, color="white")
-    for row, color, label in ((best, "red", "best"), (recommended, "orange", "recommended")):
+            value = grid.values[i, j]
+            if np.isfinite(value):  # dark text on the bright (yellow) end of viridis
+                ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=7,
+                        color="black" if image.norm(value) > 0.6 else "white")
+    for row, role in picks(best, recommended):
         same_slice = row["scheme"] == recommended["scheme"] and row["timesteps"] == recommended["timesteps"]
         if same_slice and row["weight_bits"] in grid.index and row["adc_bits"] in grid.columns:
             i, j = list(grid.index).index(row["weight_bits"]), list(grid.columns).index(row["adc_bits"])
-            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2.5, ec=color, label=label))
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2.5, ec=HIGHLIGHT[role],
+                                       label=role, clip_on=False))  # an edge cell's outline shows in full
     ax.set(xlabel="ADC bits", ylabel="weight bits",
            title=f"{title}: val accuracy (scheme {recommended['scheme']}, T={recommended['timesteps']})")
-    ax.legend(loc="upper left", fontsize=7)
-    fig.colorbar(image, ax=ax)
+    fig.colorbar(image, ax=ax, label=label("val_mean"))
+    if ax.patches:
+        _legend_below(ax, offset=-0.16)
     return _png(fig)
 
 
@@ -69,32 +122,49 @@ def sweep_vs_t(table: pd.DataFrame, best: dict, recommended: dict, title: str) -
     """Val accuracy vs timesteps for the best and recommended configurations (other knobs fixed)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
-    for row, color, label in ((best, "red", "best"), (recommended, "orange", "recommended")):
+    steps: set[int] = set()
+    chosen = picks(best, recommended)
+    for k, (row, role) in enumerate(chosen):
+        dodge = 2 ** (0.04 * (k - (len(chosen) - 1) / 2))  # side by side: the error bars do not overlap
         part = table[(table["weight_bits"] == row["weight_bits"]) & (table["adc_bits"] == row["adc_bits"])
                      & (table["scheme"] == row["scheme"]) & (table["method"] == row["method"])]
         part = part.sort_values("timesteps")
-        ax.errorbar(part["timesteps"], part["val_mean"], yerr=part["val_std"], color=color, marker="o",
-                    label=f"{label}: w{row['weight_bits']} {row['scheme']} adc{row['adc_bits']}")
-        ax.plot([row["timesteps"]], [row["val_mean"]], "*", color=color, ms=14)
+        steps.update(int(t) for t in part["timesteps"])
+        color = HIGHLIGHT[role]
+        ax.errorbar(part["timesteps"] * dodge, part["val_mean"], yerr=part["val_std"], color=color,
+                    marker="o", capsize=3,
+                    label=f"{role}: w{row['weight_bits']} {row['scheme']} adc{row['adc_bits']}")
+        ax.plot([row["timesteps"] * dodge], [row["val_mean"]], "*", color=color, ms=14)
     ax.set_xscale("log", base=2)
-    ax.set(xlabel="timesteps T", ylabel="val accuracy", title=f"{title}: accuracy vs T")
-    ax.legend(fontsize=7)
+    ax.set_xticks(sorted(steps), [str(t) for t in sorted(steps)])  # 1 2 4 8, not 2^0 2^1 2^2
+    ax.minorticks_off()
+    ax.set(xlabel="timesteps T", ylabel="val accuracy (mean ± std)", title=f"{title}: accuracy vs T")
+    _legend_below(ax)
     return _png(fig)
 
 
-def pareto(points: pd.DataFrame, x: str, y: str, label: str, title: str,
-           highlight: dict[str, tuple[float, float]] | None = None) -> bytes:
-    """Scatter of (x = energy, y = accuracy) with the Pareto front (lower x, higher y) drawn."""
+def pareto(points: pd.DataFrame, x: str, y: str, what: str, title: str,
+           highlight: dict[str, tuple[float, float]] | None = None, annotate: str | None = None) -> bytes:
+    """Scatter of (x = energy, y = accuracy) with the Pareto front (lower x, higher y) drawn (from two
+    points on); ``annotate``: a column naming each point, written beside it (few points only)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    ax.scatter(points[x], points[y], s=10, alpha=0.5, label=label)
+    ax.scatter(points[x], points[y], s=14 if annotate else 10, alpha=0.8 if annotate else 0.5,
+               color="tab:blue", label=what)
     front = pareto_front(points, x, y)
-    ax.step(front[x], front[y], where="post", color="black", lw=1.2, label="Pareto front")
-    for name, (px, py) in (highlight or {}).items():
-        ax.plot([px], [py], "*", ms=14, label=name)
+    if len(points) > 1:
+        ax.step(front[x], front[y], where="post", color="black", lw=1.2, label="Pareto front")
+    if annotate and len(points) <= 12:
+        for px, py, text in zip(points[x], points[y], points[annotate], strict=True):
+            ax.annotate(str(text), (px, py), xytext=(4, 4), textcoords="offset points", fontsize=7)
+    highlight = dict(highlight or {})
+    if set(highlight) == {"best", "recommended"} and highlight["best"] == highlight["recommended"]:
+        highlight = {"best = recommended": highlight.pop("best")}  # one star, not one hiding the other
+    for name, (px, py) in highlight.items():
+        ax.plot([px], [py], "*", ms=14, color=HIGHLIGHT.get(name), mec="black", mew=0.5, label=name)
     ax.set_xscale("log")
-    ax.set(xlabel=x, ylabel=y, title=title)
-    ax.legend(fontsize=7)
+    ax.set(xlabel=label(x), ylabel=label(y), title=title)
+    _legend_right(ax)
     return _png(fig)
 
 
@@ -112,29 +182,95 @@ def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
 
 def level_histograms(cells: pd.DataFrame, n_levels: int, title: str) -> bytes:
     """Per layer, how many cells sit on each conductance level (pos and neg branches)."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _plt()
     layers = list(cells["layer"].astype(str).unique())
     fig, axes = plt.subplots(1, len(layers), figsize=(4.5 * len(layers), 3), squeeze=False)
     bins = np.arange(n_levels + 1) - 0.5
     for ax, layer in zip(axes[0], layers, strict=True):
         part = cells[cells["layer"].astype(str) == layer]
-        ax.hist([part["level_pos"], part["level_neg"]], bins=bins, label=["pos", "neg"], log=True)
-        ax.set(xlabel="conductance level", ylabel="cells", title=f"{title}: {layer}")
-        ax.legend(fontsize=7)
+        ax.hist([part["level_pos"], part["level_neg"]], bins=bins, log=True,
+                label=["positive column", "negative column"])
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # levels are integers
+        ax.set_xlim(-0.5, n_levels - 0.5)
+        ax.set(xlabel="conductance level", ylabel="cells", title=f"{title}: layer {layer}")
+    _legend_right(axes[0][-1])
     return _png(fig)
 
 
-def breakdown_bars(runs: dict[str, dict[str, float]], keys: list[str], unit: str, title: str) -> bytes:
+def breakdown_bars(runs: dict[str, dict[str, float]], keys: list[str], ylabel: str, title: str) -> bytes:
     """Stacked bars of one breakdown (area or energy) per NeuroSim run."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(runs) + 2), 3.4))
+    fig, ax = plt.subplots(figsize=(max(3.0, 1.0 * len(runs) + 2), 3.4))
     bottom = np.zeros(len(runs))
     names = list(runs)
     for key in keys:
         values = np.array([runs[n].get(key) or 0.0 for n in names])
-        ax.bar(range(len(names)), values, bottom=bottom, label=key)
+        ax.bar(range(len(names)), values, bottom=bottom, width=0.6, label=label(key))
         bottom += values
-    ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=7)
-    ax.set(ylabel=unit, title=title)
-    ax.legend(fontsize=7)
+    ax.set_xticks(range(len(names)), names, rotation=20 if len(names) > 1 else 0,
+                  ha="right" if len(names) > 1 else "center", fontsize=7)
+    ax.set(ylabel=ylabel, title=title)
+    handles, labels = ax.get_legend_handles_labels()  # top of the stack first, as drawn
+    ax.legend(handles[::-1], labels[::-1], fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1),
+              borderaxespad=0)
+    return _png(fig)
+
+
+_SI = ((1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"), (1e-12, "p"), (1e-15, "f"))
+
+
+def si_scale(values: np.ndarray | float) -> tuple[float, str]:
+    """The SI prefix that shows ``values`` (in base units) as numbers of 1…1000."""
+    values = np.asarray(values, dtype=float)
+    finite = np.abs(values[np.isfinite(values)])
+    peak = float(finite.max()) if finite.size else 0.0
+    if peak == 0:
+        return 1.0, ""
+    for scale, prefix in _SI:
+        if peak >= scale:
+            return scale, prefix
+    return _SI[-1]
+
+
+def device_fit(points: pd.DataFrame, title: str, max_devices: int = 10) -> bytes:
+    """Measured (dots) vs fitted (line) conductance per pulse, LTP then LTD on one pulse axis (a pulse
+    train), one colour per device; below, the residuals (measured − fitted)."""
+    plt = _plt()
+    points = points.assign(direction=points["direction"].astype(str).str.lower(),
+                           device=points["device"].astype(str))
+    ltp, ltd = points["direction"] == "ltp", points["direction"] == "ltd"
+    n_ltp = int(points.loc[ltp, "pulse"].max()) if ltp.any() else 0
+    n_ltd = int(points.loc[ltd, "pulse"].max()) if ltd.any() else 0
+    points["x"] = points["pulse"] + np.where(ltd, n_ltp, 0)  # LTD pulses continue after the LTP ones
+    scale, prefix = si_scale(points[["measured", "fitted"]].to_numpy(dtype=float))
+    fig, (ax_g, ax_r) = plt.subplots(2, 1, figsize=(7, 4.6), sharex=True, height_ratios=(2.2, 1))
+    devices = list(dict.fromkeys(points["device"]))
+    for k, device in enumerate(devices[:max_devices]):
+        part = points[points["device"] == device]
+        color, cycles = f"C{k % 10}", part["cycle"].nunique()
+        over = " (mean over cycles)" if cycles > 1 else ""
+        ax_g.scatter(part["x"], part["measured"] / scale, s=6, alpha=0.35, color=color, lw=0,
+                     label=f"{device}: measured" + (f" ({cycles} cycles)" if cycles > 1 else ""))
+        for i, (_, branch) in enumerate(part.groupby("direction", sort=False)):
+            fit = branch.groupby("x")["fitted"].mean()  # one line per direction: none across the turn
+            ax_g.plot(fit.index, fit.to_numpy() / scale, color=color, lw=1.6,
+                      label=None if i else f"{device}: fitted{over}")
+        ax_r.scatter(part["x"], part["residual"] / scale, s=6, alpha=0.35, color=color, lw=0)
+    ax_r.axhline(0, color="black", lw=0.8)
+    if n_ltp and n_ltd:
+        for ax in (ax_g, ax_r):
+            ax.axvline(n_ltp + 0.5, color="grey", ls=":", lw=1)
+        for x, text in ((0.5 + n_ltp / 2, "LTP (potentiation)"),
+                        (0.5 + n_ltp + n_ltd / 2, "LTD (depression)")):
+            ax_g.text(x, 1.01, text, transform=ax_g.get_xaxis_transform(), ha="center", va="bottom",
+                      fontsize=8, color="dimgrey")
+    ax_g.set_ylabel(f"conductance ({prefix}S)")
+    ax_g.set_title(title, pad=16 if n_ltp and n_ltd else None)
+    ax_r.set(xlabel="pulse number (LTP, then LTD)", ylabel=f"residual ({prefix}S)")
+    _legend_right(ax_g, markerscale=2.5)
+    if len(devices) > max_devices:
+        ax_g.text(1.02, 0, f"(first {max_devices} of {len(devices)} devices shown)", transform=ax_g.transAxes,
+                  fontsize=7, va="bottom")
     return _png(fig)

@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 
 from cimtool.report.content import Figure, Section, Table
 
+# long unbroken cells (hashes, paths) break anywhere (td.wrap) so a table fits the page; a table that
+# still does not fit scrolls inside its own box (.table) rather than running off the page
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:0.8em 0;font-size:0.85em}th,td{border:1px solid #ccc;padding:3px 7px}
+.table{overflow-x:auto;margin:0.8em 0}table{border-collapse:collapse;font-size:0.85em}
+th,td{border:1px solid #ccc;padding:3px 7px;vertical-align:top}
 th{background:#f0f0f0;text-align:left}td{font-variant-numeric:tabular-nums}
-figure{margin:1em 0}img{max-width:100%}figcaption{font-size:0.85em;color:#555}code{font-size:0.85em}"""
+td.wrap{overflow-wrap:anywhere;font-family:ui-monospace,monospace;font-size:0.95em}
+figure{margin:1em 0}img{max-width:100%;height:auto}figcaption{font-size:0.85em;color:#555}
+code{font-size:0.85em}"""
+
+
+def _breakable(value) -> str:
+    """Escaped text with a line-break opportunity after each / _ - . (a path or name breaks there first)."""
+    return re.sub(r"([/_.\-])", r"\1<wbr>", html.escape(str(value)))
 
 
 def _md_cell(value) -> str:
@@ -39,7 +50,9 @@ def markdown(title: str, sections: list[Section], figure_dir: str) -> str:
 
 
 def html_page(title: str, sections: list[Section]) -> str:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+             "<meta name='viewport' content='width=device-width,initial-scale=1'>"
+             f"<title>{html.escape(title)}</title>"
              f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     for section in sections:
         if not section.blocks:
@@ -48,14 +61,18 @@ def html_page(title: str, sections: list[Section]) -> str:
         for block in section.blocks:
             if isinstance(block, Table):
                 head = "".join(f"<th>{html.escape(c)}</th>" for c in block.columns)
-                body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+                wrap = [c in block.wrap for c in block.columns]
+                body = "".join("<tr>" + "".join(f"<td class='wrap'>{_breakable(v)}</td>" if w
+                                                else f"<td>{html.escape(str(v))}</td>"
+                                                for w, v in zip(wrap, row, strict=True)) + "</tr>"
                                for row in block.rows)
-                parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+                parts.append(f"<div class='table'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
+                             "</table></div>")
             elif isinstance(block, Figure):
                 data = base64.b64encode(block.png).decode()
-                parts.append(f"<figure><img alt='{html.escape(block.caption)}' data-name='{block.name}' "
-                             f"src='data:image/png;base64,{data}'><figcaption>{html.escape(block.caption)}"
-                             "</figcaption></figure>")
+                caption = html.escape(block.caption)
+                parts.append(f"<figure><img alt='{caption}' data-name='{html.escape(block.name)}' "
+                             f"src='data:image/png;base64,{data}'><figcaption>{caption}</figcaption></figure>")
             else:
                 parts.append(f"<p>{html.escape(block)}</p>")
     # marks how many figures the browser decoded (a headless browser check reads it from the DOM)

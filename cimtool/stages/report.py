@@ -5,7 +5,8 @@ artifact that does not verify, or has a newer schema than this cimtool, stops th
 a ``report`` artifact: ``report.md`` (with ``figures/*.png``), ``report.html`` (figures embedded),
 ``accuracy.parquet`` (the accuracy table at full precision) and ``sources.parquet`` (every
 artifact used, with its manifest sha256). Sections: sources, accuracy across stages, training
-curves, sweeps (heat-maps, accuracy vs T, accuracy-vs-energy Pareto), conductance-level histograms,
+curves, sweeps (heat-maps, accuracy vs T, accuracy-vs-energy Pareto), device fits (the fitted card's
+values and measured vs fitted pulse trains, for ``device`` artifacts), conductance-level histograms,
 NeuroSim (area and energy breakdowns, accuracy vs NeuroSim energy), profiles.
 """
 
@@ -27,8 +28,6 @@ from cimtool.ui import Reporter
 
 KIND = "report"
 FIGURES = "figures"
-
-
 
 
 def discover(paths: list[Path]) -> list[Path]:
@@ -70,7 +69,8 @@ def run(p: ReportParams, out: Path | None, root: Path, force: bool, reporter: Re
     by_path = {str(a.path.resolve()): a for a in arts}
     accuracy = content.accuracy_table(arts)
     sections = [content.sources(arts), content.accuracy(accuracy), content.curves(arts), content.sweeps(arts),
-                content.conductances(arts), content.neurosim(arts, by_path), content.profiles(arts)]
+                content.devices(arts), content.conductances(arts), content.neurosim(arts, by_path),
+                content.profiles(arts)]
     with output.writer({**asdict(p), "paths": [str(t) for t in targets]}) as writer:
         figure_dir = writer.path(FIGURES)
         figure_dir.mkdir()
