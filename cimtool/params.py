@@ -279,6 +279,9 @@ class QatParams:
     torch_device: str = torch_device_option()
 
 
+TWIN = "Training the twin (--train-epochs)"
+
+
 @dataclass(frozen=True)
 class CalibrateParams:
     model: str | None = model_option("Model or qmodel artifact (default: the newest model trained with "
@@ -296,6 +299,15 @@ class CalibrateParams:
     seed: int = seed_option("Seed of rate-coded input spikes and of the calibration sample.")
     calibration_samples: int = calibration_samples_option()
     torch_device: str = torch_device_option()
+    train_epochs: int = option(0, panel=TWIN,
+                               help="Then train the quantized-ANN twin for this many epochs (0: convert "
+                                    "only): every ReLU becomes its neuron's quantizer with a learnable "
+                                    "threshold (LSQ), started from the calibrated one; the weights are "
+                                    "fine-tuned too (a qmodel keeps its device-level weights). The SNN "
+                                    "equals the trained twin exactly.")
+    train_lr: float | None = option(None, panel=TWIN, help="Learning rate of the twin (default: the "
+                                                           "model's training rate x 0.25).")
+    batch_size: int = option(128, panel=TWIN, help="Batch size of the twin's training.")
 
 
 COST = "Cost (--cost neurosim)"

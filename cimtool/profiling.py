@@ -202,8 +202,8 @@ class Bench:
 
     def keys(self) -> list[tuple[str, str, str]]:
         """(mode, phase, dtype) of every row at one batch size, in table order."""
-        return [(mode, phase, dtype) for mode in self.modes
-                for phase in (PHASES if mode in ANN_MODES else PHASES[:1]) for dtype in self.dtypes(mode)]
+        return [(mode, phase, dtype)
+                for mode in self.modes for phase in PHASES for dtype in self.dtypes(mode)]
 
     def inputs(self, batch: int):
         import torch
@@ -221,8 +221,10 @@ class Bench:
             if mode in ANN_MODES:
                 net = self.model if mode == "ann_eager" else self.compiled
                 out.append(self._ann_cell(mode, phase, dtype, net, x, y))
-            else:
+            elif phase == "forward":
                 out.append(self._snn_cell(mode, x))
+            else:
+                out.append(self._snn_train_cell(mode, x, y))
         return out
 
     def _ann_cell(self, mode: str, phase: str, dtype: str, net, x, y) -> Cell:
@@ -268,6 +270,40 @@ class Bench:
         note = f"{len(chunks)} chunks of ≤ {size} samples (SpikingNetwork.batch_size)" if len(chunks) > 1 \
             else None
         return Cell(mode, "forward", "fp32", self.device.type, call, lambda: None, note)
+
+
+    def _snn_train_cell(self, mode: str, x, y) -> Cell:
+        """One training step's forward and backward: of the spiking network through its T steps
+        (``snn``: BPTT, ``cimtool.nn.snn_train``) or of its quantized-ANN twin (``one_pass``: the
+        model with its ReLUs as the neurons' quantizers, ``cimtool.nn.qann``)."""
+        import copy
+
+        import torch
+
+        from cimtool.nn.qann import QuantizedTwin
+        from cimtool.nn.snn_train import spiking_logits
+        from cimtool.train.batching import to_float
+
+        net = self.snn
+        if mode == "one_pass":
+            model = QuantizedTwin(copy.deepcopy(self.model), net.thetas, net.cfg.n_min, net.cfg.p_max,
+                                  need_relus=False)
+
+            def logits():
+                return model(to_float(x))
+            note = "the twin: ReLUs as the neurons' quantizers (LSQ thresholds)"
+        else:
+            model = net.model
+
+            def logits():
+                return spiking_logits(net, x, net.cfg.timesteps)
+            note = f"BPTT through T={net.cfg.timesteps} steps (straight-through spikes)"
+
+        def call() -> None:
+            torch.nn.functional.cross_entropy(logits(), y).backward()
+
+        return Cell(mode, "forward_backward", "fp32", self.device.type, call,
+                    lambda: model.zero_grad(set_to_none=True), note)
 
 
 def percentile(values: list[float], q: float) -> float:

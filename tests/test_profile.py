@@ -63,15 +63,17 @@ def test_profile_of_the_default_snn(snn_profile, default_snn):
     assert wall < 30, f"profile took {wall:.0f} s"
     assert artifacts.load(result.path, stage.KIND).kind == "profile"
     rows = _rows(result)
-    expected = {(m, "forward", b) for m in COMPARED for b in BATCHES} | {
-        ("ann_eager", "forward_backward", b) for b in BATCHES}
+    expected = {(m, phase, b) for m in COMPARED for phase in ("forward", "forward_backward") for b in BATCHES}
     assert set(zip(rows["mode"], rows["phase"], rows["batch_size"], strict=True)) == expected
     assert len(rows) == len(expected)  # one row each: fp32 only on CPU
     assert list(rows.columns) == stage.PROFILE_SCHEMA.names
     assert (rows["dtype"] == "fp32").all() and (rows["device"] == "cpu").all()
-    assert rows["note"].isna().all() and (rows["repeats"] == 15).all()
-    # no gradient path through the spiking network: forward_backward only for the ANN
-    assert set(rows.loc[rows["phase"] == "forward_backward", "mode"]) == {"ann_eager"}
+    assert (rows["repeats"] == 15).all()
+    notes = rows.set_index(["mode", "phase", "batch_size"])["note"]
+    assert notes.loc["snn", "forward_backward", 1].startswith("BPTT through T=32 steps")
+    assert notes.loc["one_pass", "forward_backward", 1].startswith("the twin")
+    forward = rows[(rows["phase"] == "forward") & (rows["mode"] != "ann_eager")]
+    assert forward["note"].isna().all()
     assert (rows["latency_ms"] > 0).all() and rows["latency_ms"].map(math.isfinite).all()
     assert rows["throughput_sps"].tolist() == pytest.approx(
         (rows["batch_size"] / (rows["latency_ms"] / 1e3)).tolist(), rel=1e-12)
@@ -86,7 +88,8 @@ def test_profile_of_the_default_snn(snn_profile, default_snn):
     small = rows[rows["batch_size"] == 1].set_index(["mode", "phase"])["peak_memory_mb"]
     assert (big.set_index(["mode", "phase"])["peak_memory_mb"] > small).all()
     # the backward pass holds the weight gradients too (the 784→64 projection alone: 0.19 MB)
-    fb = rows[(rows["phase"] == "forward_backward") & (rows["batch_size"] == 1)]["peak_memory_mb"].item()
+    fb = rows[(rows["mode"] == "ann_eager") & (rows["phase"] == "forward_backward") &
+              (rows["batch_size"] == 1)]["peak_memory_mb"].item()
     assert fb >= 784 * 64 * 4 / 2**20
 
     # op counts: only at the profiled (largest) batch, forward
@@ -119,6 +122,11 @@ def test_profile_of_the_default_snn(snn_profile, default_snn):
     assert s["snn_source"] == "artifact" and s["wall_s"] > 0
     # T = 32: the spiking run does the one-pass work plus the neuron scan over time
     assert s["snn_ms"] > s["one_pass_ms"]
+    train = rows[(rows["phase"] == "forward_backward") & (rows["batch_size"] == 512)].set_index("mode")
+    assert s["train_snn_ms"] == train.loc["snn", "latency_ms"]
+    assert s["train_twin_over_ann"] == pytest.approx(train.loc["one_pass", "latency_ms"] /
+                                                     train.loc["ann_eager", "latency_ms"])
+    assert s["train_snn_over_twin"] > 1  # BPTT through 32 steps costs more than the one-pass twin
 
     assert result.params["torch_device"] == "cpu" and result.params["model"] == str(default_snn.path)
     [source] = result.manifest["inputs"]
@@ -164,7 +172,7 @@ def test_plain_model_gets_default_spiking_settings(default_model, tmp_path):
     [source] = result.manifest["inputs"]
     assert source["role"] == "model" and source["path"] == str(art.path)
     rows = _rows(result)
-    assert len(rows) == 4 and (rows["phase"] == "forward").all() and (rows["latency_ms"] > 0).all()
+    assert len(rows) == 8 and (rows["latency_ms"] > 0).all()  # 2 modes × 2 phases × 2 batch sizes
 
 
 @pytest.mark.slow

@@ -26,13 +26,31 @@ MODEL_KINDS = ("model", "qmodel")
 
 
 def save_model(directory: Path, model, spec: dict[str, Any]) -> None:
+    save_weights(directory / WEIGHTS, model)
+    (directory / ARCH).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+
+
+def save_weights(path: Path, model) -> None:
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     # one metadata key only: safetensors writes a multi-key metadata map in random order,
     # which would break byte-identical artifacts
-    save_file(state, str(directory / WEIGHTS), metadata={"format": "pt"})
-    (directory / ARCH).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+    save_file(state, str(path), metadata={"format": "pt"})
+
+
+def load_weights(model, path: Path) -> None:
+    """Weights of the same architecture (safetensors) into ``model``; a one-line error if they do not fit."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        raise CimtoolError(f"{path}: not weights of this model ({str(exc).splitlines()[0]})") from None
+    if missing or unexpected:
+        raise CimtoolError(f"{path}: not weights of this model (missing {missing[:3]}, unexpected "
+                           f"{unexpected[:3]})")
 
 
 def save_weights_before(directory: Path, weights: dict[str, Any]) -> None:

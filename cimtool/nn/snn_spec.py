@@ -55,6 +55,8 @@ class SnnSpec:
     ratio: float | None = None
     percentile_values: list[float] | None = None
     source_model: str | None = None
+    trained: dict[str, Any] | None = None  # the twin's training (--train-epochs): epochs, thresholds before
+    weights: str | None = None  # the trained twin's weights, a file of the snn artifact
 
     def network(self, model: torch.nn.Module, device: torch.device | str = "cpu") -> SpikingNetwork:
         from cimtool.nn.snn import SpikingNetwork
@@ -70,7 +72,8 @@ class SnnSpec:
                 layer["percentile_value"] = value
         info: dict[str, Any] = {"config": asdict(self.config), "input_range": self.input_range,
                                 "layers": layers}
-        extra = {"percentile": self.percentile, "ratio": self.ratio, "source_model": self.source_model}
+        extra = {"percentile": self.percentile, "ratio": self.ratio, "source_model": self.source_model,
+                 "trained": self.trained, "weights": self.weights}
         info.update({k: v for k, v in extra.items() if v is not None})
         return info
 
@@ -93,7 +96,8 @@ class SnnSpec:
             return None if info.get(key) is None else kind(info[key])
 
         return cls(config, thetas, float(info["input_range"]), names, optional("percentile", str),
-                   optional("ratio", float), values, optional("source_model", str))
+                   optional("ratio", float), values, optional("source_model", str), optional("trained", dict),
+                   optional("weights", str))
 
     @classmethod
     def from_json(cls, text: str, where: Path | str = SNN_FILE) -> SnnSpec:
@@ -159,6 +163,10 @@ def open_snn(path: Path | str) -> SpikingModel:
     if source.manifest_sha256() != source_ref.get("manifest_sha256"):
         raise CimtoolError(f"{artifact.path}: its source model {source.path} changed since calibration")
     spec = SnnSpec.from_json(artifact.file(SNN_FILE).read_text(), artifact.file(SNN_FILE))
+    if spec.weights is not None:  # a trained twin: its weights, not the source model's
+        from cimtool.models.io import load_weights
+
+        load_weights(model, artifact.file(spec.weights))
     return SpikingModel(artifact, source, model, arch, spec)
 
 

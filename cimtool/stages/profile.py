@@ -14,9 +14,12 @@ Every figure is timed as the whole call on raw inputs (uint8 → float conversio
 (at least one for ``ann_compiled``, so that compiling is never timed), then ``repeats`` timed
 runs, interleaved round-robin over the modes of one batch size so that load changes hit every
 mode alike; the median and the 10th/90th percentiles are reported, and throughput = B / median.
-``forward`` runs under ``torch.no_grad``; ``forward_backward`` (ANN modes only: the spiking
-network has no gradient path) is cross-entropy on the labels and ``.backward()``, with the
-gradients set to None before every run (not timed). Both phases keep the model in eval mode.
+``forward`` runs under ``torch.no_grad``; ``forward_backward`` is one training step's
+cross-entropy on the labels and ``.backward()``, with the gradients set to None before every run
+(not timed): of the ANN; of the spiking network through its T steps (``snn``: BPTT with
+straight-through spikes, ``cimtool.nn.snn_train``); and of its quantized-ANN twin (``one_pass``:
+the ReLUs as the neurons' quantizers with learnable thresholds, what ``calibrate-threshold
+--train-epochs`` trains, ``cimtool.nn.qann``). All phases keep the model in eval mode.
 Spiking networks chunk a batch as ``SpikingNetwork.batch_size`` says (noted in ``note``).
 
 On CPU the clock is ``time.perf_counter``; on CUDA, ``torch.cuda.Event`` pairs with a
@@ -260,10 +263,20 @@ def _summary(rows: list[dict[str, Any]], batches: list[int], timesteps: int, dev
         return forward.get((mode, batch))
 
     ann, snn, one = at("ann_eager"), at("snn"), at("one_pass")
+    train = {r["mode"]: r["latency_ms"] for r in rows if r["phase"] == "forward_backward"
+             and r["dtype"] == "fp32" and r["batch_size"] == batch and r["latency_ms"] is not None}
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a and b else None
+
     return {"timesteps": timesteps, "batch_size": batch, "torch_device": device, "snn_device": device,
             "ann_eager_ms": ann, "ann_compiled_ms": at("ann_compiled"), "snn_ms": snn, "one_pass_ms": one,
-            "snn_over_ann": snn / ann if snn and ann else None,
-            "one_pass_speedup": snn / one if snn and one else None,
+            "snn_over_ann": ratio(snn, ann), "one_pass_speedup": ratio(snn, one),
+            # a training step (forward + backward): the spiking network through T vs its twin vs the ANN
+            "train_ann_ms": train.get("ann_eager"), "train_snn_ms": train.get("snn"),
+            "train_twin_ms": train.get("one_pass"),
+            "train_snn_over_twin": ratio(train.get("snn"), train.get("one_pass")),
+            "train_twin_over_ann": ratio(train.get("one_pass"), train.get("ann_eager")),
             "skipped": dict(failed)}
 
 
