@@ -49,6 +49,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "tests/bench/bench_crossbar.py")
     session.run("python", "tests/bench/bench_qat.py")
     session.run("python", "tests/bench/bench_snn.py")
+    session.run("python", "tests/bench/bench_twin.py")
     session.run("python", "tests/bench/bench_neurosim.py")
     session.run("python", "tests/bench/bench_sweep_cost.py")
     session.run("python", "tests/bench/bench_lbpnet.py")

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from cimtool import artifacts
 from cimtool.cli import main
 from cimtool.devices import fit as F
 from cimtool.devices.card import load_card
@@ -71,12 +72,21 @@ def _fit(tmp_path: Path, data: Path, *extra: str, out: str = "fit") -> Path:
     return tmp_path / out
 
 
-@pytest.mark.skipif(not GONG.is_file(), reason="the measured curve (../shared/data/device_curves) is absent")
-def test_gong_et_al(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def gong(tmp_path_factory) -> tuple[Path, dict]:
+    if not GONG.is_file():
+        pytest.skip("the measured curve (../shared/data/device_curves) is absent")
+    out = tmp_path_factory.mktemp("gong") / "fit"
+    with pytest.raises(SystemExit) as done:
+        main(["devices", "fit", str(GONG), "--g-min", "1e-6", "--g-max", "1e-5", "--out", str(out), "--json"])
+    assert done.value.code == 0
+    return out, artifacts.load(out, "device").summary
+
+
+def test_gong_et_al(gong, tmp_path):
     """The measured curve: RMS of the fit within 10 % of the point-to-point noise; a card every
     --device option loads; byte-identical on a rerun."""
-    out = _fit(tmp_path, GONG, "--g-min", "1e-6", "--g-max", "1e-5")
-    summary = json.loads(capsys.readouterr().out)["summary"]
+    out, summary = gong
     assert summary["rms_over_point_to_point"] <= 1.10
     assert summary["nl_ltd"] < -2  # depression falls fastest near g_max
     card = load_card(str(out / "card.toml"))
@@ -141,12 +151,10 @@ def test_bad_input(tmp_path, capsys):
     assert "go together" in _bad(tmp_path, tmp_path / "nan.csv", "--g-min", "1e-6", capsys=capsys)
 
 
-@pytest.mark.skipif(not GONG.is_file(), reason="the measured curve (../shared/data/device_curves) is absent")
-def test_gong_card_trains_the_default_model_onchip(default_model, tmp_path, capsys):
+def test_gong_card_trains_the_default_model_onchip(gong, default_model, tmp_path, capsys):
     """`qat --mode onchip --device <fitted gong card>`: the default model trained along the measured
     device's curve, with its 9.6 % cycle-to-cycle scatter, to >= 0.85 test accuracy."""
-    card = _fit(tmp_path, GONG, "--g-min", "1e-6", "--g-max", "1e-5") / "card.toml"
-    capsys.readouterr()
+    card = gong[0] / "card.toml"
     with pytest.raises(SystemExit) as done:
         main(["qat", "--mode", "onchip", "--device", str(card), "--epochs", "60", "--model",
               str(default_model[0].path), "--out", str(tmp_path / "q"), "--json", "--quiet"])

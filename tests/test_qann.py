@@ -91,6 +91,16 @@ def test_trained_twin_converts_exactly_and_beats_converted_only(digits_cnn, tmp_
 
     stored = load_file(str(art.file("weights.safetensors")))
     assert all(torch.equal(v, stored[k]) for k, v in opened.model.state_dict().items())
+    # the report's accuracy-vs-levels section: float, converted only, trained twin
+    with pytest.raises(SystemExit) as done:
+        main(["report", str(tmp_path / "converted"), str(tmp_path / "trained"), "--out", str(tmp_path / "r"),
+              "--quiet"])
+    assert done.value.code == 0
+    capsys.readouterr()
+    md = (tmp_path / "r" / "report.md").read_text()
+    section = md.split("Spiking networks: accuracy vs levels")[1].split("\n## ")[0]
+    assert f"| 4 | {trained['ann_test_accuracy']:.4f} | {converted['test_accuracy']:.4f} | " \
+           f"{trained['test_accuracy']:.4f} |" in section and "levels-" in section
     again = _calibrate(tmp_path / "again", digits_cnn, "--train-epochs", "4", capsys=capsys)
     assert again["thresholds"] == trained["thresholds"]
     for name in ("snn.json", "weights.safetensors", "twin_metrics.parquet", "thresholds.parquet"):

@@ -170,6 +170,43 @@ def curves(arts: list[artifacts.Artifact]) -> Section:
     return section
 
 
+def spiking(arts: list[artifacts.Artifact]) -> Section:
+    """Per source model with SNNs at several levels: test accuracy vs L of the float ANN, the
+    converted-only SNN and the SNN of the trained twin (calibrate-threshold --train-epochs)."""
+    section = Section("Spiking networks: accuracy vs levels")
+    label = names(arts)
+    rows = []
+    for art in arts:
+        if art.kind != "snn":
+            continue
+        s = art.summary
+        source = _input_path(art, "model") or str(art.path)
+        base = {"source": source, "levels": int(s["levels"]), "artifact": label[str(art.path)]}
+        rows.append({**base, "condition": "float ANN", "accuracy": s["ann_test_accuracy"]})
+        if s.get("train_epochs"):
+            rows.append({**base, "condition": "trained twin", "accuracy": s["test_accuracy"]})
+            rows.append({**base, "condition": "converted only", "accuracy": s["converted_test_accuracy"]})
+        else:
+            rows.append({**base, "condition": "converted only", "accuracy": s["test_accuracy"]})
+    if not rows:
+        return section
+    table = pd.DataFrame(rows).drop_duplicates(["source", "levels", "condition"], keep="last")
+    for source, part in table.groupby("source", sort=True):
+        if part["levels"].nunique() < 2 and "trained twin" not in set(part["condition"]):
+            continue  # one converted SNN: the accuracy table says it all
+        name = Path(source).name
+        wide = part.pivot(index="levels", columns="condition", values="accuracy").sort_index()
+        columns = [c for c in ("float ANN", "converted only", "trained twin") if c in wide.columns]
+        cells = [[int(level), *(f"{wide.loc[level, c]:.4f}" if pd.notna(wide.loc[level, c]) else ""
+                                for c in columns)] for level in wide.index]
+        section.blocks.append(Table(["levels L", *columns], cells))
+        section.blocks.append(Figure(f"levels-{_file(name)}.png", figures.accuracy_vs_levels(part, name),
+                                     f"Test accuracy vs levels L of the SNNs of {name}: the float ANN, the "
+                                     "SNN converted with calibrated thresholds, and the SNN of the trained "
+                                     "quantized-ANN twin (equal to it exactly)."))
+    return section
+
+
 def sweeps(arts: list[artifacts.Artifact]) -> Section:
     section = Section("Design-space sweeps")
     label = names(arts)

@@ -274,3 +274,24 @@ def device_fit(points: pd.DataFrame, title: str, max_devices: int = 10) -> bytes
         ax_g.text(1.02, 0, f"(first {max_devices} of {len(devices)} devices shown)", transform=ax_g.transAxes,
                   fontsize=7, va="bottom")
     return _png(fig)
+
+
+def accuracy_vs_levels(table: pd.DataFrame, title: str) -> bytes:
+    """Test accuracy vs quantization levels L of one model's spiking networks: the float ANN, the
+    converted-only SNN and the SNN converted from the trained twin (``table``: levels, condition,
+    accuracy)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    styles = {"float ANN": ("black", "--", None), "converted only": ("tab:blue", "-", "o"),
+              "trained twin": ("tab:orange", "-", "s")}
+    for condition, (color, line, marker) in styles.items():
+        part = table[table["condition"] == condition].sort_values("levels")
+        if len(part):
+            ax.plot(part["levels"], part["accuracy"], ls=line, color=color, marker=marker, label=condition)
+    levels = sorted(int(v) for v in table["levels"].unique())
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(levels, [str(v) for v in levels])
+    ax.minorticks_off()
+    ax.set(xlabel="levels L of the quantized activation", ylabel="test accuracy", title=title)
+    _legend_right(ax)
+    return _png(fig)

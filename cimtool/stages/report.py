@@ -68,9 +68,9 @@ def run(p: ReportParams, out: Path | None, root: Path, force: bool, reporter: Re
     reporter.log(f"report: {len(arts)} artifacts → {out}")
     by_path = {str(a.path.resolve()): a for a in arts}
     accuracy = content.accuracy_table(arts)
-    sections = [content.sources(arts), content.accuracy(accuracy), content.curves(arts), content.sweeps(arts),
-                content.devices(arts), content.conductances(arts), content.neurosim(arts, by_path),
-                content.profiles(arts)]
+    sections = [content.sources(arts), content.accuracy(accuracy), content.curves(arts),
+                content.spiking(arts), content.sweeps(arts), content.devices(arts),
+                content.conductances(arts), content.neurosim(arts, by_path), content.profiles(arts)]
     with output.writer({**asdict(p), "paths": [str(t) for t in targets]}) as writer:
         figure_dir = writer.path(FIGURES)
         figure_dir.mkdir()
