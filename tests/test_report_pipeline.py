@@ -32,7 +32,7 @@ def _run_pipeline(script: str, out: Path, cache: Path, **env) -> tuple[subproces
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
+def pipeline(tmp_path_factory, neurosim_cache):
     if shutil.which("bash") is None:
         pytest.skip("the pipelines are bash scripts")
     from cimtool.neurosim.build import bundled_source
@@ -41,6 +41,8 @@ def pipeline(tmp_path_factory):
         pytest.skip("the pipeline runs NeuroSim: needs hwcomponents-neurosim and make/g++")
     base = tmp_path_factory.mktemp("pipeline")
     out, cache = base / "run", base / "cache"
+    cache.mkdir()
+    (cache / "neurosim").symlink_to(neurosim_cache)  # $CIMTOOL_CACHE/neurosim: one NeuroSim build per session
     first, first_s = _run_pipeline("mnist_snn_cim.sh", out, cache, QUICK="1")
     assert first.returncode == 0, first.stderr[-3000:]
     return out, cache, first, first_s
@@ -146,7 +148,8 @@ def test_report_refuses_newer_schema(default_model, tmp_path, cli):
 
 
 def test_other_pipelines_parse_and_check_their_input():
-    for script in ("mnist_snn_cim.sh", "cifar_vgg8_neurosim.sh", "organic_optical.sh"):
+    for script in ("mnist_snn_cim.sh", "cifar_vgg8_neurosim.sh", "organic_optical.sh",
+                   "fashion_snn_levels.sh"):
         assert subprocess.run(["bash", "-n", str(PIPELINES / script)]).returncode == 0
         head = (PIPELINES / script).read_text().splitlines()[1]
         assert head.startswith("# ") and len(head) > 20  # a header saying what it produces

@@ -56,8 +56,8 @@ def _synapse(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def spiking_logits(net, x: torch.Tensor, steps: int) -> torch.Tensor:
     """The output layer's total input over ``steps`` steps of the spiking network ``net``
     (a ``SpikingNetwork``) on raw inputs ``x``, differentiable through time."""
+    from cimtool.data.tensors import to_float
     from cimtool.nn.snn import Flatten, NeuronSite, SpikingMaxPool, Synapse
-    from cimtool.train.batching import to_float
 
     cfg = net.cfg
     inp = net.prefix(to_float(x.to(net.device)))
