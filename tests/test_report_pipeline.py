@@ -32,7 +32,7 @@ def _run_pipeline(script: str, out: Path, cache: Path, **env) -> tuple[subproces
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, neurosim_cache):
+def pipeline(tmp_path_factory):
     if shutil.which("bash") is None:
         pytest.skip("the pipelines are bash scripts")
     from cimtool.neurosim.build import bundled_source
@@ -41,8 +41,6 @@ def pipeline(tmp_path_factory, neurosim_cache):
         pytest.skip("the pipeline runs NeuroSim: needs hwcomponents-neurosim and make/g++")
     base = tmp_path_factory.mktemp("pipeline")
     out, cache = base / "run", base / "cache"
-    cache.mkdir()
-    (cache / "neurosim").symlink_to(neurosim_cache)  # $CIMTOOL_CACHE/neurosim: one NeuroSim build per session
     first, first_s = _run_pipeline("mnist_snn_cim.sh", out, cache, QUICK="1")
     assert first.returncode == 0, first.stderr[-3000:]
     return out, cache, first, first_s
