@@ -200,7 +200,8 @@ def spiking(arts: list[artifacts.Artifact]) -> Section:
         cells = [[int(level), *(f"{wide.loc[level, c]:.4f}" if pd.notna(wide.loc[level, c]) else ""
                                 for c in columns)] for level in wide.index]
         section.blocks.append(Table(["levels L", *columns], cells))
-        section.blocks.append(Figure(f"levels-{_file(name)}.png", figures.accuracy_vs_levels(part, name),
+        png = figures.accuracy_vs_levels(part, f"{name}: SNN test accuracy vs levels")
+        section.blocks.append(Figure(f"levels-{_file(name)}.png", png,
                                      f"Test accuracy vs levels L of the SNNs of {name}: the float ANN, the "
                                      "SNN converted with calibrated thresholds, and the SNN of the trained "
                                      "quantized-ANN twin (equal to it exactly)."))
