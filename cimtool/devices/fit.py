@@ -285,7 +285,7 @@ def fit_curve(segs: list[Segment]) -> CurveFit:
                                         {d: float(n) for d, n in pulses.items()})
     fit = _least_squares(segs, {d: float(n) for d, n in pulses.items()})
     residuals = fit.fun
-    rho = _lag1([r for r in _split(residuals, segs)])
+    rho = _lag1(_split(residuals, segs))
     jac = fit.jac
     dof = max(1, len(residuals) - jac.shape[1])
     s2 = float(residuals @ residuals) / dof

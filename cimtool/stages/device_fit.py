@@ -148,6 +148,7 @@ def run(p: DeviceFitParams, out: Path | None, root: Path, force: bool,
     base = load_card(p.base)
     data = Path(p.data)
     table = read_pulses(data)
+    data_sha = _sha256(data)
     if p.g_min is None and (table["conductance"] <= 0).any():
         row = table.loc[table["conductance"] <= 0].iloc[0]
         raise CimtoolError(f"{data}: a conductance of {row['conductance']:g} S (device {row['device']}, "
@@ -172,7 +173,7 @@ def run(p: DeviceFitParams, out: Path | None, root: Path, force: bool,
     name = p.name or "".join(ch if NAME_RE.fullmatch(ch) else "_" for ch in data.stem)
     variation = {"variation_model": "range"} if base.variation_model != "range" else {}
     card = replace(base, name=name, description=f"fitted to {data.name}",
-                   source=f"cimtool devices fit {data.name} (sha256 {_sha256(data)[:12]})",
+                   source=f"cimtool devices fit {data.name} (sha256 {data_sha[:12]})",
                    spacing="linear", **variation, **fitted, assumed=())
     card = replace(card, assumed=_assumed(base, measured))
     text = card_toml(card, f"Device card fitted by cimtool devices fit to {data.name}.\n"
@@ -181,7 +182,7 @@ def run(p: DeviceFitParams, out: Path | None, root: Path, force: bool,
     points = result.points.assign(measured=to_s(result.points["measured"]),
                                   fitted=to_s(result.points["fitted"]),
                                   residual=result.points["residual"] * to_s.scale)
-    params = {**asdict(p), "data_sha256": _sha256(data),
+    params = {**asdict(p), "data_sha256": data_sha,
               "retention_sha256": _sha256(Path(p.retention)) if p.retention else None}
     output = StageOutput(KIND, out, root, name, force, started=t_start)
     with output.writer(params) as writer:
