@@ -12,7 +12,7 @@ from torch import nn
 
 from cimtool import artifacts
 from cimtool.cli import main
-from cimtool.nn.qann import LevelQuantizer, QuantizedTwin
+from cimtool.nn.qann import LevelQuantizer, PooledQuantizer, QuantizedTwin
 from cimtool.nn.snn import quantize
 
 
@@ -53,6 +53,43 @@ def test_twin_swaps_the_relus_and_puts_them_back():
     released, thetas = twin.release()
     assert isinstance(released.body[1], nn.ReLU) and thetas == [0.25]
     assert torch.equal(released(x), before)
+
+
+class _Pooled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Flatten())
+
+    def snn_parts(self):
+        return (lambda x: x), list(self.body)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_a_neuron_layer_before_a_max_pool_is_quantized_after_it():
+    """Same values as quantize-then-pool; where each window's levels differ, the same gradients
+    (x inside and outside the levels: 0 − 0.4 and 15 + 0.4 clip)."""
+    torch.manual_seed(0)
+    theta, p_max = 0.5, 15
+    levels = torch.stack([torch.randperm(16).float() for _ in range(6)]).reshape(2, 3, 4, 4)
+    x = (theta * (levels + 0.8 * torch.rand(levels.shape) - 0.4)).requires_grad_()
+    upstream = torch.randn(2, 12)
+    model = _Pooled()
+    relu, pool = model.body[0], model.body[1]
+    twin = QuantizedTwin(model, [theta], 0, p_max)
+    assert isinstance(model.body[1], PooledQuantizer) and isinstance(model.body[0], nn.Identity)
+    (twin(x) * upstream).sum().backward()
+
+    reference = LevelQuantizer(theta, 0, p_max)
+    x_ref = x.detach().clone().requires_grad_()
+    y_ref = nn.functional.max_pool2d(reference(x_ref), 2).flatten(1)
+    (y_ref * upstream).sum().backward()
+    assert torch.equal(twin(x), y_ref)
+    assert torch.equal(x.grad, x_ref.grad) and x.grad.count_nonzero() > 0
+    assert float(twin.quantizers[0].theta.grad) == pytest.approx(float(reference.theta.grad), rel=1e-5)
+    released, _ = twin.release()
+    assert released.body[0] is relu and released.body[1] is pool
 
 
 @pytest.fixture(scope="module")
