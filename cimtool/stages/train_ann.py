@@ -106,6 +106,10 @@ def validate(p: TrainAnnParams) -> None:
         check_choice(f"--{name.replace('_', '-')}", getattr(p, name), choices)
 
 
+# training options that --model lbpnet takes from its preset's recipe (--lbp-set recipe.<field>)
+RECIPE_FIELDS = ("batch_size", "weight_decay", "label_smoothing", "grad_clip")
+
+
 def lbp_config(p: TrainAnnParams, epochs: int | None = None):
     """--model lbpnet's configuration: the preset with --lbp-set applied, its recipe scaled to
     ``epochs`` (docs/lbpnet.md)."""
@@ -119,9 +123,14 @@ def resolve_defaults(p: TrainAnnParams) -> TrainAnnParams:
     """Fill in model-dependent defaults, so that the manifest records the values used."""
     if p.model == "lbpnet":  # the preset's recipe
         r = lbp_config(p).recipe
-        p = replace(p, lr=p.lr if p.lr is not None else r.lr, batch_size=r.batch_size,
-                    weight_decay=r.weight_decay, label_smoothing=r.label_smoothing, grad_clip=r.grad_clip,
-                    epochs=p.epochs if p.epochs is not None else r.epochs)
+        for name in RECIPE_FIELDS:  # set by the recipe: refuse a value that would be ignored
+            if getattr(p, name) != getattr(TrainAnnParams, name):
+                flag = f"--{name.replace('_', '-')}"
+                raise CimtoolError(f"{flag} does not apply to --model lbpnet: its preset's recipe sets it "
+                                   f"({getattr(r, name)}); use --lbp-set recipe.{name}={getattr(p, name)}")
+        p = replace(p, lr=p.lr if p.lr is not None else r.lr,
+                    epochs=p.epochs if p.epochs is not None else r.epochs,
+                    **{name: getattr(r, name) for name in RECIPE_FIELDS})
     if p.lr is None and p.model in MODELS:
         p = replace(p, lr=MODELS[p.model].default_lr)
     if p.model == "organic_cnn" and p.device is None:

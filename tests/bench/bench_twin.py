@@ -3,15 +3,18 @@
 For VGG8 (CIFAR-shaped input) and mnist_cnn, random weights, T = 8, ST-BIF neurons (16 asymmetric
 levels, θ = 0.1), one training step (forward, cross-entropy, backward) of:
 
-- ``ann``: the float model;
+- ``ann``: the float model, as ``train-ann`` trains it;
 - ``twin``: its quantized-ANN twin (every ReLU the neuron's quantizer with a learnable threshold,
-  ``cimtool.nn.qann``, what ``calibrate-threshold --train-epochs`` trains); target ≤ 1.2× ``ann``;
+  ``cimtool.nn.qann``, what ``calibrate-threshold --train-epochs`` trains); target ≤ 1.2× ``ann``.
+  A quantizer before a max-pool runs after it (exact: the quantizer is monotone);
+- ``ann_pool_first``: for reference, the float model with each ReLU moved after its max-pool in
+  the same way (not what ``train-ann`` does; it shows how much of the twin's cost that move saves);
 - ``snn``: the spiking network through its T steps (BPTT with straight-through spikes,
   ``cimtool.nn.snn_train``, what ``profile`` times as the spiking network's forward+backward).
 
 Medians of interleaved repeats; torch uses 2 threads, as on CI. Run on an otherwise idle machine.
 
-    python tests/bench/bench_twin.py [--repeats 10]
+    python tests/bench/bench_twin.py [--repeats 20]
 
 Results: the terminal and tests/bench/results/bench_twin.json.
 """
@@ -28,6 +31,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,11 +53,17 @@ def bench_case(name: str, shape: tuple[int, int, int], batch: int, repeats: int)
     cfg = SnnConfig(timesteps=T, stop="fixed")
     thetas = [0.1] * neuron_count(model)
     twin = QuantizedTwin(copy.deepcopy(model), thetas, cfg.n_min, cfg.p_max).train()
+    pool_first = copy.deepcopy(model)
+    layers = pool_first.features
+    for i in range(len(layers) - 1):
+        if isinstance(layers[i], nn.ReLU) and isinstance(layers[i + 1], nn.MaxPool2d):
+            layers[i], layers[i + 1] = layers[i + 1], layers[i]
     net = SpikingNetwork(model, thetas, cfg, input_range=1.0)
     net.model.train()
     x = (torch.rand(batch, *shape) * 255).to(torch.uint8)  # raw images, as the stages feed them
     y = torch.randint(0, 10, (batch,))
     steps = {"ann": (model, lambda: model(to_float(x))), "twin": (twin, lambda: twin(to_float(x))),
+             "ann_pool_first": (pool_first, lambda: pool_first(to_float(x))),
              "snn": (net.model, lambda: spiking_logits(net, x, T))}
 
     def step(key: str) -> float:
@@ -72,9 +82,11 @@ def bench_case(name: str, shape: tuple[int, int, int], batch: int, repeats: int)
     ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
     out = {"model": name, "input": list(shape), "batch": batch, "timesteps": T,
            **{f"{k}_ms": v for k, v in ms.items()}, "twin_over_ann": ms["twin"] / ms["ann"],
+           "twin_over_ann_pool_first": ms["twin"] / ms["ann_pool_first"],
            "snn_over_twin": ms["snn"] / ms["twin"], "snn_over_ann": ms["snn"] / ms["ann"]}
     print(f"{name:9s} B={batch:3d} T={T}: ann {ms['ann']:8.1f} ms  twin {ms['twin']:8.1f} ms "
-          f"({out['twin_over_ann']:.2f}x ann)  snn (BPTT) {ms['snn']:8.1f} ms "
+          f"({out['twin_over_ann']:.2f}x ann, {out['twin_over_ann_pool_first']:.2f}x ann_pool_first)  "
+          f"snn (BPTT) {ms['snn']:8.1f} ms "
           f"({out['snn_over_twin']:.2f}x twin)",
           flush=True)
     return out
@@ -82,7 +94,7 @@ def bench_case(name: str, shape: tuple[int, int, int], batch: int, repeats: int)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     torch.set_num_threads(2)
     results = {"platform": platform.platform(), "threads": torch.get_num_threads(),
