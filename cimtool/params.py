@@ -166,8 +166,9 @@ class TrainAnnParams:
                                                       "test set.")
     split_seed: int = option(0, panel="Data", help="Seed of the train/val/test split.")
     seed: int = seed_option()
-    compile: str = option("auto", panel="Training", help="torch.compile: auto (on CUDA; on CPU for runs "
-                                                         "estimated over 10 min), on, off.")
+    compile: str = option("auto", panel="Training", help="torch.compile: auto (on CUDA; on CPU only "
+                                                         "lbpnet's own kernels, for runs estimated "
+                                                         "over 10 min), on, off.")
     loader: str = option("auto", panel="Training", help="auto, memory (in-memory batcher) or dataloader.")
     augment: str = option("auto", panel="Training", help="Random crop + horizontal flip of image batches "
                                                          "(suits natural images, not digits; lbpnet: shifts "

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from cimtool.errors import CimtoolError
-from cimtool.models.macs import count_macs
 from cimtool.train.augment import random_crop_flip
 from cimtool.train.batching import TensorData, make_batcher, to_float
 from cimtool.train.checkpoint import load_checkpoint, save_checkpoint
@@ -31,12 +30,12 @@ CHECKPOINT_EVERY_S = 1.0
 # clip_grad_norm on CPU skips its scaling kernels when the norm is below this fraction of the limit:
 # the factor min(1, max_norm / (norm + 1e-6)) is then exactly 1 (float32 rounding is ~1e-7).
 NO_CLIP_BELOW = 0.999
-# --compile auto on CPU: compile only when the eager run is estimated to last longer than this.
-# tests/bench: inductor takes ~25 s to compile VGG8 on 2 cores and then steps 1.03-1.21x faster,
-# so it breaks even after ~280 s of eager training at 1.1x; 600 s leaves a margin.
+# --compile auto on CPU compiles a model's own kernels (LBPNet's: 1.56x faster steps, 10-30 s to
+# compile) only when the eager run is estimated to last longer than this. It never compiles a whole
+# model on CPU: tests/bench/bench_train.py, torch 2.13, 2 cores, batch 128: inductor steps VGG8
+# 1.04x faster after a 31 s compile and mnist_cnn 1.6x slower (its max-pools, generated loops).
 CPU_COMPILE_MIN_EAGER_S = 600.0
 RECIPE_SEED = 7_919  # offsets a recipe's own batch order from the epoch's shuffle
-CPU_MACS_PER_S = 1.05e11  # VGG8 eager fwd+bwd on 2 cores: 3 × 616 MMAC × 128 samples in 2.26 s
 
 
 @dataclass(frozen=True)
@@ -116,17 +115,14 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def should_compile(mode: str, device: torch.device, eager_estimate_s: float) -> bool:
-    """auto compiles on CUDA, and on CPU only for runs long enough to repay the compile time."""
+def should_compile(mode: str, device: torch.device, own_kernels_estimate_s: float | None) -> bool:
+    """auto compiles on CUDA; on CPU only a model's own kernels (``own_kernels_estimate_s``: its
+    eager run's estimated length, None without such kernels), for runs that repay the compile."""
     if mode != "auto":
         return mode == "on"
-    return device.type == "cuda" or eager_estimate_s > CPU_COMPILE_MIN_EAGER_S
-
-
-def eager_estimate_s(model: nn.Module, train: TensorData, epochs: int) -> float:
-    """Deterministic guess of the eager CPU training time: 3 × forward MACs per sample."""
-    macs = count_macs(model, to_float(train.x[:1]))
-    return 3.0 * macs * len(train) * epochs / CPU_MACS_PER_S
+    if device.type == "cuda":
+        return True
+    return own_kernels_estimate_s is not None and own_kernels_estimate_s > CPU_COMPILE_MIN_EAGER_S
 
 
 @torch.no_grad()
@@ -197,8 +193,7 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
     optimizer = OPTIMIZERS[cfg.optimizer](groups, cfg, peak_lr)
     # a model with its own compiled kernels (LBPNet) estimates its own eager time and compiles those
     own = getattr(model, "compile_kernels", None)
-    estimate = (model.eager_estimate_s(len(train), cfg.epochs) if own else
-                eager_estimate_s(model, train, cfg.epochs))
+    estimate = model.eager_estimate_s(len(train), cfg.epochs) if own else None
     compiled = should_compile(cfg.compile, device, estimate)
     if compiled and own:
         own()

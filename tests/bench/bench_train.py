@@ -11,8 +11,9 @@ Fashion-MNIST).
    (``FitResult.timing``).
 2. ``cimtool train-ann`` with the default model on Fashion-MNIST, end to end in a subprocess
    (import, data loading, projection and head training, test): wall time and test accuracy.
-3. VGG8 train step (forward + backward + AdamW) at batch 128 on CIFAR-shaped random data,
-   eager vs ``torch.compile`` (inductor), with the compile time reported separately.
+3. Train step (forward + backward + AdamW) at batch 128, eager vs ``torch.compile`` (inductor),
+   with the compile time reported separately: VGG8 on CIFAR-shaped random data and ``mnist_cnn``
+   on MNIST-shaped random data (what ``--compile on`` does on a CPU).
 
 Run:  python tests/bench/bench_train.py          (or: nox -s bench)
       python tests/bench/bench_train.py --quick  (seconds; checks that it runs)
@@ -376,7 +377,7 @@ def bench_train_ann(settings: BenchSettings, workdir: Path,
     return out
 
 
-# --------------------------------------------------------------------------- VGG8 eager vs compiled
+# --------------------------------------------------------------------------- eager vs compiled
 
 
 @contextlib.contextmanager
@@ -401,13 +402,19 @@ def fresh_inductor_cache(directory: str) -> Iterator[None]:
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = old
 
 
-class Vgg8Trainer:
-    """One VGG8 + AdamW on fixed random CIFAR-shaped data; ``step()`` times one train step."""
+# model → (input shape, timed steps per --vgg-steps: mnist_cnn's are ~150x shorter) of the
+# eager-vs-compiled cases
+COMPILE_CASES = {"vgg8": ((3, 32, 32), 1), "mnist_cnn": ((1, 28, 28), 8)}
 
-    def __init__(self, compiled: bool, settings: BenchSettings) -> None:
+
+class CompileTrainer:
+    """One model + AdamW on fixed random data; ``step()`` times one train step."""
+
+    def __init__(self, name: str, compiled: bool, settings: BenchSettings) -> None:
         torch.manual_seed(settings.seed)
-        self.model = MODELS["vgg8"].build(make_spec("vgg8", None, (3, 32, 32), 10, [])).train()
-        self.x = torch.rand(settings.vgg_batch, 3, 32, 32)
+        shape, _ = COMPILE_CASES[name]
+        self.model = MODELS[name].build(make_spec(name, None, shape, 10, [])).train()
+        self.x = torch.rand(settings.vgg_batch, *shape)
         self.y = torch.randint(0, 10, (settings.vgg_batch,))
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3, weight_decay=1e-4)
         self.criterion = nn.CrossEntropyLoss()
@@ -433,39 +440,40 @@ class Vgg8Trainer:
                 "first_steps_overhead_s": sum(self.warmup_s) - median * len(self.warmup_s)}
 
 
-def bench_vgg8(settings: BenchSettings, workdir: Path,
-               log: Callable[[str], None]) -> dict[str, Any]:
+def bench_compile(name: str, settings: BenchSettings, workdir: Path,
+                  log: Callable[[str], None]) -> dict[str, Any]:
     """Warm both up (the compiled one compiles), then alternate timed steps of the two, so that
     drift in the machine's speed (large on shared VMs) hits both alike."""
-    out: dict[str, Any] = {"batch_size": settings.vgg_batch, "input_shape": [3, 32, 32],
+    steps = settings.vgg_steps * COMPILE_CASES[name][1]
+    out: dict[str, Any] = {"batch_size": settings.vgg_batch, "input_shape": list(COMPILE_CASES[name][0]),
                            "warmup_steps": settings.vgg_warmup_steps,
-                           "timed_steps": settings.vgg_steps,
+                           "timed_steps": steps,
                            "compile_backend": "inductor (torch.compile defaults)",
                            "compiled_part": "model forward/backward; AdamW step eager (as fit)",
                            "inductor_cache": "fresh (cold compile)",
                            "timing": "eager and compiled steps alternated (ABBA)"}
-    trainers = {"eager": Vgg8Trainer(False, settings)}
+    trainers = {"eager": CompileTrainer(name, False, settings)}
     trainers["eager"].warmup_s = [trainers["eager"].step()
                                   for _ in range(settings.vgg_warmup_steps)]
     try:
-        with fresh_inductor_cache(str(workdir / "inductor-cache")):
-            compiled = Vgg8Trainer(True, settings)
+        with fresh_inductor_cache(str(workdir / f"inductor-cache-{name}")):
+            compiled = CompileTrainer(name, True, settings)
             compiled.warmup_s = [compiled.step() for _ in range(settings.vgg_warmup_steps)]
             trainers["compiled"] = compiled
             with OtherLoad() as other:  # timed steps only: compile workers count as "other"
-                for i in range(settings.vgg_steps):
+                for i in range(steps):
                     order = ["eager", "compiled"] if i % 2 == 0 else ["compiled", "eager"]
-                    for name in order:
-                        trainers[name].step_s.append(trainers[name].step())
+                    for mode in order:
+                        trainers[mode].step_s.append(trainers[mode].step())
     except Exception as exc:  # noqa: BLE001 - report, never crash the benchmark
         out["compiled"] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:500]}"
                                     if str(exc) else type(exc).__name__,
                            "traceback": traceback.format_exc()[-4000:]}
         out["speedup"] = out["compile_s"] = None
-        log(f"  vgg8 torch.compile failed: {out['compiled']['error']}")
+        log(f"  {name} torch.compile failed: {out['compiled']['error']}")
         eager = trainers["eager"]
         with OtherLoad() as other:
-            while len(eager.step_s) < settings.vgg_steps:
+            while len(eager.step_s) < steps:
                 eager.step_s.append(eager.step())
         out["eager"] = eager.summary(settings.vgg_batch, other.share)
     else:
@@ -476,12 +484,12 @@ def bench_vgg8(settings: BenchSettings, workdir: Path,
         out["compile_s_net_of_eager_warmup"] = (out["compile_s"]
                                                 - out["eager"]["first_steps_overhead_s"])
         out["speedup"] = out["eager"]["median_step_s"] / out["compiled"]["median_step_s"]
-        log(f"  vgg8 compiled: {out['compiled']['median_step_s']:.3f} s/step, "
+        log(f"  {name} compiled: {out['compiled']['median_step_s']:.3f} s/step, "
             f"compile {out['compile_s']:.1f} s")
     finally:
         with contextlib.suppress(Exception):
             torch._dynamo.reset()
-    log(f"  vgg8 eager: {out['eager']['median_step_s']:.3f} s/step")
+    log(f"  {name} eager: {out['eager']['median_step_s']:.3f} s/step")
     return out
 
 
@@ -543,7 +551,7 @@ def load_average() -> list[float] | None:
 
 
 def print_table(results: dict[str, Any]) -> None:
-    """Two compact tables (they fit 80 columns): fit vs hand-written, and VGG8 eager vs compiled."""
+    """Compact tables (they fit 80 columns): fit vs hand-written, and each model eager vs compiled."""
     loops = [("case", "loop", "samples/s", "us/step", "ratio")]
     for name, c in results["fit_vs_hand"].items():
         loops += [
@@ -569,20 +577,22 @@ def print_table(results: dict[str, Any]) -> None:
                      f"{TRAIN_ANN_TARGETS['wall_s_max']:.0f} s, >= "
                      f"{TRAIN_ANN_TARGETS['test_accuracy_min']})")
     vgg_rows: list[tuple[str, ...]] = []
-    vgg = results.get("vgg8")
-    if vgg:
-        vgg_rows.append(("mode", "s/step", "samples/s", "first steps s", "speed-up"))
+    for name in COMPILE_CASES:
+        vgg = results.get("compile", {}).get(name)
+        if not vgg:
+            continue
+        vgg_rows.append((name, "s/step", "samples/s", "first steps s", "speed-up"))
         e = vgg["eager"]
         vgg_rows.append(("eager", f"{e['median_step_s']:.3f}", f"{e['samples_per_s']:.1f}",
                          f"{sum(e['warmup_step_s']):.1f}", "1.00"))
         c = vgg["compiled"]
         if "error" in c:
-            notes.append(f"vgg8 torch.compile FAILED: {c['error']}")
+            notes.append(f"{name} torch.compile FAILED: {c['error']}")
         else:
             vgg_rows.append(("torch.compile", f"{c['median_step_s']:.3f}",
                              f"{c['samples_per_s']:.1f}", f"{sum(c['warmup_step_s']):.1f}",
                              f"{vgg['speedup']:.2f}"))
-            notes.append(f"vgg8 batch {vgg['batch_size']}: compile time {vgg['compile_s']:.1f} s "
+            notes.append(f"{name} batch {vgg['batch_size']}: compile time {vgg['compile_s']:.1f} s "
                          f"(first {vgg['warmup_steps']} steps minus steady state); median of "
                          f"{vgg['timed_steps']} steps")
     env = results["env"]
@@ -602,8 +612,8 @@ def print_table(results: dict[str, Any]) -> None:
         return
     console = Console()
     for rows, caption in ((loops, f"fit() vs hand-written loop ({title})"),
-                          (vgg_rows, "VGG8 train step, eager vs torch.compile")):
-        if not rows:
+                          (vgg_rows, "Train step, eager vs torch.compile")):
+        if len(rows) < 2:  # a header alone: that part was not run
             continue
         table = Table(title=caption)
         for i, h in enumerate(rows[0]):
@@ -639,8 +649,10 @@ def run_all(settings: BenchSettings, out: Path | None = RESULTS_JSON,
             log("cimtool train-ann, default model, Fashion-MNIST")
             results["train_ann_fashion"] = bench_train_ann(settings, workdir, log)
         if settings.vgg:
-            log("vgg8 train step, eager vs torch.compile")
-            results["vgg8"] = bench_vgg8(settings, workdir, log)
+            results["compile"] = {}
+            for name in COMPILE_CASES:
+                log(f"{name} train step, eager vs torch.compile")
+                results["compile"][name] = bench_compile(name, settings, workdir, log)
     results["load_average_end"] = load_average()
     results["cpu_busy_after"] = cpu_busy_fraction()
     results["total_wall_s"] = time.perf_counter() - t_start
@@ -657,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head-epochs", type=int)
     parser.add_argument("--cnn-epochs", type=int)
     parser.add_argument("--vgg-steps", type=int)
-    parser.add_argument("--no-vgg", action="store_true", help="skip the VGG8 compile benchmark")
+    parser.add_argument("--no-vgg", action="store_true", help="skip the eager-vs-compiled benchmark")
     parser.add_argument("--fashion-dir", help=f"Fashion-MNIST IDX folder (default {FASHION_DIR})")
     parser.add_argument("--no-fashion", action="store_true", help="skip the Fashion-MNIST cases")
     parser.add_argument("--fashion-repeats", type=int)
