@@ -432,6 +432,9 @@ class ProfileParams:
     modes: tuple[str, ...] = option(PROFILE_MODES, cli_type=str, parse=comma_list(str), show=comma_text,
                                     help="What to time: ann_eager, ann_compiled, snn, one_pass "
                                          "(comma-separated).")
+    timesteps: int | None = option(None, help="T of the spiking modes (default: the snn artifact's, or "
+                                              "the spiking defaults' for a model): time BPTT vs the "
+                                              "twin at another T without recalibrating.")
     torch_device: str = torch_device_option("auto, cpu or cuda (CUDA events and bf16 rows on a GPU).")
     data_dir: str | None = data_dir_option()
     seed: int = seed_option()

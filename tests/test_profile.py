@@ -163,16 +163,19 @@ def test_plain_model_gets_default_spiking_settings(default_model, tmp_path):
     log = io.StringIO()
     reporter = Reporter(console=Console(file=log, width=300))
     result = stage.run(ProfileParams(model=str(art.path), batch_sizes=(4, 1200), repeats=2, warmup=1,
-                                     modes=("snn", "one_pass")), None, tmp_path, False, reporter)
+                                     modes=("snn", "one_pass"), timesteps=8), None, tmp_path, False, reporter)
     assert result.path.parent == tmp_path / "profiles" and result.path.name.startswith(art.path.name)
     assert "default spiking settings" in log.getvalue() and "repeat them" in log.getvalue()
-    assert result.summary["snn_source"].startswith("default") and result.summary["timesteps"] == 32
+    assert result.summary["snn_source"].startswith("default") and result.summary["timesteps"] == 8
     assert result.summary["ann_eager_ms"] is None and result.summary["snn_over_ann"] is None
     assert result.summary["one_pass_speedup"] > 0
     [source] = result.manifest["inputs"]
     assert source["role"] == "model" and source["path"] == str(art.path)
     rows = _rows(result)
     assert len(rows) == 8 and (rows["latency_ms"] > 0).all()  # 2 modes × 2 phases × 2 batch sizes
+    assert (rows["timesteps"] == 8).all()  # --timesteps: the spiking modes at that T
+    bptt = rows[(rows["mode"] == "snn") & (rows["phase"] == "forward_backward")]
+    assert bptt["note"].str.contains("T=8 steps").all()
 
 
 @pytest.mark.slow
@@ -242,6 +245,7 @@ def test_memory_high_water_is_allocation_exact():
     ({"batch_sizes": (16, 16)}, "twice"),
     ({"repeats": 0}, "--repeats"),
     ({"warmup": -1}, "--warmup"),
+    ({"timesteps": 0}, "--timesteps"),
     ({"modes": ("ann_eager", "spiking")}, "unknown --modes spiking"),
     ({"modes": ()}, "--modes"),
     ({"torch_device": "tpu"}, "--torch-device"),

@@ -76,6 +76,7 @@ from cimtool import artifacts
 from cimtool.checks import check_choices, check_range
 from cimtool.data.calibration import check_calibration_samples
 from cimtool.errors import CimtoolError
+from cimtool.nn.snn_config import MAX_TIMESTEPS
 from cimtool.params import ProfileParams  # noqa: F401 (re-exported)
 from cimtool.profiling import (  # noqa: F401 (TOP_OPS, memory_high_water: re-exported)
     MODES,
@@ -123,6 +124,8 @@ def validate(p: ProfileParams) -> None:
         raise CimtoolError(f"--batch-sizes lists a size twice: {list(p.batch_sizes)}")
     check_range("--repeats", p.repeats, 1, MAX_REPEATS)
     check_range("--warmup", p.warmup, 0, MAX_REPEATS)
+    if p.timesteps is not None:
+        check_range("--timesteps", p.timesteps, 1, MAX_TIMESTEPS)
     if not p.modes:
         raise CimtoolError("--modes is empty")
     check_choices("--modes", p.modes, MODES)
@@ -172,8 +175,12 @@ def run(p: ProfileParams, out: Path | None, root: Path, force: bool,
     output = StageOutput(KIND, out, root, source.path.name, force, inputs=[source.path], started=t_start)
     out = output.path
     torch.manual_seed(p.seed)
-    snn = cand.spiking.network(device=device) if twinless is None else None
-    timesteps = cand.spiking.config.timesteps if twinless is None else None
+    snn, timesteps = None, None
+    if twinless is None:
+        spec = cand.spiking.snn
+        if p.timesteps is not None:  # another T: the same thresholds and weights
+            spec = replace(spec, config=replace(spec.config, timesteps=p.timesteps))
+        snn, timesteps = spec.network(cand.spiking.model, device), spec.config.timesteps
     batches = list(p.batch_sizes)
     largest = max(batches)
     reporter.log(f"profile: {source.path} ({source.kind}), modes {', '.join(p.modes)}, batch sizes "
