@@ -28,6 +28,24 @@ def test_level_quantizer_is_the_neurons_activation_with_lsq_gradients():
     assert float(q.theta.grad) == pytest.approx(g * sum(inside))  # x = -0.7 sits at n_min = 0: adds 0
 
 
+@pytest.mark.parametrize("p_max", [15, 4095, 32767])
+def test_threshold_gradient_keeps_its_precision_at_many_levels(p_max):
+    """LSQ's θ gradient against a float64 sum, all inputs inside the levels, where the result is
+    small (a form that subtracts two sums |q| times larger than it was off by 84 % at 4095)."""
+    torch.manual_seed(1)
+    theta, shape = 0.01, (64, 8, 16, 16)
+    x = (torch.rand(shape) * 0.5 + 0.25) * p_max * theta
+    grad = torch.randn(shape)
+    q = LevelQuantizer(theta, 0, p_max)
+    q(x).backward(grad)
+    v = x / q.theta.detach()  # the forward's float32 v and levels; the reference sums in float64
+    level = torch.floor(v.clamp(0, p_max) + 0.5)
+    inside = (v > 0) & (v < p_max)  # strictly: the straight-through region
+    exact = float((grad.double() * torch.where(inside, level - v, level).double()).sum())
+    g = 1 / math.sqrt(8 * 16 * 16 * p_max)
+    assert float(q.theta.grad) == pytest.approx(g * exact, rel=1e-4)
+
+
 class _Tiny(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -55,10 +55,13 @@ class _Quantize(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         v, q = ctx.saved_tensors
         n_min, p_max, g = ctx.bounds
+        if grad.stride() != v.stride():  # one copy into the saved layout, not one in each sum below
+            grad = torch.empty_like(v).copy_(grad)
         # straight through strictly inside the levels, 0 outside (one fused float pass)
         grad_x = torch.ops.aten.hardtanh_backward(grad, v, n_min, p_max)
-        # LSQ: Σ grad·(round(v) − v) inside + Σ grad·q outside = Σ grad·q − Σ grad_x·v; scaled by g
-        grad_theta = (_dot(grad, q) - _dot(grad_x, v)) * g
+        # LSQ: Σ grad·(q − v) inside + Σ grad·q outside (the bound), scaled by g; summed apart, as
+        # Σ grad·q − Σ grad_x·v cancels catastrophically at many levels (|q| ≫ |q − v|)
+        grad_theta = (_dot(grad_x, q - v) + _dot(grad - grad_x, q)) * g
         return grad_x, grad_theta.reshape(()), None, None, None
 
 
