@@ -151,16 +151,22 @@ class TrainAnnParams:
                                                              "more data).")
     frontend_lr: float = option(1e-2, panel="Training", help="Peak learning rate per 256 samples of the "
                                                              "proj_sup_64 projection training.")
-    batch_size: int = option(128, panel="Training", help="Mini-batch size.")
+    batch_size: int | None = option(None, panel="Training", help="Mini-batch size (default 128; lbpnet: its "
+                                                                 "recipe's).")
     lr: float | None = option(None, panel="Training", help="Peak learning rate per 256 samples (scaled "
                                                            "linearly with --batch-size); default: 0.04 for "
                                                            "the crossbar head, 0.002 for CNNs.")
     optimizer: str = option("adamw", panel="Training", help="adamw or sgd.")
-    weight_decay: float = option(1e-4, panel="Training", help="Decoupled weight decay.")
+    weight_decay: float | None = option(None, panel="Training", help="Decoupled weight decay (default 1e-4; "
+                                                                     "lbpnet: its recipe's).")
     momentum: float = option(0.9, panel="Training", help="SGD (Nesterov) momentum.")
-    warmup_epochs: float = option(1.0, panel="Training", help="Linear warm-up before cosine decay.")
-    label_smoothing: float = option(0.1, panel="Training", help="Label smoothing of the loss.")
-    grad_clip: float = option(1.0, panel="Training", help="Max global gradient norm (0: off).")
+    warmup_epochs: float | None = option(None, panel="Training", help="Linear warm-up before cosine decay "
+                                                                      "(default 1; lbpnet: its recipe's).")
+    label_smoothing: float | None = option(None, panel="Training", help="Label smoothing of the loss "
+                                                                        "(default 0.1; lbpnet: its "
+                                                                        "recipe's).")
+    grad_clip: float | None = option(None, panel="Training", help="Max global gradient norm, 0: off "
+                                                                  "(default 1; lbpnet: its recipe's).")
     val_frac: float = option(0.1, panel="Data", help="Validation fraction (stratified).")
     test_frac: float = option(0.2, panel="Data", help="Test fraction, for data sets without an official "
                                                       "test set.")

@@ -184,8 +184,10 @@ def test_overrides_and_bad_configs():
     (["--lbp-set", "lbp.num_points=10"], "num_points must be in [1, window² − 1 = 8]"),
     (["--lbp-set", "blocks.channels_per_stage=39,40"], "must list 3 positive channel counts"),
     (["--lbp-set", "rp.n_bits_per_out=0"], "n_bits_per_out must be in [1, num_patterns·num_points = 16]"),
-    (["--batch-size", "64"], "--batch-size does not apply to --model lbpnet: its preset's recipe sets it "
-                             "(256); use --lbp-set recipe.batch_size=64"),
+    (["--batch-size", "128"], "--batch-size does not apply to --model lbpnet: its preset's recipe sets it "
+                              "(256); use --lbp-set recipe.batch_size=128"),
+    (["--warmup-epochs", "3"], "--warmup-epochs does not apply to --model lbpnet: its preset's recipe sets "
+                               "it (5.0)"),
 ])
 def test_bad_lbpnet_input_is_one_line_and_writes_nothing(cli, tmp_path, args, message):
     result = cli("train-ann", "--model", "lbpnet", *args, "--artifacts-root", tmp_path, "--quiet")

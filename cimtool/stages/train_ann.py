@@ -106,8 +106,9 @@ def validate(p: TrainAnnParams) -> None:
         check_choice(f"--{name.replace('_', '-')}", getattr(p, name), choices)
 
 
-# training options that --model lbpnet takes from its preset's recipe (--lbp-set recipe.<field>)
-RECIPE_FIELDS = ("batch_size", "weight_decay", "label_smoothing", "grad_clip")
+# training options whose default depends on the model: --model lbpnet takes them from its preset's
+# recipe (--lbp-set recipe.<field>; warm-up scaled with --epochs), other models from TrainConfig's
+RECIPE_FIELDS = ("batch_size", "weight_decay", "label_smoothing", "grad_clip", "warmup_epochs")
 
 
 def lbp_config(p: TrainAnnParams, epochs: int | None = None):
@@ -121,16 +122,22 @@ def lbp_config(p: TrainAnnParams, epochs: int | None = None):
 
 def resolve_defaults(p: TrainAnnParams) -> TrainAnnParams:
     """Fill in model-dependent defaults, so that the manifest records the values used."""
-    if p.model == "lbpnet":  # the preset's recipe
-        r = lbp_config(p).recipe
+    if p.model == "lbpnet":  # the preset's recipe, its epoch points (warm-up) scaled to --epochs
+        epochs = p.epochs if p.epochs is not None else lbp_config(p).recipe.epochs
+        r = lbp_config(p, epochs).recipe
         for name in RECIPE_FIELDS:  # set by the recipe: refuse a value that would be ignored
-            if getattr(p, name) != getattr(TrainAnnParams, name):
-                flag = f"--{name.replace('_', '-')}"
-                raise CimtoolError(f"{flag} does not apply to --model lbpnet: its preset's recipe sets it "
-                                   f"({getattr(r, name)}); use --lbp-set recipe.{name}={getattr(p, name)}")
-        p = replace(p, lr=p.lr if p.lr is not None else r.lr,
-                    epochs=p.epochs if p.epochs is not None else r.epochs,
+            given = getattr(p, name)
+            if given is not None and given != getattr(r, name):
+                raise CimtoolError(f"--{name.replace('_', '-')} does not apply to --model lbpnet: its "
+                                   f"preset's recipe sets it ({getattr(r, name)}); use --lbp-set "
+                                   f"recipe.{name}={given}")
+        p = replace(p, lr=p.lr if p.lr is not None else r.lr, epochs=epochs,
                     **{name: getattr(r, name) for name in RECIPE_FIELDS})
+    else:
+        from cimtool.train.loop import TrainConfig
+
+        p = replace(p, **{name: getattr(TrainConfig, name) for name in RECIPE_FIELDS
+                          if getattr(p, name) is None})
     if p.lr is None and p.model in MODELS:
         p = replace(p, lr=MODELS[p.model].default_lr)
     if p.model == "organic_cnn" and p.device is None:
@@ -187,8 +194,6 @@ def _run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, reporter:
     _check_fit(p, raw, splits)
     if p.epochs is None:
         p = replace(p, epochs=default_epochs(len(splits.train)))
-    if p.model == "lbpnet":  # its warm-up scales with --epochs, as its other epoch-based points
-        p = replace(p, warmup_epochs=lbp_config(p, p.epochs).recipe.warmup_epochs)
     spec = _make_spec(p, raw)
     params = {**asdict(p), "torch_device": device.type}
     name = f"{p.dataset}-{p.method if p.model == 'crossbar' else p.model}-s{p.seed}"
