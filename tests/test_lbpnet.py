@@ -253,6 +253,8 @@ def test_profile_reports_lbpnet_cost_beside_its_timings(lbp_model, cli, tmp_path
     assert rows[rows["mode"] == "snn"]["note"].str.contains("no spiking twin").all()
     assert pd.read_parquet(art.file("cost.parquet")).equals(pd.read_parquet(lbp_model.file("cost.parquet")))
     assert "105,840 comparisons" in result.out.replace("\n", " ")
+    refused = cli("profile", "--model", lbp_model.path, "--timesteps", "8", "--out", tmp_path / "t")
+    assert refused.code == 2 and "has no spiking twin" in refused.err and not (tmp_path / "t").exists()
 
 
 def test_lbpnet_goes_through_the_hardware_flow(lbp_model, cli, tmp_path):

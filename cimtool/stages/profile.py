@@ -170,6 +170,9 @@ def run(p: ProfileParams, out: Path | None, root: Path, force: bool,
         source, model, test = cand.spiking.artifact, cand.spiking.model, cand.data["test"]
     else:  # LBPNet: its own cost table instead of a spiking twin
         source, model = twinless
+        if p.timesteps is not None:
+            raise CimtoolError(f"--timesteps: {source.path} has no spiking twin to time at T steps "
+                               f"({type(model).__name__})")
         test = model_splits(source, p.data_dir)["test"]
     p = replace(p, model=str(source.path))
     output = StageOutput(KIND, out, root, source.path.name, force, inputs=[source.path], started=t_start)
