@@ -271,7 +271,6 @@ class Bench:
             else None
         return Cell(mode, "forward", "fp32", self.device.type, call, lambda: None, note)
 
-
     def _snn_train_cell(self, mode: str, x, y) -> Cell:
         """One training step's forward and backward: of the spiking network through its T steps
         (``snn``: BPTT, ``cimtool.nn.snn_train``) or of its quantized-ANN twin (``one_pass``: the
