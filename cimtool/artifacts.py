@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -85,6 +86,21 @@ KIND_DIRS: dict[str, str] = {k.name: k.directory for k in KINDS}
 REQUIRED_FILES: dict[str, tuple[str, ...]] = {k.name: k.required for k in KINDS if k.required}
 
 _LIBRARIES = ("torch", "numpy", "pandas", "pyarrow", "safetensors")
+# significant digits of the floats in a manifest's summary: the rest is arithmetic noise
+# (0.8990000000000002); the payloads and the params (which readers rebuild from) keep every digit
+SUMMARY_DIGITS = 12
+
+
+def rounded(value: Any) -> Any:
+    """``value`` with every float (also inside dicts and lists) rounded to ``SUMMARY_DIGITS``
+    significant digits."""
+    if isinstance(value, float):
+        return float(f"{value:.{SUMMARY_DIGITS}g}") if math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v) for v in value]
+    return value
 
 
 def sha256_file(path: Path) -> str:
@@ -778,7 +794,7 @@ class ArtifactWriter:
             "inputs": inputs,
             "files": files,
             "libraries": library_versions(),
-            "summary": summary,
+            "summary": rounded(summary),
             **(extra or {}),
         }
         tmp = self.partial / (MANIFEST + ".tmp")

@@ -13,10 +13,12 @@ import importlib
 import inspect
 import sys
 import traceback
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from cimtool import options
 from cimtool import params as P
@@ -96,9 +98,10 @@ def _parameters(cls: type) -> list[inspect.Parameter]:
     for f, kind, spec in options.walk(cls):
         flags = (spec.flag,) if spec.flag else ()
         if spec.argument:
-            marker = typer.Argument(help=spec.help, show_default=False)
-        else:
-            marker = typer.Option(*flags, help=spec.help, rich_help_panel=spec.panel, envvar=spec.envvar)
+            marker = typer.Argument(help=escape(spec.help), show_default=False)
+        else:  # help is plain text: rich markup would swallow "[ray]" or "[optical]"
+            marker = typer.Option(*flags, help=escape(spec.help), rich_help_panel=spec.panel,
+                                  envvar=spec.envvar)
         default = inspect.Parameter.empty
         if not spec.required:
             default = options.default_of(f)
@@ -151,15 +154,23 @@ def _add_stage(name: str, module: str, cls: type, help: str, on: typer.Typer = a
 
     command.__signature__ = inspect.Signature([*_parameters(cls), *([RESUME] if resume else []), *OUTPUT])
     command.__name__ = module
-    on.command(name, help=help)(command)
+    on.command(name, help=escape(help))(command)
 
 
 for _stage in STAGES:
     _add_stage(*_stage)
 
 
+def _print_version(given: bool) -> None:
+    if given:
+        print(f"cimtool {metadata.version('cimtool')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global_options(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="Print cimtool's version and exit.")] = False,
     threads: Annotated[
         int | None,
         typer.Option(
@@ -193,8 +204,9 @@ def inspect_(
     stage.run(path, _reporter(json_, False), deep=not hashes_only)
 
 
-devices_app = typer.Typer(help="List and show device cards (presets or your own TOML files), and fit one "
-                               "to measured pulse responses.", no_args_is_help=True)
+devices_app = typer.Typer(help="List and show device cards (presets or your own TOML files), start one "
+                               "from a template, and fit one to measured pulse responses.",
+                          no_args_is_help=True)
 app.add_typer(devices_app, name="devices")
 _add_stage("fit", "device_fit", P.DeviceFitParams,
            "Fit a device card to measured LTP/LTD pulse responses (NeuroSim's nonlinearity, pulse counts, "
@@ -215,10 +227,24 @@ def devices_show(
     card: Annotated[str, typer.Argument(help="A preset name or a path to a .toml card.")],
     json_: Json = False,
 ) -> None:
-    """Validate a device card and print every field (assumed values are marked)."""
+    """Validate a device card and print every key as the file names it (assumed values marked)."""
     from cimtool.stages import devices as stage
 
     stage.show_card(card, _reporter(json_, False))
+
+
+@devices_app.command("new")
+def devices_new(
+    name: Annotated[str, typer.Argument(help="The card's name (letters, digits, '_', '-', '.').")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="The file to write (default: NAME.toml in this folder).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+    json_: Json = False,
+) -> None:
+    """Write a commented device-card template to start from (every key, its unit and its default)."""
+    from cimtool.stages import devices as stage
+
+    stage.new_card(name, out, force, _reporter(json_, False))
 
 
 INTERRUPTED = "cimtool: interrupted (an interrupted train-ann continues with --resume)"

@@ -236,10 +236,13 @@ class MapParams:
     seed: int = seed_option()
     calibration_samples: int = calibration_samples_option()
     torch_device: str = torch_device_option()
+    timesteps: int | None = option(None, panel=SIM, help="With an snn artifact as --model: timesteps T of "
+                                   "its spiking network on the chips (default: its own T); the sweep "
+                                   "scores the same chips.")
 
 
-# export-weightmap: each mapping option is optional (None: the default, or with --cmap the cmap's own)
-_OPTIONAL = "(Default: the mapping default, or with --cmap the cmap's.)"
+# export-weightmap: each mapping option is optional (None: the cmap's own, or the mapping default)
+_OPTIONAL = "(Default: the cmap's; the mapping default when the model is mapped here.)"
 
 
 @dataclass(frozen=True)
@@ -247,8 +250,12 @@ class ExportParams:
     model: str | None = model_option()
     method: str = method_option()
     cmap: str | None = option(None, cli_type=Path | None, parse=text,
-                              help="Export an existing conductance map (from map-weights) instead of a "
-                                   "model.")
+                              help="Conductance map (from map-weights) to export. Default: the newest cmap "
+                                   "of the model (--model, or the newest of --method) under the artifacts "
+                                   "root that was mapped with every mapping option given here; if the "
+                                   "model has cmaps but none agrees, export-weightmap refuses (run "
+                                   "map-weights with those options first); a model without any cmap is "
+                                   "mapped here.")
     device: str | None = like(MappingOptions, "device", None, _OPTIONAL)
     weight_bits: int | None = like(MappingOptions, "weight_bits", None)
     scaling: str | None = like(MappingOptions, "scaling", None, _OPTIONAL)
@@ -343,9 +350,10 @@ class SweepParams:
     timesteps: tuple[int, ...] = numbers_option((1, 2, 4, 8, 16, 32), int, panel="Grid", help="Timesteps T.")
     effects: tuple[str, ...] = effects_option("Grid")
     trials: int = option(3, panel="Grid", help="Chips (Monte Carlo) per configuration; the same for all.")
-    tolerance: float = option(0.5, panel="Selection", help="The recommendation is the cheapest "
-                                                           "configuration within this many accuracy points "
-                                                           "of the best (val).")
+    tolerance: float = option(1.0, panel="Selection", help="The recommendation is the cheapest "
+                              "configuration that loses less than this many accuracy points against the "
+                              "best (val) at --confidence: loss + z·SE <= tolerance, SE of the paired "
+                              "difference (0: the best).")
     array_rows: int = like(MappingOptions, "array_rows")
     array_cols: int = like(MappingOptions, "array_cols")
     data_dir: str | None = data_dir_option()
@@ -369,6 +377,9 @@ class SweepParams:
     workers: int | None = option(None, panel=EXECUTION,
                                  help="Ray workers (one thread each; one GPU each with --torch-device cuda). "
                                       "Default: one per CPU (GPU) of the cluster.")
+    confidence: float = option(0.95, panel="Selection", help="Confidence (one-sided) that the "
+                               "recommendation loses less than --tolerance against the best, paired over "
+                               "the same val images and chips.")
 
     @property
     def n_configs_per_model(self) -> int:
@@ -425,6 +436,11 @@ class RunParams:
     chip: str = option("card", panel=CHIP, help="card: the chip of --device and the options above; "
                                                 "release: the release's own Param.cpp (its cell, node, "
                                                 "cellBit, ADC), only the subarray set.")
+    cmap: str | None = option(None, panel=CHIP, cli_type=Path | None, parse=text,
+                              help="Conductance map (map-weights) whose arrays the subarray is: its "
+                                   "--array-rows x --array-cols, refused (with the nearest geometry NeuroSim "
+                                   "accepts) where NeuroSim's floorplan cannot take it; instead of "
+                                   "--subarray.")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,12 @@ from rich.progress import (
 LOG_INTERVAL_S = 10.0  # seconds between plain progress lines in a log: readable, yet shows a stall
 
 
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """A count with its noun in the right number: ``1 chip``, ``3 chips`` (``nouns``: an irregular
+    plural, ``plural(2, "matrix", "matrices")``)."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
 @dataclass
 class Reporter:
     """Carries the output settings of one command (no global state)."""

@@ -2,7 +2,7 @@
 # A CNN on full-size Fashion-MNIST (60,000 train / 10,000 test) through every stage:
 #   train-ann (mnist_cnn) → qat (noise-aware, 4-bit RRAM) → map-weights --evaluate (Monte Carlo
 #   chips with every non-ideality) → calibrate-threshold (ST-BIF) → sweep → neurosim-trace →
-#   run-neurosim → report
+#   run-neurosim (on the cmap's arrays) → report
 # Produces, under $OUT (default artifacts/pipelines/fashion_cnn_cim): one artifact per stage and
 # report/report.html + report.md. Rerunning skips every stage whose artifact exists and verifies;
 # delete one to redo it and the stages after it. Stops at the first failing stage. Progress goes
@@ -19,6 +19,12 @@ DEVICE=${DEVICE:-rram_seed003}
 DATA=(--dataset fashion-mnist)
 [[ -n ${DATA_DIR:-} ]] && DATA+=(--data-dir "$DATA_DIR")
 ON=(--torch-device "${TORCH_DEVICE:-auto}")
+# One chip for accuracy and NeuroSim: 16×16 arrays (16 rows × 16 physical columns) everywhere.
+# NeuroSim's floorplan takes mnist_cnn at 4-bit weights on the card's 4-bit cells (one cell per
+# weight) on 16×16 or 8×8 subarrays only (its widest novel-mapped layer, the 32-output 3×3 conv,
+# must span two subarrays; 32×32 would need 8-bit weights); run-neurosim --cmap takes the cmap's
+# geometry and refuses one NeuroSim cannot take.
+GEOMETRY=(--array-rows 16 --array-cols 16)
 if [[ ${QUICK:-0} == 1 ]]; then
   TRAIN=(--epochs 1)
   QAT=(--epochs 1 --trials 2)
@@ -38,16 +44,16 @@ fi
 
 stage train-ann "$OUT/model" train-ann "${DATA[@]}" --model mnist_cnn "${ON[@]}" "${TRAIN[@]}"
 stage qat "$OUT/qmodel" qat --model "$OUT/model" --mode noise --weight-bits 4 --device "$DEVICE" \
-  "${ON[@]}" "${QAT[@]}"
+  "${GEOMETRY[@]}" "${ON[@]}" "${QAT[@]}"
 stage map-weights "$OUT/cmap" map-weights --model "$OUT/qmodel" --device "$DEVICE" --weight-bits 4 \
-  --evaluate "${ON[@]}" "${EVAL[@]}"
+  "${GEOMETRY[@]}" --evaluate "${ON[@]}" "${EVAL[@]}"
 stage calibrate-threshold "$OUT/snn" calibrate-threshold --model "$OUT/qmodel" --timesteps 16 "${ON[@]}" \
   "${SNN[@]}"
-stage sweep "$OUT/sweep" sweep --model "$OUT/snn" --device "$DEVICE" "${ON[@]}" "${SWEEP[@]}"
-stage neurosim-trace "$OUT/trace" neurosim-trace --model "$OUT/qmodel"
-# 16×16 subarrays, as docs/scale.md measured (without --subarray, auto picks 32: the 3×3 convs'
-# 64 weight columns span two 32-column subarrays)
-stage run-neurosim "$OUT/neurosim" run-neurosim --trace "$OUT/trace" --device "$DEVICE" --subarray 16
+stage sweep "$OUT/sweep" sweep --model "$OUT/snn" --device "$DEVICE" "${GEOMETRY[@]}" "${ON[@]}" \
+  "${SWEEP[@]}"
+# NeuroSim's WBITS = the mapped weights' 4 bits
+stage neurosim-trace "$OUT/trace" neurosim-trace --model "$OUT/qmodel" --weight-bits 4
+stage run-neurosim "$OUT/neurosim" run-neurosim --trace "$OUT/trace" --device "$DEVICE" --cmap "$OUT/cmap"
 stage report "$OUT/report" report "$OUT/model" "$OUT/qmodel" "$OUT/cmap" "$OUT/snn" "$OUT/sweep" \
   "$OUT/trace" "$OUT/neurosim" --title "mnist_cnn on Fashion-MNIST, on CIM ($DEVICE)"
 echo "report: $OUT/report/report.html"

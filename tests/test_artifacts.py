@@ -149,3 +149,36 @@ def test_required_payload_files(tmp_path):
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CimtoolError, match="needs weights.safetensors"):
         artifacts.load(path)
+
+
+def test_summary_floats_carry_no_arithmetic_noise(tmp_path):
+    """0.1 + 0.2 is written 0.3, a mean of 0.8990000000000002 is 0.899; 12 significant digits stay
+    (1/3, a conductance in siemens), and the params keep every digit (readers rebuild from them)."""
+    import numpy as np
+
+    summary = {"sum": 0.1 + 0.2, "mean": np.float64(0.899) + np.float64(2.2e-16), "third": 1 / 3,
+               "nested": {"g_max": [1 / 2.34e8], "n": 3, "ok": True, "none": None}, "zero": 0.0}
+    assert summary["sum"] != 0.3 and summary["mean"] != 0.899  # the noise is there to begin with
+    with artifacts.ArtifactWriter(tmp_path / "art", "toy", {"x": 0.1 + 0.2}) as w:
+        w.commit([], summary)
+    written = (tmp_path / "art" / "manifest.json").read_text().split('"summary"')[1]
+    assert '"sum": 0.3,' in written and '"mean": 0.899,' in written
+    art = artifacts.load(tmp_path / "art")
+    s = art.summary
+    assert s["sum"] == 0.3 and s["mean"] == 0.899 and s["zero"] == 0.0 and s["third"] == 0.333333333333
+    assert s["nested"] == {"g_max": [4.27350427350e-09], "n": 3, "ok": True, "none": None}
+    assert abs(s["nested"]["g_max"][0] * 2.34e8 - 1) < 1e-12
+    assert art.params == {"x": 0.1 + 0.2}
+
+
+def test_readme_names_where_report_writes():
+    """The quick start's `cimtool report` line names the folder the report stage writes to:
+    <root>/<the report kind's folder>/report-<UTC time>/report.html."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    (line,) = [s for s in readme.splitlines() if re.match(r"cimtool report +#", s)]
+    written = artifacts.default_out(Path("artifacts"), "report", "report")
+    expected = re.sub(r"\d{8}-\d{6}$", "<UTC time>", written.as_posix()) + "/report.html"
+    assert line.split("→ ")[1].strip() == expected

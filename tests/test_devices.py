@@ -1,11 +1,22 @@
 """Device cards and the differential weight → conductance mapping (docs/physics.md#differential-mapping)."""
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cimtool.devices.card import load_card, parse_card, preset_names
+from cimtool.devices.card import (
+    _FIELDS,
+    PRESET_DIR,
+    card_toml,
+    load_card,
+    loads_card,
+    parse_card,
+    preset_names,
+    template_toml,
+)
 from cimtool.devices.mapping import (
     Placement,
     card_grid,
@@ -74,7 +85,7 @@ def test_user_card_file_round_trip(tmp_path):
     ({"conductance__r_off": None}, "needs both r_on and r_off"),
     ({"read__voltage": None}, "missing field(s) read.voltage"),
     ({"read__volts": 0.2}, "read.volts is not a device-card field"),
-    ({"variation__stuck_on": 1.5}, "stuck_on must be a fraction"),
+    ({"variation__stuck_on": 1.5}, "variation.stuck_on = 1.5 is 150 %: did you mean 0.015?"),
     ({"adc__bits": 1}, "adc.bits must be at least 2"),
     ({"drift__nu": "nan"}, "drift.nu must be finite"),
 ])
@@ -185,7 +196,7 @@ def test_range_normalisation_removes_the_g_min_bias_on_low_on_off_devices():
 @pytest.mark.parametrize("overrides, pattern", [
     ({"conductance__levels": 40000}, "conductance.levels must be in 2..32768"),
     ({"conductance__r_on": 1e-320}, "outside float range"),
-    ({"variation__stuck_off": 0.6, "variation__stuck_on": 0.5}, "stuck_off + stuck_on must be below 1"),
+    ({"variation__stuck_off": 0.5, "variation__stuck_on": 0.5}, "stuck_off + stuck_on must be below 1"),
 ])
 def test_more_impossible_cards(tmp_path, overrides, pattern):
     path = tmp_path / "bad.toml"
@@ -197,3 +208,180 @@ def test_more_impossible_cards(tmp_path, overrides, pattern):
     escape.write_text(_card_text().replace('name = "test"', 'name = "x/../../esc"'))
     with pytest.raises(CimtoolError, match="name must be letters"):
         load_card(str(escape))
+
+
+# --- cards that catch mistakes: defaults listed as assumed, a template, plausible values -----------
+
+DEFAULTED = ("read.noise", "variation.model", "variation.d2d", "variation.c2c", "variation.stuck_off",
+             "variation.stuck_on", "drift.nu", "drift.nu_sigma", "drift.t0", "array.wire_resistance",
+             "adc.bits", "adc.scheme", "adc.input_bits")
+MINIMAL = '[conductance]\nr_on = 1e4\nr_off = 1e6\nlevels = 8\nspacing = "log"\n[read]\nvoltage = 0.2\n'
+
+
+def test_presets_take_no_default():
+    """Every preset gives every key a default exists for: its `assumed` is the file's own list."""
+    import tomllib
+
+    for name in preset_names():
+        listed = tomllib.loads((PRESET_DIR / f"{name}.toml").read_text())["assumed"]
+        card = load_card(name)
+        assert card.assumed == tuple(listed)
+        assert loads_card(card_toml(card), "again.toml") == card
+
+
+def test_a_minimal_card_loads_with_every_default_assumed(tmp_path):
+    path = tmp_path / "my_cell.toml"
+    path.write_text(MINIMAL)
+    card = load_card(str(path))
+    assert card.name == "my_cell" and card.source == str(path)  # the file names the card
+    assert (card.g_max, card.g_min, card.levels, card.spacing) == (1e-4, 1e-6, 8, "log")
+    assert (card.read_voltage, card.read_noise, card.variation_model) == (0.2, 0.0, "lognormal")
+    assert (card.d2d_sigma, card.c2c_sigma, card.stuck_off, card.stuck_on) == (0.0, 0.0, 0.0, 0.0)
+    assert (card.drift_nu, card.drift_nu_sigma, card.drift_t0) == (0.0, 0.0, 1.0)
+    assert (card.wire_resistance, card.adc_bits, card.adc_scheme, card.input_bits) == (0.0, 5, "A", 8)
+    assert not card.has_update_curve and card.responsivity is None
+    assert card.assumed == DEFAULTED
+    # a card's own entries come first; a section it lists covers that section's defaults
+    path.write_text('assumed = ["read.voltage", "variation"]\n' + MINIMAL + "[adc]\nbits = 6\n")
+    card = load_card(str(path))
+    assert card.assumed == ("read.voltage", "variation", "read.noise", "drift.nu", "drift.nu_sigma",
+                            "drift.t0", "array.wire_resistance", "adc.scheme", "adc.input_bits")
+    assert card.adc_bits == 6
+
+
+@pytest.mark.parametrize("drop, missing", [
+    ("levels = 8\n", "missing field(s) conductance.levels"),
+    ("voltage = 0.2\n", "missing field(s) read.voltage"),
+    ("r_on = 1e4\nr_off = 1e6\n", "missing field(s) conductance.g_min/g_max (or r_on/r_off)"),
+])
+def test_a_card_missing_an_essential_key_points_to_the_template(tmp_path, cli, drop, missing):
+    path = tmp_path / "cell.toml"
+    path.write_text(MINIMAL.replace(drop, ""))
+    result = cli("devices", "show", path)
+    assert result.code == 2 and result.err.count("\n") == 1 and "Traceback" not in result.err
+    assert f"{path}: {missing}" in result.err and "`cimtool devices new NAME` writes a template" in result.err
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("read.noise", 2, "read.noise = 2 is 200 %: did you mean 0.02?"),
+    ("read.noise", 0.8, "read.noise = 0.8 is 80 %: did you mean 0.008?"),
+    ("read.noise", 80, "read.noise = 80 is 8000 % (a fraction, 0.02 = 2 %;"),  # no fraction it could mean
+    ("variation.c2c", 3, "variation.c2c = 3 is 300 %: did you mean 0.03?"),
+    ("variation.d2d", 5, "variation.d2d = 5 is 500 %: did you mean 0.05?"),
+    ("variation.stuck_off", 1, "variation.stuck_off = 1 is 100 %: did you mean 0.01?"),
+    ("variation.stuck_on", 0.6, "variation.stuck_on = 0.6 is 60 %: did you mean 0.006?"),
+])
+def test_a_percentage_where_a_fraction_belongs_is_refused_with_its_likely_meaning(tmp_path, cli, key, value,
+                                                                                  message):
+    section, name = key.split(".")
+    path = tmp_path / "typo.toml"
+    path.write_text(MINIMAL + ("" if section == "read" else f"[{section}]\n") + f"{name} = {value}\n")
+    result = cli("devices", "show", path)
+    assert result.code == 2 and result.err.count("\n") == 1, result
+    assert f"{path}: {message}" in result.err
+
+
+def test_the_plausibility_limits_themselves_load(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text(MINIMAL.replace("[read]\n", "[read]\nnoise = 0.5\n")
+                    + "[variation]\nd2d = 1.0\nc2c = 1\nstuck_off = 0.5\nstuck_on = 0.25\n")
+    card = load_card(str(path))
+    assert (card.read_noise, card.d2d_sigma, card.c2c_sigma, card.stuck_off) == (0.5, 1.0, 1.0, 0.5)
+
+
+@pytest.mark.parametrize("conductance, message", [
+    ("g_min = 1e4\ng_max = 1e6", "conductance.g_max = 1e+06 S is a cell below 100 ohm: is it a resistance"),
+    ("g_min = 0.1\ng_max = 40.0", "conductance.g_max = 40 S is a cell below 100 ohm"),  # nS without the e-9
+    ("r_on = 1e-6\nr_off = 1e-4", "conductance.r_on = 1e-06 ohm is below 100 ohm"),
+])
+def test_a_conductance_in_the_wrong_unit_is_refused(tmp_path, conductance, message):
+    path = tmp_path / "units.toml"
+    path.write_text(MINIMAL.replace("r_on = 1e4\nr_off = 1e6", conductance))
+    with pytest.raises(CimtoolError) as err:
+        load_card(str(path))
+    assert message in str(err.value)
+
+
+def test_devices_new_writes_a_commented_template_that_loads(tmp_path, cli):
+    out = tmp_path / "cards" / "mycell.toml"
+    result = cli("devices", "new", "mycell", "--out", out)
+    assert result.code == 0, result.err
+    text = out.read_text()
+    assert text == template_toml("mycell")  # one function writes it: the same bytes every time
+    card = load_card(str(out))
+    ag = load_card("ag_asi")  # the essential keys hold NeuroSim's Ag:a-Si values, marked as placeholders
+    assert (card.name, card.g_min, card.g_max, card.levels, card.spacing, card.read_voltage) == (
+        "mycell", ag.g_min, ag.g_max, ag.levels, ag.spacing, ag.read_voltage)
+    assert card.assumed == ("conductance", "read.voltage", *DEFAULTED)
+    assert not card.has_update_curve and card.responsivity is None
+    # every key is in the template, with its unit; a defaulted key's line shows its default
+    lines = {line.lstrip("# ").split(" = ")[0]: line for line in text.splitlines() if " = " in line}
+    for (_, key), field in _FIELDS.items():
+        assert "#" in lines[key].split(" = ", 1)[1], key
+        if field.unit:
+            assert f"# {field.unit}: " in lines[key], key
+        if field.has_default:
+            assert lines[key].startswith(f"# {key} = {json.dumps(field.default)} "), key
+    assert "# S: " in lines["g_min"] and "# V: " in lines["voltage"] and "# fraction: " in lines["noise"]
+    # uncommenting a line gives the value and takes it out of `assumed`; the optional parts load too
+    edited = (text.replace("# noise = 0.0", "noise = 0.02").replace("# [update]", "[update]")
+              .replace("# nl_ltp", "nl_ltp").replace("# nl_ltd", "nl_ltd").replace("# pulses_lt", "pulses_lt")
+              .replace("# [optical]", "[optical]").replace("# responsivity", "responsivity"))
+    card = loads_card(edited, "edited.toml")
+    assert card.read_noise == 0.02 and "read.noise" not in card.assumed
+    assert len(card.assumed) == len(DEFAULTED) + 1  # the two placeholders, the other defaults
+    assert (card.nl_ltp, card.nl_ltd, card.pulses_ltp, card.pulses_ltd) == (2.4, -4.88, 97, 100)
+    assert card.responsivity == (0.55, 1.0, 0.4) and card.max_photons is None
+    # an existing file is refused in one line and left as it was; --force replaces it with the same bytes
+    out.write_text(text + "# my notes\n")
+    again = cli("devices", "new", "mycell", "--out", out)
+    assert again.code == 2 and again.err.count("\n") == 1
+    assert f"{out}: exists (give --force to replace it)" in again.err
+    assert out.read_text() == text + "# my notes\n"
+    assert cli("devices", "new", "mycell", "--out", out, "--force").code == 0 and out.read_text() == text
+    assert sorted(p.name for p in out.parent.iterdir()) == ["mycell.toml"]  # no partial file left
+
+
+def test_devices_new_default_path_and_bad_names(tmp_path, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = cli("devices", "new", "rram_b", "--json")
+    assert result.code == 0 and json.loads(result.out) == {"card": "rram_b.toml", "name": "rram_b"}
+    assert load_card(str(Path("rram_b.toml"))).name == "rram_b"
+    for args in (["a/b"], ["x", "--out", tmp_path]):
+        bad = cli("devices", "new", *args)
+        assert bad.code == 2 and bad.err.count("\n") == 1 and "Traceback" not in bad.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rram_b.toml"]
+
+
+def test_devices_show_prints_the_toml_keys(cli, tmp_path):
+    text = cli("devices", "show", "rram_seed003")
+    assert text.code == 0
+    for key in ("conductance.r_on", "conductance.levels", "read.noise", "variation.c2c", "drift.nu_sigma",
+                "array.wire_resistance", "update.pulses_ltp", "adc.input_bits"):
+        assert key in text.out, key
+    for name in ("read_noise", "c2c_sigma", "drift_nu", "adc_bits", "input_bits"):
+        assert f" {name} " not in text.out, name
+    row = next(line for line in text.out.splitlines() if "read.noise" in line)
+    assert "0.01" in row and "fraction" in row and "assumed" in row
+    row = next(line for line in text.out.splitlines() if "conductance.levels" in line)
+    assert "16" in row and "assumed" not in row  # measured
+    shown = json.loads(cli("devices", "show", "rram_seed003", "--json").out)["device"]
+    assert shown["read"]["noise"] == 0.01 and shown["variation"]["c2c"] == 0.03
+    assert shown["conductance"]["levels"] == 16 and shown["conductance"]["r_on"] == pytest.approx(2.34e8)
+    assert shown["assumed"] == list(load_card("rram_seed003").assumed) and "optical" not in shown
+    listed = json.loads(cli("devices", "list", "--json").out)["devices"]
+    assert [d["name"] for d in listed] == preset_names() and listed[2] == shown
+    path = tmp_path / "minimal.toml"
+    path.write_text(MINIMAL)
+    rows = cli("devices", "show", path).out.splitlines()
+    for key in DEFAULTED:  # every defaulted key is marked
+        assert "assumed" in next(line for line in rows if f" {key} " in line), key
+
+
+def test_the_documented_defaults_are_the_code_s():
+    """docs/physics.md#device-cards tabulates every default the loader applies, with that value."""
+    doc = (Path(__file__).parents[1] / "docs" / "physics.md").read_text()
+    section = doc.split("## Device cards", 1)[1].split("\n## ", 1)[0]
+    for (s, key), field in _FIELDS.items():
+        if field.has_default:
+            assert f"| `{s}.{key}` | `{json.dumps(field.default)}` |" in section, (s, key)

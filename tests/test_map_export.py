@@ -3,6 +3,7 @@
 import json
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -49,6 +50,9 @@ def test_design_card_command_verbatim(default_model, tmp_path):
     assert set(columns["layout"]) == {"interleaved"}
     manifest = artifacts.load(export, "weightmap").manifest
     assert manifest["inputs"][0]["manifest_sha256"] == art.manifest_sha256()
+    assert "the model mapped here (it has no cmap under artifacts/cmaps)" in " ".join(proc.stderr.split())
+    assert (f"model {art.path.name} on 'rram_seed003', w4 (16 levels), interleaved columns (mapped here): "
+            "weightmap-head.0.csv (640 lines)") in proc.stdout
 
 
 def run_subprocess_in(cwd, *args):
@@ -113,7 +117,7 @@ def test_map_weights_reports_float_ideal_and_nonideal(cmap, default_model):
 def test_cmap_table_and_programmed_column(cmap):
     art, _, _ = cmap
     cells = pq.read_table(art.file("cmap.parquet")).to_pandas()
-    assert list(cells.columns) == ["layer", "tile", "row", "col", "level_pos", "level_neg", "G_pos",
+    assert list(cells.columns) == ["layer", "tile", "row", "col", "slice", "level_pos", "level_neg", "G_pos",
                                    "G_neg", "R_pos", "R_neg", "G_pos_programmed", "G_neg_programmed"]
     assert len(cells) == 640 and (cells["layer"] == "head.0").all() and (cells["tile"] == 0).all()
     assert np.allclose(cells["R_pos"], 1 / cells["G_pos"])
@@ -257,7 +261,7 @@ def test_devices_commands(cli):
     listed = _ok(cli("devices", "list", "--json"))
     assert [d["name"] for d in listed["devices"]] == ["ag_asi", "organic_ofet", "rram_seed003"]
     shown = _ok(cli("devices", "show", "rram_seed003", "--json"))["device"]
-    assert shown["levels"] == 16 and shown["g_max"] == pytest.approx(1 / 2.34e8)
+    assert shown["conductance"]["levels"] == 16 and shown["conductance"]["g_max"] == pytest.approx(1 / 2.34e8)
     text = cli("devices", "show", "organic_ofet")
     assert text.code == 0 and "assumed" in text.out
     assert cli("devices", "show", "nope").code == 2
@@ -319,3 +323,73 @@ def test_cmap_rows_in_any_order_and_damaged_cmaps(cmap, cli, tmp_path):
         result = cli("export-weightmap", "--cmap", damaged, "--out", tmp_path / "out" / edit.__name__)
         assert result.code == 2 and pattern in result.err and result.err.count("\n") == 1, result.err
     assert not (tmp_path / "out").exists()
+
+
+def test_export_takes_the_newest_cmap_of_the_model(cli, default_model, tmp_path, monkeypatch):
+    """After `map-weights --device mycard.toml`, the README's `export-weightmap --method proj_sup_64
+    --weight-bits 4` exports that map (not a new one onto rram_seed003) and says so; options no
+    cmap of the model was mapped with are refused, nothing written."""
+    monkeypatch.setenv("COLUMNS", "1000")  # log lines unwrapped
+    art = default_model[0]
+    root = tmp_path / "artifacts"
+    shutil.copytree(art.path, root / "models" / art.path.name)
+    preset = (load_card.__globals__["PRESET_DIR"] / "rram_seed003.toml").read_text()
+    card = tmp_path / "mycard.toml"
+    card.write_text(preset.replace('name = "rram_seed003"', 'name = "mycard"')
+                    .replace("levels = 16", "levels = 32").replace("r_on = 2.34e8", "r_on = 1e8"))
+
+    def run(*args):
+        return cli(*args, "--method", "proj_sup_64", "--artifacts-root", root)
+
+    w4 = _ok(run("map-weights", "--device", card, "--weight-bits", "4", "--json", "--quiet"))["artifact"]
+    result = run("export-weightmap", "--weight-bits", "4")
+    assert result.code == 0, result.err
+    assert f"export-weightmap: the newest cmap of the model mapped with --weight-bits 4: {w4} (" in result.err
+    assert (f"model {art.path.name} on 'mycard', w4 (16 levels), interleaved columns "
+            f"(cmap {Path(w4).name}): weightmap-head.0.csv (640 lines)") in result.out
+    (export,) = (root / "exports").iterdir()
+    weights = pd.read_csv(export / "weightmap-head.0.csv")
+    cells = pq.read_table(Path(w4) / "cmap.parquet").to_pandas()
+    assert weights["G_pos"].tolist() == cells["G_pos"].tolist() and weights["G_pos"].max() == 1e-8
+    exported = artifacts.load(export, "weightmap")
+    assert exported.manifest["inputs"][0]["kind"] == "cmap" and exported.manifest["inputs"][0]["path"] == w4
+    assert exported.summary["device"] == "mycard" and exported.summary["model"] == str(root / "models" /
+                                                                                         art.path.name)
+
+    # the card compared by content: another spelling of its path agrees, an edited card does not
+    (tmp_path / "x").mkdir()
+    spelled = tmp_path / "x" / ".." / "mycard.toml"
+    again = run("export-weightmap", "--device", spelled, "--out", tmp_path / "a")
+    assert again.code == 0 and f": {w4} (--cmap exports another)" in again.err, again.err
+    edited = tmp_path / "edited" / "mycard.toml"
+    edited.parent.mkdir()
+    edited.write_text(card.read_text().replace("r_on = 1e8", "r_on = 2e8"))
+    for args, pattern in ((["--weight-bits", "2"], "was mapped with --weight-bits 4"),
+                          (["--device", "rram_seed003"], f"was mapped with --device {card}"),
+                          (["--device", edited], "(another version of the card 'mycard')")):
+        refused = run("export-weightmap", *args, "--out", tmp_path / "out" / "x", "--quiet")
+        assert refused.code == 2 and refused.err.count("\n") == 1, refused.err
+        assert refused.err.startswith("cimtool: error: no cmap of ") and pattern in refused.err, refused.err
+        assert f"run map-weights {' '.join(map(str, args))} first" in refused.err
+    assert not (tmp_path / "out").exists() and len(list((root / "exports").iterdir())) == 1
+
+    # two cmaps: the newest that agrees
+    w3 = _ok(run("map-weights", "--device", card, "--weight-bits", "3", "--json", "--quiet"))["artifact"]
+    newest = run("export-weightmap", "--out", tmp_path / "b")
+    assert newest.code == 0 and f"the newest cmap of the model: {w3} (" in newest.err
+    assert "w3 (8 levels)" in newest.out
+    older = run("export-weightmap", "--weight-bits", "4", "--out", tmp_path / "c")
+    assert older.code == 0 and f": {w4} (" in older.err, older.err
+    assert (tmp_path / "c" / "weightmap-head.0.csv").read_bytes() == \
+        (export / "weightmap-head.0.csv").read_bytes()
+
+
+def test_identical_chips_have_a_std_of_exactly_zero(cli, default_model, tmp_path, monkeypatch):
+    """Ten chips of one accuracy: the summary's mean is that accuracy and its std exactly 0 (numpy
+    gives a mean of 0.8990000000000002 and a std of 2.2e-16 for ten times 0.899)."""
+    from cimtool.nn.network import ArrayNetwork
+
+    monkeypatch.setattr(ArrayNetwork, "trials", lambda self, data, n, *args, **kwargs: [0.899] * n)
+    s = _ok(cli("map-weights", "--model", default_model[0].path, "--evaluate", "--trials", "10",
+                "--out", tmp_path / "m", "--json", "--quiet"))["summary"]
+    assert s["accuracy_nonideal_mean"] == 0.899 and s["accuracy_nonideal_std"] == 0.0

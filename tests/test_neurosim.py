@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
+from cimtool import artifacts
 from cimtool.neurosim import build as ns_build
 from cimtool.neurosim.trace import (
     bits_csv,
@@ -24,6 +25,7 @@ from cimtool.neurosim.trace import (
     weight_csv,
 )
 from tests.neurosim_reference import reference_hook
+from tests.neurosim_stdouts import CNN_SUMMARY, HEAD
 
 
 def _ok(result):
@@ -202,9 +204,15 @@ def test_run_neurosim_values_equal_stdout(neurosim_run):
     chip = pd.read_parquet(run.file("summary.parquet"))
     per_layer = pd.read_parquet(run.file("layer_metrics.parquet"))
     for table in (chip, per_layer):
-        for row in table.itertuples():
-            printed = re.findall(r"[-+]?\d+\.?\d*(?:[eE][-+]?\d+)?", stdout[row.line - 1].split(":")[-1])[0]
-            assert float(printed) == row.value, stdout[row.line - 1]
+        for row in table[table.line.notna()].itertuples():
+            line = stdout[int(row.line) - 1]
+            printed = re.findall(r"[-+]?\d+\.?\d*(?:[eE][-+]?\d+)?", line.split(":")[-1])[0]
+            assert float(printed) == row.value, line
+    derived = chip[chip.line.isna()].set_index("metric").value  # the one figure not printed as such
+    values = chip.set_index("metric").value
+    assert list(derived.index) == ["leakage_energy_pj"]
+    every_tile = values["leakage_power_uw"] * values["latency_ns"] * 1e-3  # µW · ns → pJ
+    assert derived["leakage_energy_pj"] == pytest.approx(every_tile, rel=1e-5)
     s = run.summary
     for key in ("tops_per_w", "chip_area_um2", "latency_ns", "dynamic_energy_pj", "fps", "tops",
                 "tops_per_mm2"):
@@ -214,12 +222,62 @@ def test_run_neurosim_values_equal_stdout(neurosim_run):
                                     .split(":")[-1])
     assert set(chip["metric"]) >= {"area_adc_um2", "area_accumulation_um2", "buffer_energy_pj",
                                    "ic_latency_ns", "adc_energy_pj", "accumulation_energy_pj",
-                                   "leakage_energy_pj"}
+                                   "leakage_energy_pj", "neurosim_leakage_energy_pj"}
     layers = pd.read_parquet(run.file("layers.parquet"))
     assert layers["layer"].tolist() == [1] and layers.loc[0, "latency_ns"] > 0
     settings = json.loads(run.file("settings.json").read_text())
     assert settings["applied"] and settings["settings"]["numRowSubArray"] == 16
     assert settings["settings"]["resistanceOn"] == pytest.approx(2.34e8)
+
+
+def test_run_neurosim_says_what_dominates_and_its_geometry(neurosim_run):
+    """The default head on the card chip: the summary and headline name what dominates latency and
+    energy (a millisecond read: leakage is most of the energy), the subarray and every tile's leakage."""
+    from cimtool.stages.run_neurosim import headline
+
+    s = neurosim_run.summary
+    assert (s["array_rows"], s["array_cols"], s["cmap"]) == (16, 16, None)
+    assert s["neurosim_leakage_energy_pj"] == 0 < s["leakage_power_uw"]  # NeuroSim: idle tiles only
+    assert s["leakage_energy_pj"] == pytest.approx(s["leakage_power_uw"] * s["latency_ns"] * 1e-3, rel=1e-5)
+    assert s["latency_dominated_by"] == "accumulation" and s["energy_dominated_by"] == "leakage"
+    assert s["area_dominated_by"] == "ADC" and s["clock_read_limited"]
+    assert sum(s["energy_shares"].values()) == pytest.approx(1, abs=1e-3)
+    assert s["energy_shares"]["leakage"] == pytest.approx(
+        s["leakage_energy_pj"] / (s["dynamic_energy_pj"] + s["leakage_energy_pj"]), abs=1e-3)
+    assert len(s["caveats"]) == 4 and "234 MΩ" in s["caveats"][1] and "256-level" in s["caveats"][2]
+    line = headline(neurosim_run)
+    assert f"+ leakage {s['leakage_energy_pj']:.4g} pJ" in line
+    assert all(f"\n  {caveat}" in line for caveat in s["caveats"])
+
+
+def test_run_neurosim_on_the_arrays_of_a_cmap(default_model, default_trace, neurosim_run, neurosim_cache,
+                                              tmp_path, cli):
+    """--cmap: NeuroSim's subarray is the cmap's arrays (16x16: the chip of --subarray 16); 128x128
+    arrays, which its floorplan cannot take for the 64→10 head, are refused with the nearest geometry."""
+    from tests.test_neurosim_versions import _one_line
+
+    art, _, root = default_model
+    for rows in (16, 128):
+        assert cli("map-weights", "--model", art.path, "--array-rows", rows, "--array-cols", rows,
+                   "--artifacts-root", root, "--out", tmp_path / f"cmap{rows}", "--quiet").code == 0
+    out = tmp_path / "on16"
+    result = _ok(cli("run-neurosim", "--trace", default_trace.path, "--cmap", tmp_path / "cmap16",
+                     "--cache-dir", neurosim_cache, "--out", out, "--json", "--quiet"))
+    s = result["summary"]
+    assert (s["array_rows"], s["array_cols"], s["subarray_auto"]) == (16, 16, False)
+    assert s["cmap"] == str(tmp_path / "cmap16") and s["tops_per_w"] == neurosim_run.summary["tops_per_w"]
+    run = artifacts.load(out, "neurosim")
+    assert [i["role"] for i in run.manifest["inputs"]] == ["trace", "cmap"]
+    refused = tmp_path / "on128"
+    _one_line(cli("run-neurosim", "--trace", default_trace.path, "--cmap", tmp_path / "cmap128",
+                  "--cache-dir", neurosim_cache, "--out", refused, "--quiet"),
+              "NeuroSim cannot take 128x128 arrays", "the nearest geometry both accept is 16x16",
+              "re-run map-weights with --array-rows 16 --array-cols 16")
+    _one_line(cli("run-neurosim", "--trace", default_trace.path, "--cmap", tmp_path / "cmap16", "--subarray",
+                  "16", "--out", refused, "--quiet"), "both set the subarray")
+    _one_line(cli("run-neurosim", "--trace", default_trace.path, "--cmap", default_trace.path, "--out",
+                  refused, "--quiet"), "expected a 'cmap' artifact")
+    assert not refused.exists()
 
 
 def test_relative_trace_path(neurosim_run, default_trace, neurosim_cache, tmp_path, cli, monkeypatch):
@@ -279,3 +337,85 @@ def test_neurosim_failures(default_trace, neurosim_cache, tmp_path, cli, monkeyp
 def test_trace_bad_input(default_model, cli, args, message):
     result = cli(*args, "--model", default_model[0].path, "--quiet")
     assert result.code == 2 and message in result.err and "Traceback" not in result.err
+
+
+# --- NeuroSim's output, parsed: leakage, what dominates, caveats ------------------------------------
+
+def test_leakage_energy_is_every_tile_over_the_latency():
+    """NeuroSim V1.3 charges a layer's time to the other layers' tiles only: 0 pJ for a one-layer
+    network at 0.505 µW. leakage_energy_pj is P_leak · latency; NeuroSim's own figure is kept."""
+    from cimtool.neurosim.results import parse_stdout
+
+    head = parse_stdout(HEAD)
+    assert head.chip_value("leakage_power_uw") == 0.504571 and head.chip_value("latency_ns") == 1.27822e6
+    assert head.chip_value("neurosim_leakage_energy_pj") == 0.0
+    assert head.chip_value("leakage_energy_pj") == pytest.approx(0.504571 * 1.27822e6 * 1e-3, rel=1e-5)  # pJ
+    assert [r["metric"] for r in head.chip if r["line"] is None] == ["leakage_energy_pj"]
+    layer = head.layers[1]
+    assert layer["neurosim_leakage_energy_pj"] == 0.0 and layer["leakage_power_uw"] == 0.504571
+    cnn = parse_stdout(CNN_SUMMARY)  # four layers: NeuroSim's idle-tile figure is not P·latency either
+    assert cnn.chip_value("neurosim_leakage_energy_pj") == 1.21437e7
+    assert cnn.chip_value("leakage_energy_pj") == pytest.approx(46.1029 * 3.05201e8 * 1e-3, rel=1e-5)
+
+
+def _card_chip(subarray: int = 16):
+    from cimtool.devices.card import load_card
+
+    return ns_build.NeuroSimSettings.from_card(load_card("rram_seed003"), "rram", None, None, subarray, 22)
+
+
+def test_what_dominates_the_card_chip_from_neurosim_s_breakdown():
+    """Shares from NeuroSim's printed breakdown (V1.x: buffers and interconnect split off its 'other
+    peripheries'), energy with every tile's leakage; the caveats name the read-limited clock, the ADC
+    levels and the leakage NeuroSim leaves out."""
+    from cimtool.neurosim.caveats import explain
+    from cimtool.neurosim.results import parse_stdout
+
+    e = explain(parse_stdout(HEAD), _card_chip())
+    adc, accumulation, other, buffers, ic = 317540, 545772, 414910, 320641, 84346.5  # ns, as printed
+    total = adc + accumulation + other  # = the latency, 1.27822e6 ns
+    assert e["latency_shares"] == pytest.approx({
+        "accumulation": accumulation / total, "buffers": buffers / total, "ADC": adc / total,
+        "interconnect": ic / total, "other peripheries": (other - buffers - ic) / total}, abs=1e-4)
+    assert list(e["latency_shares"]) == ["accumulation", "buffers", "ADC", "interconnect",
+                                         "other peripheries"]
+    leakage = 0.504571 * 1.27822e6 * 1e-3
+    energy = 263.628 + 65.1062 + 91.5954 + leakage
+    assert e["energy_shares"]["leakage"] == pytest.approx(leakage / energy, abs=1e-4)  # 61 %
+    assert e["energy_shares"]["ADC"] == pytest.approx(263.628 / energy, abs=1e-4)
+    area = 73118.4 + 1469.86 + 43537.3 + 47.5791  # ADC, accumulation, other, arrays (IC: 0)
+    assert e["area_shares"]["ADC"] == pytest.approx(73118.4 / area, abs=1e-4)
+    assert (e["latency_dominated_by"], e["energy_dominated_by"], e["area_dominated_by"]) == (
+        "accumulation", "leakage", "ADC")
+    assert e["clock_period_ns"] == 4961.56 and e["clock_read_limited"]
+    dominance, clock, adc_levels, leak = e["caveats"]
+    assert dominance.startswith("Latency 1.28 ms per image: 43% accumulation, 25% buffers, 25% ADC; energy "
+                                "1.07 nJ per image: 61% leakage, 25% ADC, 6.1% accumulation")
+    assert "4.96 µs (0.202 MHz)" in clock and "R_on 234 MΩ" in clock
+    assert "256-level ADCs" in adc_levels
+    assert "62% of the chip area and 63% of the dynamic energy" in adc_levels
+    assert "is 645 pJ (61% of the energy per image)" in leak and "own leakage energy, 0 pJ" in leak
+    cnn = explain(parse_stdout(CNN_SUMMARY), _card_chip())
+    assert (cnn["latency_dominated_by"], cnn["energy_dominated_by"]) == ("buffers", "leakage")
+    assert cnn["energy_shares"]["leakage"] > 0.97 and "14.1 µJ" in cnn["caveats"][-1]
+    fast = HEAD.replace("Chip clock period is: 4961.56ns", "Chip clock period is: 1.77206ns")  # R_on 6 kΩ's
+    assert not explain(parse_stdout(fast), _card_chip())["clock_read_limited"]
+    assert not any("clock" in c for c in explain(parse_stdout(fast), _card_chip())["caveats"])
+    assert "R_on" not in explain(parse_stdout(HEAD), None)["caveats"][1]  # a binary's own chip: unknown
+
+
+def test_fashion_pipeline_maps_and_estimates_one_geometry():
+    """pipelines/fashion_cnn_cim.sh: qat, map-weights and sweep on the same arrays, a geometry NeuroSim
+    takes for mnist_cnn at the mapped 4 bits, and run-neurosim on the cmap's arrays."""
+    from tests.test_neurosim_versions import MNIST_CNN
+
+    script = (Path(__file__).parents[1] / "pipelines" / "fashion_cnn_cim.sh").read_text()
+    geometry = re.search(r"^GEOMETRY=\(--array-rows (\d+) --array-cols (\d+)\)$", script, re.M)
+    rows, cols = map(int, geometry.groups())
+    stages = {m.group(1): m.group(0) for m in re.finditer(r"^stage (\S+) .*?(?<!\\)$", script, re.M | re.S)}
+    for name in ("qat", "map-weights", "sweep"):
+        assert '"${GEOMETRY[@]}"' in stages[name], name
+    assert '--cmap "$OUT/cmap"' in stages["run-neurosim"] and "--subarray" not in stages["run-neurosim"]
+    assert "--weight-bits 4" in stages["neurosim-trace"] and "--weight-bits 4" in stages["map-weights"]
+    assert ns_build.neurosim_geometry(MNIST_CNN, 4, 4, rows, cols) == (rows, None)  # 4-bit cells: the card's
+

@@ -58,6 +58,28 @@ def test_auto_subarray_follows_the_floorplan_rule():
         ns_build.auto_subarray([[1, 1, 64, 1, 1, 2, 0, 1]], 2, 2)
 
 
+def test_neurosim_geometry_takes_the_arrays_or_names_the_nearest():
+    """One subarray = one cimtool array: accepted when square, a power of two >= 8 and in the floorplan
+    rule; otherwise the nearest geometry NeuroSim takes (fewest doublings or halvings; ties: larger)."""
+    geometry = ns_build.neurosim_geometry
+    assert geometry(MNIST_CNN, 4, 4, 16, 16) == (16, None)  # 4-bit weights on 4-bit cells: 16 or 8
+    assert geometry(MNIST_CNN, 4, 4, 8, 8) == (8, None)
+    assert geometry(MNIST_CNN, 8, 4, 32, 32) == (32, None)  # two cells per weight: 64 columns
+    size, note = geometry(MNIST_CNN, 4, 4, 128, 128)
+    assert size == 16 and note == (
+        "NeuroSim cannot take 128x128 arrays (its widest novel-mapped layer, 2^⌈log2(Cout·⌈4/4⌉)⌉ = 32 "
+        "columns, must span two 128-column subarrays); the nearest geometry both accept is 16x16")
+    size, note = geometry(HEAD, 8, 4, 128, 128)  # no 64-row layer fills a 128-row subarray
+    assert size == 16 and "has Cin·k·k >= 128 rows" in note
+    size, note = geometry(MNIST_CNN, 4, 4, 16, 32)
+    assert size == 16 and "square" in note
+    assert geometry(MNIST_CNN, 4, 4, 64, 8)[0] == 16  # 8 and 16 are 3 steps away: the larger
+    size, note = geometry(MNIST_CNN, 4, 4, 12, 12)
+    assert size == 16 and "powers of two" in note
+    with pytest.raises(CimtoolError, match="no --subarray of 128, 64, 32, 16, 8 fits"):
+        geometry([[1, 1, 64, 1, 1, 2, 0, 1]], 2, 2, 16, 16)
+
+
 def test_versions_are_told_by_main_cpp(tmp_path):
     source = ns_build.bundled_source()
     if source is None:
@@ -140,9 +162,10 @@ def _values_equal_stdout(run: artifacts.Artifact) -> None:
     stdout = run.file("stdout.txt").read_text().splitlines()
     chip = pd.read_parquet(run.file("summary.parquet"))
     assert len(chip) > 20
-    for row in chip.itertuples():
-        printed = re.findall(r"[-+]?\d+\.?\d*(?:[eE][-+]?\d+)?", stdout[row.line - 1].split(":")[-1])[0]
-        assert float(printed) == row.value, stdout[row.line - 1]
+    for row in chip[chip.line.notna()].itertuples():  # not the derived leakage of every tile
+        line = stdout[int(row.line) - 1]
+        printed = re.findall(r"[-+]?\d+\.?\d*(?:[eE][-+]?\d+)?", line.split(":")[-1])[0]
+        assert float(printed) == row.value, line
 
 
 def test_v14_builds_and_runs_the_default_model_without_a_subarray(default_trace, neurosim_cache, tmp_path,
@@ -159,6 +182,11 @@ def test_v14_builds_and_runs_the_default_model_without_a_subarray(default_trace,
     assert s["neurosim_version"] == "V1.4/V1.5" and s["subarray"] == 16 and s["subarray_auto"]
     for key in ("chip_area_um2", "latency_ns", "dynamic_energy_pj", "tops_per_w"):
         assert s[key] > 0, key
+    # a pipeline: its leakage is every tile over the cycle, as V1.4 prints it; the parts are the layers'
+    assert s["leakage_energy_pj"] == pytest.approx(s["neurosim_leakage_energy_pj"], rel=1e-5)
+    assert s["leakage_energy_pj"] == pytest.approx(s["leakage_power_uw"] * s["latency_ns"] * 1e-3, rel=1e-5)
+    assert s["latency_dominated_by"] == max(s["latency_shares"], key=s["latency_shares"].get)
+    assert s["clock_read_limited"] and "R_on 234 MΩ" in s["caveats"][1]
     settings = json.loads(run.file("settings.json").read_text())
     assert settings["version"] == "v14"
     assert settings["arguments"][3:5] == ["16", "16"]  # subArray, parallelRead
@@ -308,6 +336,7 @@ def test_v21_builds_and_runs_a_cnn_in_seconds(neurosim_cache, tmp_path):
     import numpy as np
 
     from cimtool.devices.card import load_card
+    from cimtool.neurosim.caveats import explain
     from cimtool.neurosim.results import TRAINING_METRICS, parse_stdout
     from cimtool.neurosim.results import run as run_binary
     from cimtool.params import RunParams
@@ -337,7 +366,7 @@ def test_v21_builds_and_runs_a_cnn_in_seconds(neurosim_cache, tmp_path):
     stdout = run_binary(argv, work, 60, lambda line: None, subarray, None, env)
     parsed = parse_stdout(stdout)
     lines = stdout.splitlines()
-    for row in parsed.chip + parsed.layer_lines:
+    for row in [r for r in parsed.chip if r["line"] is not None] + parsed.layer_lines:
         printed = re.findall(r"[-+]?\d+\.?\d*(?:[eE][-+]?\d+)?", lines[row["line"] - 1].split(":")[-1])[0]
         assert float(printed) == row["value"], lines[row["line"] - 1]
     chip = {m["metric"]: m["value"] for m in parsed.chip}
@@ -351,6 +380,11 @@ def test_v21_builds_and_runs_a_cnn_in_seconds(neurosim_cache, tmp_path):
     assert chip["dynamic_energy_pj"] == pytest.approx(sum(chip[f"{p}_energy_pj"] for p in phases), rel=1e-4)
     assert {"forward_latency_ns", "weight_update_energy_pj", "adc_energy_pj", "dram_energy_pj"} <= set(
         parsed.layers[2])
+    assert chip["leakage_energy_pj"] == pytest.approx(chip["leakage_power_uw"] * chip["latency_ns"] * 1e-3,
+                                                      rel=1e-5)  # every tile for the epoch
+    parts = explain(parsed, settings, v21=True)["latency_shares"]  # V2.1 prints its parts apart
+    assert set(parts) >= {"ADC", "synaptic array", "buffers", "interconnect", "weight gradient", "DRAM"}
+    assert sum(parts.values()) == pytest.approx(1, abs=1e-3)
     assert (work / "NeuroSim_Results_Each_Epoch" / "NeuroSim_Breakdown_Epock_1.csv").stat().st_size > 0
     runtime = next(line for line in lines if line.startswith("Total Run-time of NeuroSim"))
     assert float(runtime.split(":")[1].split()[0]) <= 60, runtime

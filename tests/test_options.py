@@ -112,3 +112,38 @@ def test_check_range_prints_integers_whole_and_refuses_nan():
         check_range("--trials", 2_000_000, 1, 10_000)
     with pytest.raises(CimtoolError, match=r"^--noise-scale must be a number, got nan$"):
         check_range("--noise-scale", float("nan"), 0)
+
+
+def test_version_is_the_package_version(cli):
+    from importlib import metadata
+
+    result = cli("--version")
+    assert result.code == 0 and result.out == f"cimtool {metadata.version('cimtool')}\n"
+
+
+def _commands(command, path=()):
+    """(argv prefix, click command) of every command and sub-command of the CLI."""
+    yield list(path), command
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        yield from _commands(sub, (*path, name))
+
+
+def test_help_shows_bracketed_words_literally(cli):
+    """Rich markup would swallow '[ray]' in "pip install 'cimtool[ray]'" or '[optical]' (a card's
+    section): every --help shows each bracketed word of its declared help texts."""
+    import re
+
+    import typer
+
+    from cimtool import cli as cli_module
+
+    seen = set()
+    for path, command in _commands(typer.main.get_command(cli_module.app)):
+        texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+        words = {w for text in texts for w in re.findall(r"\[[^\[\]\s]+\]", text.replace("\\[", "["))}
+        result = cli(*path, "--help")
+        assert result.code == 0, (path, result.err)
+        missing = [w for w in words if w not in result.out]
+        assert not missing, (path, missing)
+        seen |= words
+    assert {"[ray]", "[optical]"} <= seen  # the guard sees them

@@ -1,7 +1,8 @@
 """`cimtool report`'s HTML in a real browser: headless Chromium (the system's, driven by Playwright)
 loads a report of real artifacts (the default model, its mapping, SNN, a small sweep, its NeuroSim run
 where NeuroSim builds here, and a device fit) and must decode every figure, log no console error, fail
-no request and fit the page width; a full-page screenshot is kept for a person to look at.
+no request, fit the page width and show no two pieces of text over each other; a full-page screenshot
+is kept for a person to look at.
 
 Skips with one line where the ``playwright`` package (the ``test`` extra) or Chromium (Debian:
 ``apt-get install chromium``; ``CIMTOOL_CHROMIUM`` names another binary) is missing."""
@@ -27,6 +28,36 @@ def chromium() -> str | None:
     if os.environ.get("CIMTOOL_CHROMIUM"):
         return shutil.which(os.environ["CIMTOOL_CHROMIUM"])
     return next((path for path in map(shutil.which, CHROMIUM_NAMES) if path), None)
+
+
+# every line box of every text node (HTML and SVG text) as the browser laid it out, and the pairs of
+# boxes of different text that intersect by more than a pixel each way (touching is not overlapping)
+OVERLAPS_JS = """() => {
+  const boxes = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const text = node.textContent.trim();
+    if (!text || node.parentElement.closest('script,style')) continue;
+    const range = document.createRange();
+    range.selectNodeContents(node);
+    for (const r of range.getClientRects())
+      if (r.width > 0 && r.height > 0) boxes.push({text: text.slice(0, 60), r});
+  }
+  const found = [];
+  for (let i = 0; i < boxes.length; i++)
+    for (let j = i + 1; j < boxes.length; j++) {
+      const a = boxes[i].r, b = boxes[j].r;
+      const w = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+      const h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+      if (w > 1 && h > 1) found.push([boxes[i].text, boxes[j].text]);
+    }
+  return found;
+}"""
+
+
+def overlapping_text(page) -> list[tuple[str, str]]:
+    """The pairs of texts on ``page`` whose boxes intersect."""
+    return [tuple(pair) for pair in page.evaluate(OVERLAPS_JS)]
 
 
 def _cimtool(*args) -> None:
@@ -77,7 +108,23 @@ def report(browser, tmp_path_factory, request) -> artifacts.Artifact:
     return artifacts.load(base / "report", "report")
 
 
+def _check_sees_overlaps(browser) -> None:
+    """The overlap check catches what it is for (HTML text and SVG text drawn over other text) and
+    passes text side by side or on lines of its own."""
+    page = browser.new_page(viewport={"width": 800, "height": 600})
+    page.set_content("<p>a line of its own</p><p>another <code>line</code> with <b>parts</b></p>"
+                     "<div style='position:relative;height:40px'>"
+                     "<span style='position:absolute;left:10px;top:0'>first label</span>"
+                     "<span style='position:absolute;left:40px;top:4px'>second label</span></div>"
+                     "<svg width='300' height='60'><text x='10' y='30'>an SVG label</text>"
+                     "<text x='30' y='34'>its neighbour</text><text x='200' y='30'>apart</text></svg>")
+    assert sorted(overlapping_text(page)) == [("an SVG label", "its neighbour"),
+                                              ("first label", "second label")]
+    page.close()
+
+
 def test_report_in_headless_chromium(report, browser, tmp_path, record_property):
+    _check_sees_overlaps(browser)
     console, errors, failed = [], [], []
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning")
@@ -101,15 +148,21 @@ def test_report_in_headless_chromium(report, browser, tmp_path, record_property)
     assert not [m for m in console if m.startswith("error")], console
     assert not failed, failed
     headings = page.locator("h2").all_inner_texts()
-    assert {"Sources", "Accuracy across stages (test split)", "Design-space sweeps", "Device fits",
+    assert {"Sources", "Accuracy across stages (test split)", "Device cards", "Chip geometry",
+            "Spiking networks: accuracy vs T (val)", "Design-space sweeps", "Device fits",
             "Conductance levels"} <= set(headings), headings
+    chip_texts = page.locator("h2:has-text('Accuracy across stages') + div.table tbody td:nth-child(3)")
+    assert chip_texts.count() == report.summary["accuracy_rows"]
+    assert all(text.strip() for text in chip_texts.all_inner_texts())  # device, bits, effects on every row
     for width in (1280, 800):  # nothing runs off the right edge (the page never scrolls sideways)
         page.set_viewport_size({"width": width, "height": 900})
         overflow = page.evaluate("document.documentElement.scrollWidth"
                                  " - document.documentElement.clientWidth")
         assert overflow <= 0, f"the page is {overflow} px wider than a {width} px window"
+        assert overlapping_text(page) == [], f"text over text at {width} px"
     page.close()
     import matplotlib.image as mpimg
 
     pixels = mpimg.imread(shot)
     assert pixels.shape[0] > 2000 and pixels.std() > 0.05  # a long page, not a blank one
+

@@ -108,6 +108,33 @@ def test_report_accuracy_table_matches_manifests(pipeline):
     assert len(sources) == 7
 
 
+def test_report_names_chip_geometry_card_and_snn_curve(pipeline):
+    """Every accuracy row names its device, bits and effects; the report says whether map-weights and
+    NeuroSim describe the same arrays; the card and the SNN's accuracy vs T are shown."""
+    out, _, _, _ = pipeline
+    report = artifacts.load(out / "report", "report")
+    table = pd.read_parquet(report.file("accuracy.parquet"))
+    assert table["chip"].str.len().min() > 0
+    cmap, neurosim = artifacts.load(out / "cmap"), artifacts.load(out / "neurosim")
+    device = cmap.summary["device"]
+    assert all(chip.startswith(f"{device}, w4, ") for chip in table.loc[table["stage"] == "cmap", "chip"])
+    md = report.file("report.md").read_text()
+    mapped = (cmap.params["mapping"]["array_rows"], cmap.params["mapping"]["array_cols"])
+    s = neurosim.summary
+    costed = (s.get("array_rows", s["subarray"]), s.get("array_cols", s["subarray_cols"]))
+    if mapped == costed:
+        assert f"Accuracy and NeuroSim figures are for the same {mapped[0]}×{mapped[1]} arrays." in md
+    else:
+        assert "Accuracy and NeuroSim figures are for different arrays" in md
+        assert f"cmap {mapped[0]}×{mapped[1]}" in md and f"neurosim {costed[0]}×{costed[1]}" in md
+    assert "\n## Device cards\n" in md and f"'{device}'" in md
+    curve = pd.read_parquet(artifacts.load(out / "snn").file("accuracy_vs_t.parquet"))
+    section = md.split("\n## Spiking networks: accuracy vs T (val)\n")[1].split("\n## ")[0]
+    for steps, accuracy in zip(curve["timesteps"], curve["val_accuracy"], strict=True):
+        assert f"| {steps} | {accuracy:.4f} |" in section
+    assert "snn-accuracy-vs-t.png" in section
+
+
 def test_report_html_is_self_contained_with_valid_images(pipeline):
     import matplotlib.image as mpimg
 

@@ -125,3 +125,32 @@ def test_cli_run_with_stderr_captured_prints_progress_lines(cli, tmp_path, monke
     assert head[-1]["status"].startswith("ep 2/2 val_acc ")
     assert "━" not in result.err  # no rich bar in a log
     assert result.out.startswith('{"artifact"')
+
+
+def test_plural():
+    assert [ui.plural(n, "chip") for n in (0, 1, 2)] == ["0 chips", "1 chip", "2 chips"]
+    assert [ui.plural(n, "matrix", "matrices") for n in (1, 3)] == ["1 matrix", "3 matrices"]
+
+
+COUNTED = ("chip", "trial", "configuration", "layer", "unit", "epoch")
+
+
+def test_counts_are_printed_with_their_number():
+    """No "1 chips" or "1 layer(s)": a count of one of the COUNTED nouns is printed through
+    ui.plural, never as ``f"{n} chips"`` (every f-string under cimtool/ is parsed)."""
+    import ast
+    from pathlib import Path
+
+    import cimtool
+
+    noun = re.compile(rf"^ ({'|'.join(COUNTED)})(s|\(s\))(?![\w(])")
+    found, package = [], Path(cimtool.__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.JoinedStr):
+                for value, text in zip(node.values, node.values[1:], strict=False):
+                    match = noun.match(str(text.value)) if isinstance(text, ast.Constant) else None
+                    if isinstance(value, ast.FormattedValue) and match:
+                        where = f"{path.relative_to(package.parent)}:{text.lineno}"
+                        found.append(f"{where}: {{{ast.unparse(value.value)}}}{match.group(0)}")
+    assert found == [], "\n".join(found)

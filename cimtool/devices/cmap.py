@@ -1,8 +1,9 @@
 """Conductance maps: the mapping options, a loaded model mapped onto a device card's levels, and the
 ``cmap`` artifact's tables (written by map-weights, read back by export-weightmap and inspect).
 
-A ``cmap`` artifact holds ``cmap.parquet`` (one row per cell pair: layer, tile, row, col,
-level_pos, level_neg, G_pos, G_neg, R_pos, R_neg; optionally the programmed conductances),
+A ``cmap`` artifact holds ``cmap.parquet`` (one row per cell pair: layer, tile, row, col (the cell
+column: output·S + slice), slice, level_pos, level_neg, G_pos, G_neg, R_pos, R_neg; optionally the
+programmed conductances),
 ``layers.parquet`` (per-layer scale and placement) and ``scales.parquet`` (per-column scale); its
 manifest params record the card (``card``), the options (``mapping``) and ``n_levels``.
 """
@@ -19,12 +20,7 @@ import pyarrow.parquet as pq
 
 from cimtool import artifacts
 from cimtool.devices.card import DeviceCard, load_card
-from cimtool.devices.mapping import (
-    LayerMap,
-    Placement,
-    card_grid,
-    level_grid,
-)
+from cimtool.devices.mapping import LayerMap, Placement, level_code
 from cimtool.devices.mapping_options import MappingOptions  # noqa: F401 (re-exported)
 from cimtool.errors import CimtoolError
 
@@ -50,12 +46,12 @@ def map_loaded_model(model, spec: dict[str, Any], opts: MappingOptions, reporter
 
     opts.validate()
     card = load_card(opts.device)
-    if opts.weight_bits is not None and 2**opts.weight_bits > card.levels:
-        reporter.log(f"[yellow]note: --weight-bits {opts.weight_bits} asks for {2**opts.weight_bits} "
-                     f"levels; the card '{card.name}' lists {card.levels} programmable states")
-    maps = map_model(model, spec, card_grid(card, opts.weight_bits), opts.scaling, opts.scale_percentile,
-                     opts.normalize)
-    placements = {name: Placement(*m.shape, opts.array_rows, opts.array_cols, opts.layout)
+    code = level_code(card, opts.weight_bits, opts.normalize)
+    if code.slices > 1:
+        reporter.log(f"--weight-bits {opts.weight_bits}: {code.slices} cells of {len(code.grid)} levels per "
+                     f"weight and polarity on '{card.name}' (bit slicing, shift-add after the ADC)")
+    maps = map_model(model, spec, code, opts.scaling, opts.scale_percentile)
+    placements = {name: m.placement(opts.array_rows, opts.array_cols, opts.layout)
                   for name, m in maps.items()}
     types = {layer["name"]: layer["type"] for layer in spec["crossbar_layers"]}
     return MappedModel(card, maps, placements, types)
@@ -68,16 +64,17 @@ def cell_table(mapped: MappedModel, programmed: dict[str, np.ndarray] | None = N
     programmed conductances [2, rows, cols] of each layer (adds G_pos_programmed, G_neg_programmed)."""
     names = list(mapped.maps)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in (
-        "layer", "tile", "row", "col", "level_pos", "level_neg", "G_pos", "G_neg")}
+        "layer", "tile", "row", "col", "slice", "level_pos", "level_neg", "G_pos", "G_neg")}
     prog: list[np.ndarray] = []
     for index, (name, lm) in enumerate(mapped.maps.items()):
-        rows, cols = lm.shape
+        rows, cols = lm.cell_shape
         row = np.repeat(np.arange(rows, dtype=np.int32), cols)
         col = np.tile(np.arange(cols, dtype=np.int32), rows)
         parts["layer"].append(np.full(rows * cols, index, dtype=np.int32))
         parts["tile"].append(mapped.placements[name].tile_of(row, col).astype(np.int32))
         parts["row"].append(row)
         parts["col"].append(col)
+        parts["slice"].append((col % lm.slices).astype(np.int16))
         parts["level_pos"].append(lm.level_pos.ravel())
         parts["level_neg"].append(lm.level_neg.ravel())
         parts["G_pos"].append(lm.g_pos.ravel())
@@ -101,7 +98,8 @@ def layer_rows(mapped: MappedModel, opts: MappingOptions) -> list[dict[str, Any]
         tr, tc = pl.tile_grid
         levels = np.concatenate([lm.level_pos.ravel(), lm.level_neg.ravel()])
         rows.append({
-            "layer": name, "type": mapped.layer_types[name], "rows": pl.rows, "cols": pl.cols,
+            "layer": name, "type": mapped.layer_types[name], "rows": pl.rows, "cols": lm.shape[1],
+            "slices": lm.slices,
             "scaling": opts.scaling, "scale_min": float(lm.scale.min()), "scale_max": float(lm.scale.max()),
             "n_levels": len(lm.grid), "g_min": float(lm.grid[0]), "g_max": float(lm.grid[-1]),
             "tile_rows": tr, "tile_cols": tc, "n_arrays": tr * tc,
@@ -133,10 +131,13 @@ def load_cmap(path: Path | str) -> tuple[artifacts.Artifact, MappedModel, Mappin
             card_dict["responsivity"] = tuple(card_dict["responsivity"])
         card = DeviceCard(**card_dict)
         opts = MappingOptions(**params["mapping"])
-        grid = level_grid(card.g_min, card.g_max, int(params["n_levels"]), card.spacing)
+        opts.validate()
+        code = level_code(card, opts.weight_bits, opts.normalize)  # the rule map-weights applied
+        grid = code.grid
+        if int(params["n_levels"]) != len(grid):
+            raise ValueError(f"n_levels {params['n_levels']} is not the {len(grid)} levels of its mapping")
     except (KeyError, TypeError, ValueError) as exc:
         raise CimtoolError(f"{artifact.path}: manifest params do not describe a mapping ({exc})") from None
-    opts.validate()
     cells = _read_table(artifact, "cmap.parquet", ("layer", "row", "col", "level_pos", "level_neg", "G_pos",
                                                     "G_neg"))
     scales = _read_table(artifact, "scales.parquet", ("layer", "col", "scale"))
@@ -146,7 +147,7 @@ def load_cmap(path: Path | str) -> tuple[artifacts.Artifact, MappedModel, Mappin
         raise CimtoolError(f"{artifact.file('layers.parquet')}: no layers")
     maps, placements, types = {}, {}, {}
     for info in layers:
-        name, rows, cols = str(info["layer"]), int(info["rows"]), int(info["cols"])
+        name, rows, cols = str(info["layer"]), int(info["rows"]), int(info["cols"]) * code.slices
         sel = cells[cells["layer"] == name].sort_values(["row", "col"], kind="stable")
         expected_rows = np.repeat(np.arange(rows), cols)
         expected_cols = np.tile(np.arange(cols), rows)
@@ -164,11 +165,11 @@ def load_cmap(path: Path | str) -> tuple[artifacts.Artifact, MappedModel, Mappin
             raise CimtoolError(f"{where}: G values of layer '{name}' do not match its levels on the "
                                "recorded device card")
         scale = scales[scales["layer"] == name].sort_values("col")["scale"].to_numpy(dtype=np.float64)
-        if len(scale) != cols or not (np.isfinite(scale).all() and (scale > 0).all()):
-            raise CimtoolError(f"{artifact.file('scales.parquet')}: layer '{name}' needs {cols} "
+        if len(scale) != int(info["cols"]) or not (np.isfinite(scale).all() and (scale > 0).all()):
+            raise CimtoolError(f"{artifact.file('scales.parquet')}: layer '{name}' needs {int(info['cols'])} "
                                "positive scales")
-        maps[name] = LayerMap(name, lp, ln, scale, grid, opts.normalize)
-        placements[name] = Placement(rows, cols, opts.array_rows, opts.array_cols, opts.layout)
+        maps[name] = LayerMap(name, lp, ln, scale, grid, opts.normalize, code.weights)
+        placements[name] = maps[name].placement(opts.array_rows, opts.array_cols, opts.layout)
         types[name] = info["type"]
     return artifact, MappedModel(card, maps, placements, types), opts
 

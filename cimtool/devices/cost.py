@@ -9,7 +9,8 @@ replace NeuroSim. Per inference:
 - ``conversions = row_tiles · cols · slices · n_conv``: every row tile has its own ADC per column;
   ``n_conv`` = 2 for scheme A (pos and neg columns digitised), 1 for scheme B (I_pos − I_neg);
 - ``slices = ceil(weight_bits / cell_bits)``, ``cell_bits = floor(log2(card levels))``: weights with
-  more bits than one device holds are bit-sliced over several cells, as NeuroSim's ``cellBit``;
+  more bits than one device holds are bit-sliced over several cells, as NeuroSim's ``cellBit`` (and
+  as the array simulator simulates them: ``cimtool.devices.mapping.slice_count``);
 - ``E_ADC(b) = FOM · 2^b``: Walden figure of merit, ``FOM`` = 10 fJ per conversion step (a typical
   SAR ADC, Murmann's ADC performance survey);
 - ``cells = 2 · rows · cols · slices``, ``E_cell = V_read² · Ḡ · t_read``, with the mid-range
@@ -25,6 +26,7 @@ import math
 from dataclasses import dataclass
 
 from cimtool.devices.card import DeviceCard
+from cimtool.devices.mapping import slice_count
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,7 @@ class CostModel:
     def energy(self, card: DeviceCard, layers: list[LayerShape], weight_bits: int, adc_bits: int,
                scheme: str, timesteps: int, array_rows: int) -> dict[str, float]:
         """Energy per inference in pJ: total, ADC and cell parts."""
-        cell_bits = card.cell_bits
-        slices = math.ceil(weight_bits / cell_bits)
+        slices = slice_count(card, weight_bits)
         n_conv = 2 if scheme == "A" else 1
         e_adc = self.adc_fom * 2**adc_bits
         e_cell = card.read_voltage**2 * (card.g_min + card.g_max) / 2 * self.read_time

@@ -5,15 +5,24 @@ the layer by default), ``k = argmin_k |n − G_k/g_max|`` over the device's leve
 land on level 0 = ``g_min`` (the leak floor, not an open circuit). The array computes
 ``W_eff = scale · (G_pos − G_neg) / g_max``.
 
+**Bit slicing** (docs/physics.md#bit-slicing). A weight of more bits than one device holds
+(``w > cell_bits``) is stored over ``S = ⌈w/cell_bits⌉`` cells per polarity, as NeuroSim's
+``cellBit`` slices ``WBITS``: cell ``s`` (least significant first) holds a digit of weight
+``c_s = 2^(b·s)·(2^b − 1)/(2^w − 1)`` (``b`` = cell bits) on the ``2^b`` levels of the card's range
+and spacing, and its column is digitised on its own and shift-added after the ADC. A magnitude
+``n`` is stored as the digits whose value ``Σ_s c_s·G_{d_s}/g_max`` is nearest (all ``2^w`` codes
+enumerated: integer slicing on a linear grid). One cell (``S = 1``) is the plain mapping above.
+
 Matrices here are in crossbar orientation: ``[rows, cols]`` = ``[inputs, outputs]``; a Linear
 weight ``[out, in]`` is transposed, a conv weight ``[Cout, Cin, kh, kw]`` is unrolled to
-``Cin·kh·kw`` rows in ``F.unfold`` order.
+``Cin·kh·kw`` rows in ``F.unfold`` order. Level matrices have one column per cell:
+``[rows, cols·S]``, the ``S`` cells of output ``j`` side by side (cell column ``j·S + s``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,9 +40,16 @@ def level_grid(g_min: float, g_max: float, n_levels: int, spacing: str) -> np.nd
 
 
 def card_grid(card: DeviceCard, weight_bits: int | None) -> np.ndarray:
-    """The card's levels, or 2^weight_bits levels over the card's range and spacing."""
-    n_levels = card.levels if weight_bits is None else 2**weight_bits
-    return level_grid(card.g_min, card.g_max, n_levels, card.spacing)
+    """The levels of one cell: the card's, or 2^weight_bits over its range and spacing (at most
+    the card's cell bits: more are sliced, :func:`level_code`)."""
+    if weight_bits is None:
+        return level_grid(card.g_min, card.g_max, card.levels, card.spacing)
+    return level_grid(card.g_min, card.g_max, 2 ** min(weight_bits, card.cell_bits), card.spacing)
+
+
+def slice_count(card: DeviceCard, weight_bits: int | None) -> int:
+    """Cells per weight and polarity: ⌈w / cell bits⌉ (NeuroSim: ⌈WBITS/cellBit⌉), 1 for the card's levels."""
+    return 1 if weight_bits is None else -(-weight_bits // card.cell_bits)
 
 
 # How a normalised weight n is compared with the levels (and how the array's output is scaled back).
@@ -50,6 +66,52 @@ def nearest_level(n: np.ndarray, grid: np.ndarray, normalize: str = "gmax") -> n
     norm = NORMALIZATIONS[normalize](grid)
     midpoints = (norm[:-1] + norm[1:]) / 2
     return np.searchsorted(midpoints, n, side="left").astype(np.int16)
+
+
+@dataclass(frozen=True)
+class LevelCode:
+    """How a normalised magnitude is stored: every code (a digit per cell), its value, ascending.
+
+    ``digits`` int16 [codes, S] (least significant cell first), ``values`` float64 [codes]
+    (``Σ_s weights_s · norm(G_{digit_s})``), ``weights`` the digit weights ``c_s`` [S]."""
+
+    grid: np.ndarray  # G_k of one cell, float64 [L]
+    digits: np.ndarray
+    values: np.ndarray
+    weights: np.ndarray
+    normalize: str
+
+    @property
+    def slices(self) -> int:
+        return len(self.weights)
+
+    @classmethod
+    def one_cell(cls, grid: np.ndarray, normalize: str = "gmax") -> LevelCode:
+        """Every level of one cell a code of its own (no slicing)."""
+        return cls(grid, np.arange(len(grid), dtype=np.int16)[:, None], NORMALIZATIONS[normalize](grid),
+                   np.ones(1), normalize)
+
+    def nearest(self, n: np.ndarray) -> np.ndarray:
+        """Digits [..., S] of the code nearest to each ``n`` (ties to the lower value)."""
+        midpoints = (self.values[:-1] + self.values[1:]) / 2
+        return self.digits[np.searchsorted(midpoints, n, side="left")]
+
+
+def level_code(card: DeviceCard, weight_bits: int | None, normalize: str = "gmax") -> LevelCode:
+    """The codes of ``weight_bits`` on the card (module docstring): one cell of 2^w levels up to the
+    card's cell bits, bit-sliced cells of 2^cell_bits levels above."""
+    grid = card_grid(card, weight_bits)
+    slices = slice_count(card, weight_bits)
+    if slices == 1:
+        return LevelCode.one_cell(grid, normalize)
+    norm, b = NORMALIZATIONS[normalize](grid), card.cell_bits
+    # c_s = 2^(b·s)·(2^b − 1)/(2^w − 1) (docs/physics.md#bit-slicing)
+    weights = 2.0 ** (b * np.arange(slices)) * (2**b - 1) / (2**weight_bits - 1)
+    codes = np.arange(2**weight_bits)
+    digits = np.stack([(codes >> (b * s)) & (2**b - 1) for s in range(slices)], axis=1).astype(np.int16)
+    values = norm[digits] @ weights
+    order = np.argsort(values, kind="stable")
+    return LevelCode(grid, digits[order], values[order], weights, normalize)
 
 
 # --- scaling: how a layer's weights are normalised onto [0, 1] before picking levels ---------
@@ -75,18 +137,34 @@ SCALINGS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
 
 @dataclass(frozen=True)
 class LayerMap:
-    """One crossbar layer on device levels. level_*: int16 [rows, cols]; scale: float64 [cols]."""
+    """One crossbar layer on device levels. level_*: int16 [rows, cols·S] (the S cells of output j
+    at columns j·S..j·S+S−1); scale: float64 [cols]; weights: the digit weight of each cell [S]."""
 
     name: str
     level_pos: np.ndarray
     level_neg: np.ndarray
     scale: np.ndarray
-    grid: np.ndarray  # G_k, float64 [L]
+    grid: np.ndarray  # G_k of one cell, float64 [L]
     normalize: str = "gmax"
+    weights: np.ndarray = field(default_factory=lambda: np.ones(1))
+
+    @property
+    def slices(self) -> int:
+        return len(self.weights)
 
     @property
     def shape(self) -> tuple[int, int]:
+        """(rows, outputs) of the weight matrix."""
+        return self.level_pos.shape[0], self.level_pos.shape[1] // self.slices
+
+    @property
+    def cell_shape(self) -> tuple[int, int]:
+        """(rows, cell columns) of one polarity: outputs × slices."""
         return self.level_pos.shape
+
+    def placement(self, array_rows: int, array_cols: int, layout: str) -> Placement:
+        """Where its cells sit on arrays of array_rows × array_cols physical columns."""
+        return Placement(*self.cell_shape, array_rows, array_cols, layout)
 
     @property
     def g_ref(self) -> float:
@@ -101,23 +179,36 @@ class LayerMap:
     def g_neg(self) -> np.ndarray:
         return self.grid[self.level_neg]
 
+    def cell_scale(self) -> np.ndarray:
+        """What one unit of (G_pos − G_neg)/g_ref of each cell column stands for: scale_j · c_s [cols·S]."""
+        return np.repeat(self.scale, self.slices) * np.tile(self.weights, len(self.scale))
+
     def effective_weight(self) -> np.ndarray:
-        """W_eff = scale·(G_pos − G_neg)/g_max: what an ideal array computes, [rows, cols]."""
-        return self.scale * (self.g_pos - self.g_neg) / self.g_ref
+        """W_eff = Σ_s scale·c_s·(G_pos − G_neg)/g_ref: what an ideal array computes, [rows, cols]."""
+        cells = self.cell_scale() * (self.g_pos - self.g_neg) / self.g_ref
+        rows, cols = self.shape
+        return cells.reshape(rows, cols, self.slices).sum(axis=2) if self.slices > 1 else cells
 
 
-def map_matrix(name: str, w: np.ndarray, grid: np.ndarray, scaling: str = "shared_max",
+def map_matrix(name: str, w: np.ndarray, code: LevelCode | np.ndarray, scaling: str = "shared_max",
                percentile: float = 99.9, normalize: str = "gmax") -> LayerMap:
-    """Differential mapping of a [rows, cols] weight matrix onto the level grid."""
+    """Differential mapping of a [rows, cols] weight matrix onto the codes of ``code`` (or onto one
+    cell's level grid, compared under ``normalize``)."""
+    if not isinstance(code, LevelCode):
+        code = LevelCode.one_cell(np.asarray(code, dtype=np.float64), normalize)
     w = np.asarray(w, dtype=np.float64)
     if not np.isfinite(w).all():
         raise CimtoolError(f"layer '{name}' has NaN or inf weights; cannot map it onto devices")
     scale = SCALINGS[scaling](w, percentile)
     scale = np.where(scale > 0, scale, 1.0)  # an all-zero layer/column maps to g_min everywhere
-    w_pos = np.maximum(w, 0.0)  # differential split (docs/physics.md#differential-mapping)
-    w_neg = np.maximum(-w, 0.0)
-    return LayerMap(name, nearest_level(w_pos / scale, grid, normalize),
-                    nearest_level(w_neg / scale, grid, normalize), scale, grid, normalize)
+    rows, cols = w.shape
+
+    def levels(part: np.ndarray) -> np.ndarray:  # [rows, cols] magnitudes → [rows, cols·S] cell levels
+        return code.nearest(part / scale).reshape(rows, cols * code.slices)
+
+    # differential split (docs/physics.md#differential-mapping)
+    return LayerMap(name, levels(np.maximum(w, 0.0)), levels(np.maximum(-w, 0.0)), scale, code.grid,
+                    code.normalize, code.weights)
 
 
 def crossbar_matrix(weight: np.ndarray) -> np.ndarray:

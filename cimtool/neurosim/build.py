@@ -326,14 +326,8 @@ def check_v21(network: list[list[float]], training: bool, train_batch: int, cell
 SUBARRAY_SIZES = (128, 64, 32, 16, 8)  # what --subarray auto tries, largest first
 
 
-def subarray_fits(network: list[list[float]], subarray: int, weight_bits: int, cell_bits: int) -> bool:
-    """Whether NeuroSim's chip floorplan accepts ``subarray`` for this NetWork.csv (rows: IFM H, W,
-    Cin, kH, kW, Cout, pool, stride), with novel mapping on, as every release's Param.cpp has it.
-
-    DNN_NeuroSim V1.3 Chip.cpp (ChipDesignInitialize, ChipDesignTile): the novel-mapped layers are
-    those whose k·k is the most common among conv layers (1 if there is none) and whose Cin·k·k
-    rows fill a subarray; the widest of them, 2^⌈log2(Cout·⌈WBITS/cellBit⌉)⌉ columns, must be at
-    least two subarrays wide ("SubArray Size is too large" otherwise)."""
+def _widest_novel(network: list[list[float]], subarray: int, weight_bits: int, cell_bits: int) -> float:
+    """Columns of the widest novel-mapped layer, 2^⌈log2(Cout·⌈WBITS/cellBit⌉)⌉ (0 if none is)."""
     cols_per_synapse = -(-weight_bits // cell_bits)
     kernels = [int(r[3] * r[4]) for r in network]
     counts = {k: kernels.count(k) for k in kernels if k != 1}
@@ -342,7 +336,18 @@ def subarray_fits(network: list[list[float]], subarray: int, weight_bits: int, c
     for row, k in zip(network, kernels, strict=True):
         if k == pe and row[2] * k >= subarray:
             widest = max(widest, 2 ** math.ceil(math.log2(row[5] * cols_per_synapse)))
-    return widest >= 2 * subarray
+    return widest
+
+
+def subarray_fits(network: list[list[float]], subarray: int, weight_bits: int, cell_bits: int) -> bool:
+    """Whether NeuroSim's chip floorplan accepts ``subarray`` for this NetWork.csv (rows: IFM H, W,
+    Cin, kH, kW, Cout, pool, stride), with novel mapping on, as every release's Param.cpp has it.
+
+    DNN_NeuroSim V1.3 Chip.cpp (ChipDesignInitialize, ChipDesignTile): the novel-mapped layers are
+    those whose k·k is the most common among conv layers (1 if there is none) and whose Cin·k·k
+    rows fill a subarray; the widest of them, 2^⌈log2(Cout·⌈WBITS/cellBit⌉)⌉ columns, must be at
+    least two subarrays wide ("SubArray Size is too large" otherwise)."""
+    return _widest_novel(network, subarray, weight_bits, cell_bits) >= 2 * subarray
 
 
 def auto_subarray(network: list[list[float]], weight_bits: int, cell_bits: int) -> int:
@@ -354,3 +359,37 @@ def auto_subarray(network: list[list[float]], weight_bits: int, cell_bits: int) 
                        f"novel-mapped layer is narrower than two 8-column subarrays at {weight_bits} weight "
                        f"bits and {cell_bits} bits per cell (more --weight-bits in neurosim-trace, or fewer "
                        "--cell-bits)")
+
+
+def neurosim_geometry(network: list[list[float]], weight_bits: int, cell_bits: int, array_rows: int,
+                      array_cols: int) -> tuple[int, str | None]:
+    """(subarray, note) for cimtool arrays of ``array_rows`` rows × ``array_cols`` physical columns.
+
+    One NeuroSim subarray is one cimtool array, cell for cell (docs/physics.md#neurosim-settings):
+    ``array_rows`` when NeuroSim takes that geometry (note None); otherwise the nearest square
+    geometry it takes (fewest doublings or halvings of rows and columns; ties: the larger) and a
+    sentence saying why. A one-line error when no subarray fits the network at all."""
+    square = array_rows == array_cols
+    if square and array_rows >= 8 and not array_rows & (array_rows - 1):
+        if subarray_fits(network, array_rows, weight_bits, cell_bits):
+            return array_rows, None
+        widest = _widest_novel(network, array_rows, weight_bits, cell_bits)
+        why = (f"its widest novel-mapped layer, 2^⌈log2(Cout·⌈{weight_bits}/{cell_bits}⌉)⌉ = {widest:g} "
+               f"columns, must span two {array_rows}-column subarrays" if widest else
+               f"no layer with its processing elements' kernel has Cin·k·k >= {array_rows} rows")
+    elif not square:
+        why = "cimtool runs NeuroSim on square subarrays: its PEs and tiles are squares of subarray rows"
+    else:
+        why = "its subarrays are powers of two >= 8: its PEs and tiles double them"
+    largest = max(SUBARRAY_SIZES[0], array_rows, array_cols)
+    accepted = [2**k for k in range(3, math.ceil(math.log2(largest)) + 1)
+                if subarray_fits(network, 2**k, weight_bits, cell_bits)]
+    if not accepted:
+        auto_subarray(network, weight_bits, cell_bits)  # raises its one-line error
+
+    def distance(size: int) -> tuple[float, int]:
+        return abs(math.log2(size / array_rows)) + abs(math.log2(size / array_cols)), -size
+
+    nearest = min(accepted, key=distance)
+    return nearest, (f"NeuroSim cannot take {array_rows}x{array_cols} arrays ({why}); the nearest geometry "
+                     f"both accept is {nearest}x{nearest}")

@@ -5,7 +5,13 @@ layer), per-layer estimates (latency, dynamic and leakage energy, buffer and int
 accumulation / other breakdowns) and a chip summary (area and its breakdown, latency, energies,
 TOPS/W, TOPS, FPS, TOPS/mm²). V2.1 prints the same per epoch of on-chip training, split into
 forward, activation gradient, weight gradient and weight update, with peak figures besides. Every
-number is kept with the stdout line it came from.
+number is kept with the stdout line it came from, and one is derived from them (line None):
+
+- ``leakage_energy_pj`` = leakage power × latency: every tile leaking for the whole run. NeuroSim's
+  own figure, kept as ``neurosim_leakage_energy_pj``, charges only idle tiles (V1.3 and V2.1
+  main.cpp: while a layer computes, the other layers' tiles, ``numTileOtherLayer·layerReadLatency·
+  tileLeakage``; V1.4 adds the computing tiles' buffers), so a one-layer network leaks 0 pJ at
+  0.5 µW.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ _METRICS: list[tuple[str, str]] = [
     (r"^Chip clock period is$", "clock_period_ns"),
     (r"^Chip (layer-by-layer readLatency|pipeline-system-clock-cycle) \(per image\) is$", "latency_ns"),
     (r"^Chip (total|pipeline-system) readDynamicEnergy( \(per image\))? is$", "dynamic_energy_pj"),
-    (r"^Chip (total|pipeline-system) leakage Energy( \(per image\))? is$", "leakage_energy_pj"),
+    (r"^Chip (total|pipeline-system) leakage Energy( \(per image\))? is$", "neurosim_leakage_energy_pj"),
     (r"^Chip (total|pipeline-system) leakage Power( \(per image\))? is$", "leakage_power_uw"),
     (r"^Chip (pipeline-system )?buffer readLatency( \(per image\))? is$", "buffer_latency_ns"),
     (r"^Chip (pipeline-system )?buffer readDynamicEnergy( \(per image\))? is$", "buffer_energy_pj"),
@@ -69,7 +75,7 @@ _METRICS: list[tuple[str, str]] = [
     (r"^Chip PEAK total Latency \(per epoch\) is$", "peak_latency_ns"),
     (r"^Chip PEAK total Energy \(per epoch\) is$", "peak_energy_pj"),
     *[(rf"^Chip {re.escape(label)} \(per epoch\) is$", name) for label, name in _PHASE_LABELS.items()],
-    (r"^Chip leakage Energy is$", "leakage_energy_pj"),
+    (r"^Chip leakage Energy is$", "neurosim_leakage_energy_pj"),
     (r"^Chip leakage Power is$", "leakage_power_uw"),
     (r"^Peak Energy Efficiency TOPS/W", "peak_tops_per_w"),
     (r"^Peak Throughput TOPS", "peak_tops"),
@@ -92,7 +98,7 @@ TRAINING_METRICS = (*(n for n in _PHASE_LABELS.values() if not n.startswith("pea
                     "peak_energy_pj", "peak_tops_per_w")
 _LAYER_METRICS: dict[str, str] = {
     "readLatency": "latency_ns", "readDynamicEnergy": "dynamic_energy_pj", "leakagePower": "leakage_power_uw",
-    "leakageEnergy": "leakage_energy_pj", "buffer latency": "buffer_latency_ns",
+    "leakageEnergy": "neurosim_leakage_energy_pj", "buffer latency": "buffer_latency_ns",
     "buffer readDynamicEnergy": "buffer_energy_pj", "ic latency": "ic_latency_ns",
     "ic readDynamicEnergy": "ic_energy_pj",
     # V2.1: "readLatency" and "PEAK readLatency" (pipeline) are the forward pass
@@ -104,7 +110,7 @@ _FLOORPLAN = {"# of tile used": "tiles", "Speed-up": "speed_up", "Utilization": 
 
 @dataclass
 class Parsed:
-    chip: list[dict] = field(default_factory=list)  # metric, value, unit, line
+    chip: list[dict] = field(default_factory=list)  # metric, value, unit, line (None: derived)
     layers: dict[int, dict] = field(default_factory=dict)  # layer → {metric: value}
     layer_lines: list[dict] = field(default_factory=list)  # layer, metric, value, unit, line
 
@@ -146,6 +152,11 @@ def parse_stdout(text: str) -> Parsed:
                 _put(out, layer, name, value, unit, number)
             else:
                 out.chip.append({"metric": name, "value": value, "unit": unit, "line": number})
+    power, latency = out.chip_value("leakage_power_uw"), out.chip_value("latency_ns")
+    if power is not None and latency is not None:
+        # every tile leaks for the whole latency: µW · ns = 1e-3 pJ (NeuroSim's own figure: idle tiles only)
+        out.chip.append({"metric": "leakage_energy_pj", "value": float(f"{power * latency * 1e-3:.6g}"),
+                         "unit": "pJ", "line": None})  # as many digits as NeuroSim prints
     return out
 
 

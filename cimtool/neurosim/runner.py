@@ -24,10 +24,11 @@ from cimtool.errors import CimtoolError
 from cimtool.neurosim.build import NeuroSimSettings, Version, auto_subarray, setting_env
 from cimtool.neurosim.record import NETWORK
 from cimtool.neurosim.results import Parsed, parse_stdout, run
+from cimtool.ui import plural
 
 HEADLINE = ("chip_area_um2", "latency_ns", "dynamic_energy_pj", "leakage_energy_pj", "tops_per_w", "tops",
             "fps", "tops_per_mm2")
-CACHE_FORMAT = 1  # bump when what an estimate keeps changes
+CACHE_FORMAT = 2  # bump when what an estimate keeps changes
 
 
 def network_rows(path: Path, n_layers: int) -> list[list[float]]:
@@ -44,7 +45,7 @@ def network_rows(path: Path, n_layers: int) -> list[list[float]]:
                                f"kH, kW, Cout, pool, stride), got '{line.strip()}'")
         rows.append(values)
     if len(rows) != n_layers:
-        raise CimtoolError(f"{path}: {len(rows)} rows for the trace's {n_layers} layers")
+        raise CimtoolError(f"{path}: {len(rows)} rows for the trace's {plural(n_layers, 'layer')}")
     return rows
 
 

@@ -118,8 +118,9 @@ def program(g: torch.Tensor, card: DeviceCard, effects: tuple[str, ...], gen: to
     return g
 
 
-def ir_drop(g: torch.Tensor, placement: Placement, wire_resistance: float) -> torch.Tensor:
-    """First-order IR-drop attenuation (module docstring) of ``g`` = [2 (pos, neg), rows, cols].
+def ir_load(g: torch.Tensor, placement: Placement, wire_resistance: float) -> torch.Tensor:
+    """``r·(A + B)`` of every cell of ``g`` = [2 (pos, neg), rows, cols] (module docstring): the
+    first-order IR-drop model holds while it is ≪ 1.
 
     Arrays of one shape (whole, or the partial ones at the bottom/right edge) are done together."""
     out = torch.empty_like(g)
@@ -147,10 +148,34 @@ def ir_drop(g: torch.Tensor, placement: Placement, wire_resistance: float) -> to
             rw = (big_r - torch.arange(rr, dtype=g.dtype, device=g.device)).unsqueeze(-1)  # R − i
             d0, e = phys.cumsum(-2), (phys * rw).cumsum(-2)
             b = rw * d0 + (e[..., -1:, :] - e)  # (R − i) Σ_{m≤i} G_mk + Σ_{m>i} (R − m) G_mk
-            eff = phys * (1 - wire_resistance * (a + b)).clamp_min(0.0)
-            back = torch.stack([eff[..., pos], eff[..., neg]]).reshape(2, nr, nc, rr, cc)
+            load = wire_resistance * (a + b)
+            back = torch.stack([load[..., pos], load[..., neg]]).reshape(2, nr, nc, rr, cc)
             out[:, r0:r1, c0:c1] = back.permute(0, 1, 3, 2, 4).reshape(2, r1 - r0, c1 - c0)
     return out
+
+
+def ir_drop(g: torch.Tensor, placement: Placement, wire_resistance: float) -> torch.Tensor:
+    """First-order IR-drop attenuation ``G ⊙ (1 − r·(A + B))``, clamped at zero (module docstring)."""
+    return g * (1 - ir_load(g, placement, wire_resistance)).clamp_min(0.0)
+
+
+IR_VALID_LOAD = 0.1  # r·(A+B) above which the first-order IR drop is reported as beyond its validity
+
+
+def ir_caveat(maps: dict[str, LayerMap], placements: dict[str, Placement],
+              wire_resistance: float) -> str | None:
+    """A sentence when the first-order IR drop runs beyond its validity (r·(A+B) ≪ 1) on these
+    programmed targets; None within it."""
+    if wire_resistance <= 0:
+        return None
+    loads = {name: float(ir_load(torch.from_numpy(np.stack([lm.g_pos, lm.g_neg])), placements[name],
+                                 wire_resistance).max()) for name, lm in maps.items()}
+    name = max(loads, key=loads.get)
+    if loads[name] <= IR_VALID_LOAD:
+        return None
+    return (f"first-order IR drop at r·(A+B) up to {loads[name]:.2g} (layer {name}): beyond its validity "
+            f"(≪ 1, here > {IR_VALID_LOAD:g}), the attenuation is underestimated; smaller arrays, lower "
+            "wire resistance or a nodal solver")
 
 
 # --- converters -------------------------------------------------------------------------------
@@ -227,8 +252,11 @@ class ArrayLayer(nn.Module):
         self.device = torch.device(device)
         self.g_ref = layer_map.g_ref  # conductance difference that stands for a weight of `scale`
         self.target = torch.from_numpy(np.stack([layer_map.g_pos, layer_map.g_neg])).to(self.device)  # f64
-        self.scale = torch.from_numpy(layer_map.scale).float().to(self.device)
+        # per cell column: scale_j·c_s (bit slices are shift-added after the ADC; c = 1 unsliced)
+        self.scale = torch.from_numpy(layer_map.cell_scale()).float().to(self.device)
         self.rows, self.cols = layer_map.shape
+        self.slices = layer_map.slices
+        self.cell_cols = self.cols * self.slices
         self.tiles = -(-self.rows // placement.array_rows)
         # no ADC and analog input: the whole layer is one GEMM/conv (module docstring)
         self.linear = config.adc_bits is None and config.encoding == "analog"
@@ -266,15 +294,20 @@ class ArrayLayer(nn.Module):
             sq_sum = sq[:, 0] + sq[:, 1] if scheme_b else torch.cat([sq[:, 0], sq[:, 1]], dim=2)
         if self.linear:  # in output units (scale/g_ref folded in), [K, cols, rows] as F.linear takes
             unit = self.scale.double() / self.g_ref
-            self.w_read = (read * unit).transpose(1, 2).float().contiguous()
+            self.w_read = self._outputs(read * unit).transpose(1, 2).float().contiguous()
             self.w_noise = None if sq_sum is None else \
-                (sq_sum * unit.square()).transpose(1, 2).float().contiguous()
+                self._outputs(sq_sum * unit.square()).transpose(1, 2).float().contiguous()
             return
         # [K, rows, C'] with read noise²·G² for σ² = Σ V²·read_noise²·G²
         self.w_read = read.float().contiguous()
         self.w_noise = None if sq_sum is None else (sq_sum * self.read_noise**2).float().contiguous()
         if self.is_conv:
             self.banks = self._tile_banks(self.w_read, self.w_noise)
+
+    def _outputs(self, cells: torch.Tensor) -> torch.Tensor:
+        """[..., cols·S] per cell column → [..., cols] per output: the slices' shift-add (a sum, their
+        digit weights being in ``scale``)."""
+        return cells if self.slices == 1 else cells.unflatten(-1, (self.cols, self.slices)).sum(-1)
 
     def _tile_banks(self, read: torch.Tensor, noisy: torch.Tensor | None) -> list[TileBank]:
         """[K, rows, C'] matrices → one channels-last filter bank per row tile (see :class:`TileBank`)."""
@@ -304,7 +337,7 @@ class ArrayLayer(nn.Module):
 
     def ideal(self, x: torch.Tensor) -> torch.Tensor:
         """The mapped layer without converters, range limits or noise: W_eff = scale·(G_pos − G_neg)/g_ref."""
-        w = ((self.target[0] - self.target[1]) * (self.scale.double() / self.g_ref)).T.float()
+        w = self._outputs((self.target[0] - self.target[1]) * (self.scale.double() / self.g_ref)).T.float()
         if self.is_conv:
             return F.conv2d(x, w.reshape(self.weight_shape), self.bias, **self._conv_kwargs())
         return F.linear(x, w, self.bias)
@@ -373,7 +406,10 @@ class ArrayLayer(nn.Module):
             outs.append(acc)
         acc = outs[0] if len(outs) == 1 else torch.cat(outs)
         factor = self.scale * (step * cal.x_max / (self.card.read_voltage * self.g_ref))
-        return acc.mul_(factor.view(-1, 1, 1) if self.is_conv else factor)
+        if not self.is_conv:
+            return self._outputs(acc.mul_(factor))
+        acc = acc.mul_(factor.view(-1, 1, 1))
+        return acc if self.slices == 1 else acc.unflatten(1, (self.cols, self.slices)).sum(2)
 
     def _read(self, codes: torch.Tensor, chip: int, adc: Adc | _Recorder | None, volt: float) -> torch.Tensor:
         """Digitised I_pos − I_neg (in ADC steps) of one chip for input codes ≥ 0 applied at ``volt``
@@ -449,7 +485,8 @@ class ArrayLayer(nn.Module):
         if adc is not None:
             currents = adc(currents)
         if self.config.scheme == "A":
-            currents = currents.narrow(dim, 0, self.cols) - currents.narrow(dim, self.cols, self.cols)
+            currents = currents.narrow(dim, 0, self.cell_cols) - currents.narrow(dim, self.cell_cols,
+                                                                                 self.cell_cols)
         return currents
 
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from cimtool.data.tensors import TensorData, to_float
 from cimtool.devices.card import DeviceCard
-from cimtool.devices.mapping import LayerMap, Placement, crossbar_matrix, map_matrix
+from cimtool.devices.mapping import LayerMap, LevelCode, Placement, crossbar_matrix, map_matrix
 from cimtool.errors import CimtoolError
 from cimtool.nn.array import ArrayConfig, ArrayLayer, ConverterObserver, calibrate_layers
 
@@ -33,18 +33,26 @@ MEMORY_BUDGET = {"cpu": 256 << 20, "cuda": 8 << 30}
 CALIBRATION_BATCH = 256
 
 
-def map_model(model: nn.Module, spec: dict[str, Any], grid: np.ndarray, scaling: str = "shared_max",
-              percentile: float = 99.9, normalize: str = "gmax") -> dict[str, LayerMap]:
-    """Every crossbar layer of ``spec`` mapped onto the level grid, in network order."""
+def map_model(model: nn.Module, spec: dict[str, Any], code: LevelCode | np.ndarray,
+              scaling: str = "shared_max", percentile: float = 99.9,
+              normalize: str = "gmax") -> dict[str, LayerMap]:
+    """Every crossbar layer of ``spec`` mapped onto the codes of ``code`` (or one cell's level grid,
+    compared under ``normalize``), in network order."""
     layers = spec.get("crossbar_layers", [])
     if not layers:
         raise CimtoolError(f"model '{spec.get('model')}' has no crossbar layer to map")
     maps = {}
     for layer in layers:
         weight = model.get_submodule(layer["name"]).weight.detach().cpu().double().numpy()
-        maps[layer["name"]] = map_matrix(layer["name"], crossbar_matrix(weight), grid, scaling,
-                                           percentile, normalize)
+        maps[layer["name"]] = map_matrix(layer["name"], crossbar_matrix(weight), code, scaling, percentile,
+                                           normalize)
     return maps
+
+
+def chip_generator(seed: int, trial: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator that draws chip ``trial`` of ``seed`` (its devices, programming and read noise):
+    the same chip for every configuration and stage evaluated with that seed."""
+    return torch.Generator(device).manual_seed(seed * 1_000_003 + trial)
 
 
 def layer_bytes(layer: ArrayLayer, positions: int, inputs: int) -> int:
@@ -53,7 +61,7 @@ def layer_bytes(layer: ArrayLayer, positions: int, inputs: int) -> int:
     out = layer.cols * positions
     if layer.linear:  # input, its square, output, σ and noise
         return 4 * (2 * inputs + 3 * out)
-    width = layer.cols * (2 if layer.config.scheme == "A" else 1)
+    width = layer.cell_cols * (2 if layer.config.scheme == "A" else 1)
     tiles = 1 if layer.is_conv else layer.tiles  # a conv reads one row tile at a time
     currents = tiles * width * positions
     return 4 * (4 * inputs + 4 * currents + out)  # v, v⁺/v⁻, a channel slice, v²; currents, σ, noise, sum
@@ -135,7 +143,7 @@ class ArrayNetwork:
         return float((self.predict(data)[0].cpu() == data.y).double().mean())
 
     def chip_generator(self, seed: int, trial: int) -> torch.Generator:
-        return torch.Generator(self.device).manual_seed(seed * 1_000_003 + trial)
+        return chip_generator(seed, trial, self.device)
 
     @torch.no_grad()
     def trials(self, data: TensorData, n: int, seed: int,

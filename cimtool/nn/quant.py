@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from cimtool.devices.card import DeviceCard
-from cimtool.devices.mapping import NORMALIZATIONS
+from cimtool.devices.mapping import LevelCode
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,17 @@ class NoiseSpec:
 class DeviceWeight(nn.Module):
     """master weight [Cout, ...] → the weight an ideal (or noisy) array realises, with an STE."""
 
-    def __init__(self, grid: np.ndarray, scaling: str = "shared_max", percentile: float = 99.9,
+    def __init__(self, code: LevelCode | np.ndarray, scaling: str = "shared_max", percentile: float = 99.9,
                  normalize: str = "gmax", noise: NoiseSpec | None = None) -> None:
         super().__init__()
-        norm = NORMALIZATIONS[normalize](grid)
+        if not isinstance(code, LevelCode):  # one cell's level grid
+            code = LevelCode.one_cell(np.asarray(code, dtype=np.float64), normalize)
+        grid, normalize = code.grid, code.normalize
         g_ref = grid[-1] - (grid[0] if normalize == "range" else 0.0)
-        self.register_buffer("midpoints", torch.from_numpy((norm[:-1] + norm[1:]) / 2))
-        self.register_buffer("g_norm", torch.from_numpy(grid / grid[-1]))  # G_k / g_max
+        self.register_buffer("midpoints", torch.from_numpy((code.values[:-1] + code.values[1:]) / 2))
+        # G / g_max of each cell of each code [codes, S], and the cells' digit weights [S]
+        self.register_buffer("g_norm", torch.from_numpy(grid[code.digits] / grid[-1]))
+        self.register_buffer("digit_weights", torch.tensor(code.weights))  # a copy: one buffer per layer
         self.g_ref_norm = float(g_ref / grid[-1])
         self.g_floor = float(grid[0] / grid[-1])
         self.scaling, self.percentile, self.noise = scaling, percentile, noise
@@ -67,13 +71,15 @@ class DeviceWeight(nn.Module):
             scale = self._scale(w2)
             k_pos = torch.bucketize(w2.clamp_min(0) / scale, self.midpoints)  # nearest level
             k_neg = torch.bucketize((-w2).clamp_min(0) / scale, self.midpoints)
+            c = self.digit_weights
             if self.noise is not None and self.training:  # float32 suffices for a noisy draw
-                g_norm = self.g_norm.float()
+                g_norm, c = self.g_norm.float(), c.float()
                 g_pos, g_neg = self._perturb(g_norm[k_pos]), self._perturb(g_norm[k_neg])
                 scale = scale.float()
             else:  # float64: exactly what map-weights computes
                 g_pos, g_neg = self.g_norm[k_pos], self.g_norm[k_neg]
-            w_dev = (scale * (g_pos - g_neg) / self.g_ref_norm).to(w.dtype).reshape(w.shape)
+            diff = (g_pos - g_neg).squeeze(-1) if len(c) == 1 else (g_pos - g_neg) @ c  # shift-add of slices
+            w_dev = (scale * diff / self.g_ref_norm).to(w.dtype).reshape(w.shape)
         return w + (w_dev - w).detach()  # straight-through estimator
 
     def _perturb(self, g: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,9 @@ hash.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 import os
 from collections import Counter
@@ -18,7 +21,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from cimtool import artifacts
+from cimtool.devices import card as device_card
+from cimtool.nn.array_config import EFFECTS
 from cimtool.report import figures
+from cimtool.ui import plural
 
 
 @dataclass
@@ -36,9 +42,17 @@ class Figure:
 
 
 @dataclass
+class Caveat:
+    """A condition a number holds under, shown beside it (an artifact summary's ``caveats``)."""
+
+    text: str
+    artifact: str | None = None  # whose numbers it qualifies; None: the report's own
+
+
+@dataclass
 class Section:
     title: str
-    blocks: list[Table | Figure | str] = field(default_factory=list)
+    blocks: list[Table | Figure | Caveat | str] = field(default_factory=list)
 
 
 def common_root(arts: list[artifacts.Artifact]) -> Path:
@@ -65,62 +79,132 @@ def _read(art: artifacts.Artifact, name: str) -> pd.DataFrame:
     return pq.read_table(art.file(name)).to_pandas()
 
 
+def caveats(art: artifacts.Artifact, name: str) -> list[Caveat]:
+    """The sentences of the artifact summary's ``caveats`` (none where it has none)."""
+    found = art.summary.get("caveats") or []
+    return [Caveat(str(text), name) for text in ([found] if isinstance(found, str) else found)]
+
+
 # --- accuracy across stages ---------------------------------------------------------------------
 
-def _rows_model(art) -> list[tuple[str, str, str | None]]:
-    return [("float", "test_accuracy", None)]
+def _device(art: artifacts.Artifact) -> str:
+    return str(art.summary.get("device") or (art.params.get("card") or {}).get("name") or "?")
 
 
-def _rows_qmodel(art) -> list[tuple[str, str, str | None]]:
+def _cells(bits: Any, slices: Any) -> str:
+    """``w8``, and where a weight is bit-sliced over several cells ``w8 as 2 cells per weight``."""
+    return f"w{bits}" + (f" as {slices} cells per weight" if slices and slices > 1 else "")
+
+
+def _bits(art: artifacts.Artifact) -> str:
+    """``w4`` (with its cells per weight), or the card's levels where no ``--weight-bits`` was given."""
+    bits = art.summary.get("weight_bits") or (art.params.get("mapping") or {}).get("weight_bits")
+    if bits:
+        return _cells(bits, art.summary.get("slices"))
+    levels = art.summary.get("n_levels") or art.params.get("n_levels")
+    return f"{levels} card levels" if levels else "card levels"
+
+
+def chip(device: str, bits: str, effects: list[str] | tuple[str, ...] | None,
+         adc_bits: int | None = None, scheme: str | None = None) -> str:
+    """The conditions of an accuracy: ``rram_seed003, w4, adc8 B, effects d2d,c2c,read``; ``effects``
+    None: an ideal array (the levels only, ideal converters)."""
+    parts = [device, bits]
+    if effects is None:
+        return ", ".join([*parts, "ideal array"])
+    if adc_bits:
+        parts.append(f"adc{adc_bits} {scheme}" if scheme else f"adc{adc_bits}")
+    return ", ".join([*parts, f"effects {','.join(effects)}" if effects else "no effects"])
+
+
+Row = tuple[str, str, "str | None", str]  # condition, summary key, its std's key, chip
+
+
+def _rows_model(art, by_path) -> list[Row]:
+    return [("float", "test_accuracy", None, "ideal")]
+
+
+def _rows_qmodel(art, by_path) -> list[Row]:
     mode = art.summary.get("mode", "qat")
-    return [("PTQ (ideal levels)", "ptq_accuracy", None),
-            (f"{mode} (ideal levels)", "test_accuracy", None),
-            ("PTQ on the array, non-ideal", "nonideal_plain_mean", "nonideal_plain_std"),
-            (f"{mode} on the array, non-ideal", "nonideal_mean", "nonideal_std")]
+    device, bits = _device(art), _bits(art)
+    card = art.params.get("card") or {}
+    config = art.summary.get("array_config") or {}  # qat simulates every effect with the card's converters
+    effects = config.get("effects", EFFECTS)
+    on_array = chip(device, bits, effects, config.get("adc_bits", card.get("adc_bits")),
+                    config.get("scheme", card.get("adc_scheme")))
+    title = "non-ideal" if effects else "no effects"
+    return [("PTQ (ideal levels)", "ptq_accuracy", None, chip(device, bits, None)),
+            (f"{mode} (ideal levels)", "test_accuracy", None, chip(device, bits, None)),
+            (f"PTQ on the array, {title}", "nonideal_plain_mean", "nonideal_plain_std", on_array),
+            (f"{mode} on the array, {title}", "nonideal_mean", "nonideal_std", on_array)]
 
 
-def _rows_cmap(art) -> list[tuple[str, str, str | None]]:
+def _rows_cmap(art, by_path) -> list[Row]:
     if "accuracy_mapped_ideal" not in art.summary:
         return []
-    return [("mapped, ideal array", "accuracy_mapped_ideal", None),
-            ("mapped, non-ideal array", "accuracy_nonideal_mean", "accuracy_nonideal_std")]
+    s = art.summary
+    device, bits = _device(art), _bits(art)
+    config = s.get("array_config") or {}
+    effects = config.get("effects", art.params.get("effects", ()))
+    what = f"SNN T={s['timesteps']} mapped" if "timesteps" in s else "mapped"  # an snn's spiking network
+    split = f" ({s['split']} split)" if s.get("split", "test") != "test" else ""
+    return [(f"{what}, ideal array{split}", "accuracy_mapped_ideal", None, chip(device, bits, None)),
+            (f"{what}, {'non-ideal array' if effects else 'no effects'}{split}", "accuracy_nonideal_mean",
+             "accuracy_nonideal_std",
+             chip(device, bits, effects, config.get("adc_bits"), config.get("scheme")))]
 
 
-def _rows_snn(art) -> list[tuple[str, str, str | None]]:
-    return [("quantized ANN (SNN twin)", "quantized_ann_test_accuracy", None),
-            (f"SNN, T={art.summary.get('timesteps')}", "test_accuracy", None)]
+def _rows_snn(art, by_path) -> list[Row]:
+    """The SNN runs without arrays, on its source's weights: device levels where that is a qmodel."""
+    ref = _input(art, "model")
+    source = by_path.get(str(Path(ref["path"]).resolve())) if ref else None
+    if source is not None and source.kind == "qmodel":
+        weights = f"{_device(source)}, {_bits(source)} weights, no array"
+    elif ref and ref.get("kind") == "qmodel":
+        weights = f"device-level weights of {Path(ref['path']).name}, no array"
+    else:
+        weights = "ideal"
+    return [("quantized ANN (SNN twin)", "quantized_ann_test_accuracy", None, weights),
+            (f"SNN, T={art.summary.get('timesteps')}", "test_accuracy", None, weights)]
 
 
 ACCURACY_ROWS = {"model": _rows_model, "qmodel": _rows_qmodel, "cmap": _rows_cmap, "snn": _rows_snn}
 STAGE_ORDER = ("model", "qmodel", "snn", "cmap", "sweep")
+ACCURACY_COLUMNS = ["stage", "condition", "chip", "accuracy", "std", "key", "artifact", "manifest_sha256"]
+
+
+def _sweep_chip(art: artifacts.Artifact, c: dict[str, Any]) -> str:
+    return chip(_device(art), _cells(c["weight_bits"], c.get("slices")), art.params.get("effects", ()),
+                c["adc_bits"], c["scheme"])
 
 
 def accuracy_table(arts: list[artifacts.Artifact]) -> pd.DataFrame:
-    """One row per (artifact, condition): the accuracy and its std as recorded in the manifest."""
+    """One row per (artifact, condition): the accuracy and its std as recorded in the manifest, and the
+    chip it was measured on (device, weight bits, converters, effects)."""
     rows = []
     label = names(arts)
+    by_path = {str(a.path.resolve()): a for a in arts}
     for art in sorted(arts, key=lambda a: (STAGE_ORDER.index(a.kind) if a.kind in STAGE_ORDER else 99,
                                            str(a.path))):
         s = art.summary
+        base = {"artifact": label[str(art.path)], "manifest_sha256": art.manifest_sha256()}
         if art.kind == "sweep":
             for role in ("best", "recommended"):
                 c = s[role]
                 rows.append({"stage": "sweep",
                              "condition": f"sweep {role}: w{c['weight_bits']} {c['scheme']} "
                                           f"adc{c['adc_bits']} T{c['timesteps']}",
-                             "accuracy": c["test_mean"],
-                             "std": c["test_std"], "key": f"summary.{role}.test_mean",
-                             "artifact": label[str(art.path)], "manifest_sha256": art.manifest_sha256()})
+                             "chip": _sweep_chip(art, c), "accuracy": c["test_mean"],
+                             "std": c["test_std"], "key": f"summary.{role}.test_mean", **base})
             continue
-        for condition, key, std_key in ACCURACY_ROWS.get(art.kind, lambda _a: [])(art):
+        for condition, key, std_key, conditions in ACCURACY_ROWS.get(art.kind, lambda *_: [])(art, by_path):
             if s.get(key) is None:
                 continue
-            rows.append({"stage": art.kind, "condition": condition, "accuracy": float(s[key]),
+            rows.append({"stage": art.kind, "condition": condition, "chip": conditions,
+                         "accuracy": float(s[key]),
                          "std": float(s[std_key]) if std_key and s.get(std_key) is not None else None,
-                         "key": f"summary.{key}", "artifact": label[str(art.path)],
-                         "manifest_sha256": art.manifest_sha256()})
-    return pd.DataFrame(rows, columns=["stage", "condition", "accuracy", "std", "key", "artifact",
-                                       "manifest_sha256"])
+                         "key": f"summary.{key}", **base})
+    return pd.DataFrame(rows, columns=ACCURACY_COLUMNS)
 
 
 # --- sections -----------------------------------------------------------------------------------
@@ -129,15 +213,24 @@ def _created(manifest: dict[str, Any]) -> str:
     return str(manifest.get("created", "")).replace("T", " ").replace("+00:00", " UTC")
 
 
+# where each kind's caveats are shown: beside its numbers (the kinds below have a section of their own;
+# any other kind's caveats go under its row of the sources)
+ACCURACY_KINDS = ("model", "qmodel", "cmap", "snn")
+OWN_SECTION_KINDS = (*ACCURACY_KINDS, "sweep", "neurosim", "device", "profile")
+
+
 def sources(arts: list[artifacts.Artifact]) -> Section:
     root = common_root(arts)
+    label = names(arts)
     rows = [[a.kind, Path(os.path.relpath(a.path, root)).as_posix(), a.manifest["schema"],
              _created(a.manifest), a.manifest_sha256()] for a in arts]
     columns = ["kind", "artifact (path)", "schema", "created", "manifest sha256"]
     return Section("Sources", ["Every number in this report comes from one of these artifacts (verified: "
                                "schema and payload hashes). The report names each by its folder, or by its "
                                f"path where two share a folder name; paths are relative to {root}.",
-                               Table(columns, rows, wrap=("artifact (path)", "manifest sha256"))])
+                               Table(columns, rows, wrap=("artifact (path)", "manifest sha256")),
+                               *(c for a in arts if a.kind not in OWN_SECTION_KINDS
+                                 for c in caveats(a, label[str(a.path)]))])
 
 
 def _pm(value: float, std: float, digits: int = 4) -> str:
@@ -145,14 +238,117 @@ def _pm(value: float, std: float, digits: int = 4) -> str:
     return f"{value:.{digits}f}\u00a0±\u00a0{std:.{digits}f}"
 
 
-def accuracy(table: pd.DataFrame) -> Section:
-    rows = [[r.stage, r.condition, f"{r.accuracy:.4f}", "" if pd.isna(r.std) else f"±\u00a0{r.std:.4f}",
-             r.artifact, r.key, r.manifest_sha256[:12]] for r in table.itertuples()]
-    if not rows:  # e.g. a report of device fits or NeuroSim runs only: no empty table
-        return Section("Accuracy across stages (test split)")
-    return Section("Accuracy across stages (test split)",
-                   [Table(["stage", "condition", "accuracy", "std", "artifact", "from", "sha256"], rows,
-                          wrap=("artifact",))])
+def accuracy(table: pd.DataFrame, arts: list[artifacts.Artifact]) -> Section:
+    """The accuracy table, each row with the chip it was measured on, and below it the caveats of the
+    artifacts it comes from."""
+    section = Section("Accuracy across stages (test split)")
+    rows = [[r.stage, r.condition, r.chip, f"{r.accuracy:.4f}",
+             "" if pd.isna(r.std) else f"±\u00a0{r.std:.4f}", r.artifact, r.key, r.manifest_sha256[:12]]
+            for r in table.itertuples()]
+    if rows:  # e.g. a report of device fits or NeuroSim runs only: no empty table
+        section.blocks.append(Table(["stage", "condition", "device, weight bits, effects", "accuracy", "std",
+                                     "artifact", "from", "sha256"], rows, wrap=("artifact",)))
+    label = names(arts)
+    section.blocks += [c for a in arts if a.kind in ACCURACY_KINDS for c in caveats(a, label[str(a.path)])]
+    return section
+
+
+# --- the device cards the artifacts ran on --------------------------------------------------------
+
+_CARD_TEXT = ("name", "description", "source", "assumed")  # said in the text above the table
+
+
+def _shown(value: Any, unit: str) -> tuple[str, str]:
+    """A card value and its unit as the table shows them: siemens with an SI prefix (4.274 nS)."""
+    if unit == "S":
+        scale, prefix = figures.si_scale(value)
+        return f"{value / scale:.4g}", f"{prefix}S"
+    if isinstance(value, float):
+        return f"{value:.4g}", unit
+    return (", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)), unit
+
+
+def _card_rows(card: dict[str, Any]) -> list[list[str]]:
+    """One row per key the card has (as ``devices show`` lists them): TOML key, value, unit, and whether
+    the card lists it as assumed; a card this cimtool cannot rebuild (another version's fields): its
+    recorded fields as they are."""
+    fields = {f.name for f in dataclasses.fields(device_card.DeviceCard)}
+    try:
+        rebuilt = device_card.DeviceCard(**{"assumed": (), **{k: v for k, v in card.items() if k in fields}})
+    except TypeError:
+        return [[k, *_shown(v, ""), ""] for k, v in card.items() if k not in _CARD_TEXT and v is not None]
+    return [[f"{section}.{key}", *_shown(value, unit),
+             "assumed" if device_card.is_assumed(rebuilt, section, key) else ""]
+            for section, key, value, unit in device_card.card_entries(rebuilt) if section]
+
+
+def device_cards(arts: list[artifacts.Artifact]) -> Section:
+    """Each distinct device card the artifacts were made with (their params' ``card``): its values with
+    units, which of them are assumed, and the artifacts that used it."""
+    section = Section("Device cards")
+    label = names(arts)
+    used: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    for art in arts:
+        card = art.params.get("card")
+        if isinstance(card, dict) and card:
+            key = json.dumps(card, sort_keys=True, default=str)
+            used.setdefault(key, (card, []))[1].append(label[str(art.path)])
+    for card, users in used.values():
+        assumed = card.get("assumed") or []
+        text = f"'{card.get('name', '?')}'"
+        if card.get("description"):
+            text += f": {card['description']}"
+        text += f". Source: {card.get('source', 'not given')}. Used by {', '.join(users)}."
+        text += (f" Assumed, not measured: {', '.join(assumed)}." if assumed
+                 else " The card lists no assumed values.")
+        section.blocks += [text, Table(["TOML key", "value", "unit", "assumed"], _card_rows(card))]
+    return section
+
+
+# --- chip geometry: the arrays accuracy was simulated on vs those NeuroSim costed -----------------
+
+def _geometry(art: artifacts.Artifact) -> tuple[int, int] | None:
+    if art.kind == "cmap":
+        m = art.params.get("mapping") or {}
+        rows, cols = m.get("array_rows"), m.get("array_cols")
+    elif art.kind == "neurosim":
+        s = art.summary
+        rows = s.get("array_rows", s.get("subarray"))
+        cols = s.get("array_cols", s.get("subarray_cols", rows))
+    else:
+        return None
+    return (int(rows), int(cols)) if rows and cols else None
+
+
+def _shape(geometry: tuple[int, int]) -> str:
+    return f"{geometry[0]}×{geometry[1]}"
+
+
+def geometry(arts: list[artifacts.Artifact]) -> Section:
+    """The array rows × columns of each map-weights (accuracy) and run-neurosim (area, energy, latency)
+    artifact, and whether they describe the same chip."""
+    section = Section("Chip geometry")
+    label = names(arts)
+    found = [(label[str(a.path)], a.kind, g) for a in arts if (g := _geometry(a))]
+    if not found:
+        return section
+    gives = {"cmap": "accuracy (map-weights, array simulator)",
+             "neurosim": "area, energy, latency (NeuroSim)"}
+    section.blocks.append(Table(["artifact", "array (rows × columns)", "gives"],
+                                [[name, _shape(g), gives[kind]] for name, kind, g in found]))
+    side = {kind: {name: g for name, k, g in found if k == kind} for kind in gives}
+    if side["cmap"] and side["neurosim"]:
+        shapes = {g for _, _, g in found}
+        if len(shapes) == 1:
+            section.blocks.append(f"Accuracy and NeuroSim figures are for the same {_shape(shapes.pop())} "
+                                  "arrays.")
+        else:
+            listed = {kind: ", ".join(f"{n} {_shape(g)}" for n, g in side[kind].items()) for kind in side}
+            section.blocks.append(Caveat(
+                f"Accuracy and NeuroSim figures are for different arrays, so for different chips: "
+                f"map-weights simulated {listed['cmap']}; NeuroSim's area, energy and latency are for "
+                f"{listed['neurosim']}."))
+    return section
 
 
 def curves(arts: list[artifacts.Artifact]) -> Section:
@@ -208,6 +404,61 @@ def spiking(arts: list[artifacts.Artifact]) -> Section:
     return section
 
 
+def spiking_vs_t(arts: list[artifacts.Artifact]) -> Section:
+    """Val accuracy vs timesteps T of every SNN (its ``accuracy_vs_t.parquet``): a table, T by SNN,
+    and one plot."""
+    section = Section("Spiking networks: accuracy vs T (val)")
+    label = names(arts)
+    curves = {label[str(a.path)]: (_read(a, "accuracy_vs_t.parquet"), a.summary.get("timesteps"))
+              for a in arts if a.kind == "snn" and "accuracy_vs_t.parquet" in a.manifest["files"]}
+    curves = {name: (curve, t) for name, (curve, t) in curves.items() if len(curve)}
+    if not curves:
+        return section
+    by_t = {name: dict(zip(curve["timesteps"], curve["val_accuracy"], strict=True))
+            for name, (curve, _) in curves.items()}
+    steps = sorted({int(t) for accs in by_t.values() for t in accs})
+    chosen = ", ".join(f"{name} T={t}" for name, (_, t) in curves.items())
+    section.blocks += [
+        f"Val accuracy of each SNN when run for T timesteps (accuracy_vs_t.parquet); the T each was "
+        f"calibrated at: {chosen} (its test accuracy is in the accuracy table).",
+        Table(["T", *by_t], [[t, *(f"{accs[t]:.4f}" if t in accs else "" for accs in by_t.values())]
+                             for t in steps]),
+        Figure("snn-accuracy-vs-t.png", figures.accuracy_vs_t(curves, "SNN val accuracy vs timesteps T"),
+               "Val accuracy vs timesteps T of each SNN (star: the T it was calibrated at)."),
+    ]
+    return section
+
+
+def _paired(diff: Any, se: Any) -> str:
+    """``best − this ± its standard error`` in points; empty where the sweep predates paired tests."""
+    if diff is None or se is None or pd.isna(diff) or pd.isna(se):
+        return ""
+    return f"{diff:.2f}\u00a0±\u00a0{se:.2f}"
+
+
+MAX_INDISTINGUISHABLE_ROWS = 25  # the cheapest shown; every row is in sweep.parquet
+
+
+def _indistinguishable(table: pd.DataFrame, energy: str, confidence: Any) -> list[Table | str]:
+    """The configurations not significantly worse than the best (sweep.parquet's ``indistinguishable``),
+    cheapest first."""
+    if "indistinguishable" not in table.columns:
+        return []
+    same = table[table["indistinguishable"].astype(bool)].sort_values([energy, "val_mean"],
+                                                                       ascending=[True, False])
+    at = f" at {float(confidence):.0%} confidence" if confidence is not None else ""
+    text = (f"{len(same)} of {plural(len(table), 'configuration')} are statistically indistinguishable from "
+            f"the best (not significantly worse{at}; paired over the same val images and chips)")
+    if len(same) > MAX_INDISTINGUISHABLE_ROWS:
+        text += f"; the {MAX_INDISTINGUISHABLE_ROWS} cheapest are shown, all are in sweep.parquet"
+    rows = [[r["method"], r["weight_bits"], r["scheme"], r["adc_bits"], r["timesteps"],
+             _pm(r["val_mean"], r["val_std"]), _paired(r.get("diff_vs_best"), r.get("diff_se")),
+             f"{r[energy]:.4g}"]
+            for _, r in same.head(MAX_INDISTINGUISHABLE_ROWS).iterrows()]
+    return [text + ":", Table(["method", "weight bits", "scheme", "ADC bits", "T", "val accuracy",
+                               "best − this (points ± SE)", "energy / inference (pJ)"], rows)]
+
+
 def sweeps(arts: list[artifacts.Artifact]) -> Section:
     section = Section("Design-space sweeps")
     label = names(arts)
@@ -218,20 +469,36 @@ def sweeps(arts: list[artifacts.Artifact]) -> Section:
         sel = _read(art, "selection.parquet").set_index("role")
         best, rec = sel.loc["best"].to_dict(), sel.loc["recommended"].to_dict()
         name = label[str(art.path)]
-        energy = art.summary.get("energy_key", "energy_pj")  # what ranked the configurations
-        by = (f"NeuroSim {art.summary.get('neurosim_version', '')}" if energy != "energy_pj"
-              else "cimtool cost model")
-        trials = art.summary.get("trials")
+        s = art.summary
+        energy = s.get("energy_key", "energy_pj")  # what ranked the configurations
+        by = f"NeuroSim {s.get('neurosim_version', '')}" if energy != "energy_pj" else "cimtool cost model"
+        trials, confidence = s.get("trials"), s.get("confidence")
+        effects = art.params.get("effects")
+        within = f"within {s.get('tolerance_points')} points of the best (val)"
+        if confidence is not None:
+            within += f" at {float(confidence):.0%} confidence"
+        paired = _paired(s["recommended"].get("diff_vs_best"), s["recommended"].get("diff_se"))
+        text = f"{name}: {plural(len(table), 'configuration')} on '{s.get('device')}'"
+        if effects is not None:
+            text += f" with effects {','.join(effects)}" if effects else " with no effects"
+        text += (f", {trials} simulated chip{'' if trials == 1 else 's'} each; recommendation: the lowest "
+                 f"energy by the {by} {within}")
+        if paired:
+            text += (f"; best − recommended = {paired} points (paired standard error, over the same val "
+                     "images and chips)")
+        has_paired = "diff_vs_best" in best  # a sweep from before the paired comparison has no such column
         section.blocks += [
-            f"{name}: {len(table)} configurations on '{art.summary.get('device')}', "
-            f"{trials} simulated chip{'' if trials == 1 else 's'} each; "
-            f"recommendation: the lowest energy by the {by} within {art.summary.get('tolerance_points')} "
-            "points of the best (val), both then tested once.",
+            text + "; both then tested once.",
             Table(["role", "method", "weight bits", "scheme", "ADC bits", "T", "val accuracy",
-                   "test accuracy", "energy / inference (pJ)"],
+                   *(["best − this (val, points ± SE)"] if has_paired else []), "test accuracy",
+                   "energy / inference (pJ)"],
                   [[role, r["method"], r["weight_bits"], r["scheme"], r["adc_bits"], r["timesteps"],
-                    _pm(r["val_mean"], r["val_std"]), _pm(r["test_mean"], r["test_std"]),
-                    f"{r[energy]:.4g}"] for role, r in (("best", best), ("recommended", rec))]),
+                    _pm(r["val_mean"], r["val_std"]),
+                    *([_paired(r.get("diff_vs_best"), r.get("diff_se"))] if has_paired else []),
+                    _pm(r["test_mean"], r["test_std"]), f"{r[energy]:.4g}"]
+                   for role, r in (("best", best), ("recommended", rec))]),
+            *caveats(art, name),
+            *_indistinguishable(table, energy, confidence),
             Figure(f"sweep-heatmap-{_file(name)}.png", figures.sweep_heatmap(table, best, rec, name),
                    "Val accuracy vs weight bits × ADC bits (red: best, orange: recommended)."),
             Figure(f"sweep-t-{_file(name)}.png", figures.sweep_vs_t(table, best, rec, name),
@@ -248,19 +515,35 @@ def sweeps(arts: list[artifacts.Artifact]) -> Section:
     return section
 
 
+def _levels_key(cells: pd.DataFrame, n_levels: int) -> str:
+    """What a conductance histogram shows, hashed: two cmaps with the same key draw the same figure."""
+    digest = hashlib.sha256(pd.util.hash_pandas_object(cells, index=False).to_numpy().tobytes())
+    digest.update(str(n_levels).encode())
+    return digest.hexdigest()
+
+
 def conductances(arts: list[artifacts.Artifact]) -> Section:
+    """Per distinct set of levels, one histogram figure: cmaps of the same mapping (e.g. evaluated with
+    other effects) share it, and its caption names them all."""
     section = Section("Conductance levels")
     label = names(arts)
+    groups: dict[str, list[tuple[str, pd.DataFrame, int]]] = {}
     for art in arts:
         if art.kind != "cmap":
             continue
-        cells = _read(art, "cmap.parquet")
+        cells = _read(art, "cmap.parquet")[["layer", "level_pos", "level_neg"]]
         n_levels = int(_read(art, "layers.parquet")["n_levels"].max())
-        name = label[str(art.path)]
+        groups.setdefault(_levels_key(cells, n_levels), []).append((label[str(art.path)], cells, n_levels))
+    for members in groups.values():
+        name, cells, n_levels = members[0]
+        others = [m[0] for m in members[1:]]
+        shared = (f"; {', '.join(others)} {'has' if len(others) == 1 else 'have'} exactly the same levels "
+                  "(one figure for all)" if others else "")
         section.blocks.append(Figure(f"levels-{_file(name)}.png",
-                                     figures.level_histograms(cells, n_levels, name),
-                                     f"Cells per conductance level and layer of {name} (log scale; level 0 "
-                                     "= g_min, where the idle branch of each differential pair sits)."))
+                                     figures.level_histograms(cells, n_levels, ", ".join([name, *others])),
+                                     f"Cells per conductance level and layer of {name}{shared} (log "
+                                     "scale; level 0 = g_min, where the idle branch of each differential "
+                                     "pair sits)."))
     return section
 
 
@@ -312,7 +595,7 @@ def devices(arts: list[artifacts.Artifact]) -> Section:
         if points is not None and len(points):
             headline.append(f"{len(points)} readings of {points['device'].nunique()} device(s), "
                             f"{points.groupby('device')['cycle'].nunique().max()} cycle(s) at most")
-        section.blocks.append("; ".join(headline) + ".")
+        section.blocks += ["; ".join(headline) + ".", *caveats(art, name)]
         if "fit.parquet" in files:
             fit = _read(art, "fit.parquet")
             section.blocks.append(Table(
@@ -347,6 +630,7 @@ def neurosim(arts: list[artifacts.Artifact], by_path: dict[str, artifacts.Artifa
                                       for k in ("chip_area_um2", "latency_ns", "dynamic_energy_pj",
                                                 "tops_per_w", "tops", "fps")),
                 a.manifest_sha256()[:12]] for a in runs]),
+        *(c for a in runs for c in caveats(a, label[str(a.path)])),
         Figure("neurosim-area.png",
                figures.breakdown_bars(metrics, AREA_KEYS, "area (µm²)", "Chip area breakdown"),
                "NeuroSim chip area by component."),
@@ -374,8 +658,13 @@ def neurosim(arts: list[artifacts.Artifact], by_path: dict[str, artifacts.Artifa
     return section
 
 
+def _input(art: artifacts.Artifact | None, role: str) -> dict[str, Any] | None:
+    """The manifest's entry for the input of ``role``."""
+    return next((i for i in (art.manifest.get("inputs", []) if art else []) if i.get("role") == role), None)
+
+
 def _input_path(art: artifacts.Artifact | None, role: str) -> str | None:
-    ref = next((i for i in (art.manifest.get("inputs", []) if art else []) if i.get("role") == role), None)
+    ref = _input(art, role)
     return str(Path(ref["path"]).resolve()) if ref else None
 
 
@@ -389,5 +678,6 @@ def profiles(arts: list[artifacts.Artifact]) -> Section:
         section.blocks += [f"{label[str(art.path)]} (medians of repeated runs after warm-up):",
                            Table(["mode", "phase", "dtype", "device", "batch", "latency (ms)", "samples/s"],
                                  [[r.mode, r.phase, r.dtype, r.device, r.batch_size, f"{r.latency_ms:.4g}",
-                                   f"{r.throughput_sps:.4g}"] for r in table.itertuples()])]
+                                   f"{r.throughput_sps:.4g}"] for r in table.itertuples()]),
+                           *caveats(art, label[str(art.path)])]
     return section

@@ -136,7 +136,8 @@ def sweep_vs_t(table: pd.DataFrame, best: dict, recommended: dict, title: str) -
                     label=f"{role}: w{row['weight_bits']} {row['scheme']} adc{row['adc_bits']}")
         ax.plot([row["timesteps"] * dodge], [row["val_mean"]], "*", color=color, ms=14)
     ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted(steps), [str(t) for t in sorted(steps)])  # 1 2 4 8, not 2^0 2^1 2^2
+    shown = _spaced(sorted(steps))
+    ax.set_xticks(shown, [str(t) for t in shown])  # 1 2 4 8, not 2^0 2^1 2^2
     ax.minorticks_off()
     ax.set(xlabel="timesteps T", ylabel="val accuracy (mean ± std)", title=f"{title}: accuracy vs T")
     _legend_below(ax)
@@ -146,26 +147,45 @@ def sweep_vs_t(table: pd.DataFrame, best: dict, recommended: dict, title: str) -
 def pareto(points: pd.DataFrame, x: str, y: str, what: str, title: str,
            highlight: dict[str, tuple[float, float]] | None = None, annotate: str | None = None) -> bytes:
     """Scatter of (x = energy, y = accuracy) with the Pareto front (lower x, higher y) drawn (from two
-    points on); ``annotate``: a column naming each point, written beside it (few points only)."""
+    points on); ``annotate``: a column naming each point, each then its own colour and legend entry
+    (few points only: a name written beside its point would run into its neighbours')."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    ax.scatter(points[x], points[y], s=14 if annotate else 10, alpha=0.8 if annotate else 0.5,
-               color="tab:blue", label=what)
+    if annotate and len(points) <= 12:
+        for k, (px, py, text) in enumerate(zip(points[x], points[y], points[annotate], strict=True)):
+            ax.scatter([px], [py], s=24, color=f"C{k % 10}", marker="os^Dv"[k // 10 % 5], label=str(text))
+    else:
+        ax.scatter(points[x], points[y], s=10, alpha=0.5, color="tab:blue", label=what)
     front = pareto_front(points, x, y)
     if len(points) > 1:
         ax.step(front[x], front[y], where="post", color="black", lw=1.2, label="Pareto front")
-    if annotate and len(points) <= 12:
-        for px, py, text in zip(points[x], points[y], points[annotate], strict=True):
-            ax.annotate(str(text), (px, py), xytext=(4, 4), textcoords="offset points", fontsize=7)
     highlight = dict(highlight or {})
     if set(highlight) == {"best", "recommended"} and highlight["best"] == highlight["recommended"]:
         highlight = {"best = recommended": highlight.pop("best")}  # one star, not one hiding the other
     for name, (px, py) in highlight.items():
         ax.plot([px], [py], "*", ms=14, color=HIGHLIGHT.get(name), mec="black", mew=0.5, label=name)
-    ax.set_xscale("log")
+    _energy_axis(ax, points[x].to_numpy(dtype=float))
     ax.set(xlabel=label(x), ylabel=label(y), title=title)
     _legend_right(ax)
     return _png(fig)
+
+
+def _energy_axis(ax, values: np.ndarray) -> None:
+    """A log x axis labelled where labels fit: decades over three decades or more, 1 and 3 × 10^k over
+    one to three, a linear axis below one decade (matplotlib's own log labels of a narrow range run
+    into each other)."""
+    from matplotlib.ticker import LogFormatterSciNotation, LogLocator, MaxNLocator, NullFormatter
+
+    finite = values[np.isfinite(values) & (values > 0)]
+    decades = float(np.log10(finite.max() / finite.min())) if finite.size else 0.0
+    if decades < 1:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+        return
+    ax.set_xscale("log")
+    if decades < 3:
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 3.0)))
+        ax.xaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
@@ -194,7 +214,9 @@ def level_histograms(cells: pd.DataFrame, n_levels: int, title: str) -> bytes:
                 label=["positive column", "negative column"])
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # levels are integers
         ax.set_xlim(-0.5, n_levels - 0.5)
-        ax.set(xlabel="conductance level", ylabel="cells", title=f"{title}: layer {layer}")
+        ax.set(xlabel="conductance level", ylabel="cells", title=f"layer {layer}")
+    fig.suptitle(title)  # once: the artifact names in each panel's title would run into the next panel's
+    fig.tight_layout()
     _legend_right(axes[0][-1])
     return _png(fig)
 
@@ -295,3 +317,40 @@ def accuracy_vs_levels(table: pd.DataFrame, title: str) -> bytes:
     ax.set(xlabel="levels L of the quantized activation", ylabel="test accuracy", title=title)
     _legend_right(ax)
     return _png(fig)
+
+
+def accuracy_vs_t(curves: dict[str, tuple[pd.DataFrame, int | None]], title: str) -> bytes:
+    """Val accuracy vs timesteps T, one line per SNN (``curves``: name → (its accuracy_vs_t table, the T
+    it was calibrated at, starred))."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    steps: set[int] = set()
+    for k, (name, (curve, chosen)) in enumerate(curves.items()):
+        curve = curve.sort_values("timesteps")
+        color = f"C{k % 10}"
+        ax.plot(curve["timesteps"], curve["val_accuracy"], marker="o", ms=3, color=color, label=name)
+        at = curve[curve["timesteps"] == chosen]
+        if len(at):
+            ax.plot(at["timesteps"], at["val_accuracy"], "*", ms=12, color=color, mec="black", mew=0.5)
+        steps.update(int(t) for t in curve["timesteps"])
+    ax.set_xscale("log", base=2)
+    shown = _spaced(sorted(steps))
+    ax.set_xticks(shown, [str(t) for t in shown])
+    ax.minorticks_off()
+    ax.set(xlabel="timesteps T", ylabel="val accuracy", title=title)
+    _legend_right(ax)
+    return _png(fig)
+
+
+def _spaced(steps: list[int], min_ratio: float = 1.25, most: int = 16) -> list[int]:
+    """The timesteps to label on a log axis, far enough apart that their labels fit: each at least
+    ``min_ratio`` times the one before (3 and 4 fit side by side, 100 and 101 do not) and no more than
+    about ``most`` over the axis."""
+    if not steps:
+        return []
+    gap = max(np.log2(min_ratio), np.log2(steps[-1] / steps[0]) / most)
+    kept = [steps[0]]
+    for t in steps[1:]:
+        if np.log2(t / kept[-1]) >= gap - 1e-9:
+            kept.append(t)
+    return kept

@@ -7,7 +7,7 @@ import base64
 import html
 import re
 
-from cimtool.report.content import Figure, Section, Table
+from cimtool.report.content import Caveat, Figure, Section, Table
 
 # long unbroken cells (hashes, paths) break anywhere (td.wrap) so a table fits the page; a table that
 # still does not fit scrolls inside its own box (.table) rather than running off the page
@@ -17,7 +17,8 @@ th,td{border:1px solid #ccc;padding:3px 7px;vertical-align:top}
 th{background:#f0f0f0;text-align:left}td{font-variant-numeric:tabular-nums}
 td.wrap{overflow-wrap:anywhere;font-family:ui-monospace,monospace;font-size:0.95em}
 figure{margin:1em 0}img{max-width:100%;height:auto}figcaption{font-size:0.85em;color:#555}
-code{font-size:0.85em}"""
+code{font-size:0.85em}
+.caveat{background:#fff4d6;border-left:4px solid #d89000;padding:4px 8px;margin:0.6em 0}"""
 
 
 def _breakable(value) -> str:
@@ -27,6 +28,11 @@ def _breakable(value) -> str:
 
 def _md_cell(value) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _caveat_whose(block: Caveat) -> str:
+    """What follows "Caveat": the artifact whose numbers it qualifies."""
+    return f" ({block.artifact}): " if block.artifact else ": "
 
 
 def markdown(title: str, sections: list[Section], figure_dir: str) -> str:
@@ -43,6 +49,8 @@ def markdown(title: str, sections: list[Section], figure_dir: str) -> str:
             elif isinstance(block, Figure):
                 lines.append(f"![{block.caption}]({figure_dir}/{block.name})")
                 lines.append(f"*{block.caption}*")
+            elif isinstance(block, Caveat):
+                lines.append(f"> **Caveat**{_caveat_whose(block)}{block.text}")
             else:
                 lines.append(block)
             lines.append("")
@@ -73,6 +81,9 @@ def html_page(title: str, sections: list[Section]) -> str:
                 caption = html.escape(block.caption)
                 parts.append(f"<figure><img alt='{caption}' data-name='{html.escape(block.name)}' "
                              f"src='data:image/png;base64,{data}'><figcaption>{caption}</figcaption></figure>")
+            elif isinstance(block, Caveat):
+                parts.append(f"<p class='caveat'><strong>Caveat</strong>{html.escape(_caveat_whose(block))}"
+                             f"{html.escape(block.text)}</p>")
             else:
                 parts.append(f"<p>{html.escape(block)}</p>")
     # marks how many figures the browser decoded (a headless browser check reads it from the DOM)

@@ -48,7 +48,7 @@ from cimtool.nn.snn_spec import (
 )
 from cimtool.params import CalibrateParams  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput, check_torch_device, resolve_device
-from cimtool.ui import Reporter
+from cimtool.ui import Reporter, plural
 
 PERCENTILES = ("99.9", "99.99", "max")
 DEFAULT_RATIOS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5)
@@ -115,7 +115,7 @@ def _train_twin(p: CalibrateParams, model, thetas: list[float], kind: str, arch:
 
 def headline(artifact: artifacts.Artifact) -> str:
     s = artifact.summary
-    trained = f", twin trained {s['train_epochs']} epochs" if s.get("train_epochs") else ""
+    trained = f", twin trained {plural(s['train_epochs'], 'epoch')}" if s.get("train_epochs") else ""
     return (f"[green]snn[/green] {artifact.path}  p{s['percentile']} x {s['ratio']:g}{trained}; "
             f"test accuracy at T={s['timesteps']}: SNN {s['test_accuracy']:.4f}, ANN "
             f"{s['ann_test_accuracy']:.4f}, quantized ANN {s['quantized_ann_test_accuracy']:.4f}; "
@@ -180,7 +180,8 @@ def run(p: CalibrateParams, out: Path | None, root: Path, force: bool,
             converted = {"converted_val_accuracy": best["val_accuracy"],
                          "converted_test_accuracy": chosen.accuracy(data["test"], seed=p.seed),
                          "thresholds_converted": chosen.thetas}
-            reporter.log(f"training the quantized-ANN twin for {p.train_epochs} epochs from these thresholds")
+            reporter.log(f"training the quantized-ANN twin for {plural(p.train_epochs, 'epoch')} from these "
+                         "thresholds")
             model, learned, twin_fit = _train_twin(p, model, chosen.thetas, source.kind, spec, data,
                                                    writer.scratch, reporter)
             model = model.to(device)

@@ -1,5 +1,9 @@
 """`cimtool map-weights`: a model's crossbar layers → conductance levels of a device card.
 
+``--model`` is a model, qmodel or snn artifact; with an snn, ``--evaluate`` runs its spiking
+network on the chips (``cimtool.nn.snn_chip``: the same chips, converters and scores as the
+sweep's configuration of the same settings).
+
 Writes a conductance-map artifact (``cmap``): ``cmap.parquet`` (one row per cell pair: layer, tile,
 row, col, level_pos, level_neg, G_pos, G_neg, R_pos, R_neg; with ``--program`` also the
 programmed conductances), ``layers.parquet`` (per-layer scale and placement), ``scales.parquet``
@@ -33,10 +37,13 @@ from cimtool.devices.cmap import (
 )
 from cimtool.errors import CimtoolError
 from cimtool.models.io import model_splits, open_model, resolve_model
-from cimtool.nn.array import ArrayConfig
+from cimtool.nn.array import ArrayConfig, ir_caveat
+from cimtool.nn.snn_spec import KIND as SNN_KIND
+from cimtool.nn.snn_spec import open_snn
 from cimtool.params import MapParams  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput, check_torch_device, resolve_device
-from cimtool.ui import Reporter
+from cimtool.stats import mean_std
+from cimtool.ui import Reporter, plural
 
 SPLITS = ("train", "val", "test")
 
@@ -73,12 +80,48 @@ def validate(p: MapParams) -> None:
         raise CimtoolError(f"--seed must be in [0, 2**32), got {p.seed}")
     check_calibration_samples(p.calibration_samples)
     check_torch_device(p.torch_device)
+    if p.timesteps is not None:
+        check_range("--timesteps", p.timesteps, 1, 100_000)
     if not math.isfinite(p.drift_time):
         raise CimtoolError(f"--drift-time must be finite, got {p.drift_time}")
     # the card fills unset converter options later; validate what the user gave
     ArrayConfig(effects=tuple(p.effects), adc_bits=p.adc_bits, scheme=p.scheme or "B",
                 input_bits=1 if p.input_bits is None else p.input_bits, encoding=p.encoding,
                 drift_time=p.drift_time).validate()
+
+
+def evaluate_snn_mapped(spiking, mapped: MappedModel, data: dict[str, Any], split: str, config: ArrayConfig,
+                        trials: int, seed: int, steps: int, reporter: Reporter,
+                        calibration_samples: int = CALIBRATION_SAMPLES,
+                        device=None) -> tuple[list[dict], dict[str, Any]]:
+    """The spiking network of an snn artifact: digital vs mapped (ideal) vs with ``config``'s effects
+    (Monte Carlo) at ``steps`` timesteps on one split, as the sweep scores a configuration."""
+    import torch
+
+    from cimtool.nn.array import IDEAL
+    from cimtool.nn.snn_chip import SpikingChips
+
+    device = device or torch.device("cpu")
+    sample, record = calibration_sample(data["train"], calibration_samples, seed)
+    acc_float = spiking.network(device=device).accuracy(data[split], steps, seed)
+
+    def chips(cfg: ArrayConfig) -> SpikingChips:
+        return SpikingChips(spiking, mapped.maps, mapped.placements, mapped.card, cfg, sample, seed, device)
+
+    acc_ideal = chips(IDEAL).scores(data[split], steps, 1).accuracies[0]
+    with reporter.progress() as progress:
+        task = progress.add_task("Monte Carlo (SNN)", total=trials, status="")
+        accs = chips(config).scores(data[split], steps, trials, lambda t, a: progress.update(
+            task, advance=1, status=f"acc {a:.4f}")).accuracies
+    rows = [{"condition": "float", "trial": 0, "accuracy": acc_float},
+            {"condition": "mapped_ideal", "trial": 0, "accuracy": acc_ideal}]
+    rows += [{"condition": "mapped_nonideal", "trial": t, "accuracy": a} for t, a in enumerate(accs)]
+    summary = {"split": split, "timesteps": steps, "accuracy_float": acc_float,
+               "accuracy_mapped_ideal": acc_ideal,
+               **dict(zip(("accuracy_nonideal_mean", "accuracy_nonideal_std"), mean_std(accs), strict=True)),
+               "trials": trials, "array_config": asdict(config),
+               **record, "torch_device": device.type}
+    return rows, summary
 
 
 def evaluate_mapped(model, mapped: MappedModel, data: dict[str, Any], split: str, config: ArrayConfig,
@@ -101,7 +144,7 @@ def evaluate_mapped(model, mapped: MappedModel, data: dict[str, Any], split: str
     net = ArrayNetwork(model, mapped.maps, mapped.placements, mapped.card, config, device)
     net.calibrate(sample)
     reporter.log(f"[dim]array simulator on {device.type}: batches of {net.batch_size(len(data[split]))}, "
-                 f"{net.chips_per_pass(len(data[split]), trials)} chip(s) per pass[/dim]")
+                 f"{plural(net.chips_per_pass(len(data[split]), trials), 'chip')} per pass[/dim]")
     with reporter.progress() as progress:
         task = progress.add_task("Monte Carlo", total=trials, status="")
         accs = net.trials(data[split], trials, seed,
@@ -110,18 +153,30 @@ def evaluate_mapped(model, mapped: MappedModel, data: dict[str, Any], split: str
             {"condition": "mapped_ideal", "trial": 0, "accuracy": acc_ideal}]
     rows += [{"condition": "mapped_nonideal", "trial": t, "accuracy": a} for t, a in enumerate(accs)]
     summary = {"split": split, "accuracy_float": acc_float, "accuracy_mapped_ideal": acc_ideal,
-               "accuracy_nonideal_mean": float(np.mean(accs)), "accuracy_nonideal_std": float(np.std(accs)),
+               **dict(zip(("accuracy_nonideal_mean", "accuracy_nonideal_std"), mean_std(accs), strict=True)),
                "trials": trials, "array_config": asdict(config), **record, "torch_device": device.type}
     return rows, summary
 
 
 def headline(artifact: artifacts.Artifact) -> str:
     s = artifact.summary
-    line = f"[green]cmap[/green] {artifact.path}  {s['n_cells']} cells on {s['n_arrays']} array(s)"
+    bits = s.get("weight_bits")
+    cells = f"w{bits}" if bits else "the card's levels"
+    if s.get("slices", 1) > 1:
+        cells += f" as {s['slices']} cells per weight"
+    geometry = f"{s['array_rows']}×{s['array_cols']} " if "array_rows" in s else ""
+    line = (f"[green]cmap[/green] {artifact.path}  {s['device']}, {cells}: {s['n_cells']} cells on "
+            f"{s['n_arrays']} {geometry}array(s)")
     if "accuracy_float" in s:
-        line += (f"  {s['split']} accuracy: float {s['accuracy_float']:.4f}, mapped ideal "
-                 f"{s['accuracy_mapped_ideal']:.4f}, non-ideal {s['accuracy_nonideal_mean']:.4f} ± "
-                 f"{s['accuracy_nonideal_std']:.4f} ({s['trials']} trials)")
+        effects = s["array_config"]["effects"]
+        label = f"with {','.join(effects)}" if effects else "no effects"
+        at = f" at T = {s['timesteps']}" if "timesteps" in s else ""
+        trials = s["trials"]
+        line += (f"  {s['split']} accuracy{at}: float {s['accuracy_float']:.4f}, mapped ideal "
+                 f"{s['accuracy_mapped_ideal']:.4f}, {label} {s['accuracy_nonideal_mean']:.4f} ± "
+                 f"{s['accuracy_nonideal_std']:.4f} ({plural(trials, 'chip')})")
+    for caveat in s.get("caveats", []):
+        line += f"\n  [yellow]caveat:[/yellow] {caveat}"
     return line
 
 
@@ -129,7 +184,15 @@ def run(p: MapParams, out: Path | None, root: Path, force: bool, reporter: Repor
     validate(p)
     t_start = time.perf_counter()
     model_path = resolve_model(p.model, p.method, root, reporter)
-    model_artifact, model, spec = open_model(model_path)
+    spiking = None
+    if artifacts.load(model_path, verify=False).kind == SNN_KIND:
+        spiking = open_snn(model_path)
+        model_artifact, model, spec, source = spiking.artifact, spiking.model, spiking.arch, spiking.source
+    else:
+        if p.timesteps is not None:
+            raise CimtoolError(f"--timesteps is for an snn artifact as --model; {model_path} is not one")
+        model_artifact, model, spec = open_model(model_path)
+        source = model_artifact
     mapped = map_loaded_model(model, spec, p.mapping, reporter)
     if model_artifact.kind == "qmodel" and model_artifact.params.get("mapping") != asdict(p.mapping):
         reporter.log(f"[yellow]note: this qmodel was trained for the mapping "
@@ -137,7 +200,7 @@ def run(p: MapParams, out: Path | None, root: Path, force: bool, reporter: Repor
     p = replace(p, model=str(model_path))
     data = None
     if p.evaluate:
-        data = model_splits(model_artifact, p.data_dir)
+        data = model_splits(source, p.data_dir)
     bits = p.mapping.weight_bits
     name = f"{model_path.name}-{mapped.card.name}-{f'w{bits}' if bits else 'card'}"
     output = StageOutput(KIND, out, root, name, force, inputs=[model_path], started=t_start)
@@ -154,18 +217,29 @@ def run(p: MapParams, out: Path | None, root: Path, force: bool, reporter: Repor
         pq.write_table(pa.Table.from_pylist(layers), writer.path("layers.parquet"))
         pq.write_table(scale_table(mapped), writer.path("scales.parquet"))
         summary: dict[str, Any] = {
-            "device": mapped.card.name, "n_levels": params["n_levels"],
-            "layers": [r["layer"] for r in layers],
-            "n_cells": int(sum(2 * r["rows"] * r["cols"] for r in layers)),
+            "device": mapped.card.name, "n_levels": params["n_levels"], "weight_bits": bits,
+            "slices": layers[0]["slices"], "array_rows": p.mapping.array_rows,
+            "array_cols": p.mapping.array_cols, "layers": [r["layer"] for r in layers],
+            "n_cells": int(sum(2 * r["rows"] * r["cols"] * r["slices"] for r in layers)),
             "n_arrays": int(sum(r["n_arrays"] for r in layers)),
-            "programmed": p.program,
+            "programmed": p.program, "caveats": [],
         }
+        if p.evaluate and "ir" in p.effects:
+            caveat = ir_caveat(mapped.maps, mapped.placements, mapped.card.wire_resistance)
+            if caveat:
+                reporter.log(f"[yellow]warning: {caveat}")
+                summary["caveats"].append(caveat)
         if p.evaluate and "drift" in p.effects and p.drift_time <= mapped.card.drift_t0:
             reporter.log(f"[yellow]note: --drift-time {p.drift_time:g} s is not after the card's drift t0 "
                          f"({mapped.card.drift_t0:g} s): no drift")
-        if p.evaluate:
+        if p.evaluate and spiking is not None:
+            rows, acc = evaluate_snn_mapped(spiking, mapped, data, p.split, array_config(p, mapped.card),
+                                            p.trials, p.seed, p.timesteps or spiking.config.timesteps,
+                                            reporter, p.calibration_samples, device)
+        elif p.evaluate:
             rows, acc = evaluate_mapped(model, mapped, data, p.split, array_config(p, mapped.card),
                                         p.trials, p.seed, reporter, p.calibration_samples, device)
+        if p.evaluate:
             pq.write_table(pa.Table.from_pylist(rows), writer.path("evaluation.parquet"))
             summary.update(acc)
-        return output.commit(writer, [model_artifact.as_input("model")], summary)
+        return output.commit(writer, [model_artifact.as_input("snn" if spiking else "model")], summary)

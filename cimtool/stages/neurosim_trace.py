@@ -23,7 +23,7 @@ from cimtool.neurosim.record import write_record
 from cimtool.neurosim.trace import FORMATS
 from cimtool.params import TraceParams  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput
-from cimtool.ui import Reporter
+from cimtool.ui import Reporter, plural
 
 KIND = "trace"
 SPLITS = ("train", "val", "test")
@@ -41,7 +41,7 @@ def validate(p: TraceParams) -> None:
 def headline(artifact: artifacts.Artifact) -> str:
     s = artifact.summary
     activity = ", ".join(f"{a:.3f}" for a in s["activity_batch"])
-    return (f"[green]trace[/green] {artifact.path}  {s['n_layers']} layers ({s['format']}, "
+    return (f"[green]trace[/green] {artifact.path}  {plural(s['n_layers'], 'layer')} ({s['format']}, "
             f"{s['weight_bits']}/{s['input_bits']} bits); input bit activity over the batch: {activity}")
 
 
@@ -65,7 +65,8 @@ def run(p: TraceParams, out: Path | None, root: Path, force: bool, reporter: Rep
     name = f"{model_path.name}-{p.format}-w{p.weight_bits}a{p.input_bits}"
     output = StageOutput(KIND, out, root, name, force, inputs=[model_path], started=t_start)
     out = output.path
-    reporter.log(f"neurosim-trace: {model_path}, {len(spec['crossbar_layers'])} layers, {p.format}, "
+    layers = plural(len(spec['crossbar_layers']), 'layer')
+    reporter.log(f"neurosim-trace: {model_path}, {layers}, {p.format}, "
                  f"{p.weight_bits}/{p.input_bits} bits, sample {p.sample} of {p.batch_size} "
                  f"({p.split}) → {out}" + (f"; weightOld: {old_from}" if p.format == "v21" else ""))
     with output.writer(asdict(p)) as writer:

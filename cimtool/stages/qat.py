@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -38,7 +37,7 @@ from cimtool.checks import check_choice, check_range
 from cimtool.data.calibration import calibration_sample, check_calibration_samples
 from cimtool.devices.card import load_card
 from cimtool.devices.cmap import map_loaded_model
-from cimtool.devices.mapping import card_grid
+from cimtool.devices.mapping import LevelCode, level_code
 from cimtool.errors import CimtoolError
 from cimtool.models.io import model_splits, open_model, resolve_model, save_model, save_weights_before
 from cimtool.models.registry import MODELS
@@ -46,10 +45,11 @@ from cimtool.nn.array import EFFECTS, ArrayConfig
 from cimtool.nn.quant import DeviceWeight, NoiseSpec, attach, detach_all
 from cimtool.params import QatParams  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput, check_torch_device, resolve_device
+from cimtool.stats import mean_std
 from cimtool.train.batching import TensorData, to_float
 from cimtool.train.distributed import SINGLE, Ranks, launched, process_group
 from cimtool.train.loop import TrainConfig, evaluate, fit
-from cimtool.ui import Reporter
+from cimtool.ui import Reporter, plural
 
 KIND = "qmodel"
 ONCHIP_LR = 0.25  # default QG gradient scale of --mode onchip
@@ -107,7 +107,7 @@ class Job:
     spec: dict[str, Any]
     data: dict[str, TensorData]
     layers: list[str]
-    grid: np.ndarray
+    code: LevelCode  # how weights are stored on the card's cells
     scratch: Path
     reporter: Reporter
     device: torch.device  # evaluation and array simulation (training runs on the CPU)
@@ -120,7 +120,7 @@ class Job:
 
     def quantizer(self, noise: NoiseSpec | None = None):
         m = self.p.mapping
-        return lambda: DeviceWeight(self.grid, m.scaling, m.scale_percentile, m.normalize, noise)
+        return lambda: DeviceWeight(self.code, m.scaling, m.scale_percentile, noise=noise)
 
 
 @dataclass
@@ -209,7 +209,8 @@ def headline(artifact: artifacts.Artifact) -> str:
     return (f"[green]qmodel[/green] {artifact.path}  test accuracy: float {s['float_accuracy']:.4f}, "
             f"PTQ {s['ptq_accuracy']:.4f}, {s['mode']} {s['test_accuracy']:.4f}; on the array with "
             f"every non-ideality: plain {s['nonideal_plain_mean']:.4f} ± {s['nonideal_plain_std']:.4f}, "
-            f"{s['mode']} {s['nonideal_mean']:.4f} ± {s['nonideal_std']:.4f} ({s['trials']} trials)")
+            f"{s['mode']} {s['nonideal_mean']:.4f} ± {s['nonideal_std']:.4f} "
+            f"({plural(s['trials'], 'trial')})")
 
 
 ONE_PROCESS_MODES = {"onchip": "its device updates are one simulated chip's, applied pulse by pulse in one "
@@ -239,7 +240,8 @@ def _run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repo
     if p.mode == "onchip" and not card.has_update_curve:
         raise CimtoolError(f"--mode onchip needs the card's [update] section (nl_ltp, nl_ltd, pulses_ltp, "
                            f"pulses_ltd); '{card.name}' has none")
-    grid = card_grid(card, p.mapping.weight_bits)
+    code = level_code(card, p.mapping.weight_bits, p.mapping.normalize)
+    grid = code.grid
     data = model_splits(source, p.data_dir)
     layers = [layer["name"] for layer in spec["crossbar_layers"]]
     if not layers:
@@ -254,7 +256,7 @@ def _run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repo
 
     params = {**asdict(p), "torch_device": device.type, "card": card.to_dict(), "n_levels": len(grid)}
     with output.writer(params) as writer:
-        job = Job(p, card, model, spec, data, layers, grid, writer.scratch, reporter, device, calibration,
+        job = Job(p, card, model, spec, data, layers, code, writer.scratch, reporter, device, calibration,
                   ranks)
         acc_float = evaluate(copy.deepcopy(model).to(device), data["test"], device)[1]
         ptq = copy.deepcopy(model)
@@ -292,8 +294,8 @@ def _run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repo
             "test_accuracy": acc_after, "val_accuracy": outcome.val_accuracy,
             "gain_over_ptq": acc_after - acc_ptq,
             "recovered_fraction_of_ptq_drop": (acc_after - acc_ptq) / drop if drop > 0 else None,
-            "nonideal_plain_mean": float(np.mean(plain)), "nonideal_plain_std": float(np.std(plain)),
-            "nonideal_mean": float(np.mean(ours)), "nonideal_std": float(np.std(ours)),
+            **dict(zip(("nonideal_plain_mean", "nonideal_plain_std"), mean_std(plain), strict=True)),
+            **dict(zip(("nonideal_mean", "nonideal_std"), mean_std(ours), strict=True)),
             "trials": p.trials, "crossbar_layers": layers, **outcome.extra, **calibration_record,
             "torch_device": device.type, "processes": ranks.world,
         }

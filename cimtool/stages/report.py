@@ -4,10 +4,14 @@ Takes artifact directories and/or folders to search (every verified artifact bel
 artifact that does not verify, or has a newer schema than this cimtool, stops the report). Writes
 a ``report`` artifact: ``report.md`` (with ``figures/*.png``), ``report.html`` (figures embedded),
 ``accuracy.parquet`` (the accuracy table at full precision) and ``sources.parquet`` (every
-artifact used, with its manifest sha256). Sections: sources, accuracy across stages, training
-curves, sweeps (heat-maps, accuracy vs T, accuracy-vs-energy Pareto), device fits (the fitted card's
-values and measured vs fitted pulse trains, for ``device`` artifacts), conductance-level histograms,
-NeuroSim (area and energy breakdowns, accuracy vs NeuroSim energy), profiles.
+artifact used, with its manifest sha256). Sections: sources, accuracy across stages (each row with
+its device, weight bits and effects), the device cards used (values, units, what is assumed), chip
+geometry (the arrays map-weights simulated vs those NeuroSim costed), training curves, SNN accuracy
+vs levels and vs T, sweeps (the statistically indistinguishable set, heat-maps, accuracy vs T,
+accuracy-vs-energy Pareto), device fits (the fitted card's values and measured vs fitted pulse
+trains, for ``device`` artifacts), conductance-level histograms (one per distinct set of levels),
+NeuroSim (area and energy breakdowns, accuracy vs NeuroSim energy), profiles. An artifact summary's
+``caveats`` are shown beside its numbers.
 """
 
 from __future__ import annotations
@@ -49,8 +53,9 @@ def discover(paths: list[Path]) -> list[Path]:
 
 def headline(artifact: artifacts.Artifact) -> str:
     s = artifact.summary
+    caveats = f", [yellow]{s['caveats']} caveat(s)[/yellow]" if s.get("caveats") else ""
     return (f"[green]report[/green] {artifact.path / 'report.html'}  {s['artifacts']} artifacts, "
-            f"{s['figures']} figures, {s['accuracy_rows']} accuracy rows")
+            f"{s['figures']} figures, {s['accuracy_rows']} accuracy rows{caveats}")
 
 
 def run(p: ReportParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:
@@ -68,24 +73,24 @@ def run(p: ReportParams, out: Path | None, root: Path, force: bool, reporter: Re
     reporter.log(f"report: {len(arts)} artifacts → {out}")
     by_path = {str(a.path.resolve()): a for a in arts}
     accuracy = content.accuracy_table(arts)
-    sections = [content.sources(arts), content.accuracy(accuracy), content.curves(arts),
-                content.spiking(arts), content.sweeps(arts), content.devices(arts),
+    sections = [content.sources(arts), content.accuracy(accuracy, arts), content.device_cards(arts),
+                content.geometry(arts), content.curves(arts), content.spiking(arts),
+                content.spiking_vs_t(arts), content.sweeps(arts), content.devices(arts),
                 content.conductances(arts), content.neurosim(arts, by_path), content.profiles(arts)]
+    blocks = [block for section in sections for block in section.blocks]
     with output.writer({**asdict(p), "paths": [str(t) for t in targets]}) as writer:
         figure_dir = writer.path(FIGURES)
         figure_dir.mkdir()
-        n_figures = 0
-        for section in sections:
-            for block in section.blocks:
-                if isinstance(block, content.Figure):
-                    (figure_dir / block.name).write_bytes(block.png)
-                    n_figures += 1
+        figures = [block for block in blocks if isinstance(block, content.Figure)]
+        for figure in figures:
+            (figure_dir / figure.name).write_bytes(figure.png)
         writer.path("report.md").write_text(markdown(p.title, sections, FIGURES))
         writer.path("report.html").write_text(html_page(p.title, sections))
         pq.write_table(pa.Table.from_pandas(accuracy, preserve_index=False), writer.path("accuracy.parquet"))
         pq.write_table(pa.Table.from_pylist([{"kind": a.kind, "path": str(a.path),
                                               "manifest_sha256": a.manifest_sha256()} for a in arts]),
                        writer.path("sources.parquet"))
-        summary = {"artifacts": len(arts), "figures": n_figures, "accuracy_rows": len(accuracy),
+        summary = {"artifacts": len(arts), "figures": len(figures), "accuracy_rows": len(accuracy),
+                   "caveats": sum(isinstance(block, content.Caveat) for block in blocks),
                    "kinds": sorted({a.kind for a in arts})}
         return output.commit(writer, [a.as_input(a.kind) for a in arts], summary)

@@ -5,9 +5,15 @@ that NeuroSim and cimtool's simulator describe the same chip (R_on = 1/g_max, R_
 read voltage, bits per cell, ADC levels, subarray size, technology node, cell type), builds it
 once per settings, runs it with an argument list (no shell) under a timeout, and parses stdout.
 
+The subarray is ``--subarray`` (or the largest NeuroSim's floorplan accepts), or with ``--cmap`` the
+arrays of that conductance map, cell for cell (``build.neurosim_geometry``: refused, with the
+nearest geometry both accept, where NeuroSim cannot take it). The summary says what dominates
+latency, energy and area and on what the figures rest (``caveats``: ``cimtool.neurosim.caveats``).
+
 Writes a ``neurosim`` artifact: ``stdout.txt`` (raw), ``summary.parquet`` (chip metrics: metric,
-value, unit, stdout line), ``layers.parquet`` (one row per layer), ``layer_metrics.parquet`` (per
-layer, long form with stdout lines) and ``settings.json`` (what NeuroSim was built with).
+value, unit, stdout line; line null for what is derived from them, the leakage energy of every tile),
+``layers.parquet`` (one row per layer), ``layer_metrics.parquet`` (per layer, long form with stdout
+lines) and ``settings.json`` (what NeuroSim was built with).
 
 V2.1 (training) figures are per epoch of ``--train-batch`` × ``--iterations`` images, split into
 forward, activation gradient, weight gradient and weight update (``--training-estimation off``:
@@ -31,14 +37,10 @@ from cimtool import artifacts
 from cimtool.errors import CimtoolError
 from cimtool.params import RunParams  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput
-from cimtool.ui import Reporter
+from cimtool.ui import Reporter, plural
 
 KIND = "neurosim"
 _V21_ONLY = ("training_estimation", "train_batch", "iterations")  # RunParams set in V2.1's Param.cpp only
-
-
-
-
 CHIPS = ("card", "release")
 _CARD_OPTIONS = ("device", "cell", "cell_bits", "adc_bits", "technode")  # what --chip card sets
 
@@ -66,13 +68,42 @@ def _release_chip(p: RunParams, source, version, training: dict):
     return base, names + (TRAINING if version.key == "v21" else ()), release
 
 
+def _cmap_subarray(p: RunParams, network: list[list[float]], weight_bits: int, cell_bits: int, card,
+                   log) -> tuple[artifacts.Artifact, int]:
+    """(the cmap, its subarray): the cmap's arrays, refused where NeuroSim's floorplan cannot take them."""
+    from cimtool.neurosim.build import neurosim_geometry
+
+    cmap = artifacts.load(p.cmap, "cmap")
+    mapping = cmap.params.get("mapping") or {}
+    try:
+        rows, cols = int(mapping["array_rows"]), int(mapping["array_cols"])
+    except (KeyError, TypeError, ValueError):
+        raise CimtoolError(f"--cmap {cmap.path}: its manifest records no array geometry "
+                           "(params.mapping.array_rows, array_cols)") from None
+    subarray, note = neurosim_geometry(network, weight_bits, cell_bits, rows, cols)
+    if note:
+        raise CimtoolError(f"--cmap {cmap.path}: {note}: re-run map-weights with --array-rows {subarray} "
+                           f"--array-cols {subarray}")
+    mapped_card = (cmap.params.get("card") or {}).get("name")
+    if mapped_card != card.name:
+        log(f"[yellow]note: --cmap {cmap.path} maps onto '{mapped_card}', NeuroSim runs the card "
+            f"'{card.name}' (--device)")
+    mapped_bits = mapping.get("weight_bits")
+    if mapped_bits is not None and mapped_bits != weight_bits:
+        log(f"[yellow]note: --cmap {cmap.path} maps {mapped_bits}-bit weights, the trace has {weight_bits} "
+            f"(NeuroSim's WBITS): neurosim-trace --weight-bits {mapped_bits} describes the mapped chip")
+    return cmap, subarray
+
+
 def headline(artifact: artifacts.Artifact) -> str:
     s = artifact.summary
+    leakage = f" + leakage {s['leakage_energy_pj']:.4g} pJ" if s.get("leakage_energy_pj") is not None else ""
+    source = " auto" if s.get("subarray_auto") else (", as the cmap" if s.get("cmap") else "")
     return (f"[green]neurosim[/green] {artifact.path}  area {s['chip_area_um2']:.4g} um^2, "
-            f"latency {s['latency_ns']:.4g} ns, dynamic energy {s['dynamic_energy_pj']:.4g} pJ, "
+            f"latency {s['latency_ns']:.4g} ns, dynamic energy {s['dynamic_energy_pj']:.4g} pJ{leakage}, "
             f"{s['tops_per_w']:.4g} TOPS/W, {s['fps']:.4g} FPS (NeuroSim {s.get('neurosim_version', '?')}, "
-            f"{s['subarray']}x{s.get('subarray_cols', s['subarray'])} subarrays"
-            f"{' auto' if s.get('subarray_auto') else ''})")
+            f"{s['subarray']}x{s.get('subarray_cols', s['subarray'])} subarrays{source})"
+            + "".join(f"\n  {caveat}" for caveat in s.get("caveats", [])))
 
 
 def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:
@@ -89,6 +120,7 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
         setting_env,
         source_version,
     )
+    from cimtool.neurosim.caveats import explain
     from cimtool.neurosim.results import TRAINING_METRICS, parse_stdout
     from cimtool.neurosim.results import run as run_binary
     from cimtool.neurosim.runner import HEADLINE, argv, check_complete, check_physical, fitting, network_rows
@@ -103,7 +135,15 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
     network = network_rows(trace.file("NetWork.csv"), len(layers))
     check_choice("--training-estimation", p.training_estimation, ("on", "off"))
     check_choice("--chip", p.chip, CHIPS)
+    if p.cmap is not None and p.subarray is not None:
+        raise CimtoolError(f"--cmap {p.cmap} and --subarray {p.subarray} both set the subarray: give one")
+    if p.cmap is not None and p.chip == "release":
+        raise CimtoolError(f"--cmap {p.cmap}: a cmap describes the card's chip, --chip release the release's "
+                           "own Param.cpp; give --chip card, or --subarray")
     found, origin = locate(p.neurosim)
+    if p.cmap is not None and found.is_file():
+        raise CimtoolError(f"--cmap {p.cmap}: the binary {found} runs its compiled subarray; give a NeuroSim "
+                           "source to run on the cmap's arrays")
     version = BY_KEY[fmt] if found.is_file() else source_version(found)
     given = [f"--{f.replace('_', '-')} {getattr(p, f)}" for f in _V21_ONLY
              if getattr(p, f) != getattr(RunParams, f)]
@@ -117,7 +157,11 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
     else:
         base = NeuroSimSettings.from_card(card, p.cell, p.cell_bits, p.adc_bits, 128, p.technode, **training)
         names, release = version.patched, {}
-    subarray = p.subarray or auto_subarray(network, trace.params["weight_bits"], base.cellBit)
+    wbits = trace.params["weight_bits"]
+    if p.cmap is not None:
+        cmap, subarray = _cmap_subarray(p, network, wbits, base.cellBit, card, reporter.log)
+    else:
+        cmap, subarray = None, p.subarray or auto_subarray(network, wbits, base.cellBit)
     cols = base.numColSubArray if p.chip == "release" and version.subarray_on_argv else subarray
     settings = dataclasses.replace(base, numRowSubArray=subarray, numColSubArray=cols)
     if settings.cellBit > trace.params["weight_bits"]:
@@ -140,14 +184,15 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
         applied = True
     chip_name = card.name if p.chip == "card" else f"release-{version.key}"
     output = StageOutput(KIND, out, root, f"{trace.path.name}-{chip_name}", force,
-                         inputs=[trace.path], started=t_start)
+                         inputs=[trace.path] + ([cmap.path] if cmap else []), started=t_start)
     out = output.path
-    auto = " (auto)" if p.subarray is None else ""
-    reporter.log(f"run-neurosim: {trace.path} ({len(layers)} layers) on NeuroSim {version.name} from "
-                 f"{origin}, {subarray}x{cols} subarrays{auto}, chip: {chip_name} → {out}")
+    auto = f" (the arrays of {cmap.path})" if cmap else " (auto)" if p.subarray is None else ""
+    reporter.log(f"run-neurosim: {trace.path} ({plural(len(layers), 'layer')}) on NeuroSim {version.name} "
+                 f"from {origin}, {subarray}x{cols} subarrays{auto}, chip: {chip_name} → {out}")
 
     recorded = {k: v for k, v in asdict(settings).items() if k in names}
-    params = {**asdict(p), "trace": str(trace.path), "neurosim_found": str(found), "origin": origin,
+    params = {**asdict(p), "trace": str(trace.path), "cmap": str(cmap.path) if cmap else None,
+              "neurosim_found": str(found), "origin": origin,
               "version": version.key, "settings": recorded, "settings_applied": applied}
     with output.writer(params) as writer:
         with reporter.progress() as progress:
@@ -183,17 +228,21 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
         writer.path("settings.json").write_text(json.dumps(
             {"settings": recorded, "applied": applied, "version": version.key, "chip": p.chip,
              **({"card": card.to_dict()} if p.chip == "card" else {"release_param_cpp": release}),
-             "patched": list(names) if applied else [], "subarray_auto": p.subarray is None,
+             "patched": list(names) if applied else [], "subarray_auto": p.subarray is None and not cmap,
              "arguments": argv("main", *bits, layers, version, subarray)[1:]},
             indent=2, sort_keys=True, default=str)
             + "\n")
-        summary = {m: parsed.chip_value(m) for m in HEADLINE}
+        kept = (*HEADLINE, "neurosim_leakage_energy_pj", "leakage_power_uw")
+        summary = {m: parsed.chip_value(m) for m in kept}
         summary.update(layers=len(parsed.layers), device=chip_name, chip=p.chip, cell_bits=settings.cellBit,
                        adc_levels=settings.levelOutput, subarray=settings.numRowSubArray,
                        subarray_cols=settings.numColSubArray,
-                       subarray_auto=p.subarray is None, neurosim_version=version.name,
-                       settings_applied=applied)
+                       subarray_auto=p.subarray is None and not cmap, neurosim_version=version.name,
+                       settings_applied=applied, array_rows=settings.numRowSubArray,
+                       array_cols=settings.numColSubArray, cmap=str(cmap.path) if cmap else None,
+                       **explain(parsed, settings if applied else None, version.key == "v21"))
         if version.key == "v21":  # figures per epoch of train_batch × iterations images
             summary.update(training_estimation=p.training_estimation, train_batch=p.train_batch,
                            iterations=p.iterations, **{m: parsed.chip_value(m) for m in TRAINING_METRICS})
-        return output.commit(writer, [trace.as_input("trace")], summary)
+        roles = [trace.as_input("trace")] + ([cmap.as_input("cmap")] if cmap else [])
+        return output.commit(writer, roles, summary)

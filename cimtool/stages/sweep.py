@@ -2,10 +2,14 @@
 
 Every configuration method × scheme (A/B) × ADC bits × weight bits × timesteps runs the spiking
 network on simulated arrays of one device card (its non-idealities, ``--trials`` chips each; the
-same chips for every configuration) and is scored on val. Best case = the highest mean val
-accuracy; recommendation = the cheapest configuration (``cimtool.devices.cost``) whose val
-accuracy is within ``--tolerance`` points of the best. Only those two are then evaluated on test,
-once each.
+same chips for every configuration) and is scored on val (``cimtool.nn.snn_chip``: a
+configuration's score does not depend on the rest of the grid). Best case = the highest mean val
+accuracy; every other configuration is compared with it on the same val images and chips (the
+paired difference and its standard error); recommendation = the cheapest configuration
+(``cimtool.devices.cost``) whose loss against the best is below ``--tolerance`` points at
+``--confidence`` (one-sided: loss + z·SE ≤ tolerance). Only those two are then evaluated on
+test, once each. Weights of more bits than a cell holds are simulated as the bit-sliced cells the
+cost model charges for (``cimtool.devices.mapping``).
 
 The inputs are models (``--method``: the newest model per front-end; ``--model``: model, qmodel or
 snn artifacts). An snn artifact brings its thresholds, neuron and encoding; a plain model is
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -46,7 +51,8 @@ from cimtool.models.io import find_model
 from cimtool.nn.snn_spec import Candidate, load_candidate
 from cimtool.params import SweepParams  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput, check_torch_device, resolve_device
-from cimtool.ui import Reporter
+from cimtool.stats import mean_std
+from cimtool.ui import Reporter, plural
 
 KIND = "sweep"
 COSTS = ("model", "neurosim")
@@ -71,6 +77,8 @@ def validate(p: SweepParams) -> None:
     check_range("--trials", p.trials, 1, 1000)
     if not (math.isfinite(p.tolerance) and p.tolerance >= 0):
         raise CimtoolError(f"--tolerance must be >= 0 accuracy points, got {p.tolerance}")
+    if not 0.5 <= p.confidence < 1:
+        raise CimtoolError(f"--confidence must be in [0.5, 1) (one-sided), got {p.confidence}")
     check_placement(p.array_rows, p.array_cols, "interleaved")
     if p.models and p.methods != SweepParams().methods:
         raise CimtoolError("--method chooses the models to sweep when --model is not given; with --model "
@@ -115,27 +123,63 @@ def _same_val_split(candidates: list[Candidate]) -> None:
                                f"than {first.spiking.artifact.path}: their val accuracies cannot be compared")
 
 
-def select(rows: list[dict[str, Any]], tolerance_points: float,
-           energy: str = "energy_pj") -> tuple[dict[str, Any], dict[str, Any]]:
-    """(best case, recommendation): the highest mean val accuracy (ties: cheaper), and the cheapest
-    configuration by ``energy`` within ``tolerance_points`` of it (ties: the cost model's energy, then
-    fewer weight bits, ADC bits, timesteps)."""
+def check_tolerance(tolerance_points: float, n_val: int) -> None:
+    """A tolerance finer than one val image cannot be told apart from zero."""
+    resolution = 100 / n_val
+    if 0 < tolerance_points < resolution:
+        raise CimtoolError(f"--tolerance {tolerance_points:g} points is below the val split's resolution "
+                           f"(one image of {n_val} = {resolution:.3g} points): give 0 (the best only) or "
+                           f">= {resolution:.3g}")
+
+
+def select(rows: list[dict[str, Any]], tolerance_points: float, energy: str = "energy_pj",
+           confidence: float = 0.95) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(best case, recommendation) of rows carrying ``scores`` (:class:`ChipScores`).
+
+    Best: the highest mean val accuracy (ties: cheaper). Each row gains ``diff_vs_best`` and
+    ``diff_se`` (points, paired over the same images and chips), ``indistinguishable`` (not
+    significantly worse than the best: diff − z·SE ≤ 0) and ``within_tolerance`` (diff + z·SE ≤
+    tolerance); z is the one-sided normal quantile of ``confidence``. Recommendation: the cheapest
+    row within tolerance by ``energy`` (ties: the cost model's energy, then fewer weight bits, ADC
+    bits, timesteps); the best always is."""
+    from cimtool.stats import paired_difference
+
     def cost(r: dict[str, Any]) -> tuple:
         return (r[energy], r["energy_pj"], r["weight_bits"], r["adc_bits"], r["timesteps"], r["scheme"])
 
+    z = statistics.NormalDist().inv_cdf(confidence)
     best = min(rows, key=lambda r: (-r["val_mean"], *cost(r)))
-    floor = best["val_mean"] - tolerance_points / 100 - 1e-12
-    recommended = min((r for r in rows if r["val_mean"] >= floor), key=cost)
+    for r in rows:
+        diff = paired_difference(best["scores"], r["scores"])
+        r.update(diff_vs_best=diff.mean, diff_se=diff.se, indistinguishable=diff.mean - z * diff.se <= 1e-9,
+                 within_tolerance=r is best or diff.mean + z * diff.se <= tolerance_points + 1e-9)
+    recommended = min((r for r in rows if r["within_tolerance"]), key=cost)
     return best, recommended
 
 
 def _mapped(cand: Candidate, card, weight_bits: int, p: SweepParams):
-    """(maps, placements) of the candidate's crossbar layers on 2^weight_bits levels of the card."""
-    from cimtool.devices.mapping import Placement, card_grid
+    """(maps, placements) of the candidate's crossbar layers with ``weight_bits`` on the card's cells
+    (bit-sliced above its cell bits, as the cost model charges)."""
+    from cimtool.devices.mapping import level_code
     from cimtool.nn.network import map_model
 
-    maps = map_model(cand.spiking.model, cand.spiking.arch, card_grid(card, weight_bits))
-    return maps, {n: Placement(*m.shape, p.array_rows, p.array_cols, "interleaved") for n, m in maps.items()}
+    maps = map_model(cand.spiking.model, cand.spiking.arch, level_code(card, weight_bits))
+    return maps, {n: m.placement(p.array_rows, p.array_cols, "interleaved") for n, m in maps.items()}
+
+
+def _ir_caveats(candidates: list[Candidate], card, p: SweepParams) -> list[str]:
+    """Where the swept mappings run the first-order IR drop beyond its validity: one sentence."""
+    from cimtool.nn.array import ir_caveat
+
+    if "ir" not in p.effects:
+        return []
+    found = {}
+    for cand in candidates:
+        for bits in p.weight_bits:
+            caveat = ir_caveat(*_mapped(cand, card, bits, p), card.wire_resistance)
+            if caveat:
+                found[f"{cand.spiking.label} w{bits}"] = caveat
+    return [f"{', '.join(found)}: {next(iter(found.values()))}"] if found else []
 
 
 def _config(p: SweepParams, card, scheme: str, adc_bits: int):
@@ -144,25 +188,12 @@ def _config(p: SweepParams, card, scheme: str, adc_bits: int):
     return ArrayConfig(effects=p.effects, adc_bits=adc_bits, scheme=scheme, input_bits=card.input_bits)
 
 
-class _Evaluator:
-    """Spiking network of one candidate on one mapping and converter setting, over chips and T."""
+def _chips(cand: Candidate, card, unit: _Unit, p: SweepParams, device):
+    """The candidate's spiking network on the chips of one unit (mapping and converters)."""
+    from cimtool.nn.snn_chip import SpikingChips
 
-    def __init__(self, cand: Candidate, maps, placements, card, config, p: SweepParams, device) -> None:
-        from cimtool.nn.network import ArrayNetwork
-
-        arrays = ArrayNetwork(cand.spiking.model, maps, placements, card, config, device)
-        self.snn = cand.spiking.network(arrays.model, device)
-        self.snn.calibrate_converters(cand.calibration, max(p.timesteps), p.seed)
-        self.trials, self.seed, self.device = p.trials, p.seed, device
-
-    def accuracies(self, data, steps: int) -> list[float]:
-        import torch
-
-        accs = []
-        for trial in range(self.trials):  # the same chips for every configuration
-            self.snn.program(torch.Generator(self.device).manual_seed(self.seed * 1_000_003 + trial))
-            accs.append(self.snn.accuracy(data, steps, seed=self.seed + trial))
-        return accs
+    return SpikingChips(cand.spiking, *_mapped(cand, card, unit.weight_bits, p), card,
+                        _config(p, card, unit.scheme, unit.adc_bits), cand.calibration, p.seed, device)
 
 
 EXECUTION = ("executor", "address", "workers")  # how the sweep runs, not what it computes
@@ -189,14 +220,13 @@ class _Shared:
     device: str
 
 
-def _unit_accuracies(shared: _Shared, unit: _Unit) -> list[list[float]]:
-    """Val accuracy of each chip at each of ``--timesteps``: one unit, wherever it runs."""
+def _unit_scores(shared: _Shared, unit: _Unit) -> list[dict]:
+    """Val scores (:class:`ChipScores`, as dicts) at each of ``--timesteps``: one unit, wherever it runs."""
     import torch
 
-    cand, p, card = shared.candidates[unit.candidate], shared.p, shared.card
-    ev = _Evaluator(cand, *_mapped(cand, card, unit.weight_bits, p), card,
-                    _config(p, card, unit.scheme, unit.adc_bits), p, torch.device(shared.device))
-    return [ev.accuracies(cand.data["val"], steps) for steps in p.timesteps]
+    cand, p = shared.candidates[unit.candidate], shared.p
+    chips = _chips(cand, shared.card, unit, p, torch.device(shared.device))
+    return [chips.scores(cand.data["val"], steps, p.trials).to_dict() for steps in p.timesteps]
 
 
 def _fingerprint(cand: Candidate) -> dict[str, str]:
@@ -234,7 +264,10 @@ class _ChipCost:
     """NeuroSim's chip figures per (model, weight bits, ADC bits): ``--cost neurosim``.
 
     One build of the given inference release serves every point (settings read at start-up); the
-    points of one model run side by side, one NeuroSim process per core, each cached by settings."""
+    points of one model run side by side, one NeuroSim process per core, each cached by settings.
+    Its subarray is the swept arrays (``--array-rows`` x ``--array-cols``), or where NeuroSim's
+    floorplan cannot take them the nearest geometry it does (``build.neurosim_geometry``), said once
+    per model and weight bits and kept in each point (``subarray``, ``geometry_note``)."""
 
     def __init__(self, p: SweepParams, card, log) -> None:
         from cimtool.neurosim.build import build, cache_root, locate, source_version
@@ -249,13 +282,13 @@ class _ChipCost:
                                "--cost neurosim estimates inference (give a V1.3 or V1.4/V1.5 checkout)")
         self.cache = cache_root(p.cache_dir)
         self.binary = build(found, self.cache, log, self.version.patched)
-        self.card, self.p = card, p
+        self.card, self.p, self.log = card, p, log
         self.card_bits = card.cell_bits
         self.label = f"NeuroSim {self.version.name} ({origin})"
 
     def points(self, cand: Candidate, ci: int, directory: Path, progress, task) -> dict[tuple, dict]:
         """{(weight bits, ADC bits): figures} of one model; records and stdouts go to ``directory``."""
-        from cimtool.neurosim.build import NeuroSimSettings, auto_subarray
+        from cimtool.neurosim.build import NeuroSimSettings, neurosim_geometry
         from cimtool.neurosim.record import NETWORK, write_spike_record
         from cimtool.neurosim.runner import estimate, network_rows
         from cimtool.train.batching import to_float
@@ -268,21 +301,26 @@ class _ChipCost:
             layers = write_spike_record(net.model, net.arch, to_float(cand.data["val"].x[:1]), net.thetas,
                                         net.input_range, wbits, record, p.seed)
             cell_bits = min(self.card_bits, wbits)  # NeuroSim: cellBit ≤ WBITS
-            subarray = auto_subarray(network_rows(record / NETWORK, len(layers)), wbits, cell_bits)
+            subarray, note = neurosim_geometry(network_rows(record / NETWORK, len(layers)), wbits, cell_bits,
+                                               p.array_rows, p.array_cols)
+            if note:
+                self.log(f"[yellow]note: {net.label} w{wbits}: {note}; NeuroSim runs {subarray}x{subarray} "
+                         "subarrays")
             for abits in p.adc_bits:
                 settings = NeuroSimSettings.from_card(self.card, "rram", cell_bits, abits, subarray,
                                                       p.technode)
-                jobs.append((wbits, abits, record, layers, settings))
+                jobs.append((wbits, abits, record, layers, settings, note or ""))
 
         def one(job) -> tuple[tuple, dict]:
-            wbits, abits, record, layers, settings = job
+            wbits, abits, record, layers, settings, note = job
             est = estimate(self.binary, self.version, record, wbits, 1, layers, settings,
                            p.neurosim_timeout, self.cache / "estimates")
             (record / f"adc{abits}.stdout.txt").write_text(est.stdout)
             progress.update(task, advance=1, status=f"w{wbits} adc{abits}")
             return (wbits, abits), {"candidate": ci, "weight_bits": wbits, "adc_bits": abits,
                                     "cell_bits": settings.cellBit, "subarray": settings.numRowSubArray,
-                                    "cached": est.cached, "record": record.name, **est.figures}
+                                    "geometry_note": note, "cached": est.cached, "record": record.name,
+                                    **est.figures}
 
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # NeuroSim is one process each
             return dict(pool.map(one, jobs))
@@ -290,7 +328,8 @@ class _ChipCost:
     @staticmethod
     def columns(point: dict, steps: int) -> dict[str, float]:
         """A configuration's NeuroSim figures: per inference of ``steps`` timesteps (one record run per
-        step), the chip's area and per-step efficiency as NeuroSim prints them."""
+        step; leakage: every tile over the step's latency), the chip's area and per-step efficiency as
+        NeuroSim prints them."""
         per_step = point["dynamic_energy_pj"] + (point["leakage_energy_pj"] or 0.0)
         return {"neurosim_energy_pj": steps * per_step, "neurosim_latency_ns": steps * point["latency_ns"],
                 "neurosim_area_um2": point["chip_area_um2"], "neurosim_tops_per_w": point["tops_per_w"],
@@ -306,8 +345,18 @@ def headline(artifact: artifacts.Artifact) -> str:
                 f"{c['val_mean']:.4f}, test {c['test_mean']:.4f} ± {c['test_std']:.4f}, "
                 f"{c['energy_pj']:.3g} pJ (model){chip}")
 
-    return (f"[green]sweep[/green] {artifact.path}  {s['n_configs']} configurations\n"
+    line = (f"[green]sweep[/green] {artifact.path}  {plural(s['n_configs'], 'configuration')} on "
+            f"{s['device']}, {plural(s['trials'], 'chip')} each\n"
             f"  best:        {cfg(s['best'])}\n  recommended: {cfg(s['recommended'])}")
+    rec = s["recommended"]
+    if "diff_se" in rec:
+        line += (f"\n  the recommendation loses {rec['diff_vs_best']:.2f} ± {rec['diff_se']:.2f} points "
+                 f"(paired SE) against the best on {s['n_val']} val images: below {s['tolerance_points']:g} "
+                 f"at {s['confidence']:.0%} confidence; {s['n_indistinguishable']} of "
+                 f"{plural(s['n_configs'], 'configuration')} statistically indistinguishable from the best")
+    for caveat in s.get("caveats", []):
+        line += f"\n  [yellow]caveat:[/yellow] {caveat}"
+    return line
 
 
 def _executor_config(p: SweepParams, device) -> ExecutorConfig:
@@ -334,10 +383,12 @@ def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Rep
 def _run(p: SweepParams, paths: list[Path], out: Path | None, root: Path, force: bool, reporter: Reporter,
          card, device, executor, t_start: float) -> artifacts.Artifact:
     from cimtool.devices.cost import CostModel
+    from cimtool.nn.snn_chip import ChipScores
     from cimtool.unit_cache import UnitCache
 
     candidates = [load_candidate(path, p.data_dir, reporter, p.calibration_samples, p.seed) for path in paths]
     _same_val_split(candidates)
+    check_tolerance(p.tolerance, len(candidates[0].data["val"]))
     labels = "+".join(c.spiking.label for c in candidates)
     params = {**{k: v for k, v in asdict(p).items() if k not in EXECUTION}, "torch_device": device.type,
               "card": card.to_dict()}
@@ -351,7 +402,11 @@ def _run(p: SweepParams, paths: list[Path], out: Path | None, root: Path, force:
     chip = _ChipCost(p, card, reporter.log) if p.cost == "neurosim" else None
     total = len(candidates) * p.n_configs_per_model
     ranked = f"ranked by {chip.label}" if chip else "ranked by the cost model"
-    reporter.log(f"sweep: {total} configurations × {p.trials} chips on '{card.name}' (val), {ranked} → {out}")
+    reporter.log(f"sweep: {plural(total, 'configuration')} × {plural(p.trials, 'chip')} on '{card.name}' "
+                 f"(val), {ranked} → {out}")
+    caveats = _ir_caveats(candidates, card, p)
+    for caveat in caveats:
+        reporter.log(f"[yellow]warning: {caveat}")
 
     units = [_Unit(ci, wbits, scheme, abits) for ci in range(len(candidates)) for wbits in p.weight_bits
              for scheme in p.schemes for abits in p.adc_bits]
@@ -359,11 +414,11 @@ def _run(p: SweepParams, paths: list[Path], out: Path | None, root: Path, force:
     rows: list[dict[str, Any]] = []
     with output.writer(params, resume="auto", keep_on_interrupt=True) as writer:
         cache = UnitCache(writer.scratch / "units")
-        accuracies = {i: cache.get(key) for i, key in enumerate(keys)}
-        missing = [i for i, found in accuracies.items() if found is None]
+        results = {i: cache.get(key) for i, key in enumerate(keys)}
+        missing = [i for i, found in results.items() if found is None]
         if len(missing) < len(units):
-            reporter.log(f"sweep: {len(units) - len(missing)} of {len(units)} units already computed in "
-                         f"{writer.partial}; computing the other {len(missing)}")
+            reporter.log(f"sweep: {len(units) - len(missing)} of {plural(len(units), 'unit')} already "
+                         f"computed in {writer.partial}; computing the other {len(missing)}")
         executed = "nothing (every unit cached)"
         with reporter.progress() as progress:
             points: dict[tuple, dict] = {}
@@ -380,43 +435,49 @@ def _run(p: SweepParams, paths: list[Path], out: Path | None, root: Path, force:
             t_units = time.perf_counter()
             if missing:
                 executed = executor.description
-                reporter.log(f"sweep: {len(missing)} units on {executed}")
+                reporter.log(f"sweep: {plural(len(missing), 'unit')} on {executed}")
                 shared = _Shared([_lean(c) for c in candidates], card, p, device.type)
-                for j, accs in executor.map(_unit_accuracies, shared, [units[i] for i in missing]):
+                for j, found in executor.map(_unit_scores, shared, [units[i] for i in missing]):
                     i = missing[j]
-                    cache.put(keys[i], accs)
-                    accuracies[i] = accs
+                    cache.put(keys[i], found)
+                    results[i] = found
                     u = units[i]
                     label = candidates[u.candidate].spiking.label
+                    last = np.mean(found[-1]["accuracies"])
                     progress.update(task, advance=per_unit, status=f"{label} w{u.weight_bits} {u.scheme} "
-                                    f"adc{u.adc_bits}: {np.mean(accs[-1]):.4f} at T{p.timesteps[-1]}")
+                                    f"adc{u.adc_bits}: {last:.4f} at T{p.timesteps[-1]}")
             units_wall = time.perf_counter() - t_units
         shapes = [_layer_shapes(c.spiking.model, c.spiking.arch, c.data["val"].x) for c in candidates]
         for i, unit in enumerate(units):
             net = candidates[unit.candidate].spiking
             ci, wbits, abits = unit.candidate, unit.weight_bits, unit.adc_bits
-            for steps, accs in zip(p.timesteps, accuracies[i], strict=True):
+            for steps, found in zip(p.timesteps, results[i], strict=True):
+                scores = ChipScores.from_dict(found)
+                accs = scores.accuracies
                 energy = cost.energy(card, shapes[ci], wbits, abits, unit.scheme, steps, p.array_rows)
                 if chip:
                     energy.update(chip.columns(points[ci, wbits, abits], steps))
+                val_mean, val_std = mean_std(accs)
                 rows.append({"method": net.label, "model": str(net.artifact.path), "candidate": ci,
                              "weight_bits": wbits, "scheme": unit.scheme, "adc_bits": abits,
-                             "timesteps": steps, "val_mean": float(np.mean(accs)),
-                             "val_std": float(np.std(accs)), "val_trials": accs, **energy})
-        best, recommended = select(rows, p.tolerance, ENERGY[p.cost])
+                             "timesteps": steps, "val_mean": val_mean, "val_std": val_std, "val_trials": accs,
+                             "scores": scores, **energy})
+        best, recommended = select(rows, p.tolerance, ENERGY[p.cost], p.confidence)
+        for r in rows:
+            del r["scores"]
 
         selection = []
-        reporter.log(f"sweep: best and recommended configurations on test ({p.trials} chips each)")
+        reporter.log(f"sweep: best and recommended configurations on test ({plural(p.trials, 'chip')} each)")
         for role, row in (("best", best), ("recommended", recommended)):
             if role == "recommended" and row is best:
                 test = selection[0]["test_trials"]  # the same configuration: test touched once
             else:
                 cand = candidates[row["candidate"]]
-                ev = _Evaluator(cand, *_mapped(cand, card, row["weight_bits"], p), card,
-                                _config(p, card, row["scheme"], row["adc_bits"]), p, device)
-                test = ev.accuracies(cand.data["test"], row["timesteps"])
+                unit = _Unit(row["candidate"], row["weight_bits"], row["scheme"], row["adc_bits"])
+                test = _chips(cand, card, unit, p, device).scores(cand.data["test"], row["timesteps"],
+                                                                  p.trials).accuracies
             selection.append({"role": role, **{k: v for k, v in row.items() if k != "val_trials"},
-                              "test_mean": float(np.mean(test)), "test_std": float(np.std(test)),
+                              **dict(zip(("test_mean", "test_std"), mean_std(test), strict=True)),
                               "test_trials": test})
         pq.write_table(pa.Table.from_pylist(rows), writer.path("sweep.parquet"))
         pq.write_table(pa.Table.from_pylist(selection), writer.path("selection.parquet"))
@@ -425,20 +486,25 @@ def _run(p: SweepParams, paths: list[Path], out: Path | None, root: Path, force:
                            writer.path("neurosim.parquet"))
 
         def brief(s: dict[str, Any]) -> dict[str, Any]:
-            keys = ("method", "weight_bits", "scheme", "adc_bits", "timesteps", "val_mean", "val_std",
-                    "test_mean", "test_std", "energy_pj", "neurosim_energy_pj", "neurosim_latency_ns",
+            keys = ("method", "weight_bits", "scheme", "adc_bits", "timesteps", "slices", "val_mean",
+                    "val_std", "diff_vs_best", "diff_se", "test_mean", "test_std", "energy_pj",
+                    "neurosim_energy_pj", "neurosim_latency_ns",
                     "neurosim_area_um2", "neurosim_tops_per_w", "neurosim_subarray")
             return {k: s[k] for k in keys if k in s}
 
         summary = {"device": card.name, "n_configs": len(rows), "trials": p.trials,
-                   "tolerance_points": p.tolerance, "best": brief(selection[0]),
+                   "tolerance_points": p.tolerance, "confidence": p.confidence,
+                   "n_val": len(candidates[0].data["val"]),
+                   "n_indistinguishable": sum(r["indistinguishable"] for r in rows),
+                   "best": brief(selection[0]),
                    "recommended": brief(selection[1]),
                    "test_accuracy": selection[1]["test_mean"], "val_accuracy": selection[1]["val_mean"],
                    "cost": p.cost, "energy_key": ENERGY[p.cost],
                    "energy_saving": 1 - selection[1][ENERGY[p.cost]] / selection[0][ENERGY[p.cost]],
                    **candidates[0].calibration_record, "torch_device": device.type,
                    "executor": executed, "units": len(units), "units_computed": len(missing),
-                   "units_cached": len(units) - len(missing), "units_wall_s": units_wall}
+                   "units_cached": len(units) - len(missing), "units_wall_s": units_wall,
+                   "caveats": caveats}
         if chip:
             summary.update(neurosim_version=chip.version.name, neurosim_runs=len(points),
                            neurosim_cached=sum(pt["cached"] for pt in points.values()))
