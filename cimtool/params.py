@@ -346,7 +346,8 @@ class SweepParams:
     adc_bits: tuple[int, ...] = numbers_option((3, 4, 5, 6, 8), int, panel="Grid",
                                                help="ADC bits (comma-separated).")
     weight_bits: tuple[int, ...] = numbers_option((2, 3, 4, 5, 6, 8), int, panel="Grid",
-                                                  help="Weight bits: 2^N levels over the card's range.")
+                                                  help="Weight bits (as --weight-bits of map-weights: "
+                                                       "bit-sliced above the card's cell bits).")
     timesteps: tuple[int, ...] = numbers_option((1, 2, 4, 8, 16, 32), int, panel="Grid", help="Timesteps T.")
     effects: tuple[str, ...] = effects_option("Grid")
     trials: int = option(3, panel="Grid", help="Chips (Monte Carlo) per configuration; the same for all.")

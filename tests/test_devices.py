@@ -351,6 +351,12 @@ def test_devices_new_default_path_and_bad_names(tmp_path, cli, monkeypatch):
         bad = cli("devices", "new", *args)
         assert bad.code == 2 and bad.err.count("\n") == 1 and "Traceback" not in bad.err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rram_b.toml"]
+    # a place it cannot write (a file where its folder should be): one line, exit 2, nothing left
+    (tmp_path / "afile").write_text("x")
+    unwritable = cli("devices", "new", "c", "--out", tmp_path / "afile" / "c.toml")
+    assert unwritable.code == 2 and unwritable.err.count("\n") == 1
+    assert "cannot write the card" in unwritable.err
+    assert "Traceback" not in unwritable.err and (tmp_path / "afile").read_text() == "x"
 
 
 def test_devices_show_prints_the_toml_keys(cli, tmp_path):

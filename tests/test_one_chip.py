@@ -78,8 +78,13 @@ def test_eight_bits_on_the_16_level_card_are_two_cells_of_its_levels():
     assert np.array_equal(code.grid, level_code(card, None).grid)
     # the top cell holds 4 bits, so every code uses only the card's 16 states
     assert code.digits.max() == 15 and len(code.values) == 256
-    six = level_code(card, 6)  # 6 bits = 4 + 2: the top cell uses its 4 lowest states
-    assert six.slices == 2 and six.digits[:, 1].max() == 3 and six.digits[:, 0].max() == 15
+    # 6 bits = 4 + 2: the top cell's 4 digits spread over the card's states 0, 5, 10, 15 (its 4
+    # lowest log states would be near g_min), so every bit width reaches full scale
+    six = level_code(card, 6)
+    assert six.slices == 2 and sorted(set(six.digits[:, 1])) == [0, 5, 10, 15]
+    assert six.weights.tolist() == pytest.approx([15 / 63, 48 / 63], rel=1e-15)
+    for bits in (5, 6, 7, 8, 12):
+        assert level_code(card, bits).values.max() == pytest.approx(1.0, abs=1e-12)
 
 
 @pytest.mark.parametrize("scheme", ["A", "B"])
@@ -159,7 +164,7 @@ def test_a_configuration_scores_the_same_alone_and_inside_any_grid(default_model
 
     cand = _candidate(default_model, neuron, encoding)
     card = load_card("rram_seed003")
-    unit = stage._Unit(0, 4, scheme, 4)
+    unit = stage._Unit(0, 4, scheme, 4, 128, 128)
 
     def score(timesteps: tuple[int, ...]) -> dict:
         p = stage.SweepParams(timesteps=timesteps, trials=2, effects=("d2d", "read"), calibration_samples=512)
@@ -203,6 +208,20 @@ def test_sweep_w8_is_two_cells_per_weight_and_equals_map_weights(rate_snn, tmp_p
     assert sorted(cells["slice"].unique()) == [0, 1] and cells["level_pos"].max() <= 15
     layers = pd.read_parquet(cmap.file("layers.parquet"))
     assert s["n_cells"] == int((2 * layers.rows * layers.cols * 2).sum()) == 2 * len(cells)
+    # the cmap records the snn and the model whose weights it maps (export-weightmap finds it by the model)
+    assert [(i["role"], i["kind"]) for i in cmap.manifest["inputs"]] == [("snn", "snn"), ("model", "model")]
+    # the device team's CSV lists every cell with the output and digit it holds
+    export = cli("export-weightmap", "--cmap", str(cmap.path), "--out", str(tmp_path / "csv"))
+    assert export.code == 0, export.err
+    assert "2 cells of 16 levels per weight" in export.out
+    [layer] = layers.to_dict("records")
+    csv = pd.read_csv(tmp_path / "csv" / f"weightmap-{layer['layer']}.csv")
+    assert list(csv.columns)[-3:] == ["output", "slice", "digit_weight"]
+    assert len(csv) == layer["rows"] * layer["cols"] * 2
+    expected = np.where(csv.slice == 0, 15 / 255, 240 / 255)
+    assert csv.digit_weight.tolist() == pytest.approx(expected.tolist(), rel=1e-12)
+    assert sorted(csv.slice.unique()) == [0, 1] and csv.output.max() == layer["cols"] - 1
+    assert (csv.col_pos // 2 // 2 == csv.output).all()  # interleaved: output j's cells at 4j..4j+3
 
 
 # --- the recommendation: paired, at a stated confidence -------------------------------------------
@@ -275,6 +294,12 @@ def test_ir_drop_beyond_its_validity_is_a_caveat(default_model, tmp_path, cli):
     load = float(caveat.split("up to ")[1].split(" ")[0])
     assert load > 0.1
     assert _ok(cli(*base, "--out", str(tmp_path / "rram")))["summary"]["caveats"] == []  # 234 MΩ cells
+    # the sweep says the same, with the largest r·(A+B) of its mappings
+    sweep = _ok(cli("sweep", "--model", str(default_model[0].path), "--device", str(path), "--effects", "ir",
+                    "--weight-bits", "4", "--adc-bits", "6", "--timesteps", "1", "--trials", "1", "--scheme",
+                    "B", "--json", "--quiet", "--out", str(tmp_path / "sweep")))["summary"]
+    [swept] = sweep["caveats"]
+    assert f"up to {load:.2g} (" in swept and "w4" in swept
 
 
 def test_ir_load_is_the_first_order_formula():
@@ -291,3 +316,30 @@ def test_ir_load_is_the_first_order_formula():
     expected = r * (phys @ m + nmat @ phys)  # r·(A + B), A = G·M, B = N·G
     assert np.allclose(load[0], expected[:, 0::2], rtol=1e-12) and np.allclose(load[1], expected[:, 1::2],
                                                                                rtol=1e-12)
+
+
+def test_export_takes_the_cmap_of_a_copied_card_without_a_source(default_model, tmp_path, cli, monkeypatch):
+    """A hand-written card names no source (it defaults to its path): a copy elsewhere is the same
+    device."""
+    import shutil
+
+    monkeypatch.setenv("COLUMNS", "1000")  # log lines unwrapped
+
+    from cimtool.devices.card import card_toml
+
+    root = tmp_path / "artifacts"
+    art = default_model[0]
+    shutil.copytree(art.path, root / "models" / art.path.name)
+    first, second = tmp_path / "a" / "mine.toml", tmp_path / "b" / "mine.toml"
+    first.parent.mkdir()
+    second.parent.mkdir()
+    text = "\n".join(line for line in card_toml(_linear_card()).splitlines() if not line.startswith("source"))
+    first.write_text(text + "\n")
+    second.write_text(text + "\n")
+    model = root / "models" / art.path.name
+    mapped = _ok(cli("map-weights", "--model", str(model), "--device", str(first), "--artifacts-root",
+                     str(root), "--json", "--quiet"))
+    result = cli("export-weightmap", "--model", str(model), "--device", str(second), "--artifacts-root",
+                 str(root), "--out", str(tmp_path / "csv"))
+    assert result.code == 0, result.err
+    assert mapped["artifact"] in result.err  # the cmap was taken, not a new mapping

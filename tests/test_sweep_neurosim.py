@@ -52,6 +52,10 @@ def test_every_neurosim_figure_is_its_stdout(neurosim_sweep):
         network = network_rows(first.path / "neurosim" / pt["record"] / "NetWork.csv", 1)
         subarray, note = neurosim_geometry(network, pt["weight_bits"], pt["cell_bits"], 128, 128)
         assert (pt["subarray"], pt["geometry_note"]) == (subarray, note) and "128x128" in note
+    # ...and the accuracy is simulated on that geometry too: one chip
+    table = pd.read_parquet(first.file("sweep.parquet")).merge(points, on=["weight_bits", "adc_bits"])
+    assert (table.array_rows == table.subarray).all() and (table.array_cols == table.subarray).all()
+    assert (table.neurosim_subarray == table.subarray).all()
     # levelOutput = 2^ADC bits: more ADC bits cost NeuroSim more energy on the same record
     for _, same in points.groupby("weight_bits"):
         assert same.sort_values("adc_bits").dynamic_energy_pj.is_monotonic_increasing

@@ -134,8 +134,11 @@ def load_cmap(path: Path | str) -> tuple[artifacts.Artifact, MappedModel, Mappin
         opts.validate()
         code = level_code(card, opts.weight_bits, opts.normalize)  # the rule map-weights applied
         grid = code.grid
-        if int(params["n_levels"]) != len(grid):
-            raise ValueError(f"n_levels {params['n_levels']} is not the {len(grid)} levels of its mapping")
+        if int(params["n_levels"]) != len(grid):  # before bit slicing, w bits were one cell of 2^w levels
+            raise CimtoolError(f"{artifact.path}: its {params['n_levels']} levels per cell are not the "
+                               f"{len(grid)} of --weight-bits {opts.weight_bits} on '{card.name}' (a cmap of "
+                               "an older cimtool, which stored w bits as one cell of 2^w levels): run "
+                               "map-weights again")
     except (KeyError, TypeError, ValueError) as exc:
         raise CimtoolError(f"{artifact.path}: manifest params do not describe a mapping ({exc})") from None
     cells = _read_table(artifact, "cmap.parquet", ("layer", "row", "col", "level_pos", "level_neg", "G_pos",

@@ -9,9 +9,10 @@ land on level 0 = ``g_min`` (the leak floor, not an open circuit). The array com
 (``w > cell_bits``) is stored over ``S = ⌈w/cell_bits⌉`` cells per polarity, as NeuroSim's
 ``cellBit`` slices ``WBITS``: cell ``s`` (least significant first) holds a digit of weight
 ``c_s = 2^(b·s)·(2^b − 1)/(2^w − 1)`` (``b`` = cell bits) on the ``2^b`` levels of the card's range
-and spacing, and its column is digitised on its own and shift-added after the ADC. A magnitude
-``n`` is stored as the digits whose value ``Σ_s c_s·G_{d_s}/g_max`` is nearest (all ``2^w`` codes
-enumerated: integer slicing on a linear grid). One cell (``S = 1``) is the plain mapping above.
+and spacing (the top cell's fewer digits spread over all of them), and its column is digitised on
+its own and shift-added after the ADC. A magnitude ``n`` is stored as the code whose value
+``Σ_s c_s·norm(G_state)`` is nearest (all ``2^w`` codes enumerated: integer slicing on a linear
+grid). One cell (``S = 1``) is the plain mapping above.
 
 Matrices here are in crossbar orientation: ``[rows, cols]`` = ``[inputs, outputs]``; a Linear
 weight ``[out, in]`` is transposed, a conv weight ``[Cout, Cin, kh, kw]`` is unrolled to
@@ -63,9 +64,7 @@ NORMALIZATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 
 def nearest_level(n: np.ndarray, grid: np.ndarray, normalize: str = "gmax") -> np.ndarray:
     """k = argmin_k |n − G_k/g_max| (ties to the lower level), vectorised via the midpoints."""
-    norm = NORMALIZATIONS[normalize](grid)
-    midpoints = (norm[:-1] + norm[1:]) / 2
-    return np.searchsorted(midpoints, n, side="left").astype(np.int16)
+    return LevelCode.one_cell(grid, normalize).nearest(n)[..., 0]
 
 
 @dataclass(frozen=True)
@@ -105,10 +104,18 @@ def level_code(card: DeviceCard, weight_bits: int | None, normalize: str = "gmax
     if slices == 1:
         return LevelCode.one_cell(grid, normalize)
     norm, b = NORMALIZATIONS[normalize](grid), card.cell_bits
-    # c_s = 2^(b·s)·(2^b − 1)/(2^w − 1) (docs/physics.md#bit-slicing)
-    weights = 2.0 ** (b * np.arange(slices)) * (2**b - 1) / (2**weight_bits - 1)
+    top = weight_bits - b * (slices - 1)  # bits of the most significant cell
+    # digit d of cell s weighs 2^(b·s)/(2^w − 1); a cell's state k stands for its digit k/(2^b − 1)
+    # (docs/physics.md#bit-slicing): c_s = 2^(b·s)·(2^b − 1)/(2^w − 1), and the top cell's 2^top
+    # digits are spread over the whole range (state ≈ d·(2^b − 1)/(2^top − 1)), c_top = 2^(b·(S−1))·
+    # (2^top − 1)/(2^w − 1), so that every code reaches full scale on any spacing
+    span = np.full(slices, 2**b - 1)
+    span[-1] = 2**top - 1
+    weights = 2.0 ** (b * np.arange(slices)) * span / (2**weight_bits - 1)
     codes = np.arange(2**weight_bits)
-    digits = np.stack([(codes >> (b * s)) & (2**b - 1) for s in range(slices)], axis=1).astype(np.int16)
+    digits = np.stack([(codes >> (b * s)) & (2**b - 1) for s in range(slices)], axis=1)
+    digits[:, -1] = np.rint(digits[:, -1] * (2**b - 1) / span[-1])  # the top digit's state
+    digits = digits.astype(np.int16)
     values = norm[digits] @ weights
     order = np.argsort(values, kind="stable")
     return LevelCode(grid, digits[order], values[order], weights, normalize)

@@ -19,8 +19,9 @@ class MappingOptions:
 
     device: str = option("rram_seed003", panel=MAP,
                          help="Device card: a preset (cimtool devices list) or a .toml file.")
-    weight_bits: int | None = option(None, panel=MAP, help="2^N conductance levels over the card's range "
-                                     "and spacing (default: the card's levels).")
+    weight_bits: int | None = option(None, panel=MAP, help="N bits per weight: one cell of 2^N levels over "
+                                     "the card's range and spacing up to its cell bits (log2 of its levels), "
+                                     "ceil(N/cell bits) bit-sliced cells above (default: the card's levels).")
     scaling: str = option("shared_max", panel=MAP,
                           help="Weight scale: shared_max (max|W| per layer), per_column, percentile.")
     scale_percentile: float = option(99.9, panel=MAP, help="Percentile of |W| for --scaling percentile.")

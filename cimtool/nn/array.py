@@ -162,20 +162,31 @@ def ir_drop(g: torch.Tensor, placement: Placement, wire_resistance: float) -> to
 IR_VALID_LOAD = 0.1  # r·(A+B) above which the first-order IR drop is reported as beyond its validity
 
 
+def ir_worst(maps: dict[str, LayerMap], placements: dict[str, Placement],
+             wire_resistance: float) -> tuple[float, str]:
+    """(largest r·(A+B), its layer) of these programmed targets."""
+    loads = {name: float(ir_load(torch.from_numpy(np.stack([lm.g_pos, lm.g_neg])), placements[name],
+                                 wire_resistance).max()) if wire_resistance > 0 else 0.0
+             for name, lm in maps.items()}
+    name = max(loads, key=loads.get)
+    return loads[name], name
+
+
+def ir_caveat_text(load: float, where: str) -> str | None:
+    """The sentence for a largest r·(A+B) of ``load`` (at ``where``) beyond the first-order validity."""
+    if load <= IR_VALID_LOAD:
+        return None
+    return (f"first-order IR drop at r·(A+B) up to {load:.2g} ({where}): beyond its validity (≪ 1, here "
+            f"> {IR_VALID_LOAD:g}), the attenuation is underestimated; smaller arrays, lower wire "
+            "resistance or a nodal solver")
+
+
 def ir_caveat(maps: dict[str, LayerMap], placements: dict[str, Placement],
               wire_resistance: float) -> str | None:
     """A sentence when the first-order IR drop runs beyond its validity (r·(A+B) ≪ 1) on these
     programmed targets; None within it."""
-    if wire_resistance <= 0:
-        return None
-    loads = {name: float(ir_load(torch.from_numpy(np.stack([lm.g_pos, lm.g_neg])), placements[name],
-                                 wire_resistance).max()) for name, lm in maps.items()}
-    name = max(loads, key=loads.get)
-    if loads[name] <= IR_VALID_LOAD:
-        return None
-    return (f"first-order IR drop at r·(A+B) up to {loads[name]:.2g} (layer {name}): beyond its validity "
-            f"(≪ 1, here > {IR_VALID_LOAD:g}), the attenuation is underestimated; smaller arrays, lower "
-            "wire resistance or a nodal solver")
+    load, name = ir_worst(maps, placements, wire_resistance)
+    return ir_caveat_text(load, f"layer {name}")
 
 
 # --- converters -------------------------------------------------------------------------------

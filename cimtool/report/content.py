@@ -476,12 +476,12 @@ def sweeps(arts: list[artifacts.Artifact]) -> Section:
         effects = art.params.get("effects")
         within = f"within {s.get('tolerance_points')} points of the best (val)"
         if confidence is not None:
-            within += f" at {float(confidence):.0%} confidence"
+            within += f" at {float(confidence):.0%} confidence (per comparison)"
         paired = _paired(s["recommended"].get("diff_vs_best"), s["recommended"].get("diff_se"))
         text = f"{name}: {plural(len(table), 'configuration')} on '{s.get('device')}'"
         if effects is not None:
             text += f" with effects {','.join(effects)}" if effects else " with no effects"
-        text += (f", {trials} simulated chip{'' if trials == 1 else 's'} each; recommendation: the lowest "
+        text += (f", {plural(trials, 'simulated chip')} each; recommendation: the lowest "
                  f"energy by the {by} {within}")
         if paired:
             text += (f"; best − recommended = {paired} points (paired standard error, over the same val "

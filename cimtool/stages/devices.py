@@ -3,6 +3,7 @@ a commented template to start a card from."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -79,10 +80,15 @@ def new_card(name: str, out: Path | None, force: bool, reporter: Reporter) -> No
     if path.exists() and not force:
         raise CimtoolError(f"{path}: exists (give --force to replace it)")
     loads_card(text, str(path))  # the template is a card: it must load as one
-    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)  # atomic: an interrupted write leaves no half card
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)  # atomic: an interrupted write leaves no half card
+    except OSError as exc:
+        with contextlib.suppress(OSError):  # its folder may not exist, or be a file
+            partial.unlink(missing_ok=True)
+        raise CimtoolError(f"{path}: cannot write the card ({exc.strerror or exc})") from None
     reporter.result({"card": str(path), "name": name},
                     human=f"[green]device card template[/green] {escape(str(path))}: replace the "
                           r"\[conductance] and \[read] placeholders with your device's, then check it with "

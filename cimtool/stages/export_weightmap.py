@@ -2,9 +2,11 @@
 
 Per crossbar layer ``weightmap-<layer>.csv`` with the exact header
 ``row,col_pos,col_neg,level_pos,level_neg,G_pos,G_neg`` (``--with-resistance`` appends
-``R_pos,R_neg``), one line per input row × output, and ``columns-<layer>.csv`` mapping every
-logical output to its physical pos/neg columns (layer-wide and inside its physical array), so that
-"weights written right but read from the wrong column" cannot happen silently.
+``R_pos,R_neg``; bit-sliced weights append ``output,slice,digit_weight``: shift-add the cells'
+read-outs of one output with the digit weights), one line per input row × cell
+column, and ``columns-<layer>.csv`` mapping every logical output (and slice) to its physical
+pos/neg columns (layer-wide and inside its physical array), so that "weights written right but
+read from the wrong column" cannot happen silently.
 
 It exports what was mapped: ``--cmap``, or else the newest cmap that map-weights wrote of the model
 (``--model``, or the newest of ``--method``) under the artifacts root and that agrees with every
@@ -61,9 +63,12 @@ def disagreements(params: dict[str, Any], given: dict[str, Any],
     with the cmap's value. ``--device`` is compared by the card's content (``card``:
     :func:`recorded_card`), so a preset name and a path to the same card agree and an edited card
     file does not."""
+    def physics(c: dict[str, Any] | None) -> dict[str, Any] | None:  # what the device is, not its prose
+        return None if c is None else {k: v for k, v in c.items() if k not in ("source", "description")}
+
     mapping = params.get("mapping") or {}
     clash = {k: mapping.get(k) for k, v in given.items() if k != "device" and mapping.get(k) != v}
-    if card is not None and card != params.get("card"):
+    if card is not None and physics(card) != physics(params.get("card")):
         recorded = (params.get("card") or {}).get("name")
         clash["device"] = (f"{mapping.get('device')} (another version of the card '{recorded}')"
                            if recorded == card["name"] else mapping.get("device"))
@@ -108,17 +113,23 @@ def weightmap_table(mapped: MappedModel, name: str, with_resistance: bool) -> pa
                "G_pos": g_pos, "G_neg": g_neg}
     if with_resistance:
         columns.update(R_pos=1.0 / g_pos, R_neg=1.0 / g_neg)
+    if lm.slices > 1:  # bit-sliced: the output, digit (least significant first) and its weight c_s
+        columns.update(output=col // lm.slices, slice=col % lm.slices,
+                       digit_weight=lm.weights[col % lm.slices])
     return pa.table(columns)
 
 
 def column_table(mapped: MappedModel, name: str) -> pa.Table:
-    pl = mapped.placements[name]
-    out = np.arange(pl.cols, dtype=np.int32)
-    col_pos, col_neg = pl.physical_columns(out)
-    tile_col, a_pos, a_neg = pl.array_columns(out)
-    return pa.table({"output": out, "col_pos": col_pos, "col_neg": col_neg, "tile_col": tile_col,
-                     "array_col_pos": a_pos, "array_col_neg": a_neg,
-                     "layout": pa.array([pl.layout] * pl.cols)})
+    """One row per cell column pair: its output (and, bit-sliced, its digit) and physical columns."""
+    lm, pl = mapped.maps[name], mapped.placements[name]
+    cell = np.arange(pl.cols, dtype=np.int32)
+    col_pos, col_neg = pl.physical_columns(cell)
+    tile_col, a_pos, a_neg = pl.array_columns(cell)
+    columns = {"output": cell // lm.slices, "col_pos": col_pos, "col_neg": col_neg, "tile_col": tile_col,
+               "array_col_pos": a_pos, "array_col_neg": a_neg, "layout": pa.array([pl.layout] * pl.cols)}
+    if lm.slices > 1:
+        columns["slice"] = cell % lm.slices
+    return pa.table(columns)
 
 
 @dataclass(frozen=True)
@@ -178,6 +189,8 @@ def headline(artifact: artifacts.Artifact) -> str:
     s = artifact.summary
     bits = f"w{s['weight_bits']} ({s['n_levels']} levels)" if s.get("weight_bits") else \
         f"the card's {s['n_levels']} levels"
+    if s.get("slices", 1) > 1:
+        bits = f"w{s['weight_bits']} ({s['slices']} cells of {s['n_levels']} levels per weight)"
     source = f"cmap {Path(s['cmap']).name}" if s.get("cmap") else "mapped here"
     files = ", ".join(f"{v['weightmap']} ({plural(v['lines'], 'line')})" for v in s["layers"].values())
     model = Path(s["model"]).name if s.get("model") else "?"
@@ -208,6 +221,7 @@ def run(p: ExportParams, out: Path | None, root: Path, force: bool, reporter: Re
             files[name] = {"weightmap": weights, "columns": cols, "rows": rows, "outputs": lm.shape[1],
                            "lines": rows * cells, "physical_columns": 2 * cells}
         summary = {"device": mapped.card.name, "layout": opts.layout, "n_levels": len(lm.grid),
+                   "slices": lm.slices,
                    "g_min": mapped.card.g_min, "g_max": mapped.card.g_max,
                    "with_resistance": p.with_resistance, "layers": files, "model": source.model,
                    "weight_bits": opts.weight_bits, "cmap": str(source.artifact.path) if from_cmap else None}

@@ -90,6 +90,19 @@ def validate(p: MapParams) -> None:
                 drift_time=p.drift_time).validate()
 
 
+def _evaluation(split: str, acc_float: float, acc_ideal: float, accs: list[float], config: ArrayConfig,
+                extra: dict[str, Any], device) -> tuple[list[dict], dict[str, Any]]:
+    """``evaluation.parquet``'s rows and the summary's accuracies: float, mapped ideal, each chip."""
+    rows = [{"condition": "float", "trial": 0, "accuracy": acc_float},
+            {"condition": "mapped_ideal", "trial": 0, "accuracy": acc_ideal}]
+    rows += [{"condition": "mapped_nonideal", "trial": t, "accuracy": a} for t, a in enumerate(accs)]
+    mean, std = mean_std(accs)
+    summary = {"split": split, "accuracy_float": acc_float, "accuracy_mapped_ideal": acc_ideal,
+               "accuracy_nonideal_mean": mean, "accuracy_nonideal_std": std, "trials": len(accs),
+               "array_config": asdict(config), **extra, "torch_device": device.type}
+    return rows, summary
+
+
 def evaluate_snn_mapped(spiking, mapped: MappedModel, data: dict[str, Any], split: str, config: ArrayConfig,
                         trials: int, seed: int, steps: int, reporter: Reporter,
                         calibration_samples: int = CALIBRATION_SAMPLES,
@@ -113,15 +126,7 @@ def evaluate_snn_mapped(spiking, mapped: MappedModel, data: dict[str, Any], spli
         task = progress.add_task("Monte Carlo (SNN)", total=trials, status="")
         accs = chips(config).scores(data[split], steps, trials, lambda t, a: progress.update(
             task, advance=1, status=f"acc {a:.4f}")).accuracies
-    rows = [{"condition": "float", "trial": 0, "accuracy": acc_float},
-            {"condition": "mapped_ideal", "trial": 0, "accuracy": acc_ideal}]
-    rows += [{"condition": "mapped_nonideal", "trial": t, "accuracy": a} for t, a in enumerate(accs)]
-    summary = {"split": split, "timesteps": steps, "accuracy_float": acc_float,
-               "accuracy_mapped_ideal": acc_ideal,
-               **dict(zip(("accuracy_nonideal_mean", "accuracy_nonideal_std"), mean_std(accs), strict=True)),
-               "trials": trials, "array_config": asdict(config),
-               **record, "torch_device": device.type}
-    return rows, summary
+    return _evaluation(split, acc_float, acc_ideal, accs, config, {**record, "timesteps": steps}, device)
 
 
 def evaluate_mapped(model, mapped: MappedModel, data: dict[str, Any], split: str, config: ArrayConfig,
@@ -149,13 +154,7 @@ def evaluate_mapped(model, mapped: MappedModel, data: dict[str, Any], split: str
         task = progress.add_task("Monte Carlo", total=trials, status="")
         accs = net.trials(data[split], trials, seed,
                           lambda t, a: progress.update(task, advance=1, status=f"acc {a:.4f}"))
-    rows = [{"condition": "float", "trial": 0, "accuracy": acc_float},
-            {"condition": "mapped_ideal", "trial": 0, "accuracy": acc_ideal}]
-    rows += [{"condition": "mapped_nonideal", "trial": t, "accuracy": a} for t, a in enumerate(accs)]
-    summary = {"split": split, "accuracy_float": acc_float, "accuracy_mapped_ideal": acc_ideal,
-               **dict(zip(("accuracy_nonideal_mean", "accuracy_nonideal_std"), mean_std(accs), strict=True)),
-               "trials": trials, "array_config": asdict(config), **record, "torch_device": device.type}
-    return rows, summary
+    return _evaluation(split, acc_float, acc_ideal, accs, config, record, device)
 
 
 def headline(artifact: artifacts.Artifact) -> str:
@@ -203,7 +202,8 @@ def run(p: MapParams, out: Path | None, root: Path, force: bool, reporter: Repor
         data = model_splits(source, p.data_dir)
     bits = p.mapping.weight_bits
     name = f"{model_path.name}-{mapped.card.name}-{f'w{bits}' if bits else 'card'}"
-    output = StageOutput(KIND, out, root, name, force, inputs=[model_path], started=t_start)
+    inputs = [model_path] if spiking is None else [model_path, source.path]  # an snn: its model's weights
+    output = StageOutput(KIND, out, root, name, force, inputs=inputs, started=t_start)
     out = output.path
     device = resolve_device(p.torch_device)
     params = {**asdict(p), "torch_device": device.type, "card": mapped.card.to_dict(),
@@ -242,4 +242,6 @@ def run(p: MapParams, out: Path | None, root: Path, force: bool, reporter: Repor
         if p.evaluate:
             pq.write_table(pa.Table.from_pylist(rows), writer.path("evaluation.parquet"))
             summary.update(acc)
-        return output.commit(writer, [model_artifact.as_input("snn" if spiking else "model")], summary)
+        roles = [model_artifact.as_input("model")] if spiking is None else \
+            [model_artifact.as_input("snn"), source.as_input("model")]
+        return output.commit(writer, roles, summary)

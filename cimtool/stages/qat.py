@@ -84,14 +84,19 @@ def _features(model, data: TensorData, batch_size: int = 4096) -> TensorData:
     return TensorData(torch.cat(chunks), data.y)
 
 
+def _evaluation_config(card) -> ArrayConfig:
+    """The chip qat evaluates on: every non-ideality of the card, with its ADC and DAC."""
+    return ArrayConfig(effects=EFFECTS, adc_bits=card.adc_bits, scheme=card.adc_scheme,
+                       input_bits=card.input_bits)
+
+
 def _nonideal(model, spec, job: Job) -> list[float]:
-    """Accuracies of ``trials`` chips with every non-ideality of the card (its ADC and DAC)."""
+    """Accuracies of ``trials`` chips on :func:`_evaluation_config`."""
     from cimtool.nn.network import ArrayNetwork
 
     mapped = map_loaded_model(model, spec, job.p.mapping, job.reporter)
     card = mapped.card
-    config = ArrayConfig(effects=EFFECTS, adc_bits=card.adc_bits, scheme=card.adc_scheme,
-                         input_bits=card.input_bits)
+    config = _evaluation_config(card)
     net = ArrayNetwork(model, mapped.maps, mapped.placements, card, config, job.device)
     net.calibrate(job.calibration)
     return net.trials(job.data["test"], job.p.trials, job.p.seed)
@@ -252,7 +257,8 @@ def _run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repo
     out = output.path
     device = resolve_device(p.torch_device)
     calibration, calibration_record = calibration_sample(data["train"], p.calibration_samples, p.seed)
-    reporter.log(f"qat --mode {p.mode}: {model_path} on '{card.name}' ({len(grid)} levels) → {out}")
+    cells = f", {code.slices} cells per weight" if code.slices > 1 else ""
+    reporter.log(f"qat --mode {p.mode}: {model_path} on '{card.name}' ({len(grid)} levels{cells}) → {out}")
 
     params = {**asdict(p), "torch_device": device.type, "card": card.to_dict(), "n_levels": len(grid)}
     with output.writer(params) as writer:
@@ -296,7 +302,8 @@ def _run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repo
             "recovered_fraction_of_ptq_drop": (acc_after - acc_ptq) / drop if drop > 0 else None,
             **dict(zip(("nonideal_plain_mean", "nonideal_plain_std"), mean_std(plain), strict=True)),
             **dict(zip(("nonideal_mean", "nonideal_std"), mean_std(ours), strict=True)),
-            "trials": p.trials, "crossbar_layers": layers, **outcome.extra, **calibration_record,
+            "trials": p.trials, "array_config": asdict(_evaluation_config(card)),
+            "crossbar_layers": layers, **outcome.extra, **calibration_record,
             "torch_device": device.type, "processes": ranks.world,
         }
         return output.commit(writer, [source.as_input("model")], summary)

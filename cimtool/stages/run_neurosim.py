@@ -193,7 +193,8 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
     recorded = {k: v for k, v in asdict(settings).items() if k in names}
     params = {**asdict(p), "trace": str(trace.path), "cmap": str(cmap.path) if cmap else None,
               "neurosim_found": str(found), "origin": origin,
-              "version": version.key, "settings": recorded, "settings_applied": applied}
+              "version": version.key, "settings": recorded, "settings_applied": applied,
+              "card": card.to_dict() if p.chip == "card" else None}
     with output.writer(params) as writer:
         with reporter.progress() as progress:
             task = progress.add_task("NeuroSim", total=len(layers), status="floorplan")

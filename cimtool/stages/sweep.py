@@ -7,7 +7,7 @@ configuration's score does not depend on the rest of the grid). Best case = the 
 accuracy; every other configuration is compared with it on the same val images and chips (the
 paired difference and its standard error); recommendation = the cheapest configuration
 (``cimtool.devices.cost``) whose loss against the best is below ``--tolerance`` points at
-``--confidence`` (one-sided: loss + z·SE ≤ tolerance). Only those two are then evaluated on
+``--confidence`` (one-sided, per comparison: loss + z·SE ≤ tolerance). Only those two are then evaluated on
 test, once each. Weights of more bits than a cell holds are simulated as the bit-sliced cells the
 cost model charges for (``cimtool.devices.mapping``).
 
@@ -157,29 +157,34 @@ def select(rows: list[dict[str, Any]], tolerance_points: float, energy: str = "e
     return best, recommended
 
 
-def _mapped(cand: Candidate, card, weight_bits: int, p: SweepParams):
+def _mapped(cand: Candidate, card, weight_bits: int, array_rows: int, array_cols: int):
     """(maps, placements) of the candidate's crossbar layers with ``weight_bits`` on the card's cells
-    (bit-sliced above its cell bits, as the cost model charges)."""
+    (bit-sliced above its cell bits, as the cost model charges), on arrays of that geometry."""
     from cimtool.devices.mapping import level_code
     from cimtool.nn.network import map_model
 
     maps = map_model(cand.spiking.model, cand.spiking.arch, level_code(card, weight_bits))
-    return maps, {n: m.placement(p.array_rows, p.array_cols, "interleaved") for n, m in maps.items()}
+    return maps, {n: m.placement(array_rows, array_cols, "interleaved") for n, m in maps.items()}
 
 
-def _ir_caveats(candidates: list[Candidate], card, p: SweepParams) -> list[str]:
-    """Where the swept mappings run the first-order IR drop beyond its validity: one sentence."""
-    from cimtool.nn.array import ir_caveat
+def _ir_caveats(candidates: list[Candidate], card, p: SweepParams,
+                geometry: dict[tuple[int, int], tuple[int, int]]) -> list[str]:
+    """Where the swept mappings run the first-order IR drop beyond its validity: one sentence, with
+    the largest r·(A+B) of them."""
+    from cimtool.nn.array import IR_VALID_LOAD, ir_caveat_text, ir_worst
 
     if "ir" not in p.effects:
         return []
-    found = {}
-    for cand in candidates:
+    loads = {}
+    for ci, cand in enumerate(candidates):
         for bits in p.weight_bits:
-            caveat = ir_caveat(*_mapped(cand, card, bits, p), card.wire_resistance)
-            if caveat:
-                found[f"{cand.spiking.label} w{bits}"] = caveat
-    return [f"{', '.join(found)}: {next(iter(found.values()))}"] if found else []
+            load, layer = ir_worst(*_mapped(cand, card, bits, *geometry[ci, bits]), card.wire_resistance)
+            loads[f"{cand.spiking.label} w{bits}"] = (load, layer)
+    beyond = [k for k, (load, _) in loads.items() if load > IR_VALID_LOAD]
+    if not beyond:
+        return []
+    worst = max(beyond, key=lambda k: loads[k][0])
+    return [f"{', '.join(beyond)}: {ir_caveat_text(loads[worst][0], f'{worst}, layer {loads[worst][1]}')}"]
 
 
 def _config(p: SweepParams, card, scheme: str, adc_bits: int):
@@ -192,7 +197,8 @@ def _chips(cand: Candidate, card, unit: _Unit, p: SweepParams, device):
     """The candidate's spiking network on the chips of one unit (mapping and converters)."""
     from cimtool.nn.snn_chip import SpikingChips
 
-    return SpikingChips(cand.spiking, *_mapped(cand, card, unit.weight_bits, p), card,
+    maps, placements = _mapped(cand, card, unit.weight_bits, unit.array_rows, unit.array_cols)
+    return SpikingChips(cand.spiking, maps, placements, card,
                         _config(p, card, unit.scheme, unit.adc_bits), cand.calibration, p.seed, device)
 
 
@@ -208,6 +214,8 @@ class _Unit:
     weight_bits: int
     scheme: str
     adc_bits: int
+    array_rows: int  # the simulated arrays: --array-rows/--array-cols, or NeuroSim's subarray
+    array_cols: int
 
 
 @dataclass
@@ -249,8 +257,7 @@ def _unit_keys(units: list[_Unit], candidates: list[Candidate], card, p: SweepPa
     from cimtool.unit_cache import unit_key
 
     prints = [_fingerprint(c) for c in candidates]
-    settings = {k: getattr(p, k) for k in ("timesteps", "effects", "trials", "array_rows", "array_cols",
-                                           "seed", "calibration_samples")}
+    settings = {k: getattr(p, k) for k in ("timesteps", "effects", "trials", "seed", "calibration_samples")}
     return [unit_key(model=prints[u.candidate], unit={**asdict(u), "candidate": None}, card=card.to_dict(),
                      settings=settings, device=device) for u in units]
 
@@ -352,7 +359,7 @@ def headline(artifact: artifacts.Artifact) -> str:
     if "diff_se" in rec:
         line += (f"\n  the recommendation loses {rec['diff_vs_best']:.2f} ± {rec['diff_se']:.2f} points "
                  f"(paired SE) against the best on {s['n_val']} val images: below {s['tolerance_points']:g} "
-                 f"at {s['confidence']:.0%} confidence; {s['n_indistinguishable']} of "
+                 f"at {s['confidence']:.0%} confidence (per comparison); {s['n_indistinguishable']} of "
                  f"{plural(s['n_configs'], 'configuration')} statistically indistinguishable from the best")
     for caveat in s.get("caveats", []):
         line += f"\n  [yellow]caveat:[/yellow] {caveat}"
@@ -404,15 +411,28 @@ def _run(p: SweepParams, paths: list[Path], out: Path | None, root: Path, force:
     ranked = f"ranked by {chip.label}" if chip else "ranked by the cost model"
     reporter.log(f"sweep: {plural(total, 'configuration')} × {plural(p.trials, 'chip')} on '{card.name}' "
                  f"(val), {ranked} → {out}")
-    caveats = _ir_caveats(candidates, card, p)
-    for caveat in caveats:
-        reporter.log(f"[yellow]warning: {caveat}")
-
-    units = [_Unit(ci, wbits, scheme, abits) for ci in range(len(candidates)) for wbits in p.weight_bits
-             for scheme in p.schemes for abits in p.adc_bits]
-    keys = _unit_keys(units, candidates, card, p, device.type)
     rows: list[dict[str, Any]] = []
     with output.writer(params, resume="auto", keep_on_interrupt=True) as writer:
+        points: dict[tuple, dict] = {}
+        if chip:
+            with reporter.progress() as progress:
+                runs = len(candidates) * len(p.weight_bits) * len(p.adc_bits)
+                ns_task = progress.add_task("NeuroSim", total=runs, status="")
+                for ci, cand in enumerate(candidates):
+                    for (wbits, abits), point in chip.points(cand, ci, writer.path("neurosim"), progress,
+                                                             ns_task).items():
+                        points[ci, wbits, abits] = point
+        # the arrays simulated are the ones NeuroSim estimates: the requested geometry, or the nearest
+        # its floorplan takes (one per model and weight bits)
+        geometry = {(ci, wbits): (points[ci, wbits, p.adc_bits[0]]["subarray"],) * 2 if chip
+                    else (p.array_rows, p.array_cols)
+                    for ci in range(len(candidates)) for wbits in p.weight_bits}
+        caveats = _ir_caveats(candidates, card, p, geometry)
+        for caveat in caveats:
+            reporter.log(f"[yellow]warning: {caveat}")
+        units = [_Unit(ci, wbits, scheme, abits, *geometry[ci, wbits]) for ci in range(len(candidates))
+                 for wbits in p.weight_bits for scheme in p.schemes for abits in p.adc_bits]
+        keys = _unit_keys(units, candidates, card, p, device.type)
         cache = UnitCache(writer.scratch / "units")
         results = {i: cache.get(key) for i, key in enumerate(keys)}
         missing = [i for i, found in results.items() if found is None]
@@ -421,14 +441,6 @@ def _run(p: SweepParams, paths: list[Path], out: Path | None, root: Path, force:
                          f"computed in {writer.partial}; computing the other {len(missing)}")
         executed = "nothing (every unit cached)"
         with reporter.progress() as progress:
-            points: dict[tuple, dict] = {}
-            if chip:
-                runs = len(candidates) * len(p.weight_bits) * len(p.adc_bits)
-                ns_task = progress.add_task("NeuroSim", total=runs, status="")
-                for ci, cand in enumerate(candidates):
-                    for (wbits, abits), point in chip.points(cand, ci, writer.path("neurosim"), progress,
-                                                             ns_task).items():
-                        points[ci, wbits, abits] = point
             per_unit = len(p.timesteps)
             task = progress.add_task("sweep (val)", total=total,
                                      completed=(len(units) - len(missing)) * per_unit, status="")
@@ -454,12 +466,13 @@ def _run(p: SweepParams, paths: list[Path], out: Path | None, root: Path, force:
             for steps, found in zip(p.timesteps, results[i], strict=True):
                 scores = ChipScores.from_dict(found)
                 accs = scores.accuracies
-                energy = cost.energy(card, shapes[ci], wbits, abits, unit.scheme, steps, p.array_rows)
+                energy = cost.energy(card, shapes[ci], wbits, abits, unit.scheme, steps, unit.array_rows)
                 if chip:
                     energy.update(chip.columns(points[ci, wbits, abits], steps))
                 val_mean, val_std = mean_std(accs)
                 rows.append({"method": net.label, "model": str(net.artifact.path), "candidate": ci,
                              "weight_bits": wbits, "scheme": unit.scheme, "adc_bits": abits,
+                             "array_rows": unit.array_rows, "array_cols": unit.array_cols,
                              "timesteps": steps, "val_mean": val_mean, "val_std": val_std, "val_trials": accs,
                              "scores": scores, **energy})
         best, recommended = select(rows, p.tolerance, ENERGY[p.cost], p.confidence)
@@ -473,7 +486,8 @@ def _run(p: SweepParams, paths: list[Path], out: Path | None, root: Path, force:
                 test = selection[0]["test_trials"]  # the same configuration: test touched once
             else:
                 cand = candidates[row["candidate"]]
-                unit = _Unit(row["candidate"], row["weight_bits"], row["scheme"], row["adc_bits"])
+                unit = _Unit(row["candidate"], row["weight_bits"], row["scheme"], row["adc_bits"],
+                             row["array_rows"], row["array_cols"])
                 test = _chips(cand, card, unit, p, device).scores(cand.data["test"], row["timesteps"],
                                                                   p.trials).accuracies
             selection.append({"role": role, **{k: v for k, v in row.items() if k != "val_trials"},
@@ -486,7 +500,8 @@ def _run(p: SweepParams, paths: list[Path], out: Path | None, root: Path, force:
                            writer.path("neurosim.parquet"))
 
         def brief(s: dict[str, Any]) -> dict[str, Any]:
-            keys = ("method", "weight_bits", "scheme", "adc_bits", "timesteps", "slices", "val_mean",
+            keys = ("method", "weight_bits", "scheme", "adc_bits", "timesteps", "slices", "array_rows",
+                    "array_cols", "val_mean",
                     "val_std", "diff_vs_best", "diff_se", "test_mean", "test_std", "energy_pj",
                     "neurosim_energy_pj", "neurosim_latency_ns",
                     "neurosim_area_um2", "neurosim_tops_per_w", "neurosim_subarray")
