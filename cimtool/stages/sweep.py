@@ -349,7 +349,7 @@ def headline(artifact: artifacts.Artifact) -> str:
     def cfg(c):
         chip = (f", NeuroSim {c['neurosim_energy_pj']:.3g} pJ" if "neurosim_energy_pj" in c else "")
         return (f"{c['method']} w{c['weight_bits']} {c['scheme']} adc{c['adc_bits']} T{c['timesteps']}: val "
-                f"{c['val_mean']:.4f}, test {c['test_mean']:.4f} ± {c['test_std']:.4f}, "
+                f"{c['val_mean']:.4f}, test {c['test_mean']:.4f} ± {c['test_std']:.4f} (std over chips), "
                 f"{c['energy_pj']:.3g} pJ (model){chip}")
 
     line = (f"[green]sweep[/green] {artifact.path}  {plural(s['n_configs'], 'configuration')} on "
