@@ -188,6 +188,11 @@ class TrainAnnParams:
     max_photons: float | None = option(None, panel="Model", help="Photons per pixel at full white for "
                                                                  "--front-end optical (default: the "
                                                                  "card's, else 10000).")
+    dark_current: float = option(0.0, panel="Model", help="Dark carriers per pixel per exposure of "
+                                                          "--front-end optical (Poisson; 0: none).")
+    full_well: float | None = option(None, panel="Model", help="Full-well capacity (carriers per pixel) of "
+                                                               "--front-end optical: counts clip there "
+                                                               "(default: no clipping).")
     device: str | None = option(None, panel="Model", help="Device card of --front-end optical (its "
                                                           "[optical] responsivity) and of --model "
                                                           "organic_cnn (g_max, read voltage, C2C). "

@@ -17,9 +17,12 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.ones(1, channels, 1, 1))
 
     @torch.no_grad()
-    def fit(self, x: torch.Tensor) -> None:
-        self.mean.copy_(x.mean(dim=(0, 2, 3)).view_as(self.mean))
-        self.std.copy_(x.std(dim=(0, 2, 3)).clamp_min(1e-6).view_as(self.std))
+    def fit(self, x: torch.Tensor, per_channel: bool = True) -> None:
+        """``per_channel=False``: one offset and scale for every channel, so that the ratios between
+        channels (a sensor's spectral response) survive the normalisation."""
+        dims = (0, 2, 3) if per_channel else (0, 1, 2, 3)
+        self.mean.copy_(x.mean(dim=dims).expand(self.mean.shape[1]).view_as(self.mean))
+        self.std.copy_(x.std(dim=dims).clamp_min(1e-6).expand(self.std.shape[1]).view_as(self.std))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std

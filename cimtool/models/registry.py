@@ -63,7 +63,8 @@ def _optical(spec: dict[str, Any]) -> nn.Module | None:
     cfg = spec.get("optical")
     if not cfg:
         return None
-    return OpticalFrontEnd(spec["input_shape"][0], tuple(cfg["responsivity"]), cfg["max_photons"])
+    return OpticalFrontEnd(spec["input_shape"][0], tuple(cfg["responsivity"]), cfg["max_photons"],
+                           cfg.get("dark_current", 0.0), cfg.get("full_well"))
 
 
 def _build_organic(spec: dict[str, Any]) -> nn.Module:

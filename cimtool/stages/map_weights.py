@@ -138,11 +138,15 @@ def evaluate_mapped(model, mapped: MappedModel, data: dict[str, Any], split: str
     import torch
 
     from cimtool.nn.network import ArrayNetwork
-    from cimtool.train.loop import evaluate
+    from cimtool.train.loop import evaluate_draws
 
     device = device or torch.device("cpu")
     sample, record = calibration_sample(data["train"], calibration_samples, seed)
-    _, acc_float = evaluate(model.to(device), data[split], device)
+    scored = evaluate_draws(model.to(device), data[split], device, seed)  # photon noise: mean ± std
+    acc_float = scored["accuracy"]
+    if "accuracy_std" in scored:
+        record = {**record, "accuracy_float_std": scored["accuracy_std"],
+                  "accuracy_float_draws": scored["accuracy_draws"], "eval_seed": scored["eval_seed"]}
     ideal = ArrayNetwork(model, mapped.maps, mapped.placements, mapped.card, ArrayConfig(), device)
     ideal.calibrate(sample)
     acc_ideal = ideal.accuracy(data[split], None)
@@ -171,7 +175,8 @@ def headline(artifact: artifacts.Artifact) -> str:
         label = f"with {','.join(effects)}" if effects else "no effects"
         at = f" at T = {s['timesteps']}" if "timesteps" in s else ""
         trials = s["trials"]
-        line += (f"  {s['split']} accuracy{at}: float {s['accuracy_float']:.4f}, mapped ideal "
+        spread = f" ± {s['accuracy_float_std']:.4f}" if "accuracy_float_std" in s else ""
+        line += (f"  {s['split']} accuracy{at}: float {s['accuracy_float']:.4f}{spread}, mapped ideal "
                  f"{s['accuracy_mapped_ideal']:.4f}, {label} {s['accuracy_nonideal_mean']:.4f} ± "
                  f"{s['accuracy_nonideal_std']:.4f} ({plural(trials, 'chip')})")
     for caveat in s.get("caveats", []):

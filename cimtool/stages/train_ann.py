@@ -30,7 +30,7 @@ from cimtool.params import TrainAnnParams  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput
 from cimtool.train.batching import TensorData, to_float
 from cimtool.train.distributed import Ranks, process_group
-from cimtool.train.loop import OPTIMIZERS, FitResult, TrainConfig, evaluate, fit
+from cimtool.train.loop import OPTIMIZERS, FitResult, TrainConfig, evaluate_draws, fit
 from cimtool.ui import Reporter
 
 KIND = "model"
@@ -88,6 +88,14 @@ def validate(p: TrainAnnParams) -> None:
         raise CimtoolError(f"--max-photons must be a finite number > 0, got {p.max_photons}")
     if p.front_end == "none" and p.max_photons is not None:
         raise CimtoolError("--max-photons applies to --front-end optical")
+    if p.front_end == "none" and (p.dark_current != 0 or p.full_well is not None):
+        raise CimtoolError("--dark-current and --full-well apply to --front-end optical")
+    if not (math.isfinite(p.dark_current) and 0 <= p.dark_current <= (p.max_photons or math.inf)):
+        # above full white in the most responsive band, the dark signal swamps the image
+        raise CimtoolError(f"--dark-current must be in [0, --max-photons = {p.max_photons:g}] carriers per "
+                           f"pixel (the signal range), got {p.dark_current:g}")
+    if p.full_well is not None and not (math.isfinite(p.full_well) and p.full_well >= 1):
+        raise CimtoolError(f"--full-well must be a finite number >= 1 carrier, got {p.full_well:g}")
     check_choice("--organic-update", p.organic_update, ORGANIC_UPDATES)
     if p.organic_update != "clamp" and p.model != "organic_cnn":
         raise CimtoolError("--organic-update applies to --model organic_cnn")
@@ -174,7 +182,9 @@ def _resolve_device(name: str):
 
 def headline(artifact: artifacts.Artifact) -> str:
     s = artifact.summary
-    return (f"[green]model[/green] {artifact.path}  test_accuracy {s['test_accuracy']:.4f}  "
+    spread = (f" ± {s['test_accuracy_std']:.4f} ({len(s['test_accuracy_draws'])} photon-noise draws, "
+              f"seed {s['eval_seed']})" if "test_accuracy_std" in s else "")
+    return (f"[green]model[/green] {artifact.path}  test_accuracy {s['test_accuracy']:.4f}{spread}  "
             f"val_accuracy {s['val_accuracy']:.4f}")
 
 
@@ -219,7 +229,7 @@ def _run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, reporter:
                          "(pass --resume to continue one)")
         model, result = _train(p, spec, raw, tensors, device, writer.scratch, reporter, ranks)
 
-        _, test_acc = evaluate(model, tensors["test"], device)  # test is touched once, here
+        test = evaluate_draws(model, tensors["test"], device, p.seed)  # test is touched once, here
 
         model.cpu()
         save_model(writer.partial, model, spec)
@@ -227,7 +237,9 @@ def _run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, reporter:
         _write_table(writer.path("timing.parquet"), result.timing)
         head_timing = [t for t in result.timing if t["phase"] in ("head", "model")]
         summary = {
-            "test_accuracy": test_acc,
+            "test_accuracy": test["accuracy"],
+            **({"test_accuracy_std": test["accuracy_std"], "test_accuracy_draws": test["accuracy_draws"],
+                "eval_seed": test["eval_seed"]} if "accuracy_std" in test else {}),
             "val_accuracy": result.best_val_acc,
             "best_epoch": result.best_epoch,
             "n_train": len(splits.train), "n_val": len(splits.val), "n_test": len(splits.test),
@@ -284,7 +296,8 @@ def _optical_spec(p: TrainAnnParams) -> dict[str, Any] | None:
     from cimtool.devices.card import load_card
 
     card = load_card(p.device)
-    return {"device": card.name, "responsivity": list(card.responsivity), "max_photons": p.max_photons}
+    return {"device": card.name, "responsivity": list(card.responsivity), "max_photons": p.max_photons,
+            "dark_current": p.dark_current, "full_well": p.full_well}
 
 
 def _organic_spec(p: TrainAnnParams) -> dict[str, Any] | None:
@@ -321,7 +334,9 @@ def _train(p: TrainAnnParams, spec: dict[str, Any], raw, tensors, device, scratc
     model = MODELS[p.model].build(spec)
     if not MODELS[p.model].uses_method:  # CNN: fit input normalisation, train everything
         with torch.no_grad():
-            model.normalize.fit(model.optical(tensors["train"].x.float().div(255.0)))
+            # a sensor: one gain for every band, so the bands' responsivity survives (docs/physics.md)
+            model.normalize.fit(model.optical(tensors["train"].x.float().div(255.0)),
+                                per_channel=spec.get("optical") is None)
         config = _train_config(p, p.epochs, p.lr, augment=p.augment == "on")
         recipe = None
         if p.model == "lbpnet":

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from cimtool.errors import CimtoolError
+from cimtool.stats import mean_std
 from cimtool.train.augment import random_crop_flip
 from cimtool.train.batching import TensorData, make_batcher, to_float
 from cimtool.train.checkpoint import load_checkpoint, save_checkpoint
@@ -143,6 +144,24 @@ def evaluate(model: nn.Module, data: TensorData, device: torch.device,
     model.train(was_training)
     n = max(1, len(data))
     return float(loss_sum) / n, int(correct) / n
+
+
+EVAL_DRAWS = 5  # seeded noise draws behind each reported accuracy of a stochastic front-end
+
+
+def evaluate_draws(model: nn.Module, data: TensorData, device: torch.device, seed: int,
+                   draws: int = EVAL_DRAWS) -> dict[str, Any]:
+    """Accuracy of ``model`` on ``data``. A model with a stochastic module (photon noise, drawn at
+    every pass) is scored on ``draws`` draws seeded ``seed``, ``seed + 1``, …: their mean, std
+    (population), each draw and the seed; a deterministic one is one number."""
+    if not any(getattr(m, "stochastic", False) for m in model.modules()):
+        return {"accuracy": evaluate(model, data, device)[1]}
+    accs = []
+    for k in range(draws):
+        torch.manual_seed(seed + k)
+        accs.append(evaluate(model, data, device)[1])
+    mean, std = mean_std(accs)
+    return {"accuracy": mean, "accuracy_std": std, "accuracy_draws": accs, "eval_seed": seed}
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
