@@ -182,9 +182,9 @@ class TrainAnnParams:
                                                          "CNNs on cifar10 and for lbpnet), on, off.")
     torch_device: str = torch_device_option("Where torch trains: auto, cpu or cuda.", panel="Training")
     front_end: str = option("none", panel="Model", help="none, or optical: the organic optoelectronic "
-                                                        "sensor (inverse sRGB gamma, Poisson shot noise, "
-                                                        "R/G/B responsivity of --device) in front of the "
-                                                        "model.")
+                                                        "sensor (inverse sRGB gamma, R/G/B responsivity "
+                                                        "of --device, Poisson shot noise on the carriers) "
+                                                        "in front of the model.")
     max_photons: float | None = option(None, panel="Model", help="Photons per pixel at full white for "
                                                                  "--front-end optical (default: the "
                                                                  "card's, else 10000).")

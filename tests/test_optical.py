@@ -168,5 +168,6 @@ def test_organic_cnn_trains_and_stays_in_the_conductance_range(cli, tmp_path):
     assert mapped.code == 0, mapped.err
     scored = json.loads(mapped.out)["summary"]  # photon noise redrawn: the float accuracy is mean ± std
     assert len(scored["accuracy_float_draws"]) == 5 and scored["eval_seed"] == 0
+    assert scored["accuracy_float_draws"] == summary["test_accuracy_draws"]  # same seed, same draws
     assert scored["accuracy_float"] == pytest.approx(sum(scored["accuracy_float_draws"]) / 5)
     assert scored["accuracy_float_std"] == pytest.approx(float(np.std(scored["accuracy_float_draws"])))

@@ -420,3 +420,36 @@ def test_report_stage_on_hand_made_artifacts(arts, tmp_path, cli):
     accuracy = pd.read_parquet(report.file("accuracy.parquet"))
     assert accuracy["chip"].str.len().min() > 0
     assert "non-ideal" not in " ".join(accuracy.loc[accuracy["artifact"] == "cmap-plain", "condition"])
+
+
+def optical_model(out: Path, photons: float, responsivity: list[float], acc: float,
+                  std: float) -> artifacts.Artifact:
+    arch = {"optical": {"device": "mycard", "responsivity": responsivity, "max_photons": photons}}
+    return write(out, "model", {"model": "mnist_cnn", "dataset": "cifar10", "front_end": "optical",
+                                "max_photons": photons, "device": "mycard"},
+                 {"test_accuracy": acc, "test_accuracy_std": std,
+                  "test_accuracy_draws": [acc - std, acc + std], "eval_seed": 0},
+                 {"weights.safetensors": "", "arch.json": json.dumps(arch), "metrics.parquet": EMPTY,
+                  "timing.parquet": EMPTY})
+
+
+def test_photon_budget_is_a_column_and_accuracy_vs_photons_a_figure(tmp_path):
+    arts = [optical_model(tmp_path / f"m{n}-{r[0]}", n, r, acc, 0.01)
+            for n, r, acc in ((10, [0.2, 1, 0.4], 0.6), (100, [0.2, 1, 0.4], 0.8),
+                              (10, [1, 1, 1], 0.7), (100, [1, 1, 1], 0.85))]
+    arts.append(qmodel(tmp_path / "q", arts[1]))
+    table = content.accuracy_table(arts)
+    assert sorted(table["photons"].dropna().tolist()) == [10, 10] + [100] * 6  # the qmodel's 4 rows: 100
+    assert table[table["stage"] == "model"]["std"].tolist() == [0.01] * 4  # ± over photon-noise draws
+    section = content.accuracy(table, arts)
+    rendered = section.blocks[0]
+    assert rendered.columns[3] == "photons" and {r[3] for r in rendered.rows} == {"10", "100"}
+    photons_table = next(b for b in section.blocks[1:] if isinstance(b, content.Table))
+    assert [r[0] for r in photons_table.rows] == ["cifar10, mnist_cnn, responsivity 0.2/1/0.4"] * 2 + [
+        "cifar10, mnist_cnn, responsivity 1/1/1"] * 2
+    assert photons_table.rows[1][1:] == ["100", "0.8000\u00a0±\u00a00.0100"]
+    figure = next(b for b in section.blocks if isinstance(b, content.Figure))
+    assert figure.name == "accuracy-vs-photons.png" and figure.png.startswith(b"\x89PNG")
+    one = content.accuracy(content.accuracy_table(arts[:1]), arts[:1])  # one budget: no figure, column kept
+    assert not any(isinstance(b, content.Figure) for b in one.blocks)
+    assert one.blocks[0].columns[3] == "photons"

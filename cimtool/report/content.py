@@ -121,7 +121,7 @@ Row = tuple[str, str, "str | None", str]  # condition, summary key, its std's ke
 
 
 def _rows_model(art, by_path) -> list[Row]:
-    return [("float", "test_accuracy", None, "ideal")]
+    return [("float", "test_accuracy", "test_accuracy_std", "ideal")]  # std: over photon-noise draws
 
 
 def _rows_qmodel(art, by_path) -> list[Row]:
@@ -170,7 +170,20 @@ def _rows_snn(art, by_path) -> list[Row]:
 
 ACCURACY_ROWS = {"model": _rows_model, "qmodel": _rows_qmodel, "cmap": _rows_cmap, "snn": _rows_snn}
 STAGE_ORDER = ("model", "qmodel", "snn", "cmap", "sweep")
-ACCURACY_COLUMNS = ["stage", "condition", "chip", "accuracy", "std", "key", "artifact", "manifest_sha256"]
+ACCURACY_COLUMNS = ["stage", "condition", "chip", "photons", "accuracy", "std", "key", "artifact",
+                    "manifest_sha256"]
+
+
+def _photons(art: artifacts.Artifact | None, by_path: dict[str, artifacts.Artifact]) -> float | None:
+    """The photon budget (--max-photons of --front-end optical) of ``art``'s model: its own, or that of
+    the model it was made from."""
+    for _ in range(4):  # model → qmodel / snn → cmap: a short chain
+        if art is None:
+            return None
+        if art.kind == "model":
+            return art.params.get("max_photons") if art.params.get("front_end") == "optical" else None
+        art = by_path.get(_input_path(art, "model") or "")
+    return None
 
 
 def _sweep_chip(art: artifacts.Artifact, c: dict[str, Any]) -> str:
@@ -187,7 +200,8 @@ def accuracy_table(arts: list[artifacts.Artifact]) -> pd.DataFrame:
     for art in sorted(arts, key=lambda a: (STAGE_ORDER.index(a.kind) if a.kind in STAGE_ORDER else 99,
                                            str(a.path))):
         s = art.summary
-        base = {"artifact": label[str(art.path)], "manifest_sha256": art.manifest_sha256()}
+        base = {"artifact": label[str(art.path)], "manifest_sha256": art.manifest_sha256(),
+                "photons": _photons(art, by_path)}
         if art.kind == "sweep":
             for role in ("best", "recommended"):
                 c = s[role]
@@ -242,15 +256,49 @@ def accuracy(table: pd.DataFrame, arts: list[artifacts.Artifact]) -> Section:
     """The accuracy table, each row with the chip it was measured on, and below it the caveats of the
     artifacts it comes from."""
     section = Section("Accuracy across stages (test split)")
-    rows = [[r.stage, r.condition, r.chip, f"{r.accuracy:.4f}",
+    optical = bool(table["photons"].notna().any())  # the photon budget: a column where any model has one
+    rows = [[r.stage, r.condition, r.chip, *([_photon_text(r.photons)] if optical else []),
+             f"{r.accuracy:.4f}",
              "" if pd.isna(r.std) else f"±\u00a0{r.std:.4f}", r.artifact, r.key, r.manifest_sha256[:12]]
             for r in table.itertuples()]
     if rows:  # e.g. a report of device fits or NeuroSim runs only: no empty table
-        section.blocks.append(Table(["stage", "condition", "device, weight bits, effects", "accuracy", "std",
+        section.blocks.append(Table(["stage", "condition", "device, weight bits, effects",
+                                     *(["photons"] if optical else []), "accuracy", "std",
                                      "artifact", "from", "sha256"], rows, wrap=("artifact",)))
+    section.blocks += _accuracy_vs_photons(arts)
     label = names(arts)
     section.blocks += [c for a in arts if a.kind in ACCURACY_KINDS for c in caveats(a, label[str(a.path)])]
     return section
+
+
+def _photon_text(photons: Any) -> str:
+    return "" if photons is None or pd.isna(photons) else f"{photons:g}"
+
+
+def _accuracy_vs_photons(arts: list[artifacts.Artifact]) -> list[Table | Figure | str]:
+    """Where models with --front-end optical were trained at several photon budgets: their test accuracy
+    (mean ± std over photon-noise draws) vs photons, one line per data set, model and responsivity."""
+    rows = []
+    for art in arts:
+        spec = art.params
+        if art.kind != "model" or spec.get("front_end") != "optical":
+            continue
+        optical = (json.loads((art.path / "arch.json").read_text()).get("optical") or {}
+                   if (art.path / "arch.json").is_file() else {})
+        resp = optical.get("responsivity")
+        rows.append({"series": f"{spec.get('dataset')}, {spec.get('model')}, responsivity "
+                               f"{'/'.join(f'{r:g}' for r in resp) if resp else spec.get('device')}",
+                     "photons": float(spec["max_photons"]), "accuracy": float(art.summary["test_accuracy"]),
+                     "std": float(art.summary.get("test_accuracy_std") or 0.0)})
+    table = pd.DataFrame(rows, columns=["series", "photons", "accuracy", "std"])
+    if table["photons"].nunique() < 2:
+        return []
+    table = table.sort_values(["series", "photons"])
+    return [Table(["model", "photons at full white", "test accuracy"],
+                  [[r.series, f"{r.photons:g}", _pm(r.accuracy, r.std)] for r in table.itertuples()]),
+            Figure("accuracy-vs-photons.png", figures.accuracy_vs_photons(table, "Test accuracy vs photons"),
+                   "Test accuracy vs photons per pixel at full white of the models with the optical "
+                   "front-end (bars: ± std over photon-noise draws), one line per responsivity.")]
 
 
 # --- the device cards the artifacts ran on --------------------------------------------------------

@@ -319,6 +319,21 @@ def accuracy_vs_levels(table: pd.DataFrame, title: str) -> bytes:
     return _png(fig)
 
 
+def accuracy_vs_photons(table: pd.DataFrame, title: str) -> bytes:
+    """Test accuracy (± std over photon-noise draws) vs photons per pixel at full white, one line per
+    ``series`` (``table``: series, photons, accuracy, std)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for k, (series, part) in enumerate(table.groupby("series", sort=True)):
+        part = part.sort_values("photons")
+        ax.errorbar(part["photons"], part["accuracy"], yerr=part["std"], marker="o", ms=3, capsize=2,
+                    color=f"C{k % 10}", label=series)
+    ax.set_xscale("log")
+    ax.set(xlabel="photons per pixel at full white", ylabel="test accuracy", title=title)
+    _legend_below(ax, ncol=1)
+    return _png(fig)
+
+
 def accuracy_vs_t(curves: dict[str, tuple[pd.DataFrame, int | None]], title: str) -> bytes:
     """Val accuracy vs timesteps T, one line per SNN (``curves``: name → (its accuracy_vs_t table, the T
     it was calibrated at, starred))."""
