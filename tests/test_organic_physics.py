@@ -163,3 +163,19 @@ def test_pulse_updates_draw_on_the_models_device():
     w = run()
     assert w.device.type == "cuda" and float(w.abs().max()) > 0 and float(w.abs().max()) <= 1
     assert torch.equal(w, run())
+
+
+def test_qat_noise_is_the_cards_rule_clamped_to_the_range():
+    """Noise-aware training perturbs conductances by the same rule: a range card's devices stay
+    within [g_min, g_max] (so no weight exceeds the pair's full scale), as the array simulator's."""
+    import numpy as np
+
+    from cimtool.nn.quant import DeviceWeight, NoiseSpec
+
+    grid = np.linspace(0.1, 1.0, 16)  # g_min = 0.1·g_max
+    layer = DeviceWeight(grid, normalize="range", noise=NoiseSpec(0.5, 0.0, "range")).train()
+    w = torch.linspace(-1, 1, 4_000).reshape(-1, 1)
+    torch.manual_seed(0)
+    out = layer(w).detach()
+    assert float(out.abs().max()) <= 1.0 + 1e-6  # |G_pos − G_neg| ≤ g_max − g_min
+    assert float((out - w).std()) > 0.2  # and the noise is there
