@@ -344,7 +344,7 @@ class SweepParams:
                                       parse=lambda v: tuple(v or ["proj_sup_64"]), show=lambda v: None,
                                       help="Front-end(s) whose newest model to sweep when --model is not "
                                            "given (repeat for several; default proj_sup_64).")
-    device: str = like(MappingOptions, "device")
+    device: str | None = like(MappingOptions, "device")
     schemes: tuple[str, ...] = option(("A", "B"), flag="--scheme", panel="Grid", cli_type=str,
                                       show=comma_text, parse=_schemes,
                                       help="Readout schemes (comma-separated): A, B.")
@@ -416,7 +416,7 @@ class RunParams:
     trace: str = option("", required=True, cli_type=Path, parse=text,
                         help="Trace artifact (from neurosim-trace).")
     neurosim: str | None = neurosim_option()
-    device: str = like(MappingOptions, "device")
+    device: str | None = like(MappingOptions, "device")
     cell: str = option("rram", panel=CHIP, help="Memory cell: rram, sram or fefet.")
     cell_bits: int | None = option(None, panel=CHIP,
                                    help="Bits per cell (default: log2 of the card's levels).")
@@ -492,7 +492,11 @@ class DeviceFitParams:
                                    help="Retention readings (CSV/Parquet: time in s, conductance in the "
                                         "pulse data's units, optionally device): fits drift nu (and its "
                                         "spread).")
-    base: str = option("rram_seed003", help="Card whose values the data do not determine (read voltage, ADC, "
-                                            "wires, stuck cells, ...): a preset or a .toml path. They are "
-                                            "listed as assumed in the fitted card.")
+    base: str | None = option(None, help="Card whose values the data do not determine (read voltage, ADC, "
+                                         "wires, stuck cells, optics, ...): a preset, a .toml path or a "
+                                         "device artifact; the fitted card lists as assumed what the base "
+                                         "card assumes of them. Default: the preset whose conductance range "
+                                         "overlaps the fitted one most in log conductance (the nearest "
+                                         "where none does): organic synapses of a few nS get organic_ofet, "
+                                         "not an RRAM card; the log names it.")
     name: str | None = option(None, help="The fitted card's name (default: the data file's name).")

@@ -15,7 +15,7 @@ import torch
 from cimtool import artifacts
 from cimtool.cli import main
 from cimtool.devices import fit as F
-from cimtool.devices.card import load_card
+from cimtool.devices.card import PRESET_DIR, load_card
 from cimtool.nn import wage
 
 GONG = Path(__file__).resolve().parents[2] / "shared" / "data" / "device_curves" / "gong_et_al.csv"
@@ -199,3 +199,55 @@ def test_organic_cnn_trains_with_a_fitted_cards_pulses(tmp_path, capsys):
         main(["train-ann", "--dataset", "digits", "--model", "organic_cnn", "--device",
               str(tmp_path / "no_update.toml"), "--organic-update", "pulses", "--out", str(tmp_path / "n")])
     assert done.value.code == 2 and "[update]" in capsys.readouterr().err
+
+
+def _organic_data(tmp_path: Path) -> Path:
+    """One device's trains between about 1 and 10 nS: an organic synapse's range."""
+    table = F.simulate_train(1.5, -2.0, 40, 40, 0.01, None, cycles=1, seed=0)
+    data = tmp_path / "organic.csv"
+    table.assign(conductance=1e-9 * (5.5 + 4.5 * table["conductance"])).to_csv(data, index=False)
+    return data
+
+
+def test_a_base_card_carries_every_field_it_does_not_fit(tmp_path):
+    """A user's base card that measured its D2D spread (lognormal) and its optics: both carry over (the
+    spread in the fitted card's range model), and only what the base assumed stays assumed."""
+    base = load_card("organic_ofet")
+    text = (PRESET_DIR / "organic_ofet.toml").read_text()
+    text = text.replace('name = "organic_ofet"', 'name = "mine"').replace(
+        'assumed = ["conductance", "read", "variation", "drift", "array", "update", "adc", "optical"]',
+        'assumed = ["adc"]')
+    (tmp_path / "mine.toml").write_text(text)
+    out = _fit(tmp_path, _organic_data(tmp_path), "--base", str(tmp_path / "mine.toml"))
+    card = load_card(str(out / "card.toml"))
+    assert card.variation_model == "range"
+    assert card.d2d_sigma == pytest.approx(0.10 * (card.g_min + card.g_max) / 2 / (card.g_max - card.g_min),
+                                           abs=1e-6)
+    assert card.d2d_sigma > 0.05
+    assert (card.responsivity, card.max_photons) == (base.responsivity, base.max_photons)
+    assert (card.read_voltage, card.read_noise, card.wire_resistance) == (1.0, 0.02, 1.0)
+    assert (card.drift_nu, card.adc_bits, card.adc_scheme) == (0.02, 6, "B")
+    assert card.assumed == ("adc", "conductance.spacing")
+    rows = pd.read_parquet(out / "fit.parquet").set_index("quantity")
+    assert "the base card mine's (its lognormal σ 0.1 of ln G at mid-range)" in rows.loc["d2d_sigma", "note"]
+
+
+def test_an_all_assumed_base_stays_assumed_where_it_is_not_fitted(tmp_path):
+    out = _fit(tmp_path, _organic_data(tmp_path), "--base", "organic_ofet")
+    card = load_card(str(out / "card.toml"))
+    assert card.assumed == ("read", "variation.d2d", "variation.stuck_off", "variation.stuck_on", "drift",
+                            "array", "adc", "optical", "conductance.spacing")
+
+
+def test_the_default_base_is_the_preset_nearest_the_fitted_range(tmp_path, capsys):
+    assert F.nearest_preset(1e-10, 1e-8) == "organic_ofet"
+    assert F.nearest_preset(1 / 4.18e11, 1 / 2.34e8) == "rram_seed003"
+    assert F.nearest_preset(1e-6, 1e-5) == "ag_asi"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main(["devices", "fit", str(_organic_data(tmp_path)), "--out", str(tmp_path / "fit")])
+    assert done.value.code == 0
+    assert "base card 'organic_ofet' (the preset nearest the fitted conductance range" in \
+        " ".join(capsys.readouterr().err.split())
+    card = load_card(str(tmp_path / "fit" / "card.toml"))
+    assert card.responsivity == load_card("organic_ofet").responsivity and card.read_voltage == 1.0

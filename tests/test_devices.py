@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -391,3 +392,15 @@ def test_the_documented_defaults_are_the_code_s():
     for (s, key), field in _FIELDS.items():
         if field.has_default:
             assert f"| `{s}.{key}` | `{json.dumps(field.default)}` |" in section, (s, key)
+
+
+def test_a_device_artifact_folder_is_its_card(tmp_path):
+    """`--device` takes what `cimtool devices fit` writes: a folder with card.toml and a manifest."""
+    folder = tmp_path / "fitted"
+    folder.mkdir()
+    shutil.copy(PRESET_DIR / "ag_asi.toml", folder / "card.toml")
+    with pytest.raises(CimtoolError, match="neither a .toml device card nor a device artifact"):
+        load_card(str(folder))  # no manifest: not an artifact
+    (folder / "manifest.json").write_text("{}")
+    assert load_card(str(folder)) == load_card(str(folder / "card.toml"))
+    assert load_card(str(folder)).g_max == load_card("ag_asi").g_max

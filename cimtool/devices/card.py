@@ -321,15 +321,21 @@ def preset_names() -> list[str]:
 
 
 def load_card(name_or_path: str) -> DeviceCard:
-    """A preset name (see ``preset_names``) or a path to a TOML card."""
+    """A preset name (see ``preset_names``), a path to a TOML card, or a device artifact folder (what
+    ``cimtool devices fit`` writes: its ``card.toml``)."""
+    from cimtool.artifacts import MANIFEST
+
     path = Path(name_or_path)
     if name_or_path in preset_names():
         path = PRESET_DIR / f"{name_or_path}.toml"
     elif path.suffix != ".toml" and not path.exists():
         raise CimtoolError(f"unknown --device '{name_or_path}' (presets: {', '.join(preset_names())}; "
-                           "or give a path to a .toml card)")
-    if path.is_dir():
-        raise CimtoolError(f"{path}: is a directory, not a .toml device card")
+                           "or give a path to a .toml card or a device artifact folder)")
+    if path.is_dir() and (path / MANIFEST).is_file() and (path / "card.toml").is_file():
+        path = path / "card.toml"
+    elif path.is_dir():
+        raise CimtoolError(f"{path}: is a directory, neither a .toml device card nor a device artifact "
+                           "(cimtool devices fit writes one: a card.toml and a manifest)")
     if not path.is_file():
         raise CimtoolError(f"{path}: no such device card file")
     try:

@@ -10,6 +10,8 @@ manifest params record the card (``card``), the options (``mapping``) and ``n_le
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +23,7 @@ import pyarrow.parquet as pq
 from cimtool import artifacts
 from cimtool.devices.card import DeviceCard, load_card
 from cimtool.devices.mapping import LayerMap, Placement, level_code
-from cimtool.devices.mapping_options import MappingOptions  # noqa: F401 (re-exported)
+from cimtool.devices.mapping_options import DEFAULT_DEVICE, MappingOptions  # noqa: F401 (re-exported)
 from cimtool.errors import CimtoolError
 
 if TYPE_CHECKING:
@@ -40,12 +42,14 @@ class MappedModel:
     layer_types: dict[str, str]
 
 
-def map_loaded_model(model, spec: dict[str, Any], opts: MappingOptions, reporter: Reporter) -> MappedModel:
-    """Every crossbar layer of a loaded model (``spec``: its arch spec) on the levels of ``opts.device``."""
+def map_loaded_model(model, spec: dict[str, Any], opts: MappingOptions, reporter: Reporter,
+                     card: DeviceCard | None = None) -> MappedModel:
+    """Every crossbar layer of a loaded model (``spec``: its arch spec) on the levels of ``card``
+    (default: ``opts.device``'s; :func:`resolve_card` gives both)."""
     from cimtool.nn.network import map_model
 
     opts.validate()
-    card = load_card(opts.device)
+    card = card or load_card(opts.device or DEFAULT_DEVICE)
     code = level_code(card, opts.weight_bits, opts.normalize)
     if code.slices > 1:
         reporter.log(f"--weight-bits {opts.weight_bits}: {code.slices} cells of {len(code.grid)} levels per "
@@ -55,6 +59,83 @@ def map_loaded_model(model, spec: dict[str, Any], opts: MappingOptions, reporter
                   for name, m in maps.items()}
     types = {layer["name"]: layer["type"] for layer in spec["crossbar_layers"]}
     return MappedModel(card, maps, placements, types)
+
+
+# --- which card: the one the input records, unless --device names another --------------------
+
+def card_of_record(record: dict[str, Any]) -> DeviceCard:
+    """A card as a manifest records it (``card.to_dict()``), back into a card."""
+    values = dict(record)
+    values["assumed"] = tuple(values["assumed"])
+    if values.get("responsivity"):
+        values["responsivity"] = tuple(values["responsivity"])
+    return DeviceCard(**values)
+
+
+def _physics(card: DeviceCard) -> dict[str, Any]:  # what the device is, not its prose
+    return {k: v for k, v in card.to_dict().items() if k not in ("source", "description", "assumed")}
+
+
+def recorded_card(artifact: artifacts.Artifact) -> tuple[str, DeviceCard] | None:
+    """(the --device it was given, the card) an artifact was trained or mapped with, or None.
+
+    A qmodel or cmap records the card's content (``params["card"]``): that is used, so a user's
+    card file may have moved or changed since. An snn or a trace has the card of its model; a model
+    trained with a card (organic_cnn, the optical front-end) records the card's name or path."""
+    params = artifact.params
+    if isinstance(params.get("card"), dict):
+        device = (params.get("mapping") or {}).get("device") or params.get("device") or params["card"]["name"]
+        try:
+            return str(device), card_of_record(params["card"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CimtoolError(f"{artifact.path}: manifest params do not describe a device card "
+                               f"({exc})") from None
+    if artifact.kind in ("snn", "trace"):
+        ref = next((i for i in artifact.manifest.get("inputs", []) if i.get("role") == "model"), None)
+        return None if ref is None else recorded_card(artifacts.load(ref["path"], verify=False))
+    device = params.get("device")
+    if not isinstance(device, str):
+        return None
+    try:
+        return device, load_card(device)
+    except CimtoolError as exc:
+        raise CimtoolError(f"{artifact.path} was trained with the card {device}, which does not load now "
+                           f"({exc}); give --device") from None
+
+
+def resolve_card(device: str | None, inputs: list[artifacts.Artifact],
+                 log: Callable[[str], None]) -> tuple[str, DeviceCard]:
+    """(--device as the manifest records it, the card) a stage runs on: ``device`` where given (with
+    a note where an input records another card), else the card its inputs record, else
+    DEFAULT_DEVICE; one log line says which and why. Inputs that record different cards need
+    ``device``."""
+    recorded = [(a, r) for a in inputs if (r := recorded_card(a)) is not None]
+    if device is not None:
+        card = load_card(device)
+        for artifact, (name, other) in recorded:
+            if _physics(other) != _physics(card):
+                log(f"[yellow]note: --device {device}: {artifact.path} was {_how(artifact)} '{other.name}' "
+                    f"({name}); using '{card.name}' as asked")
+        return device, card
+    if not recorded:
+        log(f"card: {DEFAULT_DEVICE} (the default: {_names(inputs)} records no card; --device to change)")
+        return DEFAULT_DEVICE, load_card(DEFAULT_DEVICE)
+    distinct = {json.dumps(_physics(card), sort_keys=True, default=str): (a, name, card)
+                for a, (name, card) in recorded}
+    if len(distinct) > 1:
+        cards = ", ".join(f"{a.path}: '{card.name}'" for a, name, card in distinct.values())
+        raise CimtoolError(f"the inputs record different device cards ({cards}); give --device")
+    artifact, (name, card) = recorded[0]
+    log(f"card: '{card.name}', the card {artifact.path} was {_how(artifact)} ({name}; --device to change)")
+    return name, card
+
+
+def _how(artifact: artifacts.Artifact) -> str:
+    return "mapped onto" if artifact.kind == KIND else "trained with"
+
+
+def _names(inputs: list[artifacts.Artifact]) -> str:
+    return ", ".join(str(a.path) for a in inputs) or "no input"
 
 
 # --- writing: the tables of a cmap artifact ---------------------------------------------------
@@ -125,11 +206,7 @@ def load_cmap(path: Path | str) -> tuple[artifacts.Artifact, MappedModel, Mappin
     artifact = artifacts.load(path, KIND)
     params = artifact.params
     try:
-        card_dict = dict(params["card"])
-        card_dict["assumed"] = tuple(card_dict["assumed"])
-        if card_dict.get("responsivity"):
-            card_dict["responsivity"] = tuple(card_dict["responsivity"])
-        card = DeviceCard(**card_dict)
+        card = card_of_record(params["card"])
         opts = MappingOptions(**params["mapping"])
         opts.validate()
         code = level_code(card, opts.weight_bits, opts.normalize)  # the rule map-weights applied

@@ -422,3 +422,47 @@ def simulate_train(nl_ltp: float, nl_ltd: float, pulses_ltp: int, pulses_ltd: in
             parts.append(pd.DataFrame({"device": "device", "cycle": cycle, "direction": direction,
                                        "pulse": k, "conductance": reading}))
     return pd.concat(parts, ignore_index=True)
+
+
+# --- the base card: what the data do not determine ---------------------------------------------------
+
+def nearest_preset(g_min: float, g_max: float) -> str:
+    """The preset whose conductance range overlaps [g_min, g_max] (S) most, in log conductance (the
+    overlap over the union; where none overlaps, the nearest: the summed distance of the ends): the
+    base card of a fit that names none, so organic synapses of nS get the organic card's read-out
+    and converters, not an RRAM's."""
+    from cimtool.devices.card import load_card, preset_names
+
+    def score(name: str) -> tuple[float, float]:
+        card = load_card(name)
+        lo, hi = math.log(card.g_min), math.log(card.g_max)
+        overlap = min(hi, math.log(g_max)) - max(lo, math.log(g_min))
+        union = max(hi, math.log(g_max)) - min(lo, math.log(g_min))
+        return -max(overlap, 0.0) / union, abs(lo - math.log(g_min)) + abs(hi - math.log(g_max))
+
+    return min(preset_names(), key=score)
+
+
+def range_d2d(sigma: float, model: str, g_min: float, g_max: float) -> float:
+    """A device-to-device sigma in the range model (a fraction of g_max − g_min, the fitted card's):
+    a lognormal sigma of ln G spreads a device at conductance G by about sigma·G, taken at the
+    middle of the range."""
+    if model == "range":
+        return sigma
+    return sigma * (g_min + g_max) / 2 / (g_max - g_min)
+
+
+def carried_assumed(base_assumed: tuple[str, ...], fitted: set[str],
+                    section_keys: dict[str, list[str]]) -> list[str]:
+    """What a fitted card keeps assumed of its base card's ``assumed`` (sections or section.key):
+    every entry the data did not determine (``fitted``: section.key), a section partly fitted
+    narrowed to its keys that were not (``section_keys``: the keys of each section)."""
+    out: list[str] = []
+    for entry in base_assumed:
+        if "." in entry:
+            out += [] if entry in fitted else [entry]
+        elif not any(f"{entry}.{key}" in fitted for key in section_keys.get(entry, [])):
+            out.append(entry)
+        else:
+            out += [f"{entry}.{key}" for key in section_keys[entry] if f"{entry}.{key}" not in fitted]
+    return out

@@ -11,14 +11,16 @@ from cimtool.options import option
 SCALING_NAMES = ("shared_max", "per_column", "percentile")  # cimtool.devices.mapping.SCALINGS
 NORMALIZATION_NAMES = ("gmax", "range")  # cimtool.devices.mapping.NORMALIZATIONS
 MAP = "Mapping"  # the help panel
+DEFAULT_DEVICE = "rram_seed003"  # the card of an input that records none (cimtool.devices.cmap.resolve_card)
 
 
 @dataclass(frozen=True)
 class MappingOptions:
     """How weights become conductances and where they sit (map-weights, export-weightmap, qat)."""
 
-    device: str = option("rram_seed003", panel=MAP,
-                         help="Device card: a preset (cimtool devices list) or a .toml file.")
+    device: str | None = option(None, panel=MAP, help="Device card: a preset (cimtool devices list), a "
+                                "device artifact (cimtool devices fit) or a .toml file. Default: the card "
+                                f"the input was trained or mapped with, else {DEFAULT_DEVICE}.")
     weight_bits: int | None = option(None, panel=MAP, help="N bits per weight: one cell of 2^N levels over "
                                      "the card's range and spacing up to its cell bits (log2 of its levels), "
                                      "ceil(N/cell bits) bit-sliced cells above (default: the card's levels).")

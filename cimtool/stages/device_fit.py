@@ -3,9 +3,10 @@
 
 Reads the readings (``cimtool.devices.fit.read_pulses``), fits NeuroSim's LTP/LTD curve per device
 (``fit_device``), and writes a ``device`` artifact: ``card.toml`` (loadable by every ``--device``
-option: the fitted values, the rest from ``--base`` and listed as assumed), ``fit.parquet`` (each
-value with its uncertainty and how it was determined), ``points.parquet`` (measured, fitted and
-residual conductance per pulse, in siemens) and ``fit.png`` (measured vs fitted, residuals).
+option: the fitted values, the rest from ``--base``, assumed where the base card assumes it),
+``fit.parquet`` (each value with its uncertainty and how it was determined), ``points.parquet``
+(measured, fitted and residual conductance per pulse, in siemens) and ``fit.png`` (measured vs
+fitted, residuals).
 Everything is checked and fitted before anything is written.
 """
 
@@ -21,8 +22,18 @@ from typing import Any
 import numpy as np
 
 from cimtool import artifacts
-from cimtool.devices.card import MAX_LEVELS, NAME_RE, card_toml, load_card
-from cimtool.devices.fit import DIRECTIONS, DeviceFit, fit_device, fit_drift, read_pulses, read_retention
+from cimtool.devices.card import MAX_LEVELS, NAME_RE, card_entries, card_toml, load_card
+from cimtool.devices.fit import (
+    DIRECTIONS,
+    DeviceFit,
+    carried_assumed,
+    fit_device,
+    fit_drift,
+    nearest_preset,
+    range_d2d,
+    read_pulses,
+    read_retention,
+)
 from cimtool.errors import CimtoolError
 from cimtool.params import DeviceFitParams
 from cimtool.stages.common import StageOutput
@@ -107,10 +118,12 @@ def _values(result: DeviceFit, to_s: _Siemens, base) -> tuple[dict[str, Any], li
         row("nl_d2d", float(np.std([f.nl("ltp") for f in fits], ddof=1)), np.nan, "",
             f"spread of NL (LTP) over the {n} devices (qat --nl-d2d)")
         card["d2d_sigma"] = round(d2d, 6)
-    else:  # a lognormal spread of the base card does not carry over to the range model
-        card["d2d_sigma"] = base.d2d_sigma if base.variation_model == "range" else 0.0
+    else:  # one device has no spread of its own: the base card's, in the range model
+        card["d2d_sigma"] = round(range_d2d(base.d2d_sigma, base.variation_model, g_lo[0], g_hi[0]), 6)
+        lognormal = (f" (its lognormal σ {base.d2d_sigma:g} of ln G at mid-range)"
+                     if base.variation_model != "range" else "")
         row("d2d_sigma", card["d2d_sigma"], np.nan, "of the range",
-            f"assumed (one device measured; base card {base.name})")
+            f"the base card {base.name}'s{lognormal}; one device measured")
     if result.drift is not None:
         drift = result.drift
         row("drift_nu", drift.nu, drift.nu_sigma_fit, "",
@@ -129,13 +142,24 @@ def _values(result: DeviceFit, to_s: _Siemens, base) -> tuple[dict[str, Any], li
     return card, rows, set(card) - ({"d2d_sigma"} if n == 1 else set())
 
 
-def _assumed(base, fitted: set[str]) -> tuple[str, ...]:
-    """What the card did not get from the data (it comes from the base card)."""
-    out = ["read", "variation.stuck", "array", "adc", "conductance.spacing"]
-    if "d2d_sigma" not in fitted:
-        out.append("variation.d2d")
-    out += ["drift"] if "drift_nu" not in fitted else [] if "drift_nu_sigma" in fitted else ["drift.nu_sigma"]
-    return tuple(out + (["optical"] if base.responsivity is not None else []))
+# the card's keys of the fitted values; the fit also sets the range's other spelling, the variation
+# model (its C2C is a fraction of the range) and the spacing (linear: an approximation, assumed)
+_FITTED_KEYS = {"g_min": "conductance.g_min", "g_max": "conductance.g_max", "levels": "conductance.levels",
+                "nl_ltp": "update.nl_ltp", "nl_ltd": "update.nl_ltd", "pulses_ltp": "update.pulses_ltp",
+                "pulses_ltd": "update.pulses_ltd", "c2c_sigma": "variation.c2c", "d2d_sigma": "variation.d2d",
+                "drift_nu": "drift.nu", "drift_t0": "drift.t0", "drift_nu_sigma": "drift.nu_sigma"}
+_SET_BY_FIT = ("conductance.r_on", "conductance.r_off", "variation.model", "conductance.spacing")
+
+
+def _assumed(base, card, fitted: set[str]) -> tuple[str, ...]:
+    """What the base card assumed of the values the data did not determine, and the spacing; a value
+    the base card measured stays measured."""
+    sections: dict[str, list[str]] = {}
+    for section, key, _, _ in card_entries(card):
+        if section:
+            sections.setdefault(section, []).append(key)
+    determined = {_FITTED_KEYS[f] for f in fitted} | set(_SET_BY_FIT)
+    return tuple(carried_assumed(base.assumed, determined, sections) + ["conductance.spacing"])
 
 
 def run(p: DeviceFitParams, out: Path | None, root: Path, force: bool,
@@ -145,7 +169,7 @@ def run(p: DeviceFitParams, out: Path | None, root: Path, force: bool,
 
     t_start = time.perf_counter()
     _check(p)
-    base = load_card(p.base)
+    base = load_card(p.base) if p.base is not None else None
     data = Path(p.data)
     table = read_pulses(data)
     data_sha = _sha256(data)
@@ -169,16 +193,21 @@ def run(p: DeviceFitParams, out: Path | None, root: Path, force: bool,
         if (retention["conductance"] <= 0).any():
             raise CimtoolError(f"{p.retention}: a retention reading maps to a conductance <= 0 S")
         result.drift = fit_drift(retention)
+    how = "--base"
+    if base is None:
+        base = load_card(nearest_preset(float(to_s(lo)), float(to_s(hi))))
+        how = "the preset nearest the fitted conductance range; --base to choose another"
+    reporter.log(f"devices fit: base card '{base.name}' ({how}) for what the data do not determine")
     fitted, rows, measured = _values(result, to_s, base)
     name = p.name or "".join(ch if NAME_RE.fullmatch(ch) else "_" for ch in data.stem)
     variation = {"variation_model": "range"} if base.variation_model != "range" else {}
     card = replace(base, name=name, description=f"fitted to {data.name}",
                    source=f"cimtool devices fit {data.name} (sha256 {data_sha[:12]})",
                    spacing="linear", **variation, **fitted, assumed=())
-    card = replace(card, assumed=_assumed(base, measured))
+    card = replace(card, assumed=_assumed(base, card, measured))
     text = card_toml(card, f"Device card fitted by cimtool devices fit to {data.name}.\n"
                            "Values the data did not determine come from the base card "
-                           f"{base.name} and are listed in 'assumed'.")
+                           f"{base.name}; 'assumed' lists what it assumed of them.")
     points = result.points.assign(measured=to_s(result.points["measured"]),
                                   fitted=to_s(result.points["fitted"]),
                                   residual=result.points["residual"] * to_s.scale)

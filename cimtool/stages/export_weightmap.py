@@ -29,7 +29,7 @@ import pyarrow.csv as pacsv
 from cimtool import artifacts
 from cimtool.devices.card import load_card
 from cimtool.devices.cmap import KIND as CMAP
-from cimtool.devices.cmap import MappedModel, MappingOptions, load_cmap, map_loaded_model
+from cimtool.devices.cmap import MappedModel, MappingOptions, load_cmap, map_loaded_model, resolve_card
 from cimtool.errors import CimtoolError
 from cimtool.models.io import open_model, resolve_model
 from cimtool.params import ExportParams  # noqa: F401 (re-exported)
@@ -176,11 +176,12 @@ def _source(p: ExportParams, root: Path, reporter: Reporter) -> Source:
         raise CimtoolError(f"no cmap of {model_path} agrees with {_flags(given)} (the newest, {newest}, "
                            f"was mapped with {_flags(disagreements(params, given, card))}); export it "
                            f"without those options or with --cmap, or run map-weights {_flags(given)} first")
-    opts = MappingOptions(**given)
-    opts.validate()
     artifact, model, spec = open_model(model_path)
+    device_name, card = resolve_card(p.device, [artifact], reporter.log)
+    opts = MappingOptions(**{**given, "device": device_name})
+    opts.validate()
     folder = root / artifacts.KIND_DIRS[CMAP]
-    return Source(artifact, map_loaded_model(model, spec, opts, reporter), opts,
+    return Source(artifact, map_loaded_model(model, spec, opts, reporter, card), opts,
                   replace(p, model=str(model_path)), str(model_path),
                   f"the model mapped here (it has no cmap under {folder})")
 

@@ -33,6 +33,7 @@ from cimtool.devices.cmap import (
     cell_table,
     layer_rows,
     map_loaded_model,
+    resolve_card,
     scale_table,
 )
 from cimtool.errors import CimtoolError
@@ -197,7 +198,9 @@ def run(p: MapParams, out: Path | None, root: Path, force: bool, reporter: Repor
             raise CimtoolError(f"--timesteps is for an snn artifact as --model; {model_path} is not one")
         model_artifact, model, spec = open_model(model_path)
         source = model_artifact
-    mapped = map_loaded_model(model, spec, p.mapping, reporter)
+    device_name, card = resolve_card(p.mapping.device, [model_artifact], reporter.log)
+    p = replace(p, mapping=replace(p.mapping, device=device_name))
+    mapped = map_loaded_model(model, spec, p.mapping, reporter, card)
     if model_artifact.kind == "qmodel" and model_artifact.params.get("mapping") != asdict(p.mapping):
         reporter.log(f"[yellow]note: this qmodel was trained for the mapping "
                      f"{model_artifact.params.get('mapping')}; mapping it with {asdict(p.mapping)}")

@@ -35,8 +35,7 @@ import torch
 from cimtool import artifacts
 from cimtool.checks import check_choice, check_range
 from cimtool.data.calibration import calibration_sample, check_calibration_samples
-from cimtool.devices.card import load_card
-from cimtool.devices.cmap import map_loaded_model
+from cimtool.devices.cmap import map_loaded_model, resolve_card
 from cimtool.devices.mapping import LevelCode, level_code
 from cimtool.errors import CimtoolError
 from cimtool.models.io import model_splits, open_model, resolve_model, save_model, save_weights_before
@@ -94,7 +93,7 @@ def _nonideal(model, spec, job: Job) -> list[float]:
     """Accuracies of ``trials`` chips on :func:`_evaluation_config`."""
     from cimtool.nn.network import ArrayNetwork
 
-    mapped = map_loaded_model(model, spec, job.p.mapping, job.reporter)
+    mapped = map_loaded_model(model, spec, job.p.mapping, job.reporter, job.card)
     card = mapped.card
     config = _evaluation_config(card)
     net = ArrayNetwork(model, mapped.maps, mapped.placements, card, config, job.device)
@@ -241,7 +240,8 @@ def _run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repo
         default = MODELS[spec["model"]].default_lr * FINE_TUNE_LR_FACTOR
         p = replace(p, lr=ONCHIP_LR if p.mode == "onchip" else default)
     p = replace(p, model=str(model_path))
-    card = load_card(p.mapping.device)
+    device_name, card = resolve_card(p.mapping.device, [source], reporter.log)
+    p = replace(p, mapping=replace(p.mapping, device=device_name))
     if p.mode == "onchip" and not card.has_update_curve:
         raise CimtoolError(f"--mode onchip needs the card's [update] section (nl_ltp, nl_ltd, pulses_ltp, "
                            f"pulses_ltd); '{card.name}' has none")

@@ -68,7 +68,7 @@ def _release_chip(p: RunParams, source, version, training: dict):
     return base, names + (TRAINING if version.key == "v21" else ()), release
 
 
-def _cmap_subarray(p: RunParams, network: list[list[float]], weight_bits: int, cell_bits: int, card,
+def _cmap_subarray(p: RunParams, network: list[list[float]], weight_bits: int, cell_bits: int,
                    log) -> tuple[artifacts.Artifact, int]:
     """(the cmap, its subarray): the cmap's arrays, refused where NeuroSim's floorplan cannot take them."""
     from cimtool.neurosim.build import neurosim_geometry
@@ -84,10 +84,6 @@ def _cmap_subarray(p: RunParams, network: list[list[float]], weight_bits: int, c
     if note:
         raise CimtoolError(f"--cmap {cmap.path}: {note}: re-run map-weights with --array-rows {subarray} "
                            f"--array-cols {subarray}")
-    mapped_card = (cmap.params.get("card") or {}).get("name")
-    if mapped_card != card.name:
-        log(f"[yellow]note: --cmap {cmap.path} maps onto '{mapped_card}', NeuroSim runs the card "
-            f"'{card.name}' (--device)")
     mapped_bits = mapping.get("weight_bits")
     if mapped_bits is not None and mapped_bits != weight_bits:
         log(f"[yellow]note: --cmap {cmap.path} maps {mapped_bits}-bit weights, the trace has {weight_bits} "
@@ -108,7 +104,7 @@ def headline(artifact: artifacts.Artifact) -> str:
 
 def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:
     from cimtool.checks import check_choice
-    from cimtool.devices.card import load_card
+    from cimtool.devices.cmap import resolve_card
     from cimtool.neurosim.build import (
         BY_KEY,
         NeuroSimSettings,
@@ -131,7 +127,11 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
     trace = artifacts.load(p.trace, "trace")  # every layer file present and unchanged
     layers = pq.read_table(trace.file("layers.parquet")).to_pylist()
     fmt = trace.params.get("format", "v13")
-    card = load_card(p.device)
+    card = None
+    if p.chip == "card":  # --chip release runs the release's own chip, no card
+        inputs = [artifacts.load(p.cmap, "cmap")] if p.cmap is not None else [trace]
+        device_name, card = resolve_card(p.device, inputs, reporter.log)
+        p = dataclasses.replace(p, device=device_name)
     network = network_rows(trace.file("NetWork.csv"), len(layers))
     check_choice("--training-estimation", p.training_estimation, ("on", "off"))
     check_choice("--chip", p.chip, CHIPS)
@@ -159,7 +159,7 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
         names, release = version.patched, {}
     wbits = trace.params["weight_bits"]
     if p.cmap is not None:
-        cmap, subarray = _cmap_subarray(p, network, wbits, base.cellBit, card, reporter.log)
+        cmap, subarray = _cmap_subarray(p, network, wbits, base.cellBit, reporter.log)
     else:
         cmap, subarray = None, p.subarray or auto_subarray(network, wbits, base.cellBit)
     cols = base.numColSubArray if p.chip == "release" and version.subarray_on_argv else subarray

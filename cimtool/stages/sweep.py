@@ -371,15 +371,15 @@ def _executor_config(p: SweepParams, device) -> ExecutorConfig:
 
 
 def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:
-    from cimtool.devices.card import load_card
+    from cimtool.devices.cmap import resolve_card
 
     validate(p)
     t_start = time.perf_counter()
-    card = load_card(p.device)
     device = resolve_device(p.torch_device)
     paths = [Path(m) for m in p.models] or [find_model(root, method) for method in p.methods]
-    for path in paths:  # a wrong path fails before a Ray cluster starts
-        artifacts.load(path, verify=False)
+    inputs = [artifacts.load(path, verify=False) for path in paths]  # a wrong path fails before Ray starts
+    device_name, card = resolve_card(p.device, inputs, reporter.log)
+    p = replace(p, device=device_name)
     executor = open_executor(_executor_config(p, device))  # Ray's workers start while the models load
     try:
         return _run(p, paths, out, root, force, reporter, card, device, executor, t_start)
