@@ -68,6 +68,8 @@ class DeviceCard:
     pulses_ltd: int | None = None
     responsivity: tuple[float, float, float] | None = None  # optical R, G, B (organic synapses)
     max_photons: float | None = None
+    write_voltage: float | None = None  # V, of a programming pulse (None: NeuroSim V2.1's 4 V)
+    write_pulse_width: float | None = None  # s (None: NeuroSim V2.1's 50 ns)
 
     @property
     def r_on(self) -> float:
@@ -198,6 +200,12 @@ _FIELDS: dict[tuple[str, str], Field] = {
                                     "from g_min to g_max", 97),
     ("update", "pulses_ltd"): Field("pulses_ltd", int, _at_least(1), ABSENT, "pulses",
                                     "from g_max to g_min", 100),
+    # optional in [update]: NeuroSim V2.1's Param.cpp writeVoltage 4 V, writePulseWidth 50 ns stand in
+    ("update", "write_voltage"): Field("write_voltage", float, _positive, ABSENT, "V",
+                                       "of one programming pulse (default: NeuroSim V2.1's 4 V)", 3.2),
+    ("update", "write_pulse_width"): Field("write_pulse_width", float, _positive, ABSENT, "s",
+                                           "of one programming pulse (default: NeuroSim V2.1's 50 ns)",
+                                           300e-6),
     ("adc", "bits"): Field("adc_bits", int, _at_least(2), 5, "bits",
                            "ADC resolution (DNN+NeuroSim's default)"),
     ("adc", "scheme"): Field("adc_scheme", str, _one_of(SCHEMES), "A", "",
