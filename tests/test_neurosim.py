@@ -455,3 +455,21 @@ def test_report_labels_v21_training_per_epoch(tmp_path):
     line = headline(run)
     assert "0.09079 epochs/s (of 128 x 28 images)" in line and "FPS" not in line
     assert "latency per epoch 1.1e+10 ns" in line
+
+
+def test_a_cards_write_pulse_is_checked():
+    """[update] write_voltage and write_pulse_width: optional, in V and s; a pulse over 1 s is refused
+    as a unit slip, in one line naming the key."""
+    from cimtool.devices.card import loads_card
+    from cimtool.errors import CimtoolError
+
+    base = ('[conductance]\ng_min = 1e-9\ng_max = 1e-8\nlevels = 16\nspacing = "linear"\n[read]\n'
+            'voltage = 0.5\n[update]\nnl_ltp = 1.0\nnl_ltd = -1.0\npulses_ltp = 16\npulses_ltd = 16\n')
+    card = loads_card(base + "write_voltage = 2.5\nwrite_pulse_width = 1e-6\n", "my.toml")
+    assert (card.write_voltage, card.write_pulse_width) == (2.5, 1e-6)
+    assert "update.write_pulse_width" not in card.assumed
+    assert loads_card(base, "my.toml").write_pulse_width is None  # V2.1's 50 ns stands in
+    with pytest.raises(CimtoolError, match=r"my.toml: update.write_pulse_width = 300 s is over a second"):
+        loads_card(base + "write_pulse_width = 300\n", "my.toml")
+    with pytest.raises(CimtoolError, match=r"update.write_voltage must be > 0"):
+        loads_card(base + "write_voltage = -1\n", "my.toml")

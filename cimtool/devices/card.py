@@ -122,6 +122,11 @@ def _at_least(n: int) -> Callable[[int], str | None]:
     return lambda v: None if v >= n else f"must be at least {n}, got {v!r}"
 
 
+def _pulse_width(v: float) -> str | None:
+    """A programming pulse in seconds: above 1 s, the likely meaning is µs or ns."""
+    return _positive(v) or (None if v <= 1 else f"= {v:g} s is over a second: give it in s (300 µs = 3e-4)")
+
+
 def _levels(v: int) -> str | None:
     return None if 2 <= v <= MAX_LEVELS else f"must be in 2..{MAX_LEVELS}, got {v!r}"
 
@@ -203,7 +208,7 @@ _FIELDS: dict[tuple[str, str], Field] = {
     # optional in [update]: NeuroSim V2.1's Param.cpp writeVoltage 4 V, writePulseWidth 50 ns stand in
     ("update", "write_voltage"): Field("write_voltage", float, _positive, ABSENT, "V",
                                        "of one programming pulse (default: NeuroSim V2.1's 4 V)", 3.2),
-    ("update", "write_pulse_width"): Field("write_pulse_width", float, _positive, ABSENT, "s",
+    ("update", "write_pulse_width"): Field("write_pulse_width", float, _pulse_width, ABSENT, "s",
                                            "of one programming pulse (default: NeuroSim V2.1's 50 ns)",
                                            300e-6),
     ("adc", "bits"): Field("adc_bits", int, _at_least(2), 5, "bits",

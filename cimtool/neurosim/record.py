@@ -9,6 +9,7 @@ records ``sweep --cost neurosim`` runs (file formats: :mod:`cimtool.neurosim.tra
 
 from __future__ import annotations
 
+import math
 import shlex
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,8 +33,6 @@ def onchip_training(params: dict[str, Any], n_train: int) -> dict[str, int] | No
     is not dropped) and ``epochs``: the figures V2.1's training estimate is set from."""
     if params.get("mode") != "onchip":
         return None
-    import math
-
     bits = (params.get("mapping") or {}).get("weight_bits") or max(2, math.ceil(math.log2(
         params["card"]["levels"])))
     batch = int(params["batch_size"])
