@@ -399,7 +399,9 @@ class TraceParams:
     format: str = option("v13", help="v13 (DNN_NeuroSim V1.3/V1.4 inference: weight + input files) or v21 "
                                      "(V2.1 training: adds weightOld files and each layer's input "
                                      "activity).")
-    weight_bits: int = option(8, help="Weight precision (NeuroSim's WBITS).")
+    weight_bits: int | None = option(None, help="Weight precision (NeuroSim's WBITS; default: the weight "
+                                                "bits of a qat --mode onchip qmodel, which V2.1 maps one "
+                                                "per cell, else 8).")
     input_bits: int = option(8, help="Input activation precision (NeuroSim's ABITS).")
     split: str = option("test", help="Split the batch comes from: test, val or train.")
     batch_size: int = option(16, help="Samples whose input bit activity is averaged (the trace has one of "
@@ -433,12 +435,16 @@ class RunParams:
                                                                         "training (forward, activation "
                                                                         "gradient, weight gradient, weight "
                                                                         "update); off: inference only.")
-    train_batch: int = option(200, panel="NeuroSim V2.1", help="Images per training iteration (NeuroSim's "
-                                                               "batchSize; at least 2^cellBit).")
-    iterations: int = option(250, panel="NeuroSim V2.1", help="Iterations per epoch (NeuroSim's "
-                                                              "numIteration): V2.1's figures are per epoch "
-                                                              "of train-batch × iterations images; neither "
-                                                              "changes its run time.")
+    train_batch: int | None = option(None, panel="NeuroSim V2.1", help="Images per training iteration "
+                                                                       "(NeuroSim's batchSize; at least "
+                                                                       "2^cellBit; default: the on-chip "
+                                                                       "training's batch, else V2.1's 200).")
+    iterations: int | None = option(None, panel="NeuroSim V2.1", help="Iterations per epoch (NeuroSim's "
+                                                                      "numIteration; default: the on-chip "
+                                                                      "training's, else V2.1's 250): "
+                                                                      "V2.1's figures are per epoch of "
+                                                                      "train-batch × iterations images; "
+                                                                      "neither changes its run time.")
     chip: str = option("card", panel=CHIP, help="card: the chip of --device and the options above; "
                                                 "release: the release's own Param.cpp (its cell, node, "
                                                 "cellBit, ADC), only the subarray set.")

@@ -419,3 +419,57 @@ def test_fashion_pipeline_maps_and_estimates_one_geometry():
     assert "--weight-bits 4" in stages["neurosim-trace"] and "--weight-bits 4" in stages["map-weights"]
     assert ns_build.neurosim_geometry(MNIST_CNN, 4, 4, rows, cols) == (rows, None)  # 4-bit cells: the card's
 
+
+
+def test_report_labels_v21_training_per_epoch(tmp_path):
+    """A V2.1 training run is reported per epoch: its "FPS" as epochs per second, its energy bar per
+    epoch with the weight-gradient, weight-update and DRAM parts, the epoch's images the run's."""
+    from cimtool.report import content
+    from tests.test_report_content import CARD, write
+
+    phases = {"forward_energy_pj": 1.2e9, "activation_gradient_energy_pj": 2e8,
+              "weight_gradient_energy_pj": 7e10, "weight_update_energy_pj": 4e7}
+    metrics = {"chip_area_um2": 2e7, "latency_ns": 1.1e10, "dynamic_energy_pj": sum(phases.values()),
+               "tops_per_w": 1.0, "tops": 0.1, "fps": 0.09079}
+    breakdown = {"adc_energy_pj": 1e8, "weight_gradient_calc_energy_pj": 6e10,
+                 "weight_update_write_energy_pj": 4e7, "dram_energy_pj": 1e10, "leakage_energy_pj": 5e6}
+    summary = {**metrics, **phases, "epochs_per_s": 0.09079, "train_batch": 128, "iterations": 28,
+               "dram_energy_pj": 1e10, "weight_update_latency_ns": 3.1e11, "subarray": 32, "device": "ag_asi"}
+    table = pd.DataFrame({"metric": [*metrics, *breakdown],
+                          "value": [*metrics.values(), *breakdown.values()]})
+    run = write(tmp_path / "ns", "neurosim", {"card": CARD}, summary,
+                {"stdout.txt": "", "summary.parquet": table, "layers.parquet": pd.DataFrame({"a": [1]}),
+                 "settings.json": "{}"})
+    section = content.neurosim([run], {})
+    tables = [b for b in section.blocks if isinstance(b, content.Table)]
+    figures = {b.name: b for b in section.blocks if isinstance(b, content.Figure)}
+    assert "FPS (V2.1 training: epochs/s)" in tables[0].columns
+    assert "latency (ns) (V2.1 training: per epoch)" in tables[0].columns
+    assert "neurosim-energy.png" not in figures  # not an image's energy
+    assert "DRAM" in figures["neurosim-energy-epoch.png"].caption
+    assert "weight update" in figures["neurosim-energy-epoch.png"].caption
+    assert tables[1].rows == [[run.path.name, "128 × 28", "1.2e+09", "2e+08", "7e+10", "4e+07", "1e+10",
+                               "3.1e+11", "0.09079"]]
+    from cimtool.stages.run_neurosim import headline
+
+    line = headline(run)
+    assert "0.09079 epochs/s (of 128 x 28 images)" in line and "FPS" not in line
+    assert "latency per epoch 1.1e+10 ns" in line
+
+
+def test_a_cards_write_pulse_is_checked():
+    """[update] write_voltage and write_pulse_width: optional, in V and s; a pulse over 1 s is refused
+    as a unit slip, in one line naming the key."""
+    from cimtool.devices.card import loads_card
+    from cimtool.errors import CimtoolError
+
+    base = ('[conductance]\ng_min = 1e-9\ng_max = 1e-8\nlevels = 16\nspacing = "linear"\n[read]\n'
+            'voltage = 0.5\n[update]\nnl_ltp = 1.0\nnl_ltd = -1.0\npulses_ltp = 16\npulses_ltd = 16\n')
+    card = loads_card(base + "write_voltage = 2.5\nwrite_pulse_width = 1e-6\n", "my.toml")
+    assert (card.write_voltage, card.write_pulse_width) == (2.5, 1e-6)
+    assert "update.write_pulse_width" not in card.assumed
+    assert loads_card(base, "my.toml").write_pulse_width is None  # V2.1's 50 ns stands in
+    with pytest.raises(CimtoolError, match=r"my.toml: update.write_pulse_width = 300 s is over a second"):
+        loads_card(base + "write_pulse_width = 300\n", "my.toml")
+    with pytest.raises(CimtoolError, match=r"update.write_voltage must be > 0"):
+        loads_card(base + "write_voltage = -1\n", "my.toml")

@@ -336,6 +336,7 @@ def test_v21_builds_and_runs_a_cnn_in_seconds(neurosim_cache, tmp_path):
     import numpy as np
 
     from cimtool.devices.card import load_card
+    from cimtool.devices.mapping_options import DEFAULT_DEVICE
     from cimtool.neurosim.caveats import explain
     from cimtool.neurosim.results import TRAINING_METRICS, parse_stdout
     from cimtool.neurosim.results import run as run_binary
@@ -343,7 +344,7 @@ def test_v21_builds_and_runs_a_cnn_in_seconds(neurosim_cache, tmp_path):
 
     source = ns_build._source_dir(_snapshot("V2.1", "Training_pytorch"))
     p = RunParams(trace="-")
-    card = load_card(p.device)
+    card = load_card(p.device or DEFAULT_DEVICE)
     subarray = ns_build.auto_subarray(MNIST_CNN, 8, 4)
     settings = ns_build.NeuroSimSettings.from_card(card, p.cell, 4, p.adc_bits, subarray, p.technode, True,
                                                    p.train_batch, p.iterations)
@@ -464,40 +465,148 @@ def test_one_build_serves_every_chip_and_equals_a_dedicated_build(default_trace,
 
 # --- on-chip training → its PPA: qat --mode onchip hands its weights to a V2.1 record ------------
 
-def test_onchip_training_hands_its_update_to_v21(tmp_path, cli):
-    """A CNN trained on chip (qat --mode onchip) gives a V2.1 record whose weightOld files are its
-    weights before the last update, so V2.1 charges the writes that update made; the same model's
-    record with no update (weightOld = weight) is charged less."""
+def test_onchip_training_hands_its_update_to_v21(neurosim_cache, tmp_path, cli):
+    """A CNN trained on chip (qat --mode onchip) gives a V2.1 record at its training's weight bits
+    (⌈log2 16⌉ = 4 on rram_seed003), with its batch and iterations and, as weightOld, its weights
+    before the last update; run-neurosim takes cellBit = WBITS and the run's batch × iterations, and
+    refuses another cellBit. mnist_cnn's widest conv (32 outputs, one cell per weight) is narrower
+    than two of the 32-column subarrays V2.1 needs: refused in one line."""
     from safetensors.numpy import load_file
 
+    from cimtool.models.io import model_splits
     from cimtool.neurosim.trace import layer_weight_csv
+    from cimtool.params import RunParams
+    from cimtool.stages.run_neurosim import training_options, training_sources
 
     source = _snapshot("V2.1", "Training_pytorch")
-    root, cache = tmp_path / "root", tmp_path / "cache"
+    root = tmp_path / "root"
     assert cli("train-ann", "--model", "mnist_cnn", "--epochs", "1", "--artifacts-root", root, "--out",
                root / "m", "--quiet").code == 0
     assert cli("qat", "--mode", "onchip", "--epochs", "1", "--model", root / "m", "--artifacts-root", root,
                "--out", root / "q", "--quiet").code == 0
-    runs = {}
     for name in ("q", "m"):
         assert cli("neurosim-trace", "--format", "v21", "--model", root / name, "--artifacts-root", root,
                    "--out", root / f"t{name}", "--quiet").code == 0
-        result = cli("run-neurosim", "--trace", root / f"t{name}", "--neurosim", source, "--cache-dir", cache,
-                     "--artifacts-root", root, "--out", root / f"n{name}", "--quiet")
-        assert result.code == 0, result.err
-        runs[name] = artifacts.load(root / f"n{name}", "neurosim").summary
     trace = artifacts.load(root / "tq", "trace")
-    assert "before the last on-chip update" in trace.summary["weight_old"]
-    assert artifacts.load(root / "tm", "trace").summary["weight_old"] == "the same weights (no update)"
     qmodel = artifacts.load(root / "q", "qmodel")
+    n_train = len(model_splits(qmodel)["train"])
+    assert trace.params["weight_bits"] == 4 and trace.summary["onchip_training"] == {
+        "weight_bits": 4, "train_batch": 128, "iterations": -(-n_train // 128), "epochs": 1}
+    plain = artifacts.load(root / "tm", "trace")
+    assert plain.params["weight_bits"] == 8 and "onchip_training" not in plain.summary
+    assert "before the last on-chip update" in trace.summary["weight_old"]
+    assert plain.summary["weight_old"] == "the same weights (no update)"
     before = load_file(str(qmodel.file("weights_before.safetensors")))
     after = load_file(str(qmodel.file("weights.safetensors")))
     name = "features.0"
     new = after[f"{name}.weight"]
     assert before[name].shape == new.shape and 0 < np.mean(before[name] != new) < 1  # one update's writes
     scale = float(np.abs(new).max())
-    assert trace.file("weightOld1.csv").read_bytes() == layer_weight_csv(before[name], scale, 8)
+    assert trace.file("weightOld1.csv").read_bytes() == layer_weight_csv(before[name], scale, 4)
     assert trace.file("weightOld1.csv").read_bytes() != trace.file("weight1.csv").read_bytes()
-    assert runs["q"]["weight_update_energy_pj"] > runs["m"]["weight_update_energy_pj"] >= 0
-    for key in ("forward_energy_pj", "activation_gradient_energy_pj", "weight_gradient_energy_pj"):
-        assert runs["q"][key] > 0, key
+
+    onchip = trace.summary["onchip_training"]
+    p = RunParams(trace="-")
+    assert training_options(p, onchip) == {"training": True, "train_batch": 128,
+                                           "iterations": onchip["iterations"]}
+    assert training_options(p, {}) == {"training": True, "train_batch": 200, "iterations": 250}
+    given = RunParams(trace="-", train_batch=64)
+    assert training_options(given, onchip)["train_batch"] == 64
+    assert training_sources(given, onchip) == {"train_batch": "--train-batch",
+                                               "iterations": "the on-chip run"}
+
+    out = root / "n"
+    result = cli("run-neurosim", "--trace", root / "tq", "--neurosim", source, "--cell-bits", "2",
+                 "--cache-dir", neurosim_cache, "--artifacts-root", root, "--out", out, "--quiet")
+    _one_line(result, "--cell-bits 2 with the trace's 4-bit weights", "cellBit = WBITS", "--cell-bits 4")
+    result = cli("run-neurosim", "--trace", root / "tq", "--neurosim", source, "--cache-dir", neurosim_cache,
+                 "--artifacts-root", root, "--out", out, "--quiet")
+    _one_line(result, "16-column subarray is narrower than one D flip-flop", ">= 32 columns")
+    assert not out.exists()
+
+
+# --- V2.1 prices the trained weights (one precision) and the card's write pulses -------------------
+
+# a CNN V2.1 can map one weight per cell: a 64-output 3×3 conv spans two 32-column subarrays (V2.1's
+# narrowest: 16 columns are narrower than its flip-flops); 12×12 = 144 output positions of the largest input
+WIDE_CNN = [[28, 28, 1, 3, 3, 64, 1, 1], [14, 14, 64, 3, 3, 64, 1, 1], [1, 1, 3136, 1, 1, 10, 0, 1]]
+
+
+def _v21_epoch(binary, directory, weights, old, bits, card, cell_bits):
+    """V2.1's chip figures for WIDE_CNN with these weights (and weightOld) files, inputs already there."""
+    from cimtool.neurosim.results import parse_stdout
+    from cimtool.neurosim.runner import estimate
+
+    for k, (w, o) in enumerate(zip(weights, old, strict=True), 1):
+        np.savetxt(directory / f"weight{k}.csv", w, delimiter=",", fmt="%10.5f")
+        np.savetxt(directory / f"weightOld{k}.csv", o, delimiter=",", fmt="%10.5f")
+    settings = dataclasses.replace(
+        ns_build.NeuroSimSettings.from_card(card, "rram", cell_bits, None, 32, 22, True, 128, 28),
+        numRowSubArray=32, numColSubArray=32)
+    layers = [{"layer": k, "activity_sample": 0.3} for k in range(1, len(WIDE_CNN) + 1)]
+    result = estimate(binary, ns_build.BY_KEY["v21"], directory, bits, 8, layers, settings, 120, None)
+    return {m["metric"]: m["value"] for m in parse_stdout(result.stdout).chip}
+
+
+def test_v21_prices_the_trained_weights_only_at_cellbit_equal_to_wbits(neurosim_cache, tmp_path):
+    """The weights V2.1 is given move its forward energy when cellBit = WBITS; at 8-bit weights on
+    6-bit cells (the documented flow before: trace 8, ag_asi 6) they do not, which run-neurosim refuses."""
+    from cimtool.devices.card import load_card
+
+    source = ns_build._source_dir(_snapshot("V2.1", "Training_pytorch"))
+    binary = ns_build.build(source, neurosim_cache, lambda *_: None, ns_build.BY_KEY["v21"].patched)
+    card = load_card("ag_asi")
+    rng = np.random.default_rng(1)
+    (tmp_path / "NetWork.csv").write_text("".join(",".join(map(str, r)) + "\n" for r in WIDE_CNN))
+    shapes = [(cin * kh * kw, cout) for _, _, cin, kh, kw, cout, _, _ in WIDE_CNN]
+    for k, (h, w, cin, kh, kw, _, _, _) in enumerate(WIDE_CNN, 1):
+        bits = rng.random((cin * kh * kw, (h - kh + 1) * (w - kw + 1) * 8)) < 0.3
+        np.savetxt(tmp_path / f"input{k}.csv", bits, delimiter=",", fmt="%d")
+    trained = [np.round(rng.uniform(-1, 1, s) * 8) / 8 for s in shapes]  # 4-bit codes
+    flat = [np.full(s, 0.99) for s in shapes]
+    energy = {}
+    for bits, cell in ((4, 4), (8, 6)):
+        for name, weights in (("trained", trained), ("flat", flat)):
+            chip = _v21_epoch(binary, tmp_path, weights, weights, bits, card, cell)
+            energy[bits, name] = chip["forward_energy_pj"]
+    # the weights count (ag_asi's nS cells: the array's own read energy is a small part of the forward)
+    assert abs(energy[4, "flat"] / energy[4, "trained"] - 1) > 1e-5, energy
+    assert energy[8, "flat"] == energy[8, "trained"], energy  # every cell at G_min: dropped
+    with pytest.raises(CimtoolError, match=r"cellBit 6 with the trace's 8-bit weights: .* cellBit = WBITS"):
+        ns_build.check_v21_precision(ns_build.NeuroSimSettings(cellBit=6), 8, False)
+    ns_build.check_v21_precision(ns_build.NeuroSimSettings(cellBit=4), 4, True)
+    ns_build.check_v21_precision(ns_build.NeuroSimSettings(cellBit=1, memcelltype=1), 8, True)  # SRAM
+
+    # the card's write pulses: ag_asi's 97/100 pulses of 300 µs at 3.2 V, against V2.1's 60 of 50 ns at 4 V
+    old = [np.clip(w + rng.choice([-0.25, 0, 0.25], w.shape), -0.875, 0.875) for w in trained]
+    updates = {}
+    for name, c in (("card", card), ("release", dataclasses.replace(card, pulses_ltp=None, pulses_ltd=None,
+                                                                    write_voltage=None,
+                                                                    write_pulse_width=None))):
+        updates[name] = _v21_epoch(binary, tmp_path, trained, old, 4, c, 4)
+    ratio = updates["card"]["weight_update_latency_ns"] / updates["release"]["weight_update_latency_ns"]
+    assert ratio > 1000, (ratio, updates["card"]["weight_update_latency_ns"])
+    assert updates["card"]["forward_energy_pj"] == updates["release"]["forward_energy_pj"]
+
+
+def test_v21_takes_the_cards_write_pulses():
+    from cimtool.devices.card import load_card
+
+    card = load_card("ag_asi")
+    settings = ns_build.NeuroSimSettings.from_card(card, "rram", None, None, 128, 22)
+    assert (settings.maxNumLevelLTP, settings.maxNumLevelLTD, settings.writeVoltage,
+            settings.writePulseWidth) == (97, 100, 3.2, 300e-6)
+    assert "MLP+NeuroSim V3.0" in card.source and "V2.1 Param.cpp" not in card.source
+    plain = ns_build.NeuroSimSettings.from_card(load_card("rram_seed003"), "rram", None, None, 128, 22)
+    assert (plain.writeVoltage, plain.writePulseWidth) == (4.0, 50e-9)  # V2.1's Param.cpp
+    assert set(ns_build.WRITE) <= set(ns_build.BY_KEY["v21"].patched)
+    for key in ("v13", "v14"):
+        assert not set(ns_build.WRITE) & set(ns_build.BY_KEY[key].patched)
+    v21 = _snapshot("V2.1", "Training_pytorch") / "NeuroSIM" / "Param.cpp"
+    assert ns_build.release_values(v21.parent, ns_build.WRITE) == {
+        "maxNumLevelLTP": 60, "maxNumLevelLTD": 60, "writeVoltage": 4, "writePulseWidth": 50e-9}
+    patched = ns_build.patch_param(v21.read_text(errors="replace"), ns_build.WRITE)
+    assert 'writePulseWidth = cimtool_setting("CIMTOOL_NS_writePulseWidth", 50e-9);' in patched
+    assert ns_build.setting_env(settings, ns_build.WRITE) == {
+        "CIMTOOL_NS_maxNumLevelLTP": "97", "CIMTOOL_NS_maxNumLevelLTD": "100",
+        "CIMTOOL_NS_writeVoltage": "3.2", "CIMTOOL_NS_writePulseWidth": "0.0003"}

@@ -454,7 +454,7 @@ def test_cli_moved_data_folder(cli, tmp_path, mnist_idx_dir):
 
 def test_devices_show_a_directory(cli, tmp_path):
     _one_line_error(cli("devices", "show", tmp_path), str(tmp_path),
-                    "is a directory, not a .toml device card")
+                    "is a directory, neither a .toml device card nor a device artifact")
 
 
 def test_sweep_refuses_method_with_model(cli, tiny_model, tmp_path):

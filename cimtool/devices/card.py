@@ -68,6 +68,8 @@ class DeviceCard:
     pulses_ltd: int | None = None
     responsivity: tuple[float, float, float] | None = None  # optical R, G, B (organic synapses)
     max_photons: float | None = None
+    write_voltage: float | None = None  # V, of a programming pulse (None: NeuroSim V2.1's 4 V)
+    write_pulse_width: float | None = None  # s (None: NeuroSim V2.1's 50 ns)
 
     @property
     def r_on(self) -> float:
@@ -118,6 +120,11 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[str], str | None]:
 
 def _at_least(n: int) -> Callable[[int], str | None]:
     return lambda v: None if v >= n else f"must be at least {n}, got {v!r}"
+
+
+def _pulse_width(v: float) -> str | None:
+    """A programming pulse in seconds: above 1 s, the likely meaning is µs or ns."""
+    return _positive(v) or (None if v <= 1 else f"= {v:g} s is over a second: give it in s (300 µs = 3e-4)")
 
 
 def _levels(v: int) -> str | None:
@@ -198,6 +205,12 @@ _FIELDS: dict[tuple[str, str], Field] = {
                                     "from g_min to g_max", 97),
     ("update", "pulses_ltd"): Field("pulses_ltd", int, _at_least(1), ABSENT, "pulses",
                                     "from g_max to g_min", 100),
+    # optional in [update]: NeuroSim V2.1's Param.cpp writeVoltage 4 V, writePulseWidth 50 ns stand in
+    ("update", "write_voltage"): Field("write_voltage", float, _positive, ABSENT, "V",
+                                       "of one programming pulse (default: NeuroSim V2.1's 4 V)", 3.2),
+    ("update", "write_pulse_width"): Field("write_pulse_width", float, _pulse_width, ABSENT, "s",
+                                           "of one programming pulse (default: NeuroSim V2.1's 50 ns)",
+                                           300e-6),
     ("adc", "bits"): Field("adc_bits", int, _at_least(2), 5, "bits",
                            "ADC resolution (DNN+NeuroSim's default)"),
     ("adc", "scheme"): Field("adc_scheme", str, _one_of(SCHEMES), "A", "",

@@ -62,12 +62,19 @@ class NeuroSimSettings:
     trainingEstimation: bool = True
     batchSize: int = TRAIN_BATCH
     numIteration: int = ITERATIONS
+    # V2.1 only: the weight update's write pulses (its Param.cpp defaults; a card's [update] sets them)
+    maxNumLevelLTP: int = 60
+    maxNumLevelLTD: int = 60
+    writeVoltage: float = 4.0
+    writePulseWidth: float = 50e-9
 
     @classmethod
     def from_card(cls, card: DeviceCard, cell: str, cell_bits: int | None, adc_bits: int | None,
-                  subarray: int, technode: int, training: bool = True, train_batch: int = TRAIN_BATCH,
-                  iterations: int = ITERATIONS) -> NeuroSimSettings:
+                  subarray: int, technode: int, training: bool = True, train_batch: int | None = None,
+                  iterations: int | None = None) -> NeuroSimSettings:
         check_choice("--cell", cell, MEMCELLS)
+        train_batch = TRAIN_BATCH if train_batch is None else train_batch
+        iterations = ITERATIONS if iterations is None else iterations
         check_range("--train-batch", train_batch, 1, 1 << 20)
         check_range("--iterations", iterations, 1, 1 << 20)
         bits = cell_bits if cell_bits is not None else card.cell_bits
@@ -83,7 +90,15 @@ class NeuroSimSettings:
                    memcelltype=MEMCELLS[cell], cellBit=bits, levelOutput=2**adc,
                    numRowSubArray=subarray, numColSubArray=subarray, resistanceOn=1.0 / card.g_max,
                    resistanceOff=1.0 / card.g_min, readVoltage=card.read_voltage, trainingEstimation=training,
-                   batchSize=train_batch, numIteration=iterations)
+                   batchSize=train_batch, numIteration=iterations, **write_pulses(card))
+
+
+def write_pulses(card: DeviceCard) -> dict[str, float]:
+    """V2.1's write settings a card gives (pulses from g_min to g_max and back, write voltage and
+    pulse width of its [update] section); the release's defaults stand for what it leaves out."""
+    given = {"maxNumLevelLTP": card.pulses_ltp, "maxNumLevelLTD": card.pulses_ltd,
+             "writeVoltage": card.write_voltage, "writePulseWidth": card.write_pulse_width}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 # --- locate ------------------------------------------------------------------------------------
@@ -141,12 +156,13 @@ class Version:
 
 
 TRAINING = ("trainingEstimation", "batchSize", "numIteration")  # V2.1's Param.cpp only
-# the chip settings every release has (V2.1 adds TRAINING)
-CHIP_SETTINGS = tuple(f.name for f in fields(NeuroSimSettings) if f.name not in TRAINING)
+WRITE = ("maxNumLevelLTP", "maxNumLevelLTD", "writeVoltage", "writePulseWidth")  # V2.1's weight update
+# the chip settings every release has (V2.1 adds TRAINING and WRITE)
+CHIP_SETTINGS = tuple(f.name for f in fields(NeuroSimSettings) if f.name not in TRAINING + WRITE)
 # V1.4 derives featuresize and wireWidth from technode, and readVoltage from technode too (Param.cpp)
 _V14 = tuple(n for n in CHIP_SETTINGS if n not in ("featuresize", "wireWidth", "readVoltage"))
 VERSIONS = (
-    Version("v21", "V2.1", "NeuroSim_Breakdown_Epock", "v21", CHIP_SETTINGS + TRAINING, False),
+    Version("v21", "V2.1", "NeuroSim_Breakdown_Epock", "v21", CHIP_SETTINGS + TRAINING + WRITE, False),
     Version("v14", "V1.4/V1.5", "numRowParallel = atoi(argv[5])", "v13", _V14, True),
     Version("v13", "V1.3", "argv[2*i+4]", "v13", CHIP_SETTINGS, False),
 )
@@ -319,6 +335,21 @@ def check_v21(network: list[list[float]], training: bool, train_batch: int, cell
         raise CimtoolError(f"--train-batch {train_batch}: NeuroSim V2.1 needs ⌈log2 batch⌉ >= cellBit "
                            f"({cell_bits}), i.e. --train-batch >= {2**cell_bits}, or it divides by zero "
                            "in its weight-gradient buffer")
+
+
+def check_v21_precision(settings: NeuroSimSettings, weight_bits: int, given: bool) -> None:
+    """Refuse a chip on which V2.1 drops the trained weights: its LoadInWeightData (Chip.cpp) maps a
+    weight linearly onto one cell, (w+1)/2·(G_max−G_min)+G_min, only when synapseBit (the trace's
+    WBITS) equals cellBit and the cell is not SRAM; otherwise it splits the code into cells taking
+    the quotient, not the remainder, and divides integers (cell/(2^cellBit−1)), so that nearly
+    every cell sits at G_min whatever the weights (``given``: --cell-bits was given)."""
+    if settings.memcelltype == MEMCELLS["sram"] or settings.cellBit == weight_bits:
+        return
+    what = f"--cell-bits {settings.cellBit}" if given else f"cellBit {settings.cellBit}"
+    raise CimtoolError(f"{what} with the trace's {weight_bits}-bit weights: NeuroSim V2.1 maps trained "
+                       "weights onto its cells only when cellBit = WBITS (Chip.cpp LoadInWeightData), "
+                       f"otherwise every cell sits near G_min; give --cell-bits {weight_bits}, or write the "
+                       f"trace with --weight-bits {settings.cellBit}")
 
 
 # --- subarray size -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ records ``sweep --cost neurosim`` runs (file formats: :mod:`cimtool.neurosim.tra
 
 from __future__ import annotations
 
+import math
 import shlex
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,13 +23,28 @@ from cimtool.errors import CimtoolError
 NETWORK = "NetWork.csv"
 COMMAND = "trace_command.sh"
 V21_EPOCH = 1  # the epoch number a V2.1 run of this record reports
+WEIGHT_BITS = 8  # WBITS of a record whose model was not trained on chip
+
+
+def onchip_training(params: dict[str, Any], n_train: int) -> dict[str, int] | None:
+    """What a ``qat --mode onchip`` run trained with, from its qmodel's params (None for any other
+    model): ``weight_bits`` (its ``--weight-bits``, else ⌈log2 levels⌉ of its card, at least 2, as
+    qat sets them), ``train_batch`` and ``iterations`` per epoch (⌈n_train/batch⌉: the last batch
+    is not dropped) and ``epochs``: the figures V2.1's training estimate is set from."""
+    if params.get("mode") != "onchip":
+        return None
+    bits = (params.get("mapping") or {}).get("weight_bits") or max(2, math.ceil(math.log2(
+        params["card"]["levels"])))
+    batch = int(params["batch_size"])
+    return {"weight_bits": int(bits), "train_batch": batch, "iterations": -(-n_train // batch),
+            "epochs": int(params["epochs"])}
 
 
 class RecordOptions(Protocol):
     """What shapes a record (``TraceParams`` has these)."""
 
     format: str  # v13 or v21
-    weight_bits: int
+    weight_bits: int | None  # None: WEIGHT_BITS
     input_bits: int
     sample: int  # index in the batch of the sample whose input files are written
 
@@ -111,8 +127,12 @@ def write_record(model, spec: dict[str, Any], x, p: RecordOptions, directory: Pa
                  log=lambda _msg: None) -> list[dict[str, Any]]:
     """Write the layer record of ``model`` on the batch ``x`` into ``directory``; one row per layer
     (V2.1: ``old_weights``, by layer name, are the weights before the update; default: the same)."""
+    from dataclasses import replace
+
     from cimtool.neurosim.trace import bits_csv, layer_weight_csv, network_row, stretch
 
+    if p.weight_bits is None:
+        p = replace(p, weight_bits=WEIGHT_BITS)
     layers = spec["crossbar_layers"]
     inputs = layer_inputs(model, spec, x)
     pooled = followed_by_pool(model, [layer["name"] for layer in layers])

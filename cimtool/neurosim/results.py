@@ -175,6 +175,12 @@ def _diagnose(rc: int, output: str, subarray: int | None, fitting: int | None = 
         fix = f"use --subarray {fitting} (or auto)" if fitting else "use a smaller --subarray"
         return (f"the widest novel-mapped layer (Cout × ⌈WBITS/cellBit⌉ columns) is narrower than two "
                 f"{size}subarrays: {fix}, more --weight-bits in neurosim-trace, or fewer --cell-bits")
+    if "Width of subArray is even smaller than a single DFF" in output:
+        size = f"{subarray}-column " if subarray else ""
+        # V2.1 DFF.cpp: the subarray's periphery is laid out along its width, one flip-flop at least
+        return (f"the {size}subarray is narrower than one D flip-flop of its periphery (NeuroSim's DFF.cpp; "
+                "V2.1 at 22 nm needs >= 32 columns): a larger --subarray, which needs a layer of "
+                "Cout × ⌈WBITS/cellBit⌉ >= 2 subarrays of columns")
     if rc in (134, -6):
         return "NeuroSim aborted (too few arguments for NetWork.csv's layers, or a malformed trace)"
     if rc in (139, -11):

@@ -660,6 +660,16 @@ def devices(arts: list[artifacts.Artifact]) -> Section:
 
 AREA_KEYS = ["area_cim_array_um2", "area_adc_um2", "area_accumulation_um2", "area_ic_um2", "area_other_um2"]
 ENERGY_KEYS = ["adc_energy_pj", "accumulation_energy_pj", "other_energy_pj", "leakage_energy_pj"]
+# V2.1's training epoch: the parts it prints apart, the gradient, update and DRAM ones included
+V21_ENERGY_KEYS = ["adc_energy_pj", "accumulation_energy_pj", "other_energy_pj", "buffer_energy_pj",
+                   "ic_energy_pj", "weight_gradient_calc_energy_pj", "weight_update_write_energy_pj",
+                   "dram_energy_pj", "leakage_energy_pj"]
+V21_PHASES = ("forward", "activation_gradient", "weight_gradient", "weight_update")
+
+
+def _is_v21(art: artifacts.Artifact) -> bool:
+    """A V2.1 run with its training estimate: figures per epoch, its "FPS" epochs per second."""
+    return art.summary.get("epochs_per_s") is not None
 
 
 def neurosim(arts: list[artifacts.Artifact], by_path: dict[str, artifacts.Artifact]) -> Section:
@@ -671,9 +681,12 @@ def neurosim(arts: list[artifacts.Artifact], by_path: dict[str, artifacts.Artifa
     metrics = {label[str(a.path)]: dict(zip(*(_read(a, "summary.parquet")[c] for c in ("metric", "value")),
                                             strict=True))
                for a in runs}
+    inference = {label[str(a.path)]: metrics[label[str(a.path)]] for a in runs if not _is_v21(a)}
+    training = {label[str(a.path)]: metrics[label[str(a.path)]] for a in runs if _is_v21(a)}
+    per = " (V2.1 training: per epoch)" if training else ""
     section.blocks += [
-        Table(["run", "area (µm²)", "latency (ns)", "dynamic energy (pJ)", "TOPS/W", "TOPS", "FPS",
-               "sha256"],
+        Table(["run", "area (µm²)", f"latency (ns){per}", f"dynamic energy (pJ){per}", "TOPS/W", "TOPS",
+               "FPS (V2.1 training: epochs/s)" if training else "FPS", "sha256"],
               [[label[str(a.path)], *(f"{a.summary.get(k):.4g}"
                                       for k in ("chip_area_um2", "latency_ns", "dynamic_energy_pj",
                                                 "tops_per_w", "tops", "fps")),
@@ -682,12 +695,32 @@ def neurosim(arts: list[artifacts.Artifact], by_path: dict[str, artifacts.Artifa
         Figure("neurosim-area.png",
                figures.breakdown_bars(metrics, AREA_KEYS, "area (µm²)", "Chip area breakdown"),
                "NeuroSim chip area by component."),
-        Figure("neurosim-energy.png", figures.breakdown_bars(metrics, ENERGY_KEYS, "energy per image (pJ)",
-                                                             "Energy per image"),
-               "NeuroSim energy per image by component (dynamic parts and leakage)."),
     ]
+    if inference:
+        section.blocks.append(Figure(
+            "neurosim-energy.png", figures.breakdown_bars(inference, ENERGY_KEYS, "energy per image (pJ)",
+                                                          "Energy per image"),
+            "NeuroSim energy per image by component (dynamic parts and leakage)."))
+    if training:
+        section.blocks.append(Figure(
+            "neurosim-energy-epoch.png",
+            figures.breakdown_bars(training, V21_ENERGY_KEYS, "energy per epoch (pJ)",
+                                   "Energy per training epoch (V2.1)"),
+            "NeuroSim V2.1 energy per training epoch (train-batch × iterations images) by component: "
+            "the forward and activation-gradient arrays (ADC, accumulation, synaptic array, buffers, "
+            "interconnect), the weight gradient, the weight update, DRAM transfers and leakage."))
+        section.blocks.append(Table(
+            ["run", "images per epoch", *(f"{p.replace('_', ' ')} (pJ)" for p in V21_PHASES), "DRAM (pJ)",
+             "weight-update latency (ns)", "epochs/s"],
+            [[label[str(a.path)], f"{a.summary.get('train_batch')} × {a.summary.get('iterations')}",
+              *(f"{a.summary.get(f'{p}_energy_pj') or 0:.4g}" for p in V21_PHASES),
+              f"{a.summary.get('dram_energy_pj') or 0:.4g}",
+              f"{a.summary.get('weight_update_latency_ns') or 0:.4g}",
+              f"{a.summary['epochs_per_s']:.4g}"] for a in runs if _is_v21(a)]))
     points = []
     for a in runs:  # accuracy of the model each run traced: trace → model
+        if _is_v21(a):  # a training epoch's energy is not an image's
+            continue
         trace = by_path.get(_input_path(a, "trace"))
         model = by_path.get(_input_path(trace, "model")) if trace else None
         if model is not None and model.summary.get("test_accuracy") is not None:

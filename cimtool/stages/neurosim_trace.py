@@ -19,7 +19,7 @@ from pathlib import Path
 from cimtool import artifacts
 from cimtool.checks import check_choice, check_range
 from cimtool.errors import CimtoolError
-from cimtool.neurosim.record import write_record
+from cimtool.neurosim.record import WEIGHT_BITS, onchip_training, write_record
 from cimtool.neurosim.trace import FORMATS
 from cimtool.params import TraceParams  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput
@@ -32,7 +32,8 @@ SPLITS = ("train", "val", "test")
 def validate(p: TraceParams) -> None:
     check_choice("--format", p.format, FORMATS)
     for name in ("weight_bits", "input_bits"):
-        check_range(f"--{name.replace('_', '-')}", getattr(p, name), 2, 15)
+        if getattr(p, name) is not None:
+            check_range(f"--{name.replace('_', '-')}", getattr(p, name), 2, 15)
     check_choice("--split", p.split, SPLITS)
     check_range("--batch-size", p.batch_size, 1)
     check_range("--sample", p.sample, 0, p.batch_size - 1, note="(an index into the batch)")
@@ -56,10 +57,18 @@ def run(p: TraceParams, out: Path | None, root: Path, force: bool, reporter: Rep
     p = TraceParams(**{**asdict(p), "model": str(model_path)})
     if not spec.get("crossbar_layers"):
         raise CimtoolError(f"{model_path}: the model has no crossbar layer to trace")
-    data = model_splits(source, p.data_dir)[p.split]
+    splits = model_splits(source, p.data_dir)
+    data = splits[p.split]
     if p.batch_size > len(data):
         raise CimtoolError(f"--batch-size {p.batch_size} exceeds the {len(data)} samples "
                            f"of the {p.split} split")
+    training = onchip_training(source.params, len(splits["train"])) if source.kind == "qmodel" else None
+    if p.weight_bits is None:  # V2.1 maps a weight onto one cell only when WBITS = cellBit
+        p = TraceParams(**{**asdict(p), "weight_bits": training["weight_bits"] if training else WEIGHT_BITS})
+    elif training and p.format == "v21" and p.weight_bits != training["weight_bits"]:
+        reporter.log(f"[yellow]note: --weight-bits {p.weight_bits}: {model_path} was trained on chip with "
+                     f"{training['weight_bits']}-bit weights (one cell each); V2.1 takes one precision for "
+                     "both")
     before = weights_before_update(source) if p.format == "v21" else None
     old_weights, old_from = before or (None, "the same weights (no update)")
     name = f"{model_path.name}-{p.format}-w{p.weight_bits}a{p.input_bits}"
@@ -79,4 +88,6 @@ def run(p: TraceParams, out: Path | None, root: Path, force: bool, reporter: Rep
                    "padding_notes": sum(bool(r["padding_note"]) for r in rows)}
         if p.format == "v21":
             summary["weight_old"] = old_from
+            if training:  # what run-neurosim sets V2.1's training estimate from
+                summary["onchip_training"] = training
         return output.commit(writer, [source.as_input("model")], summary)

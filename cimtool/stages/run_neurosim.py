@@ -15,10 +15,13 @@ value, unit, stdout line; line null for what is derived from them, the leakage e
 ``layers.parquet`` (one row per layer), ``layer_metrics.parquet`` (per layer, long form with stdout
 lines) and ``settings.json`` (what NeuroSim was built with).
 
-V2.1 (training) figures are per epoch of ``--train-batch`` × ``--iterations`` images, split into
-forward, activation gradient, weight gradient and weight update (``--training-estimation off``:
-inference only); these options are refused for V1.x, and records V2.1's training estimate cannot
-compute are refused before it is built (``build.check_v21``).
+V2.1 (training) figures are per epoch of ``--train-batch`` × ``--iterations`` images (default: the
+on-chip run's, else V2.1's 200 × 250), split into forward, activation gradient, weight gradient and
+weight update (``--training-estimation off``: inference only); its "FPS" is epochs per second. V2.1
+runs cellBit = the trace's WBITS, the only precision at which it maps the trained weights, and the
+card's write pulses (``build.check_v21_precision``, ``build.write_pulses``); these options are
+refused for V1.x, and records V2.1's training estimate cannot compute are refused before it is
+built (``build.check_v21``).
 """
 
 from __future__ import annotations
@@ -68,6 +71,23 @@ def _release_chip(p: RunParams, source, version, training: dict):
     return base, names + (TRAINING if version.key == "v21" else ()), release
 
 
+def training_options(p: RunParams, onchip: dict) -> dict:
+    """V2.1's training estimate: an epoch of the on-chip run's batch × iterations (``onchip``: the
+    trace's ``onchip_training``), where --train-batch and --iterations are not given; else V2.1's
+    release (200 × 250)."""
+    from cimtool.neurosim.build import ITERATIONS, TRAIN_BATCH
+
+    return dict(training=p.training_estimation == "on",
+                train_batch=p.train_batch or onchip.get("train_batch", TRAIN_BATCH),
+                iterations=p.iterations or onchip.get("iterations", ITERATIONS))
+
+
+def training_sources(p: RunParams, onchip: dict) -> dict[str, str]:
+    """Where ``training_options`` took the batch and the iterations from."""
+    return {k: f"--{k.replace('_', '-')}" if getattr(p, k) else "the on-chip run" if k in onchip
+            else "V2.1's release" for k in ("train_batch", "iterations")}
+
+
 def _cmap_subarray(p: RunParams, network: list[list[float]], weight_bits: int, cell_bits: int,
                    log) -> tuple[artifacts.Artifact, int]:
     """(the cmap, its subarray): the cmap's arrays, refused where NeuroSim's floorplan cannot take them."""
@@ -95,9 +115,12 @@ def headline(artifact: artifacts.Artifact) -> str:
     s = artifact.summary
     leakage = f" + leakage {s['leakage_energy_pj']:.4g} pJ" if s.get("leakage_energy_pj") is not None else ""
     source = " auto" if s.get("subarray_auto") else (", as the cmap" if s.get("cmap") else "")
+    per = " per epoch" if s.get("epochs_per_s") is not None else ""
+    rate = (f"{s['epochs_per_s']:.4g} epochs/s (of {s['train_batch']} x {s['iterations']} images)" if per
+            else f"{s['fps']:.4g} FPS")
     return (f"[green]neurosim[/green] {artifact.path}  area {s['chip_area_um2']:.4g} um^2, "
-            f"latency {s['latency_ns']:.4g} ns, dynamic energy {s['dynamic_energy_pj']:.4g} pJ{leakage}, "
-            f"{s['tops_per_w']:.4g} TOPS/W, {s['fps']:.4g} FPS (NeuroSim {s.get('neurosim_version', '?')}, "
+            f"latency{per} {s['latency_ns']:.4g} ns, dynamic energy{per} {s['dynamic_energy_pj']:.4g} pJ"
+            f"{leakage}, {s['tops_per_w']:.4g} TOPS/W, {rate} (NeuroSim {s.get('neurosim_version', '?')}, "
             f"{s['subarray']}x{s.get('subarray_cols', s['subarray'])} subarrays{source})"
             + "".join(f"\n  {caveat}" for caveat in s.get("caveats", [])))
 
@@ -112,6 +135,7 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
         build,
         cache_root,
         check_v21,
+        check_v21_precision,
         locate,
         setting_env,
         source_version,
@@ -150,14 +174,21 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
     if version.key != "v21" and given:
         raise CimtoolError(f"{' '.join(given)}: options of V2.1's training estimate; NeuroSim "
                            f"{version.name} estimates inference only")
-    training = dict(training=p.training_estimation == "on", train_batch=p.train_batch,
-                    iterations=p.iterations)
+    wbits = trace.params["weight_bits"]
+    onchip = trace.summary.get("onchip_training") or {}  # the run V2.1's epoch is priced as
+    training = training_options(p, onchip)
+    cell_bits = p.cell_bits
+    if version.key == "v21" and cell_bits is None and p.chip == "card" and p.cell != "sram":
+        cell_bits = wbits  # V2.1 maps trained weights onto one cell each (build.check_v21_precision)
+        if wbits != card.cell_bits:
+            reporter.log(f"[yellow]note: NeuroSim V2.1 runs cellBit {wbits}, the trace's weight bits (the "
+                         f"card '{card.name}' holds {card.cell_bits} bits per cell): V2.1 maps a weight "
+                         "onto one cell only when they are equal")
     if p.chip == "release":
         base, names, release = _release_chip(p, found, version, training)
     else:
-        base = NeuroSimSettings.from_card(card, p.cell, p.cell_bits, p.adc_bits, 128, p.technode, **training)
+        base = NeuroSimSettings.from_card(card, p.cell, cell_bits, p.adc_bits, 128, p.technode, **training)
         names, release = version.patched, {}
-    wbits = trace.params["weight_bits"]
     if p.cmap is not None:
         cmap, subarray = _cmap_subarray(p, network, wbits, base.cellBit, reporter.log)
     else:
@@ -179,6 +210,7 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
                                f"the trace with --format {version.trace} or point --neurosim at a matching "
                                "checkout")
         if version.key == "v21":  # a given binary has its own Param.cpp
+            check_v21_precision(settings, wbits, p.cell_bits is not None)
             check_v21(network, settings.trainingEstimation, settings.batchSize, settings.cellBit)
         binary = build(found, cache_root(p.cache_dir), reporter.log, version.patched)
         applied = True
@@ -243,7 +275,12 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
                        array_cols=settings.numColSubArray, cmap=str(cmap.path) if cmap else None,
                        **explain(parsed, settings if applied else None, version.key == "v21"))
         if version.key == "v21":  # figures per epoch of train_batch × iterations images
-            summary.update(training_estimation=p.training_estimation, train_batch=p.train_batch,
-                           iterations=p.iterations, **{m: parsed.chip_value(m) for m in TRAINING_METRICS})
+            summary.update(training_estimation=p.training_estimation, train_batch=settings.batchSize,
+                           iterations=settings.numIteration,
+                           training_from=training_sources(p, onchip),
+                           epochs_per_s=summary["fps"] if settings.trainingEstimation else None,
+                           dram_energy_pj=parsed.chip_value("dram_energy_pj"),
+                           dram_latency_ns=parsed.chip_value("dram_latency_ns"),
+                           **{m: parsed.chip_value(m) for m in TRAINING_METRICS})
         roles = [trace.as_input("trace")] + ([cmap.as_input("cmap")] if cmap else [])
         return output.commit(writer, roles, summary)

@@ -378,9 +378,12 @@ def run(p: SweepParams, out: Path | None, root: Path, force: bool, reporter: Rep
     device = resolve_device(p.torch_device)
     paths = [Path(m) for m in p.models] or [find_model(root, method) for method in p.methods]
     inputs = [artifacts.load(path, verify=False) for path in paths]  # a wrong path fails before Ray starts
-    device_name, card = resolve_card(p.device, inputs, reporter.log)
+    said: list[str] = []  # said once the executor is up: a refused --executor stays one line
+    device_name, card = resolve_card(p.device, inputs, said.append)
     p = replace(p, device=device_name)
     executor = open_executor(_executor_config(p, device))  # Ray's workers start while the models load
+    for line in said:
+        reporter.log(line)
     try:
         return _run(p, paths, out, root, force, reporter, card, device, executor, t_start)
     finally:
