@@ -138,13 +138,3 @@ def test_onchip_needs_the_update_curve(cli, default_model, tmp_path):
                  "--out", tmp_path / "out" / "q")
     assert result.code == 2 and "needs the card's [update] section" in result.err
     assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_sr_and_w_draw_on_the_tensors_device():
-    gen = torch.Generator("cuda").manual_seed(0)
-    x = torch.full((20_000,), 0.25, device="cuda")
-    rounded = wage.SR(x, gen)
-    assert rounded.device.type == "cuda" and abs(float(rounded.mean()) - 0.25) < 0.02  # unbiased
-    written = wage.W(torch.zeros(20_000, device="cuda"), torch.ones(20_000, device="cuda"), 16, 0.05, gen)
-    assert written.device.type == "cuda" and float(written.std()) == pytest.approx(0.1, rel=0.05)  # N(0, 2σ)

@@ -71,10 +71,9 @@ def _build_organic(spec: dict[str, Any]) -> nn.Module:
     """mnist_cnn's layout with organic synapse layers (docs/physics.md#organic-synapse-layers)."""
     syn = spec["organic"]
     args = (syn["g_max"], syn["read_voltage"], syn["c2c"])
-    card = {"g_min": syn.get("g_min", 0.0), "variation": syn.get("variation", "lognormal")}
     net = ConvNet(tuple(spec["input_shape"]), MNIST_CNN_PLAN, [128], spec["num_classes"], _optical(spec),
-                  conv=lambda cin, cout: OrganicConv2d(cin, cout, 3, *args, **card),
-                  linear=lambda d_in, d_out: OrganicLinear(d_in, d_out, *args, **card))
+                  conv=lambda cin, cout: OrganicConv2d(cin, cout, 3, *args),
+                  linear=lambda d_in, d_out: OrganicLinear(d_in, d_out, *args))
     if syn.get("update"):  # --organic-update pulses: steps reach the synapses as pulses on the curve
         u = syn["update"]
         for i, layer in enumerate(m for m in net.modules() if isinstance(m, (OrganicConv2d, OrganicLinear))):

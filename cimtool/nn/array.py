@@ -91,19 +91,12 @@ class Converters:
 
 # --- one chip: programming, drift, IR drop -----------------------------------------------------
 
-def vary(g: torch.Tensor, sigma: float, model: str, g_min: float, g_max: float,
-         gen: torch.Generator | None = None) -> torch.Tensor:
-    """One draw of a card's variation (``variation.model``) of conductances ``g`` (S): the rule every
-    layer that programs or writes devices uses. ``gen=None``: the global generator of g's device."""
+def _vary(g: torch.Tensor, sigma: float, card: DeviceCard, gen: torch.Generator) -> torch.Tensor:
     noise = torch.randn(g.shape, generator=gen, dtype=g.dtype, device=g.device)
-    if model == "lognormal":
+    if card.variation_model == "lognormal":
         return g * torch.exp(sigma * noise)  # σ is the std of ln G
     # NeuroSim RealDevice: additive σ·(g_max − g_min), clamped to the device range
-    return (g + sigma * (g_max - g_min) * noise).clamp(g_min, g_max)
-
-
-def _vary(g: torch.Tensor, sigma: float, card: DeviceCard, gen: torch.Generator) -> torch.Tensor:
-    return vary(g, sigma, card.variation_model, card.g_min, card.g_max, gen)
+    return (g + sigma * (card.g_max - card.g_min) * noise).clamp(card.g_min, card.g_max)
 
 
 def program(g: torch.Tensor, card: DeviceCard, effects: tuple[str, ...], gen: torch.Generator,

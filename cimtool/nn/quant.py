@@ -20,7 +20,6 @@ from torch.nn.utils import parametrize
 
 from cimtool.devices.card import DeviceCard
 from cimtool.devices.mapping import LevelCode
-from cimtool.nn.array import vary
 
 
 @dataclass(frozen=True)
@@ -84,11 +83,10 @@ class DeviceWeight(nn.Module):
         return w + (w_dev - w).detach()  # straight-through estimator
 
     def _perturb(self, g: torch.Tensor) -> torch.Tensor:
-        """g in units of g_max: the card's variation rule (``array.vary``) over [g_min, g_max]."""
         noise = self.noise
         if noise.model == "lognormal":  # programming and read noise in one lognormal draw
-            return vary(g, float(np.hypot(noise.sigma, noise.read_sigma)), "lognormal", self.g_floor, 1.0)
-        g = vary(g, noise.sigma, "range", self.g_floor, 1.0)
+            return g * torch.exp(float(np.hypot(noise.sigma, noise.read_sigma)) * torch.randn_like(g))
+        g = g + noise.sigma * (1 - self.g_floor) * torch.randn_like(g)
         return g * (1 + noise.read_sigma * torch.randn_like(g))
 
 

@@ -307,7 +307,7 @@ def _organic_spec(p: TrainAnnParams) -> dict[str, Any] | None:
 
     card = load_card(p.device)
     spec = {"device": card.name, "g_max": card.g_max, "read_voltage": card.read_voltage,
-            "c2c": card.c2c_sigma, "g_min": card.g_min, "variation": card.variation_model}
+            "c2c": card.c2c_sigma}
     if p.organic_update == "pulses":
         if not card.has_update_curve:
             raise CimtoolError(f"--organic-update pulses needs the card's [update] section (nl_ltp, "

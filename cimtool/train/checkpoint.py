@@ -1,6 +1,5 @@
-"""Per-epoch training checkpoints: one safetensors file (model, best model, optimizer tensors, the
-states of the model's own random generators) with the loop's scalar state as JSON metadata.
-Written atomically (temp file + rename)."""
+"""Per-epoch training checkpoints: one safetensors file (model, best model, optimizer tensors)
+with the loop's scalar state as JSON metadata. Written atomically (temp file + rename)."""
 
 from __future__ import annotations
 
@@ -36,10 +35,8 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict[s
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, best_state: dict[str, torch.Tensor],
-                    optimizer: torch.optim.Optimizer, loop_state: dict[str, Any],
-                    generators: dict[str, torch.Generator] | None = None) -> None:
+                    optimizer: torch.optim.Optimizer, loop_state: dict[str, Any]) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({f"rng.{k}": g.get_state() for k, g in (generators or {}).items()})
     tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()})
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
     tensors.update(opt_tensors)
@@ -50,9 +47,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, best_state: dict[str, to
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    generators: dict[str, torch.Generator] | None = None,
                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Restore model, optimizer and ``generators`` in place; return (best_state, loop_state)."""
+    """Restore model and optimizer in place; return (best_state, loop_state)."""
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata()
     tensors = load_file(str(path))
@@ -60,7 +56,4 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
     opt = {k: v for k, v in tensors.items() if k.startswith("opt.")}
     optimizer.load_state_dict(_unflatten_optimizer(opt, json.loads(meta["optimizer"])))
-    for name, gen in (generators or {}).items():
-        if f"rng.{name}" in tensors:
-            gen.set_state(tensors[f"rng.{name}"])
     return best, json.loads(meta["loop"])

@@ -187,16 +187,6 @@ def post_step_hooks(model: nn.Module) -> list[Callable[[], None]]:
     return [m.after_step for m in model.modules() if callable(getattr(m, "after_step", None))]
 
 
-def model_generators(model: nn.Module) -> dict[str, torch.Generator]:
-    """The random generators of the model's own (e.g. a layer's pulse rounding), by module name:
-    what the checkpoint stores so that a resumed run draws what the uninterrupted one would.
-
-    A module takes part by defining ``random_generators()``; the global generator is not among
-    them (``fit`` seeds it per epoch)."""
-    return {f"{name}.{i}": gen for name, m in model.named_modules()
-            if callable(getattr(m, "random_generators", None)) for i, gen in enumerate(m.random_generators())}
-
-
 def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
         device: torch.device, checkpoint: Path, phase: str, reporter: Reporter,
         recipe: Any = None, ranks: Ranks = SINGLE) -> FitResult:
@@ -230,17 +220,12 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
     result = FitResult(compiled=compiled)
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     start_epoch = 0
-    generators = model_generators(model)  # after model.to(device): they draw there
-    resumed = (load_checkpoint(checkpoint, model, optimizer, generators)
-               if ranks.writes and checkpoint.is_file() else None)
+    resumed = load_checkpoint(checkpoint, model, optimizer) if ranks.writes and checkpoint.is_file() else None
     if ranks.active:  # rank 0's checkpoint, if any, on every rank
-        state = ranks.from_rank0(resumed and (*resumed, model.state_dict(), optimizer.state_dict(),
-                                              {k: g.get_state() for k, g in generators.items()}))
+        state = ranks.from_rank0(resumed and (*resumed, model.state_dict(), optimizer.state_dict()))
         if state and not ranks.writes:
             model.load_state_dict(state[2])
             optimizer.load_state_dict(state[3])
-            for name, gen in generators.items():
-                gen.set_state(state[4][name])
         resumed = state and state[:2]
     if resumed:
         best_state, loop = resumed
@@ -333,7 +318,7 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
                     "epoch": epoch, "metrics": result.metrics, "timing": result.timing,
                     "best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch,
                     "recipe": recipe.state() if recipe else None,
-                }, generators)
+                })
                 last_save = time.perf_counter()
     model.load_state_dict(best_state)
     return result
