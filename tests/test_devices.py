@@ -310,7 +310,7 @@ def test_devices_new_writes_a_commented_template_that_loads(tmp_path, cli):
     text = out.read_text()
     assert text == template_toml("mycell")  # one function writes it: the same bytes every time
     card = load_card(str(out))
-    ag = load_card("ag_asi")  # the essential keys hold NeuroSim's Ag:a-Si values, marked as placeholders
+    ag = load_card("ag_asi")  # the essential keys hold NeuroSim's Ag:a-Si values, marked as stand-ins
     assert (card.name, card.g_min, card.g_max, card.levels, card.spacing, card.read_voltage) == (
         "mycell", ag.g_min, ag.g_max, ag.levels, ag.spacing, ag.read_voltage)
     assert card.assumed == ("conductance", "read.voltage", *DEFAULTED)
@@ -330,7 +330,7 @@ def test_devices_new_writes_a_commented_template_that_loads(tmp_path, cli):
               .replace("# [optical]", "[optical]").replace("# responsivity", "responsivity"))
     card = loads_card(edited, "edited.toml")
     assert card.read_noise == 0.02 and "read.noise" not in card.assumed
-    assert len(card.assumed) == len(DEFAULTED) + 1  # the two placeholders, the other defaults
+    assert len(card.assumed) == len(DEFAULTED) + 1  # the two stand-ins, the other defaults
     assert (card.nl_ltp, card.nl_ltd, card.pulses_ltp, card.pulses_ltd) == (2.4, -4.88, 97, 100)
     assert card.responsivity == (0.55, 1.0, 0.4) and card.max_photons is None
     # an existing file is refused in one line and left as it was; --force replaces it with the same bytes

@@ -1,4 +1,4 @@
-"""Issue 13: bad --out paths, runs that share an --out, killed runs, and small domain fixes
+"""Reliability: bad --out paths, runs that share an --out, killed runs, and small domain fixes
 (ST-BIF on level boundaries, a device card with a BOM, a moved data folder).
 
 The contract for bad input: one line saying what and where, exit code 2, no traceback, no

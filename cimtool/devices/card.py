@@ -408,20 +408,20 @@ def is_assumed(card: DeviceCard, section: str, key: str) -> bool:
     return bool(section) and (section in card.assumed or _key(section, key) in card.assumed)
 
 
-_ESSENTIAL_PLACEHOLDERS = ("conductance", "read.voltage")  # the template's values to replace
+_ESSENTIAL_STAND_INS = ("conductance", "read.voltage")  # the template's values to replace
 
 
 def template_toml(name: str) -> str:
     """A commented card named ``name`` that ``load_card`` reads: the essential keys hold NeuroSim's
-    Ag:a-Si values as placeholders (listed as assumed), every other key is commented out at its
+    Ag:a-Si values as stand-ins (listed as assumed), every other key is commented out at its
     default (so a card that keeps it out lists it as assumed) or, where there is none, at an example."""
     if not NAME_RE.fullmatch(name):
         raise CimtoolError(f"device card name must be letters, digits, '_', '-' or '.', got {name!r}")
-    top = {"name": name, "description": "", "source": "", "assumed": list(_ESSENTIAL_PLACEHOLDERS)}
+    top = {"name": name, "description": "", "source": "", "assumed": list(_ESSENTIAL_STAND_INS)}
     lines = [
         f"# Device card {name}: a template written by `cimtool devices new` (docs/physics.md#device-cards).",
         "# Essential: the conductance range, levels, spacing and read voltage. Their values below are",
-        "# placeholders (NeuroSim's Ag:a-Si device): replace them with your device's, then delete",
+        "# stand-ins (NeuroSim's Ag:a-Si device): replace them with your device's, then delete",
         '# "conductance" and "read.voltage" from `assumed`.',
         "# Every other key is commented out at its default: uncomment it to give your value. A key a card",
         "# leaves out takes its default and is listed in the card's `assumed` (`cimtool devices show`).",

@@ -91,5 +91,5 @@ def new_card(name: str, out: Path | None, force: bool, reporter: Reporter) -> No
         raise CimtoolError(f"{path}: cannot write the card ({exc.strerror or exc})") from None
     reporter.result({"card": str(path), "name": name},
                     human=f"[green]device card template[/green] {escape(str(path))}: replace the "
-                          r"\[conductance] and \[read] placeholders with your device's, then check it with "
+                          r"\[conductance] and \[read] stand-ins with your device's, then check it with "
                           f"`cimtool devices show {escape(str(path))}`")

@@ -39,6 +39,7 @@ from cimtool.devices.cmap import (
 from cimtool.errors import CimtoolError
 from cimtool.models.io import model_splits, open_model, resolve_model
 from cimtool.nn.array import ArrayConfig, ir_caveat
+from cimtool.nn.snn_config import MAX_TIMESTEPS
 from cimtool.nn.snn_spec import KIND as SNN_KIND
 from cimtool.nn.snn_spec import open_snn
 from cimtool.params import MapParams  # noqa: F401 (re-exported)
@@ -82,7 +83,7 @@ def validate(p: MapParams) -> None:
     check_calibration_samples(p.calibration_samples)
     check_torch_device(p.torch_device)
     if p.timesteps is not None:
-        check_range("--timesteps", p.timesteps, 1, 100_000)
+        check_range("--timesteps", p.timesteps, 1, MAX_TIMESTEPS)
     if not math.isfinite(p.drift_time):
         raise CimtoolError(f"--drift-time must be finite, got {p.drift_time}")
     # the card fills unset converter options later; validate what the user gave

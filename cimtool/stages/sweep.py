@@ -48,6 +48,7 @@ from cimtool.data.calibration import check_calibration_samples
 from cimtool.errors import CimtoolError
 from cimtool.executors import ExecutorConfig, open_executor
 from cimtool.models.io import find_model
+from cimtool.nn.snn_config import MAX_TIMESTEPS
 from cimtool.nn.snn_spec import Candidate, load_candidate
 from cimtool.params import SweepParams  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput, check_torch_device, resolve_device
@@ -70,7 +71,7 @@ def validate(p: SweepParams) -> None:
     for bits in p.weight_bits:
         check_range("--weight-bits", bits, 1, 15)
     for steps in p.timesteps:
-        check_range("--timesteps", steps, 1, 100_000)
+        check_range("--timesteps", steps, 1, MAX_TIMESTEPS)
     ArrayConfig(effects=p.effects).validate()
     check_calibration_samples(p.calibration_samples)
     check_torch_device(p.torch_device)

@@ -1,4 +1,4 @@
-"""Sweeps on Ray and training under torchrun, against one process (issue 16's targets).
+"""Sweeps on Ray and training under torchrun, against one process.
 
 1. **Sweep executors**, the `cimtool sweep` command as a user runs it (a subprocess: start-up and,
    for Ray, starting a local cluster included), same model and grid:

@@ -1,4 +1,4 @@
-"""Crossbar benchmarks (issue 3 targets), measured in one run on CPU.
+"""Crossbar benchmarks, measured in one run on CPU.
 
 1. map a 1024×1024 layer onto rram_seed003 4-bit levels (target ≤ 1 s), against the mapping's
    formula evaluated literally (brute-force argmin over all levels) as the reference;

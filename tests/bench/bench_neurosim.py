@@ -1,4 +1,4 @@
-"""NeuroSim trace benchmarks (issue 6 targets), measured in one run on CPU.
+"""NeuroSim trace benchmarks, measured in one run on CPU.
 
 1. A whole VGG8 layer record (CIFAR-shaped input, 8/8 bits, random weights, a batch of 16 for
    the activity average): cimtool's `write_record` plus hashing every file as an artifact commit

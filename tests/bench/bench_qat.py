@@ -1,4 +1,4 @@
-"""Hardware-aware training steps vs a float step (issue 4 targets), measured in one run on CPU.
+"""Hardware-aware training steps vs a float step, measured in one run on CPU.
 
 The MNIST CNN (mnist_cnn: conv16 pool conv32 pool fc128 fc10) on mnist5k images at batch 256:
 a float AdamW step, a `qat` step (device-level forward + STE), a `noise` step (+ conductance noise

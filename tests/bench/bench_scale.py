@@ -1,4 +1,4 @@
-"""Real-scale benchmarks (issue 12): mnist_cnn on full-size Fashion-MNIST, on 2 CPU cores.
+"""Real-scale benchmarks: mnist_cnn on full-size Fashion-MNIST, on 2 CPU cores.
 
 1. ``pass``: one pass of the simulated arrays over the 10,000-image test split (every crossbar
    layer on arrays, converters calibrated on 2,048 train images) vs the float model's pass over

@@ -1,4 +1,4 @@
-"""Spiking-network benchmarks (issue 5 targets), measured in one run on CPU.
+"""Spiking-network benchmarks against their targets, measured in one run on CPU.
 
 For VGG8 (CIFAR-shaped input, the DNN+NeuroSim reference network) and mnist_cnn, random weights,
 T = 8, ST-BIF neurons, rate-coded input, fixed-length runs (every layer computes all T steps):

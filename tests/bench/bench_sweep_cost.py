@@ -1,4 +1,4 @@
-"""`sweep --cost neurosim` vs `sweep --cost model` on the same model and grid (issue 14 target:
+"""`sweep --cost neurosim` vs `sweep --cost model` on the same model and grid (target:
 ≤ 3× the model-cost sweep, plus one NeuroSim build).
 
 Each sweep is the `cimtool sweep` command as a user runs it (a subprocess: start-up included). The

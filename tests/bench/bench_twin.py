@@ -1,4 +1,4 @@
-"""Training the spiking network vs training its quantized-ANN twin (issue 18 targets), one run on CPU.
+"""Training the spiking network vs training its quantized-ANN twin, one run on CPU.
 
 For VGG8 (CIFAR-shaped input) and mnist_cnn, random weights, T = 8, ST-BIF neurons (16 asymmetric
 levels, θ = 0.1), one training step (forward, cross-entropy, backward) of:
