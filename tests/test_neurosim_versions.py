@@ -473,7 +473,7 @@ def test_onchip_training_hands_its_update_to_v21(neurosim_cache, tmp_path, cli):
     than two of the 32-column subarrays V2.1 needs: refused in one line."""
     from safetensors.numpy import load_file
 
-    from cimtool.models.io import model_splits
+    from cimtool.models.io import model_splits, onchip_epochs
     from cimtool.neurosim.trace import layer_weight_csv
     from cimtool.params import RunParams
     from cimtool.stages.run_neurosim import training_options, training_sources
@@ -496,10 +496,12 @@ def test_onchip_training_hands_its_update_to_v21(neurosim_cache, tmp_path, cli):
     assert plain.params["weight_bits"] == 8 and "onchip_training" not in plain.summary
     assert "before the last on-chip update" in trace.summary["weight_old"]
     assert plain.summary["weight_old"] == "the same weights (no update)"
-    before = load_file(str(qmodel.file("weights_before.safetensors")))
+    epochs = onchip_epochs(qmodel)
     after = load_file(str(qmodel.file("weights.safetensors")))
     name = "features.0"
     new = after[f"{name}.weight"]
+    assert list(epochs) == [1] and np.array_equal(epochs[1][name][0], new)
+    before = {name: epochs[1][name][1]}
     assert before[name].shape == new.shape and 0 < np.mean(before[name] != new) < 1  # one update's writes
     scale = float(np.abs(new).max())
     assert trace.file("weightOld1.csv").read_bytes() == layer_weight_csv(before[name], scale, 4)

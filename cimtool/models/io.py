@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     from cimtool.ui import Reporter
 
 WEIGHTS = "weights.safetensors"
-# qat --mode onchip: the crossbar weights before the last on-chip update (NeuroSim V2.1's weightOld)
-WEIGHTS_BEFORE = "weights_before.safetensors"
+# qat --mode onchip: every recorded epoch's crossbar weights after its last update and before it
+# (NeuroSim V2.1's weight and weightOld of that epoch), keys "<epoch>/<layer>/weight|old"
+ONCHIP_EPOCHS = "onchip_epochs.safetensors"
 ARCH = "arch.json"
 MODEL_KINDS = ("model", "qmodel")
 
@@ -53,28 +54,47 @@ def load_weights(model, path: Path) -> None:
                            f"{unexpected[:3]})")
 
 
-def save_weights_before(directory: Path, weights: dict[str, Any]) -> None:
-    """The crossbar layers' weights before the last update, by layer name."""
+def save_onchip_epochs(directory: Path, epochs: dict[int, dict[str, tuple[Any, Any]]]) -> None:
+    """Each recorded epoch's crossbar weights (after, before its last update), by layer name."""
     from safetensors.torch import save_file
 
-    save_file({name: w.detach().cpu().contiguous() for name, w in weights.items()},
-              str(directory / WEIGHTS_BEFORE), metadata={"format": "pt"})
+    tensors = {f"{epoch}/{name}/{kind}": w.detach().cpu().contiguous()
+               for epoch, layers in epochs.items() for name, pair in layers.items()
+               for kind, w in zip(("weight", "old"), pair, strict=True)}
+    save_file(tensors, str(directory / ONCHIP_EPOCHS), metadata={"format": "pt"})
+
+
+def onchip_epochs(artifact: Artifact) -> dict[int, dict[str, tuple[Any, Any]]] | None:
+    """epoch → layer name → (weight, weight before the epoch's last update) as numpy, of a
+    ``qat --mode onchip`` qmodel, in epoch order; None for any other artifact."""
+    from safetensors.numpy import load_file
+
+    if artifact.kind != "qmodel" or ONCHIP_EPOCHS not in artifact.manifest.get("files", {}):
+        return None
+    path = artifact.file(ONCHIP_EPOCHS)
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 (safetensors raises several types)
+        raise CimtoolError(f"{path}: not a readable safetensors file ({exc})") from None
+    epochs: dict[int, dict[str, dict[str, Any]]] = {}
+    for key, value in tensors.items():
+        epoch, name, kind = key.split("/")
+        epochs.setdefault(int(epoch), {}).setdefault(name, {})[kind] = value
+    return {e: {n: (d["weight"], d["old"]) for n, d in sorted(layers.items())}
+            for e, layers in sorted(epochs.items())}
 
 
 def weights_before_update(artifact: Artifact) -> tuple[dict[str, Any], str] | None:
     """(layer name → weight as numpy, where they come from) of what a qmodel's training updated
     from: the weights before its last on-chip update (qat --mode onchip), else its source model's
     (a fine-tuned model); None for a plain model."""
-    from safetensors.numpy import load_file
-
     if artifact.kind != "qmodel":
         return None
-    if WEIGHTS_BEFORE in artifact.manifest.get("files", {}):
-        path = artifact.file(WEIGHTS_BEFORE)
-        try:
-            return load_file(str(path)), "the weights before the last on-chip update (qat --mode onchip)"
-        except Exception as exc:  # noqa: BLE001 (safetensors raises several types)
-            raise CimtoolError(f"{path}: not a readable safetensors file ({exc})") from None
+    epochs = onchip_epochs(artifact)
+    if epochs:
+        last = epochs[max(epochs)]
+        return ({name: old for name, (_, old) in last.items()},
+                "the weights before the last on-chip update (qat --mode onchip)")
     ref = next((i for i in artifact.manifest.get("inputs", []) if i.get("role") == "model"), None)
     if ref is None:
         return None

@@ -38,7 +38,7 @@ from cimtool.data.calibration import calibration_sample, check_calibration_sampl
 from cimtool.devices.cmap import map_loaded_model, resolve_card
 from cimtool.devices.mapping import LevelCode, level_code
 from cimtool.errors import CimtoolError
-from cimtool.models.io import model_splits, open_model, resolve_model, save_model, save_weights_before
+from cimtool.models.io import model_splits, open_model, resolve_model, save_model, save_onchip_epochs
 from cimtool.models.registry import MODELS
 from cimtool.nn.array import EFFECTS, ArrayConfig
 from cimtool.nn.quant import DeviceWeight, NoiseSpec, attach, detach_all
@@ -60,7 +60,7 @@ FINE_TUNE_LR_FACTOR = 0.25  # default fine-tuning LR = the model's training LR �
 def validate(p: QatParams) -> None:
     check_choice("--mode", p.mode, MODES)
     p.mapping.validate()
-    for name in ("epochs", "batch_size", "trials"):
+    for name in ("epochs", "batch_size", "trials", "record_every"):
         check_range(f"--{name.replace('_', '-')}", getattr(p, name), 1)
     check_calibration_samples(p.calibration_samples)
     check_torch_device(p.torch_device)
@@ -135,7 +135,8 @@ class Outcome:
     timing: list[dict[str, Any]] = field(default_factory=list)
     dists: list[dict[str, Any]] = field(default_factory=list)  # onchip: weight/update histograms
     extra: dict[str, float] = field(default_factory=dict)  # further test accuracies to report
-    before: dict[str, torch.Tensor] = field(default_factory=dict)  # onchip: weights before the last update
+    # onchip: epoch → layer → (weight, weight before the epoch's last update)
+    epochs: dict[int, dict[str, tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
 
 
 def _ptq(job: Job) -> Outcome:
@@ -186,14 +187,14 @@ def _onchip(job: Job) -> Outcome:
         cfg = OnchipConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, weight_bits=bits,
                            grad_bits=p.grad_bits, nl_ltp=nl_ltp, nl_ltd=nl_ltd, nl_d2d=p.nl_d2d,
                            pulses_ltp=card.pulses_ltp, pulses_ltd=card.pulses_ltd, c2c=card.c2c_sigma,
-                           seed=p.seed)
-        metrics, dists, before = train_onchip(trained, layers, alphas, inputs["train"], inputs["val"], cfg,
+                           seed=p.seed, record_every=p.record_every)
+        metrics, dists, recorded = train_onchip(trained, layers, alphas, inputs["train"], inputs["val"], cfg,
                                               job.reporter)
         with torch.no_grad():
             acc = float((logits_of(trained, inputs["test"].x).argmax(1) == inputs["test"].y).double().mean())
-        runs[label] = (trained, metrics, dists, acc, before)
+        runs[label] = (trained, metrics, dists, acc, recorded)
         job.reporter.log(f"onchip ({label} device): test accuracy {acc:.4f}")
-    trained, metrics, dists, acc, before = runs["card"]
+    trained, metrics, dists, acc, recorded = runs["card"]
     if job.head_only:
         model.head = trained
     else:
@@ -201,7 +202,8 @@ def _onchip(job: Job) -> Outcome:
     prefix = "head." if job.head_only else ""
     return Outcome(model.eval(), metrics[-1]["val_acc"], metrics, dists=dists,
                    extra={"onchip_accuracy": acc, "linear_device_accuracy": runs["linear"][3]},
-                   before={prefix + name: w for name, w in before.items()})
+                   epochs={e: {prefix + name: pair for name, pair in layers_.items()}
+                           for e, layers_ in recorded.items()})
 
 
 TRAINERS = {"ptq": _ptq, "qat": _finetune, "noise": _finetune, "onchip": _onchip}
@@ -285,8 +287,8 @@ def _run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repo
                  for name, accs in (("plain", plain), (p.mode, ours)) for t, a in enumerate(accs)]
 
         save_model(writer.partial, outcome.model, spec)
-        if outcome.before:  # neurosim-trace --format v21 writes them as weightOld
-            save_weights_before(writer.partial, outcome.before)
+        if outcome.epochs:  # neurosim-trace --format v21 writes them as weight and weightOld
+            save_onchip_epochs(writer.partial, outcome.epochs)
         for name, rows_, schema in (("metrics", outcome.metrics, _METRICS_SCHEMA),
                                     ("timing", outcome.timing, _TIMING_SCHEMA)):
             pq.write_table(pa.Table.from_pylist(rows_, schema=schema), writer.path(f"{name}.parquet"))

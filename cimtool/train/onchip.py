@@ -40,6 +40,7 @@ class OnchipConfig:
     pulses_ltd: int = 32
     c2c: float = 0.0  # σ of the write noise, as a fraction of the range
     seed: int = 0
+    record_every: int = 1  # record the weights every this many epochs (and the last)
 
 
 class DeviceDomain(nn.Module):
@@ -129,27 +130,34 @@ class OnchipTrainer:
             self.deltas[name] = []
         return rows
 
-    def finish(self) -> dict[str, torch.Tensor]:
-        """Keep the realised weight α·QW(w) as each layer's plain weight; returns each layer's realised
-        weight before the last update (DNN+NeuroSim V2.1 train.py's ``oldWeight``: its weightOld files)."""
-        before = {}
+    def realised(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's realised weight α·QW(w) now and before the latest update (DNN+NeuroSim V2.1
+        train.py's weight and ``oldWeight``: the weight and weightOld files of an epoch)."""
+        out = {}
+        with torch.no_grad():
+            for name in self.layers:
+                domain = self.net.get_submodule(name).parametrizations.weight[0]
+                w = self.params[name].detach()
+                out[name] = (domain(w).contiguous(), domain(self.before.get(name, w)).contiguous())
+        return out
+
+    def finish(self) -> None:
+        """Keep the realised weight α·QW(w) as each layer's plain weight."""
         for name in self.layers:
             module = self.net.get_submodule(name)
-            with torch.no_grad():
-                w = self.before.get(name, self.params[name].detach())
-                before[name] = module.parametrizations.weight[0](w).contiguous()
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
-        return before
 
 
 def train_onchip(net: nn.Module, layers: list[str], alphas: dict[str, float], train: TensorData,
                  val: TensorData, cfg: OnchipConfig, reporter: Reporter) -> tuple[list, list, dict]:
     """Train ``net`` (a crossbar head on features, or a whole CNN on images) in place.
 
-    Returns (per-epoch metrics, distribution rows, each layer's weight before the last update)."""
+    Returns (per-epoch metrics, distribution rows, epoch → layer → (weight, weight before the epoch's
+    last update) of every ``cfg.record_every``-th epoch and the last)."""
     trainer = OnchipTrainer(net, layers, alphas, cfg)
     metrics: list[dict[str, Any]] = []
     dists: list[dict[str, Any]] = []
+    recorded: dict[int, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
     with reporter.progress() as progress:
         task = progress.add_task("onchip", total=cfg.epochs, status="")
         for epoch in range(1, cfg.epochs + 1):
@@ -169,5 +177,8 @@ def train_onchip(net: nn.Module, layers: list[str], alphas: dict[str, float], tr
                             "val_loss": float(F.cross_entropy(val_logits, val.y)), "val_acc": val_acc,
                             "lr": cfg.lr})
             dists += trainer.distributions(epoch)
+            if epoch % cfg.record_every == 0 or epoch == cfg.epochs:
+                recorded[epoch] = trainer.realised()
             progress.update(task, advance=1, status=f"val {val_acc:.4f}")
-    return metrics, dists, trainer.finish()
+    trainer.finish()
+    return metrics, dists, recorded
