@@ -206,6 +206,10 @@ def _run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, reporter:
         p = replace(p, epochs=default_epochs(len(splits.train)))
     spec = _make_spec(p, raw)
     params = {**asdict(p), "torch_device": device.type}
+    if p.device is not None:  # the card's content, so later stages map onto it if the file moves or changes
+        from cimtool.devices.card import load_card
+
+        params["card"] = load_card(p.device).to_dict()
     name = f"{p.dataset}-{p.method if p.model == 'crossbar' else p.model}-s{p.seed}"
     if out is None and resume and ranks.writes:
         out_partial = artifacts.find_resumable(root / artifacts.KIND_DIRS[KIND],
