@@ -203,6 +203,13 @@ def _nan_weights(folder):
     save_file(state, str(folder / "weights.safetensors"), metadata={"format": "pt"})
 
 
+def _huge_hidden(folder):
+    """An arch.json asking for two 1,000,000-wide hidden layers (4 TB of weights if built)."""
+    spec = json.loads((folder / "arch.json").read_text())
+    spec["hidden"] = [1_000_000, 1_000_000]
+    (folder / "arch.json").write_text(json.dumps(spec))
+
+
 def _no_crossbar(folder):
     spec = json.loads((folder / "arch.json").read_text())
     spec["crossbar_layers"] = []
@@ -218,6 +225,7 @@ MAPPING_ERRORS = [
     (["BADCARD"], "conductance.r_on (1e+06 ohm) must be below r_off"),
     (["NAN"], "contains NaN or inf"),
     (["NOXBAR"], "'crossbar_layers' does not match the architecture"),
+    (["HUGE"], "tensors do not match arch.json (missing ['head.2.bias'"),
 ]
 SIMULATION_ERRORS = [
     (["--evaluate", "--trials", "0"], "--trials must be in 1..10000"),
@@ -241,6 +249,8 @@ def test_bad_input_is_one_line_exit_2_nothing_written(cli, default_model, tmp_pa
         args = ["--device", str(card)]
     elif args == ["NAN"]:
         model, args = _rewrite(model, tmp_path / "nan", _nan_weights), []
+    elif args == ["HUGE"]:
+        model, args = _rewrite(model, tmp_path / "huge", _huge_hidden), []
     elif args == ["NOXBAR"]:
         model, args = _rewrite(model, tmp_path / "noxbar", _no_crossbar), []
     out = tmp_path / "out" / "artifact"

@@ -106,7 +106,7 @@ def weights_before_update(artifact: Artifact) -> tuple[dict[str, Any], str] | No
 def load_model(artifact: Artifact):
     """Rebuild the module from arch.json and load its weights, checking names and shapes."""
     import torch
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     from cimtool.models.registry import MODELS, build
@@ -116,24 +116,28 @@ def load_model(artifact: Artifact):
         spec = json.loads(arch_path.read_text())
         if spec.get("model") not in MODELS:
             raise CimtoolError(f"{arch_path}: unknown model '{spec.get('model')}'")
-        model = build(spec)
+        with torch.device("meta"):  # shapes only: a crafted spec must not allocate before it is checked
+            expected = {k: v.shape for k, v in build(spec).state_dict().items()}
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise CimtoolError(f"{arch_path}: invalid architecture spec ({exc})") from None
     weights_path = artifact.file(WEIGHTS)
     try:
-        state = load_file(str(weights_path))
+        with safe_open(str(weights_path), framework="pt") as fh:  # the header: shapes without loading
+            shapes = {name: torch.Size(fh.get_slice(name).get_shape()) for name in fh.keys()}  # noqa: SIM118
     except (SafetensorError, OSError) as exc:
         raise CimtoolError(f"{weights_path}: not a readable safetensors file ({exc})") from None
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
+    missing = sorted(set(expected) - set(shapes))
+    extra = sorted(set(shapes) - set(expected))
     if missing or extra:
         raise CimtoolError(f"{weights_path}: tensors do not match {ARCH} "
                            f"(missing {missing[:3]}, unexpected {extra[:3]})")
+    for name, shape in shapes.items():
+        if shape != expected[name]:
+            raise CimtoolError(f"{weights_path}: '{name}' has shape {list(shape)}, "
+                               f"{ARCH} implies {list(expected[name])}")
+    model = build(spec)
+    state = load_file(str(weights_path))
     for name, tensor in state.items():
-        if tensor.shape != expected[name].shape:
-            raise CimtoolError(f"{weights_path}: '{name}' has shape {list(tensor.shape)}, "
-                               f"{ARCH} implies {list(expected[name].shape)}")
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CimtoolError(f"{weights_path}: '{name}' contains NaN or inf")
     model.load_state_dict(state)
