@@ -590,11 +590,11 @@ def remove_dead_partials(folder: Path | str, keep: Iterable[Path | str] = ()) ->
     return removed
 
 
-def check_out(out: Path, force: bool) -> Path:
+def check_out(out: Path, force: bool, kind: str) -> Path:
     """Refuse to overwrite an existing artifact unless --force (checked before any work).
 
-    --force replaces only a cimtool artifact (a directory with a manifest) or an empty directory,
-    never an arbitrary folder of the user's. ``out`` is checked through ``resolve_out`` first (a
+    --force replaces only a cimtool artifact of ``kind``, the one the stage writes (a directory with
+    its manifest), or an empty directory: never an artifact of another kind nor a folder of the user's. ``out`` is checked through ``resolve_out`` first (a
     symlink loop, a dangling symlink or an unwritable parent is refused); returns the resolved
     path."""
     _check_name(out)
@@ -608,7 +608,20 @@ def check_out(out: Path, force: bool) -> Path:
     if not (real / MANIFEST).is_file() and any(real.iterdir()):
         raise CimtoolError(f"{out}: exists and is not a cimtool artifact; --force replaces only "
                            "artifacts (or empty directories)")
+    found = _manifest_kind(real / MANIFEST)
+    if found not in (None, kind):
+        raise CimtoolError(f"{out}: is a '{found}' artifact; --force replaces only a '{kind}' artifact, "
+                           "the kind this stage writes")
     return real
+
+
+def _manifest_kind(path: Path) -> str | None:
+    """The kind a manifest declares; None where there is no readable one."""
+    try:
+        kind = json.loads(path.read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
 
 
 def find_resumable(search_dir: Path, params_sha256: str) -> Path | None:
@@ -686,7 +699,7 @@ class ArtifactWriter:
         return self.partial / SCRATCH_DIR
 
     def __enter__(self) -> ArtifactWriter:
-        real = check_out(self.out, self.force)
+        real = check_out(self.out, self.force, self.kind)
         if real != Path(os.path.abspath(self.out)):  # a symlink on the way: write where it leads
             self._target, self.partial = real, _partial_of(real)
         if self.inputs:
@@ -701,7 +714,7 @@ class ArtifactWriter:
         return self
 
     def _prepare(self) -> None:
-        check_out(self._target, self.force)  # again, now that no other run can be writing it
+        check_out(self._target, self.force, self.kind)  # again, now that no other run can be writing it
         self.removed_partials = remove_dead_partials(self._target.parent, keep=[self.partial])
         params_sha = sha256_json(self.params)
         info_path = self.partial / PARTIAL_INFO

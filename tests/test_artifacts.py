@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -118,11 +119,27 @@ def test_force_replaces_only_artifacts(tmp_path):
     precious.mkdir()
     (precious / "x.txt").write_text("keep me")
     with pytest.raises(CimtoolError, match="not a cimtool artifact"):
-        artifacts.check_out(precious, force=True)
-    artifacts.check_out(tmp_path / "empty", force=True)
+        artifacts.check_out(precious, force=True, kind="toy")
+    artifacts.check_out(tmp_path / "empty", force=True, kind="toy")
     with pytest.raises(CimtoolError, match="not a usable"):
-        artifacts.check_out(tmp_path / "..", force=True)
+        artifacts.check_out(tmp_path / "..", force=True, kind="toy")
     assert (precious / "x.txt").read_text() == "keep me"
+
+
+def test_force_replaces_only_the_kind_the_stage_writes(cli, default_model, tmp_path):
+    """devices fit --out <a model artifact> --force must not replace the model by a device artifact."""
+    import shutil
+
+    model = tmp_path / "m"
+    shutil.copytree(default_model[0].path, model)
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    curve = Path(__file__).resolve().parents[2] / "shared" / "data" / "device_curves" / "gong_et_al.csv"
+    if not curve.is_file():
+        pytest.skip("the measured curve (../shared/data/device_curves) is absent")
+    result = cli("devices", "fit", curve, "--g-min", "1e-6", "--g-max", "1e-5", "--out", model, "--force")
+    assert result.code == 2 and result.err.count("\n") == 1, result.err
+    assert "is a 'model' artifact; --force replaces only a 'device' artifact" in result.err
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before
 
 
 @pytest.mark.parametrize("edit, message", [

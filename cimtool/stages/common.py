@@ -85,8 +85,8 @@ class StageOutput:
             self.path = Path(out) if out is not None else Path("(written by rank 0)")
             return
         self.path = Path(out) if out is not None else artifacts.default_out(root, kind, name)
-        artifacts.check_out(self.path, force)
         artifacts.check_not_input(self.path, self.inputs)  # messages name --out as the user spelled it
+        artifacts.check_out(self.path, force, kind)
 
     def writer(self, params: dict[str, Any], **options: Any) -> artifacts.ArtifactWriter | _RankWriter:
         if not self.writes:

@@ -171,6 +171,8 @@ def run(p: DeviceFitParams, out: Path | None, root: Path, force: bool,
     _check(p)
     base = load_card(p.base) if p.base is not None else None
     data = Path(p.data)
+    name = p.name or "".join(ch if NAME_RE.fullmatch(ch) else "_" for ch in data.stem)
+    output = StageOutput(KIND, out, root, name, force, started=t_start)  # --out checked before the fit
     table = read_pulses(data)
     data_sha = _sha256(data)
     if p.g_min is None and (table["conductance"] <= 0).any():
@@ -199,7 +201,6 @@ def run(p: DeviceFitParams, out: Path | None, root: Path, force: bool,
         how = "the preset nearest the fitted conductance range; --base to choose another"
     reporter.log(f"devices fit: base card '{base.name}' ({how}) for what the data do not determine")
     fitted, rows, measured = _values(result, to_s, base)
-    name = p.name or "".join(ch if NAME_RE.fullmatch(ch) else "_" for ch in data.stem)
     variation = {"variation_model": "range"} if base.variation_model != "range" else {}
     card = replace(base, name=name, description=f"fitted to {data.name}",
                    source=f"cimtool devices fit {data.name} (sha256 {data_sha[:12]})",
@@ -213,7 +214,6 @@ def run(p: DeviceFitParams, out: Path | None, root: Path, force: bool,
                                   residual=result.points["residual"] * to_s.scale)
     params = {**asdict(p), "data_sha256": data_sha,
               "retention_sha256": _sha256(Path(p.retention)) if p.retention else None}
-    output = StageOutput(KIND, out, root, name, force, started=t_start)
     with output.writer(params) as writer:
         Path(writer.path("card.toml")).write_text(text)
         load_card(str(writer.path("card.toml")))  # what every --device option will read back
