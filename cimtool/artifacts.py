@@ -594,9 +594,9 @@ def check_out(out: Path, force: bool, kind: str) -> Path:
     """Refuse to overwrite an existing artifact unless --force (checked before any work).
 
     --force replaces only a cimtool artifact of ``kind``, the one the stage writes (a directory with
-    its manifest), or an empty directory: never an artifact of another kind nor a folder of the user's. ``out`` is checked through ``resolve_out`` first (a
-    symlink loop, a dangling symlink or an unwritable parent is refused); returns the resolved
-    path."""
+    its manifest), or an empty directory: never an artifact of another kind nor a folder of the
+    user's. ``out`` is checked through ``resolve_out`` first (a symlink loop, a dangling symlink or
+    an unwritable parent is refused); returns the resolved path."""
     _check_name(out)
     real = resolve_out(out)
     if not real.exists():
