@@ -195,7 +195,8 @@ class TrainAnnParams:
                                                                "(default: no clipping).")
     device: str | None = option(None, panel="Model", help="Device card of --front-end optical (its "
                                                           "[optical] responsivity) and of --model "
-                                                          "organic_cnn (g_max, read voltage, C2C). "
+                                                          "organic_cnn (conductance range, read voltage, "
+                                                          "C2C variation). "
                                                           "Default: organic_ofet.")
     preset: str = option("paper_mnist_rp", panel="Model", help="--model lbpnet: its architecture and "
                                                                "training recipe (paper_mnist_rp: the "
@@ -213,7 +214,8 @@ class TrainAnnParams:
                                  help="--model organic_cnn: how an optimizer step reaches the synapses: "
                                       "clamp (the step itself, clamped to the range) or pulses (whole "
                                       "pulses, stochastically rounded, along the card's LTP/LTD curve: "
-                                      "NeuroSim's model, as cimtool devices fit writes it).")
+                                      "NeuroSim's model, as cimtool devices fit writes it; every written "
+                                      "device gets the card's C2C variation).")
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,34 @@ def cli(capsys):
     return run
 
 
+@pytest.fixture
+def interrupt_at_validation(monkeypatch):
+    """``arm(n)``: a training checkpoint after every epoch and Ctrl-C at the n-th validation (in
+    epoch n, after epoch n − 1's checkpoint); returns the list that counts the validations.
+    ``arm(None)`` lets training run uninterrupted again."""
+    from cimtool.train import loop
+
+    evaluate = loop.evaluate
+
+    def arm(n: int | None) -> list[int]:
+        calls: list[int] = []
+        if n is None:
+            monkeypatch.setattr(loop, "evaluate", evaluate)
+            return calls
+
+        def interrupted(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return evaluate(*args, **kwargs)
+
+        monkeypatch.setattr(loop, "CHECKPOINT_EVERY_S", 0.0)
+        monkeypatch.setattr(loop, "evaluate", interrupted)
+        return calls
+
+    return arm
+
+
 def run_subprocess(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cimtool", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout)

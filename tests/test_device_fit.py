@@ -166,16 +166,20 @@ def test_gong_card_trains_the_default_model_onchip(gong, default_model, tmp_path
 def test_pulse_curve_moves_whole_pulses_along_the_card_curve():
     from cimtool.nn.organic import PulseCurve
 
-    curve = PulseCurve(1.5, -2.0, 50, 40, seed=0)
-    w = torch.tensor([-0.5, 0.2, 0.7])
+    curve = PulseCurve(1.5, -2.0, 50, 40)
+    gen = torch.Generator().manual_seed(0)
+    u = torch.tensor([0.25, 0.6, 0.85])  # device states: N pulses span [0, 1]
+    w = 2 * u - 1  # NeuroSim's curve runs over [−1, 1]
     for up, n, nl in ((True, 50, 1.5), (False, 40, -2.0)):
         a = torch.tensor(float(wage.get_param_a(nl)) * n, dtype=torch.float64)
         b = wage.get_param_b(a, n)
         k = 3 if up else -3
-        request = w + k * 2 / n  # exactly three pulses of a linear device
         expected = wage.nonlinear_weight(wage.inv_nonlinear_weight(w.double(), a, b) + k, a, b)
-        np.testing.assert_allclose(curve.move(w, request).double(), expected.clamp(-1, 1), atol=1e-6)
-    assert torch.equal(curve.move(w, w), w)  # no step, no pulse
+        moved, written = curve.move(u, torch.full_like(u, k / n), gen)  # exactly three pulses
+        np.testing.assert_allclose(moved.double(), (expected.clamp(-1, 1) + 1) / 2, atol=1e-6)
+        assert written.all()
+    moved, written = curve.move(u, torch.zeros_like(u), gen)
+    assert torch.equal(moved, u) and not written.any()  # no step, no pulse
 
 
 def test_organic_cnn_trains_with_a_fitted_cards_pulses(tmp_path, capsys):

@@ -72,3 +72,35 @@ def test_qat_evaluation_and_profile_on_cuda(cli, default_model, tmp_path):
     prof = _summary(cli, "profile", "--model", art.path, "--batch-sizes", "16,256", "--repeats", "3",
                     "--modes", "ann_eager,snn,one_pass", "--torch-device", "cuda", "--out", tmp_path / "p")
     assert prof["torch_device"] == "cuda" and prof["snn_device"] == "cuda"
+
+
+def test_organic_updates_draw_their_random_numbers_on_cuda(cli, tmp_path):
+    """Stochastic rounding, write noise and C2C on the GPU, from generators on the GPU; a resumable
+    layer state; and train-ann with pulse updates on CUDA."""
+    from cimtool.nn import wage
+    from cimtool.nn.organic import OrganicLinear, PulseCurve, Synapse
+
+    gen = torch.Generator("cuda").manual_seed(0)
+    x = torch.full((100_000,), 0.25, device="cuda")
+    assert float(wage.SR(x, gen).mean()) == pytest.approx(0.25, abs=0.01)
+    assert wage.W(x, torch.ones_like(x), 8, 0.035, gen).device.type == "cuda"
+    layer = OrganicLinear(8, 4, Synapse(1e-10, 1e-8, 1.0, 0.05)).cuda().train()
+    layer.curve = PulseCurve(1.5, -2.0, 50, 50)
+    layer(torch.rand(2, 8, device="cuda")).sum().backward()
+    state = {k: v.clone() for k, v in layer.train_state().items()}
+    with torch.no_grad():
+        layer.weight.sub_(0.1 * layer.weight.grad.sign())
+    request = layer.weight.detach().clone()
+    layer.after_step()
+    assert layer.generator().device.type == "cuda" and layer.devices.device.type == "cuda"
+    first = layer.weight.detach().clone()
+    layer.load_train_state(state)  # back to before the step: the same pulses and noise again
+    with torch.no_grad():
+        layer.weight.copy_(request)
+    layer.after_step()
+    assert torch.equal(layer.weight, first)
+    result = cli("train-ann", "--torch-device", "cuda", "--model", "organic_cnn", "--front-end", "optical",
+                 "--organic-update", "pulses", "--epochs", "2", "--out", tmp_path / "m", "--quiet", "--json")
+    assert result.code == 0, result.err
+    summary = json.loads(result.out)["summary"]
+    assert summary["torch_device"] == "cuda" and summary["test_accuracy"] >= 0.85

@@ -117,7 +117,7 @@ def test_recipe_schedules_groups_and_freezing():
     assert (short.hard_start_epoch, short.freeze_offsets_epochs, short.warmup_epochs) == (26, 1, 0.5)
 
 
-def test_fit_with_the_recipe_resumes_to_the_same_weights(tmp_path, monkeypatch):
+def test_fit_with_the_recipe_resumes_to_the_same_weights(tmp_path, interrupt_at_validation):
     """Killed in the hard phase (BN recalibration, guard state), resumed: same weights and metrics."""
     from cimtool.train import loop
     from cimtool.train.batching import TensorData
@@ -141,19 +141,10 @@ def test_fit_with_the_recipe_resumes_to_the_same_weights(tmp_path, monkeypatch):
 
     straight, expected = run(tmp_path / "straight.ckpt")
     assert [m["hard"] for m in expected.metrics] == [False] * 5 + [True]
-    evaluate, calls = loop.evaluate, []
-
-    def killed_in_epoch_6(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 6:
-            raise KeyboardInterrupt
-        return evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "CHECKPOINT_EVERY_S", 0.0)
-    monkeypatch.setattr(loop, "evaluate", killed_in_epoch_6)
+    interrupt_at_validation(6)  # killed in epoch 6
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "killed.ckpt")
-    monkeypatch.setattr(loop, "evaluate", evaluate)
+    interrupt_at_validation(None)
     resumed, result = run(tmp_path / "killed.ckpt")
     assert result.metrics == expected.metrics
     for name, tensor in straight.state_dict().items():

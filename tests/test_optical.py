@@ -132,13 +132,13 @@ def test_optical_bad_input(cli, tmp_path, args, pattern):
 def test_organic_layers_compute_the_renormalised_current_and_clamp():
     from torch.nn import functional as F
 
-    from cimtool.nn.organic import OrganicConv2d, OrganicLinear, constrain
+    from cimtool.nn.organic import OrganicConv2d, OrganicLinear, Synapse, constrain
 
     torch.manual_seed(0)
-    conv = OrganicConv2d(2, 3, 3, g_max=1e-8, read_voltage=1.0, c2c=0.05).eval()
+    conv = OrganicConv2d(2, 3, 3, Synapse(1e-10, 1e-8, 1.0, 0.05)).eval()
     x = torch.rand(4, 2, 6, 6)
     assert torch.allclose(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1), atol=1e-5)
-    lin = OrganicLinear(5, 2, g_max=1e-8, read_voltage=0.5, c2c=0.05)
+    lin = OrganicLinear(5, 2, Synapse(1e-10, 1e-8, 0.5, 0.05))
     z = torch.rand(3, 5)
     lin.eval()
     assert torch.allclose(lin(z), F.linear(z, lin.weight, lin.bias), atol=1e-6)

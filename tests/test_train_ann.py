@@ -231,7 +231,7 @@ def test_clip_grad_norm_skips_only_an_exact_factor_of_one():
                 assert torch.equal(got, want), (ratio, max_norm)
 
 
-def test_fit_resumes_from_a_mid_run_checkpoint_to_the_same_weights(tmp_path, monkeypatch):
+def test_fit_resumes_from_a_mid_run_checkpoint_to_the_same_weights(tmp_path, interrupt_at_validation):
     """The crossbar head's path: killed after epoch 3's checkpoint, resumed, same weights and
     metrics as a straight run (which, being short, checkpoints only after its last epoch)."""
     import torch
@@ -256,19 +256,10 @@ def test_fit_resumes_from_a_mid_run_checkpoint_to_the_same_weights(tmp_path, mon
     straight, expected = run(tmp_path / "straight.ckpt")
     with safe_open(str(tmp_path / "straight.ckpt"), framework="pt") as fh:
         assert json.loads(fh.metadata()["loop"])["epoch"] == 6
-    evaluate, calls = loop.evaluate, []
-
-    def killed_in_epoch_4(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "CHECKPOINT_EVERY_S", 0.0)  # a checkpoint after every epoch
-    monkeypatch.setattr(loop, "evaluate", killed_in_epoch_4)
+    calls = interrupt_at_validation(4)  # killed in epoch 4
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "killed.ckpt")
-    monkeypatch.setattr(loop, "evaluate", evaluate)
+    interrupt_at_validation(None)
     resumed, result = run(tmp_path / "killed.ckpt")
     assert len(calls) == 4 and result.metrics == expected.metrics
     for name, tensor in straight.state_dict().items():

@@ -17,7 +17,7 @@ from cimtool.data.optical import OpticalFrontEnd
 from cimtool.models.cnn import MNIST_CNN_PLAN, VGG8_PLAN, ConvNet
 from cimtool.models.frontends import FRONTENDS, N_FEATURES, FeatureScaler
 from cimtool.models.lbpnet import LBPNet, LbpNetConfig
-from cimtool.nn.organic import OrganicConv2d, OrganicLinear, PulseCurve
+from cimtool.nn.organic import OrganicConv2d, OrganicLinear, PulseCurve, Synapse, layer_seed
 
 
 class FrontEndHead(nn.Module):
@@ -70,15 +70,17 @@ def _optical(spec: dict[str, Any]) -> nn.Module | None:
 def _build_organic(spec: dict[str, Any]) -> nn.Module:
     """mnist_cnn's layout with organic synapse layers (docs/physics.md#organic-synapse-layers)."""
     syn = spec["organic"]
-    args = (syn["g_max"], syn["read_voltage"], syn["c2c"])
+    # inference needs neither g_min (it cancels in the pair) nor the variation (drawn in training only)
+    synapse = Synapse(syn.get("g_min", 0.0), syn["g_max"], syn["read_voltage"], syn["c2c"],
+                      syn.get("variation_model", "lognormal"))
     net = ConvNet(tuple(spec["input_shape"]), MNIST_CNN_PLAN, [128], spec["num_classes"], _optical(spec),
-                  conv=lambda cin, cout: OrganicConv2d(cin, cout, 3, *args),
-                  linear=lambda d_in, d_out: OrganicLinear(d_in, d_out, *args))
-    if syn.get("update"):  # --organic-update pulses: steps reach the synapses as pulses on the curve
-        u = syn["update"]
-        for i, layer in enumerate(m for m in net.modules() if isinstance(m, (OrganicConv2d, OrganicLinear))):
-            layer.curve = PulseCurve(u["nl_ltp"], u["nl_ltd"], u["pulses_ltp"], u["pulses_ltd"],
-                                     u["seed"] + i)
+                  conv=lambda cin, cout: OrganicConv2d(cin, cout, 3, synapse),
+                  linear=lambda d_in, d_out: OrganicLinear(d_in, d_out, synapse))
+    u = syn.get("update")  # --organic-update pulses: steps reach the synapses as pulses on the curve
+    for i, layer in enumerate(m for m in net.modules() if isinstance(m, (OrganicConv2d, OrganicLinear))):
+        layer.seed = layer_seed(syn.get("seed", 0), i)
+        if u:
+            layer.curve = PulseCurve(u["nl_ltp"], u["nl_ltd"], u["pulses_ltp"], u["pulses_ltd"])
     return net
 
 
@@ -108,7 +110,8 @@ MODELS: dict[str, ModelEntry] = {
                                     LbpNetConfig.from_dict(s["lbpnet"]), _optical(s)),
                    off_array=("normalize", "stages"), default_lr=1e-3, min_size=4),
         ModelEntry("organic_cnn", "mnist_cnn with organic optoelectronic synapse layers: "
-                   "nA read-out currents, C2C noise, renormalised read-out, hard-clamped conductances "
+                   "differential pairs, nA read-out currents, C2C noise, renormalised read-out, "
+                   "hard-clamped conductances "
                    "(--device)", _build_organic, off_array=("normalize",), default_lr=2e-3, min_size=4),
     ]
 }

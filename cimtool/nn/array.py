@@ -67,6 +67,7 @@ from cimtool.devices.mapping import LayerMap, Placement
 from cimtool.errors import CimtoolError
 from cimtool.nn import noise
 from cimtool.nn.array_config import EFFECTS, ENCODINGS, IDEAL, ArrayConfig  # noqa: F401 (re-exported)
+from cimtool.nn.variation import vary
 
 
 @dataclass(frozen=True)
@@ -91,22 +92,14 @@ class Converters:
 
 # --- one chip: programming, drift, IR drop -----------------------------------------------------
 
-def _vary(g: torch.Tensor, sigma: float, card: DeviceCard, gen: torch.Generator) -> torch.Tensor:
-    noise = torch.randn(g.shape, generator=gen, dtype=g.dtype, device=g.device)
-    if card.variation_model == "lognormal":
-        return g * torch.exp(sigma * noise)  # σ is the std of ln G
-    # NeuroSim RealDevice: additive σ·(g_max − g_min), clamped to the device range
-    return (g + sigma * (card.g_max - card.g_min) * noise).clamp(card.g_min, card.g_max)
-
-
 def program(g: torch.Tensor, card: DeviceCard, effects: tuple[str, ...], gen: torch.Generator,
             drift_time: float | None = None) -> torch.Tensor:
     """Conductances of one programmed chip (same dtype, device and shape as the target ``g``)."""
     g = g.clone()
     if "d2d" in effects and card.d2d_sigma > 0:
-        g = _vary(g, card.d2d_sigma, card, gen)
+        g = vary(g, card.d2d_sigma, card.variation_model, card.g_min, card.g_max, gen)
     if "c2c" in effects and card.c2c_sigma > 0:
-        g = _vary(g, card.c2c_sigma, card, gen)
+        g = vary(g, card.c2c_sigma, card.variation_model, card.g_min, card.g_max, gen)
     if "stuck" in effects and (card.stuck_off > 0 or card.stuck_on > 0):
         u = torch.rand(g.shape, generator=gen, dtype=g.dtype, device=g.device)
         g = torch.where(u < card.stuck_off, card.g_min, g)

@@ -20,6 +20,7 @@ from torch.nn.utils import parametrize
 
 from cimtool.devices.card import DeviceCard
 from cimtool.devices.mapping import LevelCode
+from cimtool.nn.variation import vary
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,11 @@ class DeviceWeight(nn.Module):
         return w + (w_dev - w).detach()  # straight-through estimator
 
     def _perturb(self, g: torch.Tensor) -> torch.Tensor:
+        """Normalised conductances G/g_max after programming (the card's variation rule) and a read."""
         noise = self.noise
         if noise.model == "lognormal":  # programming and read noise in one lognormal draw
-            return g * torch.exp(float(np.hypot(noise.sigma, noise.read_sigma)) * torch.randn_like(g))
-        g = g + noise.sigma * (1 - self.g_floor) * torch.randn_like(g)
+            return vary(g, float(np.hypot(noise.sigma, noise.read_sigma)), noise.model, self.g_floor, 1.0)
+        g = vary(g, noise.sigma, noise.model, self.g_floor, 1.0)
         return g * (1 + noise.read_sigma * torch.randn_like(g))
 
 

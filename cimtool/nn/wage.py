@@ -7,9 +7,9 @@ Weights live in the device's normalised range ``[−1, 1]``. Formulas (docs/phys
 ``B = 2/(1 − e^(−N/A))``. ``QG`` turns a gradient into pulses ``Δp = round(g/2·N)``, moves the
 device along its LTP or LTD curve and returns ``SR(origin − C(x_new))/S(b_G)``.
 
-Unlike the reference code: every random draw takes an explicit ``torch.Generator`` (CPU, seeded),
-an all-zero gradient returns a zero update instead of failing an assert, and nothing here moves
-tensors to CUDA.
+Unlike the reference code: every random draw takes an explicit ``torch.Generator`` (seeded) and
+is made on the tensor's device (the generator must be on it too), and an all-zero gradient returns
+a zero update instead of failing an assert.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def Q(x: torch.Tensor, bits: int) -> torch.Tensor:
 
 def SR(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Stochastic rounding: floor(x + U[0, 1)), unbiased."""
-    return torch.floor(x + torch.rand(x.shape, generator=gen, dtype=x.dtype))
+    return torch.floor(x + torch.rand(x.shape, generator=gen, dtype=x.dtype, device=x.device))
 
 
 def shift(x: torch.Tensor) -> torch.Tensor:
@@ -67,8 +67,8 @@ def QE(x: torch.Tensor, bits: int) -> torch.Tensor:
 def W(x: torch.Tensor, grad: torch.Tensor, bits: int, sigma_c2c: float, gen: torch.Generator) -> torch.Tensor:
     """Cycle-to-cycle write noise on the updated cells only, then clip to the device range."""
     if sigma_c2c > 0:
-        noise = torch.randn(x.shape, generator=gen, dtype=x.dtype) * (2 * sigma_c2c)  # N(0, 2σ)
-        x = x + noise * torch.sign(grad.abs())
+        noise = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
+        x = x + noise * (2 * sigma_c2c) * torch.sign(grad.abs())  # N(0, 2σ)
     return C(x, bits)
 
 

@@ -310,15 +310,15 @@ def _organic_spec(p: TrainAnnParams) -> dict[str, Any] | None:
     from cimtool.devices.card import load_card
 
     card = load_card(p.device)
-    spec = {"device": card.name, "g_max": card.g_max, "read_voltage": card.read_voltage,
-            "c2c": card.c2c_sigma}
+    spec = {"device": card.name, "g_min": card.g_min, "g_max": card.g_max, "read_voltage": card.read_voltage,
+            "c2c": card.c2c_sigma, "variation_model": card.variation_model, "seed": p.seed}
     if p.organic_update == "pulses":
         if not card.has_update_curve:
             raise CimtoolError(f"--organic-update pulses needs the card's [update] section (nl_ltp, "
                                f"nl_ltd, pulses_ltp, pulses_ltd); {card.name} has none (cimtool devices fit "
                                "writes one)")
         spec["update"] = {"nl_ltp": card.nl_ltp, "nl_ltd": card.nl_ltd, "pulses_ltp": card.pulses_ltp,
-                          "pulses_ltd": card.pulses_ltd, "seed": p.seed}
+                          "pulses_ltd": card.pulses_ltd}
     return spec
 
 

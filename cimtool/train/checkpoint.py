@@ -1,5 +1,9 @@
-"""Per-epoch training checkpoints: one safetensors file (model, best model, optimizer tensors)
-with the loop's scalar state as JSON metadata. Written atomically (temp file + rename)."""
+"""Per-epoch training checkpoints: one safetensors file (model, best model, optimizer tensors,
+and the training state modules keep outside their state_dict) with the loop's scalar state as
+JSON metadata. Written atomically (temp file + rename).
+
+A module takes part in the last by defining ``train_state()`` (name → tensor, e.g. its random
+generator's ``get_state()``) and ``load_train_state(state)``."""
 
 from __future__ import annotations
 
@@ -34,12 +38,26 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict[s
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def train_states(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every module's ``train_state()``, as ``<module name>.<key>``."""
+    return {f"{name}.{key}": value for name, module in model.named_modules()
+            if callable(getattr(module, "train_state", None)) for key, value in module.train_state().items()}
+
+
+def load_train_states(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    for name, module in model.named_modules():
+        if callable(getattr(module, "load_train_state", None)):
+            prefix = f"{name}."
+            module.load_train_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+
+
 def save_checkpoint(path: Path, model: torch.nn.Module, best_state: dict[str, torch.Tensor],
                     optimizer: torch.optim.Optimizer, loop_state: dict[str, Any]) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()})
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
     tensors.update(opt_tensors)
+    tensors.update({f"train.{k}": v.detach().cpu().contiguous() for k, v in train_states(model).items()})
     meta = {"loop": json.dumps(loop_state), "optimizer": json.dumps(opt_meta)}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
@@ -48,7 +66,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, best_state: dict[str, to
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Restore model and optimizer in place; return (best_state, loop_state)."""
+    """Restore model, optimizer and the modules' training state in place; return (best_state, loop_state)."""
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata()
     tensors = load_file(str(path))
@@ -56,4 +74,5 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
     opt = {k: v for k, v in tensors.items() if k.startswith("opt.")}
     optimizer.load_state_dict(_unflatten_optimizer(opt, json.loads(meta["optimizer"])))
+    load_train_states(model, {k[6:]: v for k, v in tensors.items() if k.startswith("train.")})
     return best, json.loads(meta["loop"])

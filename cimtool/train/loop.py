@@ -18,7 +18,7 @@ from cimtool.errors import CimtoolError
 from cimtool.stats import mean_std
 from cimtool.train.augment import random_crop_flip
 from cimtool.train.batching import TensorData, make_batcher, to_float
-from cimtool.train.checkpoint import load_checkpoint, save_checkpoint
+from cimtool.train.checkpoint import load_checkpoint, load_train_states, save_checkpoint, train_states
 from cimtool.train.distributed import SINGLE, Ranks
 from cimtool.train.schedule import scaled_lr, warmup_cosine
 from cimtool.ui import Reporter
@@ -193,7 +193,8 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
     """Train ``model`` in place; on return it holds the best-val weights.
 
     If ``checkpoint`` exists (an interrupted run), training continues from it and ends with the
-    same weights as an uninterrupted run: shuffling and any randomness are seeded per epoch.
+    same weights as an uninterrupted run: shuffling and torch's global generator are seeded per
+    epoch, and a module's own generators are in the checkpoint (``checkpoint.train_states``).
     ``recipe``: a model's own schedule on top (``cimtool.train.recipe``). ``ranks``: this process's
     place under torchrun (``cimtool.train.distributed``); only rank 0 writes the checkpoint.
     """
@@ -222,10 +223,12 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
     start_epoch = 0
     resumed = load_checkpoint(checkpoint, model, optimizer) if ranks.writes and checkpoint.is_file() else None
     if ranks.active:  # rank 0's checkpoint, if any, on every rank
-        state = ranks.from_rank0(resumed and (*resumed, model.state_dict(), optimizer.state_dict()))
+        state = ranks.from_rank0(resumed and (*resumed, model.state_dict(), optimizer.state_dict(),
+                                              train_states(model)))
         if state and not ranks.writes:
             model.load_state_dict(state[2])
             optimizer.load_state_dict(state[3])
+            load_train_states(model, state[4])
         resumed = state and state[:2]
     if resumed:
         best_state, loop = resumed
