@@ -449,6 +449,10 @@ class RunParams:
                                                                       "V2.1's figures are per epoch of "
                                                                       "train-batch × iterations images; "
                                                                       "neither changes its run time.")
+    epochs: str = option("all", panel="NeuroSim V2.1", help="all: price every epoch the trace recorded "
+                                                            "(qat --mode onchip --record-every; one V2.1 run "
+                                                            "each, one row each in epochs.parquet), as "
+                                                            "V2.1's train.py does; last: its last only.")
     chip: str = option("card", panel=CHIP, help="card: the chip of --device and the options above; "
                                                 "release: the release's own Param.cpp (its cell, node, "
                                                 "cellBit, ADC), only the subarray set.")
