@@ -548,6 +548,8 @@ def test_onchip_training_hands_its_update_to_v21(neurosim_cache, tmp_path, cli):
     for e in (1, 2):
         assert f"NeuroSim_Breakdown_Epock_{e}.csv" in run.manifest["files"]
     assert "stdout_epoch1.txt" in run.manifest["files"] and "stdout_epoch2.txt" not in run.manifest["files"]
+    dram = next(c for c in s["caveats"] if c.startswith("DRAM transfers"))
+    assert "per epoch" in dram and "inside its forward" in dram
     last = root / "n-last"
     assert cli("run-neurosim", "--trace", root / "tq", "--neurosim", source, "--epochs", "last",
                "--cache-dir", neurosim_cache, "--artifacts-root", root, "--out", last, "--quiet").code == 0
