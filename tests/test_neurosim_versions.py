@@ -58,6 +58,19 @@ def test_auto_subarray_follows_the_floorplan_rule():
         ns_build.auto_subarray([[1, 1, 64, 1, 1, 2, 0, 1]], 2, 2)
 
 
+def test_v21_subarrays_are_at_least_32_columns_inside_the_pe():
+    """V2.1's floorplan takes the rows, its flip-flops >= 32 columns; a PE (the widest novel-mapped
+    layer) narrower than that has no V2.1 geometry."""
+    assert ns_build.auto_subarray(MNIST_CNN, 4, 4) == 16  # one cell per weight: 32 columns, two rows
+    assert ns_build.v21_columns(MNIST_CNN, 16, 4, 4) == 32
+    assert ns_build.v21_columns(MNIST_CNN, 32, 8, 4) == 32
+    assert ns_build.v21_columns(MNIST_CNN, 128, 8, 1) == 128
+    narrow = [[28, 28, 1, 3, 3, 16, 1, 1], [14, 14, 16, 3, 3, 16, 1, 1], [1, 1, 784, 1, 1, 10, 0, 1]]
+    assert ns_build.auto_subarray(narrow, 4, 4) == 8
+    with pytest.raises(CimtoolError, match=r">= 32 columns .* = 16 columns here"):
+        ns_build.v21_columns(narrow, 8, 4, 4)
+
+
 def test_neurosim_geometry_takes_the_arrays_or_names_the_nearest():
     """One subarray = one cimtool array: accepted when square, a power of two >= 8 and in the floorplan
     rule; otherwise the nearest geometry NeuroSim takes (fewest doublings or halvings; ties: larger)."""

@@ -144,6 +144,9 @@ def headline(artifact: artifacts.Artifact) -> str:
     per = " per epoch" if s.get("epochs_per_s") is not None else ""
     rate = (f"{s['epochs_per_s']:.4g} epochs/s (of {s['train_batch']} x {s['iterations']} images)" if per
             else f"{s['fps']:.4g} FPS")
+    priced = s.get("epochs") or []
+    if len(priced) > 1:
+        rate += f"; epoch {priced[-1]}, the last of {len(priced)} priced (epochs.parquet)"
     return (f"[green]neurosim[/green] {artifact.path}  area {s['chip_area_um2']:.4g} um^2, "
             f"latency{per} {s['latency_ns']:.4g} ns, dynamic energy{per} {s['dynamic_energy_pj']:.4g} pJ"
             f"{leakage}, {s['tops_per_w']:.4g} TOPS/W, {rate} (NeuroSim {s.get('neurosim_version', '?')}, "
