@@ -430,7 +430,7 @@ class RunParams:
     subarray: int | None = option(None, panel=CHIP, cli_type=str, parse=_subarray, show=lambda v: "auto",
                                   help="Subarray rows = columns: a power of two >= 8, or auto (the largest "
                                        "of 128, 64, ..., 8 that NeuroSim's floorplan accepts for the "
-                                       "trace).")
+                                       "trace); V2.1 runs at least 32 columns.")
     technode: int = technode_option(CHIP)
     timeout: float = option(3600.0, help="Seconds NeuroSim may run.")
     cache_dir: str | None = neurosim_cache_option()
