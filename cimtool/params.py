@@ -432,7 +432,7 @@ class RunParams:
     subarray: int | None = option(None, panel=CHIP, cli_type=str, parse=_subarray, show=lambda v: "auto",
                                   help="Subarray rows = columns: a power of two >= 8, or auto (the largest "
                                        "of 128, 64, ..., 8 that NeuroSim's floorplan accepts for the "
-                                       "trace).")
+                                       "trace); V2.1 runs at least 32 columns.")
     technode: int = technode_option(CHIP)
     timeout: float = option(3600.0, help="Seconds NeuroSim may run.")
     cache_dir: str | None = neurosim_cache_option()
@@ -451,6 +451,10 @@ class RunParams:
                                                                       "V2.1's figures are per epoch of "
                                                                       "train-batch × iterations images; "
                                                                       "neither changes its run time.")
+    epochs: str = option("all", panel="NeuroSim V2.1", help="all: price every epoch the trace recorded "
+                                                            "(qat --mode onchip --record-every; one V2.1 run "
+                                                            "each, one row each in epochs.parquet), as "
+                                                            "V2.1's train.py does; last: its last only.")
     chip: str = option("card", panel=CHIP, help="card: the chip of --device and the options above; "
                                                 "release: the release's own Param.cpp (its cell, node, "
                                                 "cellBit, ADC), only the subarray set.")

@@ -437,9 +437,11 @@ def test_report_labels_v21_training_per_epoch(tmp_path):
                "dram_energy_pj": 1e10, "weight_update_latency_ns": 3.1e11, "subarray": 32, "device": "ag_asi"}
     table = pd.DataFrame({"metric": [*metrics, *breakdown],
                           "value": [*metrics.values(), *breakdown.values()]})
+    epochs = pd.DataFrame([{"epoch": e, **metrics, **phases, "weight_update_latency_ns": 3e11 + e,
+                            "dram_energy_pj": 1e10} for e in (1, 2)])
     run = write(tmp_path / "ns", "neurosim", {"card": CARD}, summary,
                 {"stdout.txt": "", "summary.parquet": table, "layers.parquet": pd.DataFrame({"a": [1]}),
-                 "settings.json": "{}"})
+                 "settings.json": "{}", "epochs.parquet": epochs})
     section = content.neurosim([run], {})
     tables = [b for b in section.blocks if isinstance(b, content.Table)]
     figures = {b.name: b for b in section.blocks if isinstance(b, content.Figure)}
@@ -450,11 +452,37 @@ def test_report_labels_v21_training_per_epoch(tmp_path):
     assert "weight update" in figures["neurosim-energy-epoch.png"].caption
     assert tables[1].rows == [[run.path.name, "128 × 28", "1.2e+09", "2e+08", "7e+10", "4e+07", "1e+10",
                                "3.1e+11", "0.09079"]]
+    legend = figures["neurosim-energy-epoch.png"].png
+    assert legend  # V2.1's parts by its own names: "synaptic array", not V1.x's "other peripheries"
+    assert content.V21_ENERGY_LABELS["other_energy_pj"] == "synaptic array energy (pJ)"
+    assert content.V21_ENERGY_LABELS["dram_energy_pj"] == "DRAM energy (pJ)"
+    intro = next(b for b in section.blocks if isinstance(b, str) and "each recorded training epoch" in b)
+    assert "per epoch of 128 × 28 images" in intro
+    assert tables[2].columns[:4] == ["run", "epoch", "latency (ns)", "dynamic energy (pJ)"]
+    assert [r[1] for r in tables[2].rows] == [1, 2] and tables[2].rows[1][8] == "3e+11"
+    assert f"neurosim-epochs-{run.path.name}.png" in figures  # energy by phase per epoch
     from cimtool.stages.run_neurosim import headline
 
     line = headline(run)
     assert "0.09079 epochs/s (of 128 x 28 images)" in line and "FPS" not in line
     assert "latency per epoch 1.1e+10 ns" in line
+
+
+def test_v21_caveats_say_per_epoch_with_its_training_estimate_and_place_dram():
+    """V2.1's figures are an epoch's with its training estimate on, an image's with it off; its DRAM
+    line is part of the phases (and counts activation transfers over), said with the parts' sum."""
+    from cimtool.neurosim.caveats import explain
+    from cimtool.neurosim.results import Parsed
+
+    chip = {"latency_ns": 1e9, "dynamic_energy_pj": 1e9, "adc_latency_ns": 5e8, "adc_energy_pj": 4e8,
+            "dram_latency_ns": 1e3, "dram_energy_pj": 7e8}
+    parsed = Parsed(chip=[{"metric": m, "value": v, "unit": "", "line": 1} for m, v in chip.items()])
+    on = explain(parsed, ns_build.NeuroSimSettings(), v21=True)["caveats"]
+    off = explain(parsed, ns_build.NeuroSimSettings(trainingEstimation=False), v21=True)["caveats"]
+    assert "per epoch" in on[0] and "per image" in off[0]
+    assert on[-1].startswith("DRAM transfers, 700 µJ per epoch by V2.1's breakdown line, are inside")
+    assert "6 times over" in on[-1] and on[-1].endswith("the parts add up to 110% of the dynamic energy.")
+    assert not any("DRAM" in c for c in explain(parsed, None)["caveats"])  # V1.x: no such line
 
 
 def test_a_cards_write_pulse_is_checked():

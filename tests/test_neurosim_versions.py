@@ -58,6 +58,19 @@ def test_auto_subarray_follows_the_floorplan_rule():
         ns_build.auto_subarray([[1, 1, 64, 1, 1, 2, 0, 1]], 2, 2)
 
 
+def test_v21_subarrays_are_at_least_32_columns_inside_the_pe():
+    """V2.1's floorplan takes the rows, its flip-flops >= 32 columns; a PE (the widest novel-mapped
+    layer) narrower than that has no V2.1 geometry."""
+    assert ns_build.auto_subarray(MNIST_CNN, 4, 4) == 16  # one cell per weight: 32 columns, two rows
+    assert ns_build.v21_columns(MNIST_CNN, 16, 4, 4) == 32
+    assert ns_build.v21_columns(MNIST_CNN, 32, 8, 4) == 32
+    assert ns_build.v21_columns(MNIST_CNN, 128, 8, 1) == 128
+    narrow = [[28, 28, 1, 3, 3, 16, 1, 1], [14, 14, 16, 3, 3, 16, 1, 1], [1, 1, 784, 1, 1, 10, 0, 1]]
+    assert ns_build.auto_subarray(narrow, 4, 4) == 8
+    with pytest.raises(CimtoolError, match=r">= 32 columns .* = 16 columns here"):
+        ns_build.v21_columns(narrow, 8, 4, 4)
+
+
 def test_neurosim_geometry_takes_the_arrays_or_names_the_nearest():
     """One subarray = one cimtool array: accepted when square, a power of two >= 8 and in the floorplan
     rule; otherwise the nearest geometry NeuroSim takes (fewest doublings or halvings; ties: larger)."""
@@ -466,11 +479,12 @@ def test_one_build_serves_every_chip_and_equals_a_dedicated_build(default_trace,
 # --- on-chip training → its PPA: qat --mode onchip hands its weights to a V2.1 record ------------
 
 def test_onchip_training_hands_its_update_to_v21(neurosim_cache, tmp_path, cli):
-    """A CNN trained on chip (qat --mode onchip) gives a V2.1 record at its training's weight bits
-    (⌈log2 16⌉ = 4 on rram_seed003), with its batch and iterations and, as weightOld, its weights
-    before the last update; run-neurosim takes cellBit = WBITS and the run's batch × iterations, and
-    refuses another cellBit. mnist_cnn's widest conv (32 outputs, one cell per weight) is narrower
-    than two of the 32-column subarrays V2.1 needs: refused in one line."""
+    """A CNN trained on chip (qat --mode onchip, two epochs) gives a V2.1 record at its training's
+    weight bits (⌈log2 16⌉ = 4 on rram_seed003), with its batch and iterations and, as weightOld, its
+    weights before the last update; and the record of its first epoch, from that epoch's weights, in
+    epoch1/. run-neurosim takes cellBit = WBITS and the run's batch × iterations, refuses another
+    cellBit, and prices every epoch (one row each), or the last: mnist_cnn's widest conv (32
+    outputs, one cell per weight) spans two 16-row subarrays, which V2.1 runs 32 columns wide."""
     from safetensors.numpy import load_file
 
     from cimtool.models.io import model_splits, onchip_epochs
@@ -482,8 +496,8 @@ def test_onchip_training_hands_its_update_to_v21(neurosim_cache, tmp_path, cli):
     root = tmp_path / "root"
     assert cli("train-ann", "--model", "mnist_cnn", "--epochs", "1", "--artifacts-root", root, "--out",
                root / "m", "--quiet").code == 0
-    assert cli("qat", "--mode", "onchip", "--epochs", "1", "--model", root / "m", "--artifacts-root", root,
-               "--out", root / "q", "--quiet").code == 0
+    assert cli("qat", "--mode", "onchip", "--epochs", "2", "--trials", "1", "--model", root / "m",
+               "--artifacts-root", root, "--out", root / "q", "--quiet").code == 0
     for name in ("q", "m"):
         assert cli("neurosim-trace", "--format", "v21", "--model", root / name, "--artifacts-root", root,
                    "--out", root / f"t{name}", "--quiet").code == 0
@@ -491,21 +505,29 @@ def test_onchip_training_hands_its_update_to_v21(neurosim_cache, tmp_path, cli):
     qmodel = artifacts.load(root / "q", "qmodel")
     n_train = len(model_splits(qmodel)["train"])
     assert trace.params["weight_bits"] == 4 and trace.summary["onchip_training"] == {
-        "weight_bits": 4, "train_batch": 128, "iterations": -(-n_train // 128), "epochs": 1}
+        "weight_bits": 4, "train_batch": 128, "iterations": -(-n_train // 128), "epochs": 2}
     plain = artifacts.load(root / "tm", "trace")
     assert plain.params["weight_bits"] == 8 and "onchip_training" not in plain.summary
     assert "before the last on-chip update" in trace.summary["weight_old"]
     assert plain.summary["weight_old"] == "the same weights (no update)"
+    assert trace.summary["epochs"] == [1, 2] and plain.summary["epochs"] == [1]
     epochs = onchip_epochs(qmodel)
     after = load_file(str(qmodel.file("weights.safetensors")))
     name = "features.0"
     new = after[f"{name}.weight"]
-    assert list(epochs) == [1] and np.array_equal(epochs[1][name][0], new)
-    before = {name: epochs[1][name][1]}
+    assert list(epochs) == [1, 2] and np.array_equal(epochs[2][name][0], new)
+    before = {name: epochs[2][name][1]}
     assert before[name].shape == new.shape and 0 < np.mean(before[name] != new) < 1  # one update's writes
     scale = float(np.abs(new).max())
     assert trace.file("weightOld1.csv").read_bytes() == layer_weight_csv(before[name], scale, 4)
     assert trace.file("weightOld1.csv").read_bytes() != trace.file("weight1.csv").read_bytes()
+    first, first_old = epochs[1][name]  # epoch 1's record: its weights, its weightOld, its inputs
+    scale = float(np.abs(first).max())
+    assert trace.file("epoch1/weight1.csv").read_bytes() == layer_weight_csv(first, scale, 4)
+    assert trace.file("epoch1/weightOld1.csv").read_bytes() == layer_weight_csv(first_old, scale, 4)
+    assert trace.file("epoch1/weight1.csv").read_bytes() != trace.file("weight1.csv").read_bytes()
+    assert "main}\" 1 NetWork.csv 4 8" in trace.file("epoch1/trace_command.sh").read_text()
+    assert "main}\" 2 NetWork.csv 4 8" in trace.file("trace_command.sh").read_text()
 
     onchip = trace.summary["onchip_training"]
     p = RunParams(trace="-")
@@ -521,10 +543,114 @@ def test_onchip_training_hands_its_update_to_v21(neurosim_cache, tmp_path, cli):
     result = cli("run-neurosim", "--trace", root / "tq", "--neurosim", source, "--cell-bits", "2",
                  "--cache-dir", neurosim_cache, "--artifacts-root", root, "--out", out, "--quiet")
     _one_line(result, "--cell-bits 2 with the trace's 4-bit weights", "cellBit = WBITS", "--cell-bits 4")
-    result = cli("run-neurosim", "--trace", root / "tq", "--neurosim", source, "--cache-dir", neurosim_cache,
-                 "--artifacts-root", root, "--out", out, "--quiet")
-    _one_line(result, "16-column subarray is narrower than one D flip-flop", ">= 32 columns")
+    result = cli("run-neurosim", "--trace", root / "tq", "--neurosim", source, "--epochs", "first",
+                 "--cache-dir", neurosim_cache, "--artifacts-root", root, "--out", out, "--quiet")
+    _one_line(result, "--epochs", "first")
     assert not out.exists()
+    assert cli("run-neurosim", "--trace", root / "tq", "--neurosim", source, "--cache-dir", neurosim_cache,
+               "--artifacts-root", root, "--out", out, "--quiet").code == 0
+    run = artifacts.load(out, "neurosim")
+    s = run.summary
+    assert (s["subarray"], s["subarray_cols"], s["cell_bits"], s["epochs"]) == (16, 32, 4, [1, 2])
+    rows = pd.read_parquet(run.file("epochs.parquet"))
+    assert rows["epoch"].tolist() == [1, 2]
+    for metric in ("latency_ns", "dynamic_energy_pj", "forward_energy_pj", "weight_update_latency_ns",
+                   "dram_energy_pj"):
+        assert rows[metric].iloc[-1] == s[metric], metric  # the summary is the last epoch's
+    assert rows["weight_update_latency_ns"].nunique() == 2  # each epoch's own update
+    for e in (1, 2):
+        assert f"NeuroSim_Breakdown_Epock_{e}.csv" in run.manifest["files"]
+    assert "stdout_epoch1.txt" in run.manifest["files"] and "stdout_epoch2.txt" not in run.manifest["files"]
+    dram = next(c for c in s["caveats"] if c.startswith("DRAM transfers"))
+    assert "per epoch" in dram and "inside its forward" in dram
+    last = root / "n-last"
+    assert cli("run-neurosim", "--trace", root / "tq", "--neurosim", source, "--epochs", "last",
+               "--cache-dir", neurosim_cache, "--artifacts-root", root, "--out", last, "--quiet").code == 0
+    only = pd.read_parquet(artifacts.load(last, "neurosim").file("epochs.parquet"))
+    pd.testing.assert_frame_equal(only, rows.iloc[1:].reset_index(drop=True))
+
+
+@pytest.fixture(scope="module")
+def cifar_dir(tmp_path_factory) -> Path:
+    """A CIFAR-10 binary folder of random 32×32×3 images: 5 × 8 training records, 8 test records."""
+    folder = tmp_path_factory.mktemp("cifar") / "cifar-10-batches-bin"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = rng.integers(0, 10, (8, 1), dtype=np.uint8)
+        np.concatenate([labels, rng.integers(0, 256, (8, 3072), dtype=np.uint8)], axis=1).tofile(
+            folder / f"{name}.bin")
+    return folder
+
+
+def _v21_rerun(run: artifacts.Artifact, trace: artifacts.Artifact, directory: Path, **changes) -> dict:
+    """V2.1's chip figures for the record in ``directory`` on ``run``'s chip (``changes``: settings)."""
+    from cimtool.neurosim.results import parse_stdout
+    from cimtool.neurosim.runner import estimate
+
+    recorded = json.loads(run.file("settings.json").read_text())["settings"]
+    settings = dataclasses.replace(ns_build.NeuroSimSettings(**recorded), **changes)
+    source = ns_build._source_dir(_snapshot("V2.1", "Training_pytorch"))
+    binary = ns_build.build(source, Path(run.params["cache_dir"]), lambda *_: None,
+                            ns_build.BY_KEY["v21"].patched)
+    layers = pd.read_parquet(directory / "layers.parquet").to_dict("records")
+    result = estimate(binary, ns_build.BY_KEY["v21"], directory, trace.params["weight_bits"],
+                      trace.params["input_bits"], layers, settings, 600, None)
+    return {m["metric"]: m["value"] for m in parse_stdout(result.stdout).chip}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["mnist_cnn", "vgg8"])
+def test_v21_prices_the_onchip_trained_weights_with_the_cards_pulses(model, cifar_dir, neurosim_cache,
+                                                                     tmp_path, cli):
+    """mnist_cnn (mnist5k) and VGG8 (32×32×3 images), trained one epoch on chip on ag_asi (97 levels:
+    7-bit weights, one 7-bit cell each), priced by V2.1 on their trained weights: with every weight
+    and weightOld at +0.99 of the scale instead, its forward energy moves (the cells' conductances
+    enter the column currents) and the weight update vanishes (weight = weightOld: no pulse); its
+    update latency is the card's pulses (97/100 of 300 µs at 3.2 V), thousands of times V2.1's
+    default 60 pulses of 50 ns."""
+    from cimtool.neurosim.trace import layer_weight_csv
+
+    source = _snapshot("V2.1", "Training_pytorch")
+    root = tmp_path / "root"
+    data = ["--dataset", "cifar10", "--data-dir", cifar_dir] if model == "vgg8" else []
+    common = ["--artifacts-root", root, "--quiet"]
+    assert cli("train-ann", "--model", model, "--epochs", "1", *data, "--out", root / "m", *common).code == 0
+    assert cli("qat", "--mode", "onchip", "--device", "ag_asi", "--epochs", "1", "--trials", "1", "--model",
+               root / "m", "--out", root / "q", *common).code == 0
+    assert cli("neurosim-trace", "--format", "v21", "--model", root / "q", "--batch-size", "8", "--out",
+               root / "t", *common).code == 0
+    assert cli("run-neurosim", "--trace", root / "t", "--neurosim", source, "--cache-dir", neurosim_cache,
+               "--out", root / "n", *common).code == 0
+    trace, run = artifacts.load(root / "t", "trace"), artifacts.load(root / "n", "neurosim")
+    bits = trace.params["weight_bits"]
+    assert bits == run.summary["cell_bits"] == 7 and run.summary["subarray_cols"] >= ns_build.V21_MIN_COLS
+    chip = pd.read_parquet(run.file("summary.parquet"))
+    trained = dict(zip(chip["metric"], chip["value"], strict=True))
+
+    flat = tmp_path / "flat"  # the same record, every crossbar weight and weightOld at +0.99 of the scale
+    shutil.copytree(trace.path, flat, ignore=shutil.ignore_patterns("manifest.json"))
+    for layer in pd.read_parquet(flat / "layers.parquet").to_dict("records"):
+        for name in (f"weight{layer['layer']}.csv", f"weightOld{layer['layer']}.csv"):
+            shape = (layer["cols"], layer["rows"])  # [Cout, Cin·k·k]: the file is its transpose
+            (flat / name).write_bytes(layer_weight_csv(np.full(shape, 0.99), 1.0, bits))
+    same = _v21_rerun(run, trace, flat)
+    assert same["forward_energy_pj"] != trained["forward_energy_pj"]
+    assert same["adc_energy_pj"] != trained["adc_energy_pj"]
+    assert trained["peak_weight_update_latency_ns"] > 0 == same["peak_weight_update_latency_ns"]
+    assert same["weight_update_energy_pj"] < 1e-2 * trained["weight_update_energy_pj"]
+
+    release = ns_build.release_values(ns_build._source_dir(source), ns_build.WRITE)  # 60, 60, 4 V, 50 ns
+    default = _v21_rerun(run, trace, trace.path, **{k: type(getattr(ns_build.NeuroSimSettings(), k))(v)
+                                                    for k, v in release.items()})
+    assert default["forward_energy_pj"] == trained["forward_energy_pj"]
+    ratio = trained["weight_update_latency_ns"] / default["weight_update_latency_ns"]
+    # V2.1 prices an update by its pulses: 300 µs / 50 ns = 6000 times as long a pulse, and up to 100
+    # pulses a swing for its 60; its decoders and drivers are the same on both
+    assert 3000 < ratio <= 6000 * 100 / 60, ratio
+    print(f"{model}: forward {trained['forward_energy_pj']:.6g} pJ trained, {same['forward_energy_pj']:.6g} "
+          f"pJ at +0.99; weight update {trained['weight_update_latency_ns']:.6g} ns with the card's pulses, "
+          f"{default['weight_update_latency_ns']:.6g} ns with V2.1's ({ratio:.4g}x)")
 
 
 # --- V2.1 prices the trained weights (one precision) and the card's write pulses -------------------

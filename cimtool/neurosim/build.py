@@ -370,6 +370,26 @@ def _widest_novel(network: list[list[float]], subarray: int, weight_bits: int, c
     return widest
 
 
+# V2.1 DFF.cpp: a subarray's shift-add flip-flops sit in rows along its width; at 22 nm 16 columns of
+# 1T1R cells (4F wide) are narrower than one ("Width of subArray is even smaller than a single DFF")
+V21_MIN_COLS = 32
+
+
+def v21_columns(network: list[list[float]], rows: int, weight_bits: int, cell_bits: int) -> int:
+    """Columns of V2.1's subarrays of ``rows`` rows: as many, and at least V21_MIN_COLS. V2.1's
+    floorplan sizes its PEs from the rows alone (Chip.cpp ChipFloorPlan: a PE spans two subarray
+    rows or more) and fills a PE with ⌈PE/rows⌉·⌈PE/cols⌉ subarrays (Tile.cpp), so wider arrays
+    keep the floorplan; the widest novel-mapped layer (the PE) must still hold one array's columns."""
+    cols = max(rows, V21_MIN_COLS)
+    widest = _widest_novel(network, rows, weight_bits, cell_bits)
+    if widest < cols:
+        raise CimtoolError(f"NeuroSim V2.1 needs subarrays of >= {V21_MIN_COLS} columns (narrower ones are "
+                           "narrower than its flip-flops) inside a PE as wide as the widest novel-mapped "
+                           f"layer, 2^⌈log2(Cout·⌈{weight_bits}/{cell_bits}⌉)⌉ = {widest:g} columns here: a "
+                           f"network with a conv of >= {cols} outputs")
+    return cols
+
+
 def subarray_fits(network: list[list[float]], subarray: int, weight_bits: int, cell_bits: int) -> bool:
     """Whether NeuroSim's chip floorplan accepts ``subarray`` for this NetWork.csv (rows: IFM H, W,
     Cin, kH, kW, Cout, pool, stride), with novel mapping on, as every release's Param.cpp has it.

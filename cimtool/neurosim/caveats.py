@@ -17,8 +17,8 @@ SENSE_CAP_NS = 14.0
 # (name, metric prefix): NeuroSim's breakdown lines. V1.x: "Other Peripheries" holds the buffers and
 # the interconnect (its label says so), split off here; V2.1 prints them, and its training parts, apart.
 _V1_PARTS = (("ADC", "adc"), ("accumulation", "accumulation"), ("buffers", "buffer"), ("interconnect", "ic"))
-_V21_PARTS = (*_V1_PARTS, ("synaptic array", "other"), ("weight gradient", "weight_gradient_calc"),
-              ("weight update", "weight_update_write"), ("DRAM", "dram"))
+V21_PARTS = (*_V1_PARTS, ("synaptic array", "other"), ("weight gradient", "weight_gradient_calc"),
+             ("weight update", "weight_update_write"), ("DRAM", "dram"))
 _AREA = (("ADC", "area_adc_um2"), ("accumulation", "area_accumulation_um2"), ("interconnect", "area_ic_um2"),
          ("other peripheries", "area_other_um2"), ("arrays", "area_cim_array_um2"),
          ("weight gradient", "area_weight_gradient_um2"))
@@ -27,7 +27,7 @@ OTHER = "other peripheries"
 
 def _parts(parsed: Parsed, unit: str, v21: bool) -> dict[str, float]:
     """The breakdown of latency (``unit`` "latency_ns") or dynamic energy ("energy_pj") by component."""
-    found = {name: parsed.chip_value(f"{key}_{unit}") for name, key in (_V21_PARTS if v21 else _V1_PARTS)}
+    found = {name: parsed.chip_value(f"{key}_{unit}") for name, key in (V21_PARTS if v21 else _V1_PARTS)}
     parts = {name: value for name, value in found.items() if value is not None}
     other = parsed.chip_value(f"other_{unit}")
     if not v21 and other is not None:  # decoders, mux, switch matrix, pooling, activation
@@ -63,7 +63,8 @@ def _si(value: float, unit: str, base: float) -> str:
 def explain(parsed: Parsed, settings: NeuroSimSettings | None, v21: bool = False) -> dict:
     """Shares, dominant components and caveats of one NeuroSim run (``settings``: the chip it was set
     to, None when a built binary ran with its own Param.cpp; ``v21``: V2.1's training breakdown)."""
-    per = "per epoch" if v21 else "per image"
+    # V2.1's figures are an epoch's with its training estimate on (its default), an image's with it off
+    per = "per epoch" if v21 and (settings is None or settings.trainingEstimation) else "per image"
     latency, dynamic = parsed.chip_value("latency_ns"), parsed.chip_value("dynamic_energy_pj")
     leakage = parsed.chip_value("leakage_energy_pj") or 0.0
     energy = (dynamic or 0.0) + leakage
@@ -104,5 +105,13 @@ def explain(parsed: Parsed, settings: NeuroSimSettings | None, v21: bool = False
                        f"own leakage energy, {_si(printed, 'J', 1e-12)}, which its TOPS/W includes, prices "
                        "the idle tiles at the computing layer's tile leakage and leaves the computing tiles' "
                        "own out.")
+    dram = parsed.chip_value("dram_energy_pj") if v21 else None
+    if dram and dynamic:
+        parts = sum(_parts(parsed, "energy_pj", v21).values())
+        caveats.append(f"DRAM transfers, {_si(dram, 'J', 1e-12)} {per} by V2.1's breakdown line, are "
+                       "inside its forward, activation-gradient and weight-gradient figures, not added to "
+                       "them; that line counts each layer's activation transfers 6 times over what those "
+                       "figures hold (Chip.cpp: dramLatency = readLatency·6·(6 or 4), the phases 2 each), "
+                       f"so the parts add up to {parts / dynamic:.0%} of the dynamic energy.")
     out["caveats"] = caveats
     return out

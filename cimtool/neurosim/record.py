@@ -22,7 +22,7 @@ from cimtool.errors import CimtoolError
 
 NETWORK = "NetWork.csv"
 COMMAND = "trace_command.sh"
-V21_EPOCH = 1  # the epoch number a V2.1 run of this record reports
+V21_EPOCH = 1  # the epoch number a V2.1 run of a record without on-chip epochs reports
 WEIGHT_BITS = 8  # WBITS of a record whose model was not trained on chip
 
 
@@ -38,6 +38,25 @@ def onchip_training(params: dict[str, Any], n_train: int) -> dict[str, int] | No
     batch = int(params["batch_size"])
     return {"weight_bits": int(bits), "train_batch": batch, "iterations": -(-n_train // batch),
             "epochs": int(params["epochs"])}
+
+
+def epoch_folder(epoch: int, last: int) -> str:
+    """Where a V2.1 trace holds the record of a recorded on-chip epoch: the last one is the trace's
+    own record (the qmodel's weights), every earlier one a folder of the same files."""
+    return "" if epoch == last else f"epoch{epoch}"
+
+
+def with_weights(model, weights: dict[str, np.ndarray]):
+    """A copy of ``model`` whose crossbar layers (by name) hold ``weights``."""
+    import copy
+
+    import torch
+
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, weight in weights.items():
+            twin.get_submodule(name).weight.copy_(torch.from_numpy(np.asarray(weight)))
+    return twin
 
 
 class RecordOptions(Protocol):
@@ -104,11 +123,11 @@ def _activity(batch: np.ndarray, layer: dict[str, Any], bits: int, padding: tupl
     return (ones * full).reshape(len(batch), -1).sum(axis=1) / (oh * ow * layer["rows"] * bits)
 
 
-def _command(p: RecordOptions, files: list[list[str]], activities: list[float]) -> str:
+def _command(p: RecordOptions, files: list[list[str]], activities: list[float], epoch: int) -> str:
     """trace_command.sh: the NeuroSim command line of this record, run from its own directory."""
     args = [NETWORK, str(p.weight_bits), str(p.input_bits)]
     if p.format == "v21":
-        args.insert(0, str(V21_EPOCH))
+        args.insert(0, str(epoch))
         for (weight, old, inp), act in zip(files, activities, strict=True):
             args += [weight, old, inp, repr(act)]
     else:
@@ -124,9 +143,10 @@ def _command(p: RecordOptions, files: list[list[str]], activities: list[float]) 
 
 def write_record(model, spec: dict[str, Any], x, p: RecordOptions, directory: Path,
                  old_weights: dict[str, np.ndarray] | None = None,
-                 log=lambda _msg: None) -> list[dict[str, Any]]:
+                 log=lambda _msg: None, epoch: int = V21_EPOCH) -> list[dict[str, Any]]:
     """Write the layer record of ``model`` on the batch ``x`` into ``directory``; one row per layer
-    (V2.1: ``old_weights``, by layer name, are the weights before the update; default: the same)."""
+    (V2.1: ``old_weights``, by layer name, are the weights before the update, default: the same;
+    ``epoch`` is the training epoch its command line gives V2.1)."""
     from dataclasses import replace
 
     from cimtool.neurosim.trace import bits_csv, layer_weight_csv, network_row, stretch
@@ -184,7 +204,7 @@ def write_record(model, spec: dict[str, Any], x, p: RecordOptions, directory: Pa
                      "activity_batch": float(per_sample.mean()), "padding_note": note,
                      "weight_file": names[0], "input_file": names[-1]})
     (directory / NETWORK).write_text("".join(",".join(map(str, r)) + "\n" for r in net_rows))
-    (directory / COMMAND).write_text(_command(p, files, [r["activity_sample"] for r in rows]))
+    (directory / COMMAND).write_text(_command(p, files, [r["activity_sample"] for r in rows], epoch))
     (directory / COMMAND).chmod(0o755)
     pq.write_table(pa.Table.from_pylist(rows), directory / "layers.parquet")
     return rows

@@ -94,8 +94,11 @@ _METRICS: list[tuple[str, str]] = [
     (r"^-+ DRAM data transfer (Dynamic)?Energy is$", "dram_energy_pj"),
 ]
 # the training breakdown V2.1 runs have (run-neurosim's summary keeps these)
-TRAINING_METRICS = (*(n for n in _PHASE_LABELS.values() if not n.startswith("peak_")), "peak_latency_ns",
-                    "peak_energy_pj", "peak_tops_per_w")
+PHASE_METRICS = tuple(n for n in _PHASE_LABELS.values() if not n.startswith("peak_"))
+TRAINING_METRICS = (*PHASE_METRICS, "peak_latency_ns", "peak_energy_pj", "peak_tops_per_w")
+# one row per priced epoch (run-neurosim's epochs.parquet): its totals, phases and DRAM transfers
+EPOCH_METRICS = ("latency_ns", "dynamic_energy_pj", *PHASE_METRICS, "dram_latency_ns", "dram_energy_pj",
+                 "leakage_energy_pj", "tops_per_w")
 _LAYER_METRICS: dict[str, str] = {
     "readLatency": "latency_ns", "readDynamicEnergy": "dynamic_energy_pj", "leakagePower": "leakage_power_uw",
     "leakageEnergy": "neurosim_leakage_energy_pj", "buffer latency": "buffer_latency_ns",

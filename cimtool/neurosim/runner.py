@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cimtool.errors import CimtoolError
 from cimtool.neurosim.build import NeuroSimSettings, Version, auto_subarray, setting_env
-from cimtool.neurosim.record import NETWORK
+from cimtool.neurosim.record import NETWORK, V21_EPOCH
 from cimtool.neurosim.results import Parsed, parse_stdout, run
 from cimtool.ui import plural
 
@@ -50,10 +50,11 @@ def network_rows(path: Path, n_layers: int) -> list[list[float]]:
 
 
 def argv(binary: str, weight_bits: int, input_bits: int, layers: list[dict], version: Version, subarray: int,
-         path=lambda name: name) -> list[str]:
+         path=lambda name: name, epoch: int = V21_EPOCH) -> list[str]:
     """NeuroSim's argument list for a record (``path`` turns a record file name into an argument;
-    ``layers``: the record's rows, with ``layer`` and, for V2.1, ``activity_sample``)."""
-    args = [binary] + (["1"] if version.key == "v21" else [])  # V2.1: the epoch first
+    ``layers``: the record's rows, with ``layer`` and, for V2.1, ``activity_sample``; ``epoch``: the
+    training epoch V2.1 names its breakdown file after)."""
+    args = [binary] + ([str(epoch)] if version.key == "v21" else [])  # V2.1: the epoch first
     args += [path(NETWORK), str(weight_bits), str(input_bits)]
     if version.subarray_on_argv:  # V1.4+: subArray, then parallelRead (all rows: as its inference.py)
         args += [str(subarray), str(subarray)]

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from cimtool import artifacts
 from cimtool.devices import card as device_card
+from cimtool.neurosim.caveats import V21_PARTS
 from cimtool.nn.array_config import EFFECTS
 from cimtool.report import figures
 from cimtool.ui import plural
@@ -661,10 +662,14 @@ def devices(arts: list[artifacts.Artifact]) -> Section:
 AREA_KEYS = ["area_cim_array_um2", "area_adc_um2", "area_accumulation_um2", "area_ic_um2", "area_other_um2"]
 ENERGY_KEYS = ["adc_energy_pj", "accumulation_energy_pj", "other_energy_pj", "leakage_energy_pj"]
 # V2.1's training epoch: the parts it prints apart, the gradient, update and DRAM ones included
-V21_ENERGY_KEYS = ["adc_energy_pj", "accumulation_energy_pj", "other_energy_pj", "buffer_energy_pj",
-                   "ic_energy_pj", "weight_gradient_calc_energy_pj", "weight_update_write_energy_pj",
-                   "dram_energy_pj", "leakage_energy_pj"]
+V21_ENERGY_LABELS = {**{f"{key}_energy_pj": f"{name} energy (pJ)" for name, key in V21_PARTS},
+                     "leakage_energy_pj": "leakage energy (pJ)"}
 V21_PHASES = ("forward", "activation_gradient", "weight_gradient", "weight_update")
+# epochs.parquet's columns shown, per epoch of train-batch × iterations images
+V21_EPOCH_COLUMNS = {"latency_ns": "latency (ns)", "dynamic_energy_pj": "dynamic energy (pJ)",
+                     **{f"{p}_energy_pj": f"{p.replace('_', ' ')} (pJ)" for p in V21_PHASES},
+                     "weight_update_latency_ns": "weight-update latency (ns)",
+                     "dram_energy_pj": "DRAM (pJ)", "tops_per_w": "TOPS/W"}
 
 
 def _is_v21(art: artifacts.Artifact) -> bool:
@@ -704,11 +709,12 @@ def neurosim(arts: list[artifacts.Artifact], by_path: dict[str, artifacts.Artifa
     if training:
         section.blocks.append(Figure(
             "neurosim-energy-epoch.png",
-            figures.breakdown_bars(training, V21_ENERGY_KEYS, "energy per epoch (pJ)",
-                                   "Energy per training epoch (V2.1)"),
+            figures.breakdown_bars(training, list(V21_ENERGY_LABELS), "energy per epoch (pJ)",
+                                   "Energy per training epoch (V2.1)", V21_ENERGY_LABELS),
             "NeuroSim V2.1 energy per training epoch (train-batch × iterations images) by component: "
             "the forward and activation-gradient arrays (ADC, accumulation, synaptic array, buffers, "
-            "interconnect), the weight gradient, the weight update, DRAM transfers and leakage."))
+            "interconnect), the weight gradient, the weight update, DRAM transfers and leakage (V2.1's "
+            "breakdown lines: DRAM is part of its forward and gradient figures, not on top)."))
         section.blocks.append(Table(
             ["run", "images per epoch", *(f"{p.replace('_', ' ')} (pJ)" for p in V21_PHASES), "DRAM (pJ)",
              "weight-update latency (ns)", "epochs/s"],
@@ -717,6 +723,8 @@ def neurosim(arts: list[artifacts.Artifact], by_path: dict[str, artifacts.Artifa
               f"{a.summary.get('dram_energy_pj') or 0:.4g}",
               f"{a.summary.get('weight_update_latency_ns') or 0:.4g}",
               f"{a.summary['epochs_per_s']:.4g}"] for a in runs if _is_v21(a)]))
+        section.blocks += [b for a in runs if _is_v21(a) and "epochs.parquet" in a.manifest["files"]
+                           for b in _v21_epochs(a, label[str(a.path)])]
     points = []
     for a in runs:  # accuracy of the model each run traced: trace → model
         if _is_v21(a):  # a training epoch's energy is not an image's
@@ -737,6 +745,28 @@ def neurosim(arts: list[artifacts.Artifact], by_path: dict[str, artifacts.Artifa
                                      "Test accuracy of each traced model vs its NeuroSim energy per image "
                                      "(dynamic + leakage), with the Pareto front."))
     return section
+
+
+def _v21_epochs(art: artifacts.Artifact, name: str) -> list[Table | Figure | str]:
+    """V2.1's figures for each epoch it priced (that epoch's weights and weightOld, as its train.py
+    runs it every epoch); with several epochs, their energy by phase."""
+    rows = _read(art, "epochs.parquet")
+    images = f"{art.summary.get('train_batch')} × {art.summary.get('iterations')} images"
+    blocks: list[Table | Figure | str] = [
+        f"{name}: NeuroSim V2.1 on the weights of each recorded training epoch, figures per epoch of "
+        f"{images}.",
+        Table(["run", "epoch", *V21_EPOCH_COLUMNS.values()],
+              [[name, int(r["epoch"]), *(f"{r[k]:.4g}" for k in V21_EPOCH_COLUMNS)]
+               for r in rows.to_dict("records")])]
+    if len(rows) > 1:
+        keys = [f"{p}_energy_pj" for p in V21_PHASES]
+        blocks.append(Figure(
+            f"neurosim-epochs-{_file(name)}.png",
+            figures.per_epoch(rows, keys, {k: V21_EPOCH_COLUMNS[k] for k in keys}, "energy per epoch (pJ)",
+                              f"{name}: V2.1 energy per training epoch"),
+            f"NeuroSim V2.1 energy of each training epoch ({images}) by phase, on that epoch's weights "
+            "and the weights before its last update."))
+    return blocks
 
 
 def _input(art: artifacts.Artifact | None, role: str) -> dict[str, Any] | None:

@@ -221,15 +221,17 @@ def level_histograms(cells: pd.DataFrame, n_levels: int, title: str) -> bytes:
     return _png(fig)
 
 
-def breakdown_bars(runs: dict[str, dict[str, float]], keys: list[str], ylabel: str, title: str) -> bytes:
-    """Stacked bars of one breakdown (area or energy) per NeuroSim run."""
+def breakdown_bars(runs: dict[str, dict[str, float]], keys: list[str], ylabel: str, title: str,
+                   labels: dict[str, str] | None = None) -> bytes:
+    """Stacked bars of one breakdown (area or energy) per NeuroSim run (``labels``: the keys' names,
+    where they differ from :func:`label`'s)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(3.0, 1.0 * len(runs) + 2), 3.4))
     bottom = np.zeros(len(runs))
     names = list(runs)
     for key in keys:
         values = np.array([runs[n].get(key) or 0.0 for n in names])
-        ax.bar(range(len(names)), values, bottom=bottom, width=0.6, label=label(key))
+        ax.bar(range(len(names)), values, bottom=bottom, width=0.6, label=(labels or {}).get(key, label(key)))
         bottom += values
     ax.set_xticks(range(len(names)), names, rotation=20 if len(names) > 1 else 0,
                   ha="right" if len(names) > 1 else "center", fontsize=7)
@@ -237,6 +239,19 @@ def breakdown_bars(runs: dict[str, dict[str, float]], keys: list[str], ylabel: s
     handles, labels = ax.get_legend_handles_labels()  # top of the stack first, as drawn
     ax.legend(handles[::-1], labels[::-1], fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1),
               borderaxespad=0)
+    return _png(fig)
+
+
+def per_epoch(rows: pd.DataFrame, keys: list[str], labels: dict[str, str], ylabel: str, title: str) -> bytes:
+    """One line per column ``keys`` of ``rows`` against its ``epoch`` column (a log axis: the phases
+    of a training epoch span decades)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    for key in keys:
+        ax.plot(rows["epoch"], rows[key], "o-", label=labels[key])
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title, yscale="log")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    _legend_right(ax)
     return _png(fig)
 
 

@@ -8,6 +8,12 @@ a ``trace_command.sh`` (relative, quoted paths; ``NEUROSIM`` = the binary) and
 ``layers.parquet`` (per layer: shapes, scales, windows, the input bit activity of the written
 sample and averaged over the batch, the padding note). File formats: ``cimtool.neurosim.trace``; the
 record is written by ``cimtool.neurosim.record``.
+
+A V2.1 trace of a ``qat --mode onchip`` qmodel holds the record of every epoch its training recorded
+(``--record-every``), as V2.1's ``train.py`` writes one per epoch: the last is the record above,
+each earlier one the folder ``epoch<e>/`` of the same files, from that epoch's weights and
+weightOld (the weights before its last update); ``summary.epochs`` lists them, and each
+``trace_command.sh`` gives V2.1 its epoch.
 """
 
 from __future__ import annotations
@@ -19,7 +25,14 @@ from pathlib import Path
 from cimtool import artifacts
 from cimtool.checks import check_choice, check_range
 from cimtool.errors import CimtoolError
-from cimtool.neurosim.record import WEIGHT_BITS, onchip_training, write_record
+from cimtool.neurosim.record import (
+    V21_EPOCH,
+    WEIGHT_BITS,
+    epoch_folder,
+    onchip_training,
+    with_weights,
+    write_record,
+)
 from cimtool.neurosim.trace import FORMATS
 from cimtool.params import TraceParams  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput
@@ -47,7 +60,13 @@ def headline(artifact: artifacts.Artifact) -> str:
 
 
 def run(p: TraceParams, out: Path | None, root: Path, force: bool, reporter: Reporter) -> artifacts.Artifact:
-    from cimtool.models.io import model_splits, open_model, resolve_model, weights_before_update
+    from cimtool.models.io import (
+        model_splits,
+        onchip_epochs,
+        open_model,
+        resolve_model,
+        weights_before_update,
+    )
     from cimtool.train.batching import to_float
 
     validate(p)
@@ -71,6 +90,8 @@ def run(p: TraceParams, out: Path | None, root: Path, force: bool, reporter: Rep
                      "both")
     before = weights_before_update(source) if p.format == "v21" else None
     old_weights, old_from = before or (None, "the same weights (no update)")
+    epochs = (onchip_epochs(source) or {}) if p.format == "v21" else {}  # as V2.1's train.py, each priced
+    last = max(epochs, default=V21_EPOCH)
     name = f"{model_path.name}-{p.format}-w{p.weight_bits}a{p.input_bits}"
     output = StageOutput(KIND, out, root, name, force, inputs=[model_path], started=t_start)
     out = output.path
@@ -79,8 +100,14 @@ def run(p: TraceParams, out: Path | None, root: Path, force: bool, reporter: Rep
                  f"{p.weight_bits}/{p.input_bits} bits, sample {p.sample} of {p.batch_size} "
                  f"({p.split}) → {out}" + (f"; weightOld: {old_from}" if p.format == "v21" else ""))
     with output.writer(asdict(p)) as writer:
-        rows = write_record(model, spec, to_float(data.x[: p.batch_size]), p, writer.partial, old_weights,
-                            reporter.log)
+        x = to_float(data.x[: p.batch_size])
+        rows = write_record(model, spec, x, p, writer.partial, old_weights, reporter.log, last)
+        for epoch, weights in epochs.items():
+            if folder := epoch_folder(epoch, last):
+                (writer.partial / folder).mkdir()
+                twin = with_weights(model, {n: w for n, (w, _) in weights.items()})
+                write_record(twin, spec, x, p, writer.partial / folder,
+                             {n: old for n, (_, old) in weights.items()}, epoch=epoch)
         summary = {"format": p.format, "weight_bits": p.weight_bits, "input_bits": p.input_bits,
                    "n_layers": len(rows), "sample": p.sample, "batch_size": p.batch_size,
                    "activity_sample": [r["activity_sample"] for r in rows],
@@ -88,6 +115,7 @@ def run(p: TraceParams, out: Path | None, root: Path, force: bool, reporter: Rep
                    "padding_notes": sum(bool(r["padding_note"]) for r in rows)}
         if p.format == "v21":
             summary["weight_old"] = old_from
+            summary["epochs"] = list(epochs) or [V21_EPOCH]
             if training:  # what run-neurosim sets V2.1's training estimate from
                 summary["onchip_training"] = training
         return output.commit(writer, [source.as_input("model")], summary)

@@ -21,7 +21,14 @@ weight update (``--training-estimation off``: inference only); its "FPS" is epoc
 runs cellBit = the trace's WBITS, the only precision at which it maps the trained weights, and the
 card's write pulses (``build.check_v21_precision``, ``build.write_pulses``); these options are
 refused for V1.x, and records V2.1's training estimate cannot compute are refused before it is
-built (``build.check_v21``).
+built (``build.check_v21``). V2.1's subarrays have at least 32 columns (``build.v21_columns``).
+
+A V2.1 trace of an on-chip training holds a record per recorded epoch: ``--epochs all`` (default)
+runs V2.1 on each, as its ``train.py`` does every epoch, and writes ``epochs.parquet`` (one row per
+epoch: total, forward, activation-gradient, weight-gradient and weight-update latency and energy,
+DRAM transfers, leakage, TOPS/W; ``NeuroSim_Breakdown_Epock_<e>.csv`` and
+``stdout_epoch<e>.txt`` beside); ``--epochs last`` the last only. Everything else (``stdout.txt``,
+the tables, the summary) is the last epoch's.
 """
 
 from __future__ import annotations
@@ -43,8 +50,10 @@ from cimtool.stages.common import StageOutput
 from cimtool.ui import Reporter, plural
 
 KIND = "neurosim"
-_V21_ONLY = ("training_estimation", "train_batch", "iterations")  # RunParams set in V2.1's Param.cpp only
+# RunParams of V2.1's training estimate only (its Param.cpp, and the epochs it prices)
+_V21_ONLY = ("training_estimation", "train_batch", "iterations", "epochs")
 CHIPS = ("card", "release")
+EPOCHS = ("all", "last")  # --epochs: price every epoch the trace recorded, or its last
 _CARD_OPTIONS = ("device", "cell", "cell_bits", "adc_bits", "technode")  # what --chip card sets
 
 
@@ -69,6 +78,23 @@ def _release_chip(p: RunParams, source, version, training: dict):
     # inference.py --subArray does; V1.3 and V2.1 have both in Param.cpp
     names = () if version.subarray_on_argv else ("numRowSubArray", "numColSubArray")
     return base, names + (TRAINING if version.key == "v21" else ()), release
+
+
+def _v21_subarray(settings, network: list[list[float]], weight_bits: int, cmap, log):
+    """``settings`` with V2.1's subarray columns (``build.v21_columns``): refused for a cmap's arrays,
+    which the subarray is cell for cell."""
+    from cimtool.neurosim.build import v21_columns
+
+    rows = settings.numRowSubArray
+    cols = v21_columns(network, rows, weight_bits, settings.cellBit)
+    if cols == rows:
+        return settings
+    if cmap is not None:
+        raise CimtoolError(f"--cmap {cmap.path}: NeuroSim V2.1 needs subarrays of >= {cols} columns, the "
+                           f"cmap's arrays have {rows}; give --subarray instead")
+    log(f"[yellow]note: NeuroSim V2.1 runs {rows}x{cols} subarrays: its floorplan takes {rows} rows, its "
+        f"flip-flops need >= {cols} columns")
+    return dataclasses.replace(settings, numColSubArray=cols)
 
 
 def training_options(p: RunParams, onchip: dict) -> dict:
@@ -118,6 +144,9 @@ def headline(artifact: artifacts.Artifact) -> str:
     per = " per epoch" if s.get("epochs_per_s") is not None else ""
     rate = (f"{s['epochs_per_s']:.4g} epochs/s (of {s['train_batch']} x {s['iterations']} images)" if per
             else f"{s['fps']:.4g} FPS")
+    priced = s.get("epochs") or []
+    if len(priced) > 1:
+        rate += f"; epoch {priced[-1]}, the last of {len(priced)} priced (epochs.parquet)"
     return (f"[green]neurosim[/green] {artifact.path}  area {s['chip_area_um2']:.4g} um^2, "
             f"latency{per} {s['latency_ns']:.4g} ns, dynamic energy{per} {s['dynamic_energy_pj']:.4g} pJ"
             f"{leakage}, {s['tops_per_w']:.4g} TOPS/W, {rate} (NeuroSim {s.get('neurosim_version', '?')}, "
@@ -141,7 +170,8 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
         source_version,
     )
     from cimtool.neurosim.caveats import explain
-    from cimtool.neurosim.results import TRAINING_METRICS, parse_stdout
+    from cimtool.neurosim.record import V21_EPOCH, epoch_folder
+    from cimtool.neurosim.results import EPOCH_METRICS, TRAINING_METRICS, parse_stdout
     from cimtool.neurosim.results import run as run_binary
     from cimtool.neurosim.runner import HEADLINE, argv, check_complete, check_physical, fitting, network_rows
 
@@ -174,6 +204,9 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
     if version.key != "v21" and given:
         raise CimtoolError(f"{' '.join(given)}: options of V2.1's training estimate; NeuroSim "
                            f"{version.name} estimates inference only")
+    check_choice("--epochs", p.epochs, EPOCHS)
+    recorded_epochs = trace.summary.get("epochs") or [V21_EPOCH]  # a V2.1 trace's on-chip epochs
+    priced = recorded_epochs[-1:] if p.epochs == "last" else recorded_epochs
     wbits = trace.params["weight_bits"]
     onchip = trace.summary.get("onchip_training") or {}  # the run V2.1's epoch is priced as
     training = training_options(p, onchip)
@@ -212,6 +245,8 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
         if version.key == "v21":  # a given binary has its own Param.cpp
             check_v21_precision(settings, wbits, p.cell_bits is not None)
             check_v21(network, settings.trainingEstimation, settings.batchSize, settings.cellBit)
+            settings = _v21_subarray(settings, network, wbits, cmap, reporter.log)
+            cols = settings.numColSubArray
         binary = build(found, cache_root(p.cache_dir), reporter.log, version.patched)
         applied = True
     chip_name = card.name if p.chip == "card" else f"release-{version.key}"
@@ -228,32 +263,47 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
               "version": version.key, "settings": recorded, "settings_applied": applied,
               "card": card.to_dict() if p.chip == "card" else None}
     with output.writer(params) as writer:
+        bits = trace.params["weight_bits"], trace.params["input_bits"]
+        env = setting_env(settings, names) if applied else None
+        work = writer.scratch / "run"  # V2.1 writes its CSVs into the working directory, one per epoch
+        (work / "NeuroSim_Results_Each_Epoch").mkdir(parents=True)
+        stdouts: dict[int, str] = {}
         with reporter.progress() as progress:
-            task = progress.add_task("NeuroSim", total=len(layers), status="floorplan")
+            task = progress.add_task("NeuroSim", total=len(layers) * len(priced), status="floorplan")
+            for n, epoch in enumerate(priced):
+                done = n * len(layers)
+                label = f"epoch {epoch}: " if len(priced) > 1 else ""
 
-            def on_line(line: str) -> None:
-                if "Estimation of Layer" in line:
-                    progress.update(task, completed=int(line.split("Layer")[1].split()[0]) - 1,
-                                    status=line.strip(" -\n"))
-                elif "Summary" in line:
-                    progress.update(task, completed=len(layers), status="summary")
+                def on_line(line: str, done=done, label=label) -> None:
+                    if "Estimation of Layer" in line:
+                        progress.update(task, completed=done + int(line.split("Layer")[1].split()[0]) - 1,
+                                        status=label + line.strip(" -\n"))
+                    elif "Summary" in line:
+                        progress.update(task, completed=done + len(layers), status=label + "summary")
 
-            work = writer.scratch / "run"  # V2.1 writes its CSVs into the working directory
-            (work / "NeuroSim_Results_Each_Epoch").mkdir(parents=True)
-            # absolute paths: NeuroSim runs in a scratch directory
-            bits = trace.params["weight_bits"], trace.params["input_bits"]
-            args = argv(str(binary), *bits, layers, version, subarray,
-                        lambda name: str(trace.file(name).resolve()))
-            env = setting_env(settings, names) if applied else None
-            stdout = run_binary(args, work, p.timeout, on_line, settings.numRowSubArray if applied else None,
-                                fitting(network, bits[0], settings.cellBit), env)
-        writer.path("stdout.txt").write_text(stdout)
+                folder = epoch_folder(epoch, recorded_epochs[-1])
+
+                def record_path(name: str, folder=folder) -> str:  # absolute: NeuroSim runs in scratch
+                    return str(trace.file(f"{folder}/{name}" if folder else name).resolve())
+
+                rows = pq.read_table(record_path("layers.parquet")).to_pylist() if folder else layers
+                args = argv(str(binary), *bits, rows, version, subarray, record_path, epoch)
+                stdouts[epoch] = run_binary(args, work, p.timeout, on_line,
+                                            settings.numRowSubArray if applied else None,
+                                            fitting(network, bits[0], settings.cellBit), env)
         for produced in [work / "NeuroSim_Output.csv", *work.glob("NeuroSim_Results_Each_Epoch/*.csv")]:
             if produced.is_file():
                 shutil.copy2(produced, writer.path(produced.name))
-        parsed = parse_stdout(stdout)
-        check_complete(parsed, stdout)
-        check_physical(parsed, stdout)
+        per_epoch = []
+        for epoch, text in stdouts.items():
+            writer.path("stdout.txt" if epoch == priced[-1] else f"stdout_epoch{epoch}.txt").write_text(text)
+            parsed = parse_stdout(text)
+            check_complete(parsed, text)
+            check_physical(parsed, text)
+            per_epoch.append({"epoch": epoch, **{m: parsed.chip_value(m) for m in EPOCH_METRICS}})
+        if version.key == "v21":  # figures per epoch of train_batch × iterations images, as train.py's rows
+            pq.write_table(pa.Table.from_pylist(per_epoch), writer.path("epochs.parquet"))
+        parsed = parse_stdout(stdouts[priced[-1]])  # the manifest and summary: the last epoch
         pq.write_table(pa.Table.from_pylist(parsed.chip), writer.path("summary.parquet"))
         pq.write_table(pa.Table.from_pylist([parsed.layers[k] for k in sorted(parsed.layers)]),
                        writer.path("layers.parquet"))
@@ -262,7 +312,7 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
             {"settings": recorded, "applied": applied, "version": version.key, "chip": p.chip,
              **({"card": card.to_dict()} if p.chip == "card" else {"release_param_cpp": release}),
              "patched": list(names) if applied else [], "subarray_auto": p.subarray is None and not cmap,
-             "arguments": argv("main", *bits, layers, version, subarray)[1:]},
+             "arguments": argv("main", *bits, layers, version, subarray, epoch=priced[-1])[1:]},
             indent=2, sort_keys=True, default=str)
             + "\n")
         kept = (*HEADLINE, "neurosim_leakage_energy_pj", "leakage_power_uw")
@@ -277,7 +327,7 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
         if version.key == "v21":  # figures per epoch of train_batch × iterations images
             summary.update(training_estimation=p.training_estimation, train_batch=settings.batchSize,
                            iterations=settings.numIteration,
-                           training_from=training_sources(p, onchip),
+                           training_from=training_sources(p, onchip), epochs=priced,
                            epochs_per_s=summary["fps"] if settings.trainingEstimation else None,
                            dram_energy_pj=parsed.chip_value("dram_energy_pj"),
                            dram_latency_ns=parsed.chip_value("dram_latency_ns"),
