@@ -356,6 +356,8 @@ def test_v21_recipe_end_to_end_is_reproducible(cli, default_model, tmp_path):
     same bytes from the same seed."""
     from safetensors.numpy import load_file
 
+    from cimtool.models.io import weights_before_update
+
     runs = []
     for name in ("a", "b"):
         result = cli("qat", "--mode", "onchip", "--recipe", "v21", "--device", "ag_asi", "--epochs", "2",
@@ -366,5 +368,6 @@ def test_v21_recipe_end_to_end_is_reproducible(cli, default_model, tmp_path):
     metrics = pq.read_table(runs[0].file("metrics.parquet")).to_pandas()
     assert list(metrics["lr"]) == [1.0, 1.0]
     assert not load_file(str(runs[0].file("weights.safetensors")))["head.0.bias"].any()
+    assert "V2.1's oldWeight" in weights_before_update(runs[0])[1]
     for name in ("weights.safetensors", "metrics.parquet", "dist.parquet", "onchip_epochs.safetensors"):
         assert runs[0].file(name).read_bytes() == runs[1].file(name).read_bytes(), name

@@ -12,6 +12,7 @@ Modes (``MODES``):
   re-initialised and trained with device updates only (momentum, QG pulses along the card's
   LTP/LTD curves, stochastic rounding, C2C write noise); the same run with a linear device
   (NL = 0) is reported beside it. Per-epoch weight/update distributions go to ``dist.parquet``.
+  ``--recipe v21`` runs DNN+NeuroSim V2.1 train.py's own loop (``cimtool/train/onchip.py`` ``RECIPES``).
 
 The artifact (``qmodel``) stores the float master weights (they map onto the levels with the
 recorded mapping options; ``map-weights`` uses them by default) and an evaluation table: float,
@@ -138,7 +139,7 @@ class Outcome:
     timing: list[dict[str, Any]] = field(default_factory=list)
     dists: list[dict[str, Any]] = field(default_factory=list)  # onchip: weight/update histograms
     extra: dict[str, float] = field(default_factory=dict)  # further test accuracies to report
-    # onchip: epoch → layer → (weight, weight before the epoch's last update)
+    # onchip: epoch → layer → (weight, its weightOld: OnchipTrainer.realised)
     epochs: dict[int, dict[str, tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
 
 

@@ -257,8 +257,8 @@ def train_onchip(net: nn.Module, layers: list[str], alphas: dict[str, float], tr
                  val: TensorData, cfg: OnchipConfig, reporter: Reporter) -> tuple[list, list, dict]:
     """Train ``net`` (a crossbar head on features, or a whole CNN on images) in place.
 
-    Returns (per-epoch metrics, distribution rows, epoch → layer → (weight, weight before the epoch's
-    last update) of every ``cfg.record_every``-th epoch and the last)."""
+    Returns (per-epoch metrics, distribution rows, epoch → layer → ``OnchipTrainer.realised()`` of
+    every ``cfg.record_every``-th epoch and the last)."""
     trainer = OnchipTrainer(net, layers, alphas, cfg)
     metrics: list[dict[str, Any]] = []
     dists: list[dict[str, Any]] = []
