@@ -371,3 +371,14 @@ def test_v21_recipe_end_to_end_is_reproducible(cli, default_model, tmp_path):
     assert "V2.1's oldWeight" in weights_before_update(runs[0])[1]
     for name in ("weights.safetensors", "metrics.parquet", "dist.parquet", "onchip_epochs.safetensors"):
         assert runs[0].file(name).read_bytes() == runs[1].file(name).read_bytes(), name
+
+
+def test_grad_scale_is_divided_by_8_after_each_decay_epoch():
+    """V2.1 train.py: ``if epoch in decreasing_lr: grad_scale /= 8`` at the start of epoch (from 0)
+    200 and 250, i.e. after 200 and 250 epochs."""
+    from cimtool.train.onchip import OnchipConfig, grad_scale
+
+    cfg = OnchipConfig(lr=1.0, lr_decay_epochs=(2, 3))
+    assert [grad_scale(cfg, epoch) for epoch in range(1, 6)] == [1.0, 1.0, 1 / 8, 1 / 64, 1 / 64]
+    default = OnchipConfig(lr=0.25)  # decreasing_lr 200,250
+    assert grad_scale(default, 200) == 0.25 and grad_scale(default, 201) == 0.25 / 8
