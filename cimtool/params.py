@@ -286,22 +286,36 @@ class QatParams:
     epochs: int = option(30, panel="Training", help="Fine-tuning epochs.")
     lr: float | None = option(None, panel="Training", help="Peak learning rate per 256 samples (default: "
                                                            "the model's training LR x 0.25); for --mode "
-                                                           "onchip the QG gradient scale (default 0.25).")
+                                                           "onchip the QG gradient scale (default 0.25, "
+                                                           "--recipe v21: 1).")
     batch_size: int = option(128, panel="Training", help="Mini-batch size.")
     noise_scale: float = option(1.0, panel="Training", help="Scale of the card's sigmas in --mode noise "
                                                             "training.")
     grad_bits: int = option(5, panel="On-chip", help="WAGE gradient bits (--mode onchip).")
     nl_d2d: float = option(0.0, panel="On-chip", help="Device-to-device spread (σ) of the LTP/LTD "
                                                       "nonlinearity.")
-    record_every: int = option(1, panel="On-chip", help="Record the crossbar weights (and those before "
-                                                        "each epoch's last update) every this many "
-                                                        "epochs and at the last, for NeuroSim V2.1's "
-                                                        "per-epoch PPA (neurosim-trace --format v21).")
+    record_every: int = option(1, panel="On-chip", help="Record the crossbar weights (and their "
+                                                        "weightOld: before each epoch's last update; "
+                                                        "--recipe v21: V2.1's param + grad) every this "
+                                                        "many epochs and at the last, for NeuroSim "
+                                                        "V2.1's per-epoch PPA (neurosim-trace --format "
+                                                        "v21).")
     trials: int = option(10, help="Monte Carlo chips for the plain vs new comparison on the array simulator.")
     data_dir: str | None = data_dir_option()
     seed: int = seed_option()
     calibration_samples: int = calibration_samples_option()
     torch_device: str = torch_device_option()
+    recipe: str = option("cimtool", panel="On-chip", help="The --mode onchip loop: cimtool (cross-entropy, "
+                                                          "plain momentum, digital biases) "
+                                                          "or v21 (DNN+NeuroSim V2.1 train.py's: SSE loss, "
+                                                          "WAGE activation/error rounding, the velocity "
+                                                          "renormalised by QG and reset every epoch, "
+                                                          "biases at 0; --lr default 1); see "
+                                                          "docs/physics.md#on-chip-training.")
+    lr_decay_epochs: tuple[int, ...] = numbers_option((200, 250), int, panel="On-chip",
+                                                      help="After each of these many epochs the --mode "
+                                                           "onchip QG gradient scale (--lr) is divided "
+                                                           "by 8 (V2.1 train.py --decreasing_lr).")
 
 
 TWIN = "Training the twin (--train-epochs)"

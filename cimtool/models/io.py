@@ -65,8 +65,8 @@ def save_onchip_epochs(directory: Path, epochs: dict[int, dict[str, tuple[Any, A
 
 
 def onchip_epochs(artifact: Artifact) -> dict[int, dict[str, tuple[Any, Any]]] | None:
-    """epoch → layer name → (weight, weight before the epoch's last update) as numpy, of a
-    ``qat --mode onchip`` qmodel, in epoch order; None for any other artifact."""
+    """epoch → layer name → (weight, its weightOld) as numpy, of a ``qat --mode onchip`` qmodel, in
+    epoch order; None for any other artifact."""
     from safetensors.numpy import load_file
 
     if artifact.kind != "qmodel" or ONCHIP_EPOCHS not in artifact.manifest.get("files", {}):
@@ -86,15 +86,17 @@ def onchip_epochs(artifact: Artifact) -> dict[int, dict[str, tuple[Any, Any]]] |
 
 def weights_before_update(artifact: Artifact) -> tuple[dict[str, Any], str] | None:
     """(layer name → weight as numpy, where they come from) of what a qmodel's training updated
-    from: the weights before its last on-chip update (qat --mode onchip), else its source model's
+    from: the weightOld of its last on-chip update (qat --mode onchip), else its source model's
     (a fine-tuned model); None for a plain model."""
     if artifact.kind != "qmodel":
         return None
     epochs = onchip_epochs(artifact)
     if epochs:
         last = epochs[max(epochs)]
-        return ({name: old for name, (_, old) in last.items()},
-                "the weights before the last on-chip update (qat --mode onchip)")
+        what = ("the weights after the last on-chip update plus that update (V2.1's oldWeight, qat "
+                "--mode onchip --recipe v21)" if artifact.params.get("recipe") == "v21"
+                else "the weights before the last on-chip update (qat --mode onchip)")
+        return {name: old for name, (_, old) in last.items()}, what
     ref = next((i for i in artifact.manifest.get("inputs", []) if i.get("role") == "model"), None)
     if ref is None:
         return None

@@ -7,9 +7,9 @@ Weights live in the device's normalised range ``[−1, 1]``. Formulas (docs/phys
 ``B = 2/(1 − e^(−N/A))``. ``QG`` turns a gradient into pulses ``Δp = round(g/2·N)``, moves the
 device along its LTP or LTD curve and returns ``SR(origin − C(x_new))/S(b_G)``.
 
-Unlike the reference code: every random draw takes an explicit ``torch.Generator`` (seeded) and
-is made on the tensor's device (the generator must be on it too), and an all-zero gradient returns
-a zero update instead of failing an assert.
+Unlike the reference code: every random draw takes an explicit ``torch.Generator`` (seeded, on the
+tensors' device: the draws land where the weights are), an all-zero gradient returns a zero update
+instead of failing an assert, and nothing here moves tensors between devices.
 """
 
 from __future__ import annotations
@@ -64,11 +64,33 @@ def QE(x: torch.Tensor, bits: int) -> torch.Tensor:
     return Q(C(x / shift(max_entry), bits), bits)
 
 
+class _Rounding(torch.autograd.Function):
+    """Forward Q(x, b_A) (b_A = −1: x); backward QE(error, b_E) (b_E = −1: the error as it is)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, bits_a: int, bits_e: int) -> torch.Tensor:
+        ctx.bits_e = bits_e
+        return x.clone() if bits_a == -1 else Q(x, bits_a)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return (grad if ctx.bits_e == -1 else QE(grad, ctx.bits_e)), None, None
+
+
+def WAGEQuantizer_f(x: torch.Tensor, bits_a: int, bits_e: int) -> torch.Tensor:
+    """A layer's output: clipped (C, the gradient stops outside) and rounded to ``bits_a``, its error
+    rounded to ``bits_e`` on the way back (V2.1 wage_quantizer.py ``WAGEQuantizer_f``)."""
+    if bits_a != -1:
+        x = C(x, bits_a)
+    return _Rounding.apply(x, bits_a, bits_e)
+
+
 def W(x: torch.Tensor, grad: torch.Tensor, bits: int, sigma_c2c: float, gen: torch.Generator) -> torch.Tensor:
     """Cycle-to-cycle write noise on the updated cells only, then clip to the device range."""
     if sigma_c2c > 0:
         noise = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
-        x = x + noise * (2 * sigma_c2c) * torch.sign(grad.abs())  # N(0, 2σ)
+        noise = noise * (2 * sigma_c2c)  # N(0, 2σ)
+        x = x + noise * torch.sign(grad.abs())
     return C(x, bits)
 
 

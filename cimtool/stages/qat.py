@@ -12,6 +12,7 @@ Modes (``MODES``):
   re-initialised and trained with device updates only (momentum, QG pulses along the card's
   LTP/LTD curves, stochastic rounding, C2C write noise); the same run with a linear device
   (NL = 0) is reported beside it. Per-epoch weight/update distributions go to ``dist.parquet``.
+  ``--recipe v21`` runs DNN+NeuroSim V2.1 train.py's own loop (``cimtool/train/onchip.py`` ``RECIPES``).
 
 The artifact (``qmodel``) stores the float master weights (they map onto the levels with the
 recorded mapping options; ``map-weights`` uses them by default) and an evaluation table: float,
@@ -48,10 +49,10 @@ from cimtool.stats import mean_std
 from cimtool.train.batching import TensorData, to_float
 from cimtool.train.distributed import SINGLE, Ranks, launched, process_group
 from cimtool.train.loop import TrainConfig, evaluate, fit
+from cimtool.train.onchip import RECIPES, OnchipConfig, logits_of, train_onchip
 from cimtool.ui import Reporter, plural
 
 KIND = "qmodel"
-ONCHIP_LR = 0.25  # default QG gradient scale of --mode onchip
 FINE_TUNE_LR_FACTOR = 0.25  # default fine-tuning LR = the model's training LR × this
 
 
@@ -73,6 +74,9 @@ def validate(p: QatParams) -> None:
         raise CimtoolError(f"--nl-d2d must be >= 0, got {p.nl_d2d}")
     if not 0 <= p.seed < 2**32:
         raise CimtoolError(f"--seed must be in [0, 2**32), got {p.seed}")
+    check_choice("--recipe", p.recipe, RECIPES)
+    for epoch in p.lr_decay_epochs:
+        check_range("--lr-decay-epochs", epoch, 1)
 
 
 def _features(model, data: TensorData, batch_size: int = 4096) -> TensorData:
@@ -135,7 +139,7 @@ class Outcome:
     timing: list[dict[str, Any]] = field(default_factory=list)
     dists: list[dict[str, Any]] = field(default_factory=list)  # onchip: weight/update histograms
     extra: dict[str, float] = field(default_factory=dict)  # further test accuracies to report
-    # onchip: epoch → layer → (weight, weight before the epoch's last update)
+    # onchip: epoch → layer → (weight, its weightOld: OnchipTrainer.realised)
     epochs: dict[int, dict[str, tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
 
 
@@ -166,8 +170,6 @@ def _finetune(job: Job) -> Outcome:
 
 def _onchip(job: Job) -> Outcome:
     """Train the crossbar layers on chip with the card's curves, and once more with a linear device."""
-    from cimtool.train.onchip import OnchipConfig, logits_of, train_onchip
-
     p, card = job.p, job.card
     model = copy.deepcopy(job.model)
     if job.head_only:
@@ -187,7 +189,8 @@ def _onchip(job: Job) -> Outcome:
         cfg = OnchipConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, weight_bits=bits,
                            grad_bits=p.grad_bits, nl_ltp=nl_ltp, nl_ltd=nl_ltd, nl_d2d=p.nl_d2d,
                            pulses_ltp=card.pulses_ltp, pulses_ltd=card.pulses_ltd, c2c=card.c2c_sigma,
-                           seed=p.seed, record_every=p.record_every)
+                           seed=p.seed, record_every=p.record_every, recipe=p.recipe,
+                           lr_decay_epochs=p.lr_decay_epochs)
         metrics, dists, recorded = train_onchip(trained, layers, alphas, inputs["train"], inputs["val"], cfg,
                                               job.reporter)
         with torch.no_grad():
@@ -240,7 +243,7 @@ def _run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repo
     source, model, spec = open_model(model_path)
     if p.lr is None:
         default = MODELS[spec["model"]].default_lr * FINE_TUNE_LR_FACTOR
-        p = replace(p, lr=ONCHIP_LR if p.mode == "onchip" else default)
+        p = replace(p, lr=RECIPES[p.recipe].lr if p.mode == "onchip" else default)
     p = replace(p, model=str(model_path))
     device_name, card = resolve_card(p.mapping.device, [source], reporter.log)
     p = replace(p, mapping=replace(p.mapping, device=device_name))
