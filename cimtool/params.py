@@ -310,7 +310,9 @@ class QatParams:
                                                           "or v21 (DNN+NeuroSim V2.1 train.py's: SSE loss, "
                                                           "WAGE activation/error rounding, the velocity "
                                                           "renormalised by QG and reset every epoch, "
-                                                          "biases at 0; --lr default 1); see "
+                                                          "biases at 0; --lr default 1) or v21_init "
+                                                          "(v21 from V2.1's own initial weights and "
+                                                          "power-of-two layer scales); see "
                                                           "docs/physics.md#on-chip-training.")
     lr_decay_epochs: tuple[int, ...] = numbers_option((200, 250), int, panel="On-chip",
                                                       help="After each of these many epochs the --mode "

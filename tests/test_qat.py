@@ -105,7 +105,7 @@ def test_qmodel_is_reproducible_and_maps(qmodels, cli, tmp_path):
     (["--noise-scale", "-1"], "--noise-scale must be >= 0"),
     (["--weight-bits", "0"], "--weight-bits must be in 1..15"),
     (["--device", "unobtainium"], "unknown --device 'unobtainium'"),
-    (["--mode", "onchip", "--recipe", "v22"], "unknown --recipe 'v22' (choose from: cimtool, v21)"),
+    (["--mode", "onchip", "--recipe", "v22"], "unknown --recipe 'v22' (choose from: cimtool, v21, v21_init)"),
     (["--mode", "onchip", "--lr-decay-epochs", "200,0"], "--lr-decay-epochs must be at least 1"),
 ])
 def test_bad_input(cli, default_model, tmp_path, args, pattern):

@@ -299,6 +299,43 @@ def test_v21_recipe_steps_exactly_as_v21_train_py(tmp_path):
         assert 0 < changed < 1, name  # the steps moved some weights, not all
 
 
+_V21_INIT = r"""
+import sys
+import numpy as np, torch
+sys.path.insert(0, sys.argv[1])
+from utee import wage_initializer
+out = {}
+torch.manual_seed(3)
+for name, shape, bits in (("conv", (16, 8, 3, 3), 5), ("fc", (10, 64), 7), ("wide", (10, 4096), 5)):
+    weight = torch.empty(shape)
+    out[f"scale:{name}"] = np.array(wage_initializer.wage_init_(weight, bits, factor=1.0))
+    out[name] = weight.numpy()
+np.savez(sys.argv[2], **out)
+"""
+
+
+def test_v21_recipe_starts_from_v21s_weights_and_layer_scales(tmp_path):
+    """``wage_init`` draws what V2.1's QConv2d/QLinear start from (wage_init_, factor 1.0), with the
+    layer scale α = 1/scale it divides their outputs by, from the same global seed."""
+    import subprocess
+    import sys
+
+    from cimtool.train.onchip import wage_init
+
+    script = tmp_path / "init.py"
+    script.write_text(_V21_INIT)
+    subprocess.run([sys.executable, str(script), str(_v21_training()), str(tmp_path / "ref.npz")],
+                   check=True, capture_output=True)
+    ref = np.load(tmp_path / "ref.npz")
+    layers = (("conv", torch.nn.Conv2d(8, 16, 3), 5), ("fc", torch.nn.Linear(64, 10), 7),
+              ("wide", torch.nn.Linear(4096, 10), 5))
+    torch.manual_seed(3)
+    for name, module, bits in layers:
+        alpha = wage_init(module, bits)
+        assert alpha == 1 / float(ref[f"scale:{name}"])
+        assert np.array_equal(module.weight.detach().numpy() / alpha, ref[name])  # device units
+
+
 def test_default_recipe_differs_from_v21_in_the_documented_ways():
     """One step of each recipe from the same weights and batch (with biases). The default: the
     batch's summed cross-entropy, velocity α_m·∂L/∂w, biases trained, old weight = before the update,
@@ -373,6 +410,18 @@ def test_v21_recipe_end_to_end_is_reproducible(cli, default_model, tmp_path):
         assert runs[0].file(name).read_bytes() == runs[1].file(name).read_bytes(), name
 
 
+def test_v21_init_recipe_trains_on_v21s_layer_scale(cli, default_model, tmp_path):
+    """`--recipe v21_init`: the head (fan_in 64, 7-bit weights) starts as V2.1's layer would, scale 2,
+    so its realised weights are α·QW(w) = k/128 with |k| < 64."""
+    from safetensors.numpy import load_file
+
+    result = cli("qat", "--mode", "onchip", "--recipe", "v21_init", "--device", "ag_asi", "--epochs", "1",
+                 "--trials", "1", "--model", default_model[0].path, "--out", tmp_path / "q", "--quiet")
+    assert result.code == 0, result.err
+    w = load_file(str(artifacts.load(tmp_path / "q", "qmodel").file("weights.safetensors")))["head.0.weight"]
+    assert np.abs(w).max() < 0.5 and np.array_equal(w * 128, np.round(w * 128))
+
+
 def test_grad_scale_is_divided_by_8_after_each_decay_epoch():
     """V2.1 train.py: ``if epoch in decreasing_lr: grad_scale /= 8`` at the start of epoch (from 0)
     200 and 250, i.e. after 200 and 250 epochs."""
@@ -382,3 +431,24 @@ def test_grad_scale_is_divided_by_8_after_each_decay_epoch():
     assert [grad_scale(cfg, epoch) for epoch in range(1, 6)] == [1.0, 1.0, 1 / 8, 1 / 64, 1 / 64]
     default = OnchipConfig(lr=0.25)  # decreasing_lr 200,250
     assert grad_scale(default, 200) == 0.25 and grad_scale(default, 201) == 0.25 / 8
+
+
+def test_onchip_writes_draw_the_cards_variation_model():
+    """A range card's writes are V2.1's W (N(0, 2σ) over [−1, 1]); a lognormal card's draw σ of ln G
+    on the written cells only, G = g_min + (w + 1)/2·(g_max − g_min)."""
+    from cimtool.train.onchip import OnchipConfig, OnchipTrainer
+
+    target, update = torch.zeros(200_000), torch.ones(200_000)
+    update[:1000] = 0  # cells this step does not write
+    for model in ("range", "lognormal"):
+        cfg = OnchipConfig(weight_bits=7, c2c=0.05, variation_model=model, g_ratio=0.1, seed=5)
+        trainer = OnchipTrainer(torch.nn.Sequential(torch.nn.Linear(4, 4)), ["0"], {"0": 1.0}, cfg)
+        written = trainer._written(target, update)
+        assert torch.equal(written[:1000], target[:1000])
+        if model == "range":
+            expected = wage.W(target, update, 7, 0.05, torch.Generator().manual_seed(5))
+            assert torch.equal(written, expected)
+        else:
+            g = 0.1 + (written[1000:] + 1) / 2 * 0.9  # back to G/g_max
+            assert float(torch.log(g).std()) == pytest.approx(0.05, rel=0.01)
+            assert float(torch.log(g).mean()) == pytest.approx(np.log(0.55), abs=1e-3)

@@ -49,7 +49,7 @@ from cimtool.stats import mean_std
 from cimtool.train.batching import TensorData, to_float
 from cimtool.train.distributed import SINGLE, Ranks, launched, process_group
 from cimtool.train.loop import TrainConfig, evaluate, fit
-from cimtool.train.onchip import RECIPES, OnchipConfig, logits_of, train_onchip
+from cimtool.train.onchip import RECIPES, OnchipConfig, logits_of, train_onchip, wage_init
 from cimtool.ui import Reporter, plural
 
 KIND = "qmodel"
@@ -186,9 +186,12 @@ def _onchip(job: Job) -> Outcome:
         for module in trained.modules():
             if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
                 module.reset_parameters()
+        if RECIPES[p.recipe].wage_init:
+            alphas = {name: wage_init(trained.get_submodule(name), bits) for name in layers}
         cfg = OnchipConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, weight_bits=bits,
                            grad_bits=p.grad_bits, nl_ltp=nl_ltp, nl_ltd=nl_ltd, nl_d2d=p.nl_d2d,
                            pulses_ltp=card.pulses_ltp, pulses_ltd=card.pulses_ltd, c2c=card.c2c_sigma,
+                           variation_model=card.variation_model, g_ratio=card.g_min / card.g_max,
                            seed=p.seed, record_every=p.record_every, recipe=p.recipe,
                            lr_decay_epochs=p.lr_decay_epochs)
         metrics, dists, recorded = train_onchip(trained, layers, alphas, inputs["train"], inputs["val"], cfg,

@@ -11,7 +11,7 @@ and ``v21``, train.py's loop).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
 from cimtool.nn import wage
+from cimtool.nn.variation import vary_state
 from cimtool.train.batching import TensorData, to_float
 from cimtool.ui import Reporter
 
@@ -52,17 +53,35 @@ class Recipe:
     writes_after_updates: bool  # QG for every layer, last first, then every write (V2.1's order)
     old_is_intended: bool  # the recorded old weight is w + update (V2.1's oldWeight), else w before
     digital_biases: bool  # momentum SGD on the biases; else biases fixed at 0 (V2.1's have none)
+    wage_init: bool  # V2.1's fresh weights and power-of-two layer scale (``wage_init``); else α = max|W|
 
 
 RECIPES = {
     "cimtool": Recipe(loss=cross_entropy, reduction="mean", lr=0.25, renormalise_velocity=False,
                       reset_velocity=False, wage_bits=None, realised_gradient=False, one_max_level=False,
-                      writes_after_updates=False, old_is_intended=False, digital_biases=True),
+                      writes_after_updates=False, old_is_intended=False, digital_biases=True,
+                      wage_init=False),
     # V2.1 train.py's defaults: --grad_scale 1, --wl_activate 8, --wl_error 8
     "v21": Recipe(loss=sse, reduction="sum", lr=1.0, renormalise_velocity=True, reset_velocity=True,
                   wage_bits=(8, 8), realised_gradient=True, one_max_level=True, writes_after_updates=True,
-                  old_is_intended=True, digital_biases=False),
+                  old_is_intended=True, digital_biases=False, wage_init=False),
 }
+# train.py's loop on V2.1's own layer start (its constant is tuned for 5-bit weights)
+RECIPES["v21_init"] = replace(RECIPES["v21"], wage_init=True)
+
+
+def wage_init(module: nn.Module, bits: int) -> float:
+    """Draw ``module``'s weight as V2.1's layers start (utee/wage_initializer.py ``wage_init_``, with
+    the ``factor=1.0`` its QConv2d/QLinear pass) and return its layer scale α = 1/scale (V2.1's layers
+    compute ``conv(x, Q(w))/scale``): L = √(3/fan_in), W_m = 1.5·16/2^(b−1), scale = max(2^round(log2
+    (W_m/L)), 1), w ~ U(±max(W_m, L)) in device units, from torch's global generator as V2.1 draws."""
+    fan_in = module.weight[0].numel()
+    limit = float(np.sqrt(3.0 / fan_in))
+    w_m = 1.5 * 16 / 2 ** (bits - 1)  # V2.1's constant "beta = 1.5*16", whatever the weight bits
+    scale = max(2.0 ** round(float(np.log2(w_m / limit))), 1.0)
+    with torch.no_grad():
+        module.weight.uniform_(-max(w_m, limit), max(w_m, limit)).div_(scale)  # α·w: α a power of two
+    return 1.0 / scale
 
 
 def renormalised(v: torch.Tensor) -> torch.Tensor:
@@ -87,7 +106,9 @@ class OnchipConfig:
     nl_d2d: float = 0.0  # device-to-device spread of NL
     pulses_ltp: int = 32
     pulses_ltd: int = 32
-    c2c: float = 0.0  # σ of the write noise, as a fraction of the range
+    c2c: float = 0.0  # σ of the write noise (the card's C2C)
+    variation_model: str = "range"  # the card's: "range" (σ of the range, V2.1's W) or "lognormal"
+    g_ratio: float = 0.0  # g_min/g_max: where a lognormal draw sits on the conductance scale
     seed: int = 0
     record_every: int = 1  # record the weights every this many epochs (and the last)
     recipe: str = "cimtool"  # a key of RECIPES
@@ -212,9 +233,18 @@ class OnchipTrainer:
     def _write(self, name: str, update: torch.Tensor) -> None:
         w = self.params[name]
         before = w.detach().clone()
-        w.copy_(wage.W(w - update, update, self.cfg.weight_bits, self.cfg.c2c, self.gen))
+        w.copy_(self._written(w - update, update))
         self.old[name] = w + update if self.recipe.old_is_intended else before  # V2.1: param + grad
         self.deltas[name].append(update.flatten())
+
+    def _written(self, target: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        """The weights the written cells reach: the card's C2C on each (cimtool/nn/variation.py)."""
+        cfg = self.cfg
+        if cfg.variation_model == "range":  # V2.1's W: N(0, 2σ) over [−1, 1] is σ of the range
+            return wage.W(target, update, cfg.weight_bits, cfg.c2c, self.gen)
+        # w ∈ [−1, 1] is one device's state u = (w + 1)/2 between g_min and g_max (V2.1's mapping)
+        noisy = 2 * vary_state((target + 1) / 2, cfg.c2c, cfg.variation_model, cfg.g_ratio, 1.0, self.gen) - 1
+        return wage.C(torch.where(update != 0, noisy, target), cfg.weight_bits)
 
     def distributions(self, epoch: int) -> list[dict[str, Any]]:
         """NeuroSim V2.1's weight_dist / delta_dist of this epoch (and resets the update record)."""
