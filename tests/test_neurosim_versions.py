@@ -665,7 +665,7 @@ def test_v21_prices_the_onchip_trained_weights_with_the_cards_pulses(model, cifa
 WIDE_CNN = [[28, 28, 1, 3, 3, 64, 1, 1], [14, 14, 64, 3, 3, 64, 1, 1], [1, 1, 3136, 1, 1, 10, 0, 1]]
 
 
-def _v21_epoch(binary, directory, weights, old, bits, card, cell_bits):
+def _v21_epoch(binary, directory, weights, old, bits, card, cell_bits, technode=22):
     """V2.1's chip figures for WIDE_CNN with these weights (and weightOld) files, inputs already there."""
     from cimtool.neurosim.results import parse_stdout
     from cimtool.neurosim.runner import estimate
@@ -674,11 +674,42 @@ def _v21_epoch(binary, directory, weights, old, bits, card, cell_bits):
         np.savetxt(directory / f"weight{k}.csv", w, delimiter=",", fmt="%10.5f")
         np.savetxt(directory / f"weightOld{k}.csv", o, delimiter=",", fmt="%10.5f")
     settings = dataclasses.replace(
-        ns_build.NeuroSimSettings.from_card(card, "rram", cell_bits, None, 32, 22, True, 128, 28),
+        ns_build.NeuroSimSettings.from_card(card, "rram", cell_bits, None, 32, technode, True, 128, 28,
+                                            wire_width=ns_build.BY_KEY["v21"].wire_width),
         numRowSubArray=32, numColSubArray=32)
     layers = [{"layer": k, "activity_sample": 0.3} for k in range(1, len(WIDE_CNN) + 1)]
     result = estimate(binary, ns_build.BY_KEY["v21"], directory, bits, 8, layers, settings, 120, None)
     return {m["metric"]: m["value"] for m in parse_stdout(result.stdout).chip}
+
+
+def _wide_cnn_inputs(directory: Path, rng) -> list[tuple[int, int]]:
+    """WIDE_CNN's NetWork.csv and input files in ``directory``; its layers' weight shapes."""
+    (directory / "NetWork.csv").write_text("".join(",".join(map(str, r)) + "\n" for r in WIDE_CNN))
+    for k, (h, w, cin, kh, kw, _, _, _) in enumerate(WIDE_CNN, 1):
+        bits = rng.random((cin * kh * kw, (h - kh + 1) * (w - kw + 1) * 8)) < 0.3
+        np.savetxt(directory / f"input{k}.csv", bits, delimiter=",", fmt="%d")
+    return [(cin * kh * kw, cout) for _, _, cin, kh, kw, cout, _, _ in WIDE_CNN]
+
+
+def test_v21_runs_on_its_own_wire_table_at_every_node(neurosim_cache, tmp_path):
+    """V2.1's Param.cpp knows other wire widths than V1.x's (its AR/Rho switch exits on any other):
+    cimtool's table for it is the one its source comments give, and V2.1 runs at 45, 32 and 22 nm
+    (V1.x's 80 and 56 nm wires made it exit 255), its chip shrinking with the node."""
+    import re
+
+    from cimtool.devices.card import load_card
+
+    source = ns_build._source_dir(_snapshot("V2.1", "Training_pytorch"))
+    table, param = {}, (source / "Param.cpp").read_text()
+    for width, nodes in re.findall(r"case (\d+):.*// for technode: ([\d, ]+)", param):
+        table.update({int(n): int(width) for n in nodes.split(",")})
+    assert table == ns_build.WIRE_WIDTH_V21
+    binary = ns_build.build(source, neurosim_cache, lambda *_: None, ns_build.BY_KEY["v21"].patched)
+    rng = np.random.default_rng(2)
+    weights = [np.round(rng.uniform(-1, 1, s) * 8) / 8 for s in _wide_cnn_inputs(tmp_path, rng)]
+    chips = {node: _v21_epoch(binary, tmp_path, weights, weights, 4, load_card("ag_asi"), 4, node)
+             for node in (45, 32, 22)}
+    assert chips[45]["chip_area_um2"] > chips[32]["chip_area_um2"] > chips[22]["chip_area_um2"]
 
 
 def test_v21_prices_the_trained_weights_only_at_cellbit_equal_to_wbits(neurosim_cache, tmp_path):
@@ -690,11 +721,7 @@ def test_v21_prices_the_trained_weights_only_at_cellbit_equal_to_wbits(neurosim_
     binary = ns_build.build(source, neurosim_cache, lambda *_: None, ns_build.BY_KEY["v21"].patched)
     card = load_card("ag_asi")
     rng = np.random.default_rng(1)
-    (tmp_path / "NetWork.csv").write_text("".join(",".join(map(str, r)) + "\n" for r in WIDE_CNN))
-    shapes = [(cin * kh * kw, cout) for _, _, cin, kh, kw, cout, _, _ in WIDE_CNN]
-    for k, (h, w, cin, kh, kw, _, _, _) in enumerate(WIDE_CNN, 1):
-        bits = rng.random((cin * kh * kw, (h - kh + 1) * (w - kw + 1) * 8)) < 0.3
-        np.savetxt(tmp_path / f"input{k}.csv", bits, delimiter=",", fmt="%d")
+    shapes = _wide_cnn_inputs(tmp_path, rng)
     trained = [np.round(rng.uniform(-1, 1, s) * 8) / 8 for s in shapes]  # 4-bit codes
     flat = [np.full(s, 0.99) for s in shapes]
     energy = {}

@@ -34,6 +34,8 @@ HOW_TO_GET = ("install the bundled source with `pip install --no-deps --ignore-r
 MEMCELLS = {"sram": 1, "rram": 2, "fefet": 3}  # Param.cpp memcelltype
 # technology node (nm) → wire width (nm) of Param.cpp's table (its AR/Rho switch); featuresize follows
 WIRE_WIDTH = {130: 175, 90: 110, 65: 105, 45: 80, 32: 56, 22: 40, 14: 25, 10: 18, 7: 18}
+# V2.1's Param.cpp has a table of its own (its switch's comments: 22 nm → 32, 32 nm → 40, ...)
+WIRE_WIDTH_V21 = {130: 200, 90: 200, 65: 100, 45: 50, 32: 40, 22: 32, 14: 22, 10: 22, 7: 14}
 BUILD_TIMEOUT_S = 900
 # V2.1's training estimate: its release's batchSize and numIteration (figures per epoch of 50,000
 # images). They scale its figures and do not change its run time (about a second for a small CNN).
@@ -71,7 +73,7 @@ class NeuroSimSettings:
     @classmethod
     def from_card(cls, card: DeviceCard, cell: str, cell_bits: int | None, adc_bits: int | None,
                   subarray: int, technode: int, training: bool = True, train_batch: int | None = None,
-                  iterations: int | None = None) -> NeuroSimSettings:
+                  iterations: int | None = None, wire_width: dict[int, int] = WIRE_WIDTH) -> NeuroSimSettings:
         check_choice("--cell", cell, MEMCELLS)
         train_batch = TRAIN_BATCH if train_batch is None else train_batch
         iterations = ITERATIONS if iterations is None else iterations
@@ -83,10 +85,11 @@ class NeuroSimSettings:
         check_range("--adc-bits", adc, 1, 12)
         if subarray < 8 or subarray & (subarray - 1):
             raise CimtoolError(f"--subarray must be a power of two >= 8, got {subarray}")
-        if technode not in WIRE_WIDTH:
+        if technode not in wire_width:
             raise CimtoolError(f"--technode {technode} is not one NeuroSim models "
-                               f"({', '.join(map(str, WIRE_WIDTH))} nm)")
-        return cls(technode=technode, featuresize=WIRE_WIDTH[technode] * 1e-9, wireWidth=WIRE_WIDTH[technode],
+                               f"({', '.join(map(str, wire_width))} nm)")
+        wire = wire_width[technode]
+        return cls(technode=technode, featuresize=wire * 1e-9, wireWidth=wire,
                    memcelltype=MEMCELLS[cell], cellBit=bits, levelOutput=2**adc,
                    numRowSubArray=subarray, numColSubArray=subarray, resistanceOn=1.0 / card.g_max,
                    resistanceOff=1.0 / card.g_min, readVoltage=card.read_voltage, trainingEstimation=training,
@@ -153,6 +156,7 @@ class Version:
     trace: str  # the trace format it reads (neurosim-trace --format)
     patched: tuple[str, ...]  # the Param.cpp settings it takes from cimtool; it derives the others
     subarray_on_argv: bool  # V1.4+: subArray and parallelRead follow WBITS ABITS on the command line
+    wire_width: dict[int, int]  # technode → the wireWidth its Param.cpp's AR/Rho table has
 
 
 TRAINING = ("trainingEstimation", "batchSize", "numIteration")  # V2.1's Param.cpp only
@@ -162,9 +166,10 @@ CHIP_SETTINGS = tuple(f.name for f in fields(NeuroSimSettings) if f.name not in 
 # V1.4 derives featuresize and wireWidth from technode, and readVoltage from technode too (Param.cpp)
 _V14 = tuple(n for n in CHIP_SETTINGS if n not in ("featuresize", "wireWidth", "readVoltage"))
 VERSIONS = (
-    Version("v21", "V2.1", "NeuroSim_Breakdown_Epock", "v21", CHIP_SETTINGS + TRAINING + WRITE, False),
-    Version("v14", "V1.4/V1.5", "numRowParallel = atoi(argv[5])", "v13", _V14, True),
-    Version("v13", "V1.3", "argv[2*i+4]", "v13", CHIP_SETTINGS, False),
+    Version("v21", "V2.1", "NeuroSim_Breakdown_Epock", "v21", CHIP_SETTINGS + TRAINING + WRITE, False,
+            WIRE_WIDTH_V21),
+    Version("v14", "V1.4/V1.5", "numRowParallel = atoi(argv[5])", "v13", _V14, True, WIRE_WIDTH),
+    Version("v13", "V1.3", "argv[2*i+4]", "v13", CHIP_SETTINGS, False, WIRE_WIDTH),
 )
 BY_KEY = {v.key: v for v in VERSIONS}
 

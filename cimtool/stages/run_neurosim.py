@@ -220,7 +220,8 @@ def run(p: RunParams, out: Path | None, root: Path, force: bool, reporter: Repor
     if p.chip == "release":
         base, names, release = _release_chip(p, found, version, training)
     else:
-        base = NeuroSimSettings.from_card(card, p.cell, cell_bits, p.adc_bits, 128, p.technode, **training)
+        base = NeuroSimSettings.from_card(card, p.cell, cell_bits, p.adc_bits, 128, p.technode, **training,
+                                          wire_width=version.wire_width)
         names, release = version.patched, {}
     if p.cmap is not None:
         cmap, subarray = _cmap_subarray(p, network, wbits, base.cellBit, reporter.log)
