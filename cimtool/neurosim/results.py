@@ -182,8 +182,8 @@ def _diagnose(rc: int, output: str, subarray: int | None, fitting: int | None = 
         size = f"{subarray}-column " if subarray else ""
         # V2.1 DFF.cpp: the subarray's periphery is laid out along its width, one flip-flop at least
         return (f"the {size}subarray is narrower than one D flip-flop of its periphery (NeuroSim's DFF.cpp; "
-                "V2.1 at 22 nm needs >= 32 columns): a larger --subarray, which needs a layer of "
-                "Cout × ⌈WBITS/cellBit⌉ >= 2 subarrays of columns")
+                "V2.1 at 22 nm needs >= 32 columns, which run-neurosim sets where it builds NeuroSim): "
+                "rebuild the given binary with wider subarrays, or let run-neurosim build it")
     if rc in (134, -6):
         return "NeuroSim aborted (too few arguments for NetWork.csv's layers, or a malformed trace)"
     if rc in (139, -11):
