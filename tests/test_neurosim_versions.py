@@ -518,11 +518,12 @@ def test_onchip_training_hands_its_update_to_v21(neurosim_cache, tmp_path, cli):
     assert list(epochs) == [1, 2] and np.array_equal(epochs[2][name][0], new)
     before = {name: epochs[2][name][1]}
     assert before[name].shape == new.shape and 0 < np.mean(before[name] != new) < 1  # one update's writes
-    scale = float(np.abs(new).max())
+    scale = qmodel.summary["onchip_scales"][name]  # the layer's α: the files hold the device states w
+    assert np.array_equal(new / scale * 8, np.round(new / scale * 8)) and np.abs(new).max() < scale
+    assert trace.file("weight1.csv").read_bytes() == layer_weight_csv(new, scale, 4)
     assert trace.file("weightOld1.csv").read_bytes() == layer_weight_csv(before[name], scale, 4)
     assert trace.file("weightOld1.csv").read_bytes() != trace.file("weight1.csv").read_bytes()
     first, first_old = epochs[1][name]  # epoch 1's record: its weights, its weightOld, its inputs
-    scale = float(np.abs(first).max())
     assert trace.file("epoch1/weight1.csv").read_bytes() == layer_weight_csv(first, scale, 4)
     assert trace.file("epoch1/weightOld1.csv").read_bytes() == layer_weight_csv(first_old, scale, 4)
     assert trace.file("epoch1/weight1.csv").read_bytes() != trace.file("weight1.csv").read_bytes()

@@ -84,6 +84,13 @@ def onchip_epochs(artifact: Artifact) -> dict[int, dict[str, tuple[Any, Any]]] |
             for e, layers in sorted(epochs.items())}
 
 
+def onchip_scales(artifact: Artifact) -> dict[str, float] | None:
+    """Each crossbar layer's digital scale α of a ``qat --mode onchip`` qmodel (its weights are
+    α·QW(w), ``w`` the device's state in [−1, 1]); None for any other artifact."""
+    scales = artifact.summary.get("onchip_scales") if artifact.kind == "qmodel" else None
+    return {str(k): float(v) for k, v in scales.items()} if isinstance(scales, dict) else None
+
+
 def weights_before_update(artifact: Artifact) -> tuple[dict[str, Any], str] | None:
     """(layer name → weight as numpy, where they come from) of what a qmodel's training updated
     from: the weightOld of its last on-chip update (qat --mode onchip), else its source model's

@@ -143,10 +143,12 @@ def _command(p: RecordOptions, files: list[list[str]], activities: list[float], 
 
 def write_record(model, spec: dict[str, Any], x, p: RecordOptions, directory: Path,
                  old_weights: dict[str, np.ndarray] | None = None,
-                 log=lambda _msg: None, epoch: int = V21_EPOCH) -> list[dict[str, Any]]:
+                 log=lambda _msg: None, epoch: int = V21_EPOCH,
+                 scales: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """Write the layer record of ``model`` on the batch ``x`` into ``directory``; one row per layer
     (V2.1: ``old_weights``, by layer name, are the weights before the update, default: the same;
-    ``epoch`` is the training epoch its command line gives V2.1)."""
+    ``epoch`` is the training epoch its command line gives V2.1). ``scales``: each layer's device
+    scale (an on-chip qmodel's α: the files then hold the device states); default max|W|."""
     from dataclasses import replace
 
     from cimtool.neurosim.trace import bits_csv, layer_weight_csv, network_row, stretch
@@ -167,7 +169,7 @@ def write_record(model, spec: dict[str, Any], x, p: RecordOptions, directory: Pa
         in_scale = float(np.abs(batch).max()) or 1.0
         scaled = batch / in_scale
         weight = model.get_submodule(name).weight.detach().numpy()
-        w_scale = float(np.abs(weight).max()) or 1.0
+        w_scale = scales[name] if scales else float(np.abs(weight).max()) or 1.0
         names = [f"weight{k}.csv", f"input{k}.csv"]
         weights_file(weight, w_scale, names[0])
         # V2.1's hook and C++ take the unpadded windows only; V1.3's hook pads

@@ -63,6 +63,7 @@ def run(p: TraceParams, out: Path | None, root: Path, force: bool, reporter: Rep
     from cimtool.models.io import (
         model_splits,
         onchip_epochs,
+        onchip_scales,
         open_model,
         resolve_model,
         weights_before_update,
@@ -101,13 +102,14 @@ def run(p: TraceParams, out: Path | None, root: Path, force: bool, reporter: Rep
                  f"({p.split}) → {out}" + (f"; weightOld: {old_from}" if p.format == "v21" else ""))
     with output.writer(asdict(p)) as writer:
         x = to_float(data.x[: p.batch_size])
-        rows = write_record(model, spec, x, p, writer.partial, old_weights, reporter.log, last)
+        scales = onchip_scales(source)  # on-chip weights: the files hold the device states
+        rows = write_record(model, spec, x, p, writer.partial, old_weights, reporter.log, last, scales)
         for epoch, weights in epochs.items():
             if folder := epoch_folder(epoch, last):
                 (writer.partial / folder).mkdir()
                 twin = with_weights(model, {n: w for n, (w, _) in weights.items()})
                 write_record(twin, spec, x, p, writer.partial / folder,
-                             {n: old for n, (_, old) in weights.items()}, epoch=epoch)
+                             {n: old for n, (_, old) in weights.items()}, epoch=epoch, scales=scales)
         summary = {"format": p.format, "weight_bits": p.weight_bits, "input_bits": p.input_bits,
                    "n_layers": len(rows), "sample": p.sample, "batch_size": p.batch_size,
                    "activity_sample": [r["activity_sample"] for r in rows],

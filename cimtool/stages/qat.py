@@ -141,6 +141,7 @@ class Outcome:
     extra: dict[str, float] = field(default_factory=dict)  # further test accuracies to report
     # onchip: epoch → layer → (weight, its weightOld: OnchipTrainer.realised)
     epochs: dict[int, dict[str, tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
+    scales: dict[str, float] = field(default_factory=dict)  # onchip: each layer's digital scale α
 
 
 def _ptq(job: Job) -> Outcome:
@@ -198,9 +199,9 @@ def _onchip(job: Job) -> Outcome:
                                               job.reporter)
         with torch.no_grad():
             acc = float((logits_of(trained, inputs["test"].x).argmax(1) == inputs["test"].y).double().mean())
-        runs[label] = (trained, metrics, dists, acc, recorded)
+        runs[label] = (trained, metrics, dists, acc, recorded, dict(alphas))
         job.reporter.log(f"onchip ({label} device): test accuracy {acc:.4f}")
-    trained, metrics, dists, acc, recorded = runs["card"]
+    trained, metrics, dists, acc, recorded, scales = runs["card"]
     if job.head_only:
         model.head = trained
     else:
@@ -209,7 +210,8 @@ def _onchip(job: Job) -> Outcome:
     return Outcome(model.eval(), metrics[-1]["val_acc"], metrics, dists=dists,
                    extra={"onchip_accuracy": acc, "linear_device_accuracy": runs["linear"][3]},
                    epochs={e: {prefix + name: pair for name, pair in layers_.items()}
-                           for e, layers_ in recorded.items()})
+                           for e, layers_ in recorded.items()},
+                   scales={prefix + name: alpha for name, alpha in scales.items()})
 
 
 TRAINERS = {"ptq": _ptq, "qat": _finetune, "noise": _finetune, "onchip": _onchip}
@@ -312,6 +314,7 @@ def _run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repo
             **dict(zip(("nonideal_mean", "nonideal_std"), mean_std(ours), strict=True)),
             "trials": p.trials, "array_config": asdict(_evaluation_config(card)),
             "crossbar_layers": layers, **outcome.extra, **calibration_record,
+            **({"onchip_scales": outcome.scales} if outcome.scales else {}),
             "torch_device": device.type, "processes": ranks.world,
         }
         return output.commit(writer, [source.as_input("model")], summary)
