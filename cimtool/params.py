@@ -296,10 +296,10 @@ class QatParams:
                                                       "nonlinearity.")
     record_every: int = option(1, panel="On-chip", help="Record the crossbar weights (and their "
                                                         "weightOld: before each epoch's last update; "
-                                                        "--recipe v21: V2.1's param + grad) every this "
-                                                        "many epochs and at the last, for NeuroSim "
-                                                        "V2.1's per-epoch PPA (neurosim-trace --format "
-                                                        "v21).")
+                                                        "--recipe v21, v21_init: V2.1's param + "
+                                                        "grad) every this many epochs and at the last, "
+                                                        "for NeuroSim V2.1's per-epoch PPA "
+                                                        "(neurosim-trace --format v21).")
     trials: int = option(10, help="Monte Carlo chips for the plain vs new comparison on the array simulator.")
     data_dir: str | None = data_dir_option()
     seed: int = seed_option()

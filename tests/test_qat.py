@@ -106,6 +106,8 @@ def test_qmodel_is_reproducible_and_maps(qmodels, cli, tmp_path):
     (["--weight-bits", "0"], "--weight-bits must be in 1..15"),
     (["--device", "unobtainium"], "unknown --device 'unobtainium'"),
     (["--mode", "onchip", "--recipe", "v22"], "unknown --recipe 'v22' (choose from: cimtool, v21, v21_init)"),
+    (["--mode", "qat", "--recipe", "v21", "--record-every", "2"],
+     "--record-every, --recipe: options of --mode onchip, not of --mode qat"),
     (["--mode", "onchip", "--lr-decay-epochs", "200,0"], "--lr-decay-epochs must be at least 1"),
 ])
 def test_bad_input(cli, default_model, tmp_path, args, pattern):

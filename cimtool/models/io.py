@@ -100,9 +100,8 @@ def weights_before_update(artifact: Artifact) -> tuple[dict[str, Any], str] | No
     epochs = onchip_epochs(artifact)
     if epochs:
         last = epochs[max(epochs)]
-        what = ("the weights after the last on-chip update plus that update (V2.1's oldWeight, qat "
-                "--mode onchip --recipe v21)" if artifact.params.get("recipe") == "v21"
-                else "the weights before the last on-chip update (qat --mode onchip)")
+        what = artifact.summary.get("onchip_weight_old", "the weights before the last on-chip update "
+                                                          "(qat --mode onchip)")
         return {name: old for name, (_, old) in last.items()}, what
     ref = next((i for i in artifact.manifest.get("inputs", []) if i.get("role") == "model"), None)
     if ref is None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from cimtool.models.io import model_splits, open_model, resolve_model, save_mode
 from cimtool.models.registry import MODELS
 from cimtool.nn.array import EFFECTS, ArrayConfig
 from cimtool.nn.quant import DeviceWeight, NoiseSpec, attach, detach_all
+from cimtool.options import default_of, spec_of
 from cimtool.params import QatParams  # noqa: F401 (re-exported)
 from cimtool.stages.common import StageOutput, check_torch_device, resolve_device
 from cimtool.stats import mean_std
@@ -75,6 +76,10 @@ def validate(p: QatParams) -> None:
     if not 0 <= p.seed < 2**32:
         raise CimtoolError(f"--seed must be in [0, 2**32), got {p.seed}")
     check_choice("--recipe", p.recipe, RECIPES)
+    given = [f"--{f.name.replace('_', '-')}" for f in fields(QatParams)
+             if (spec_of(f) and spec_of(f).panel == "On-chip") and getattr(p, f.name) != default_of(f)]
+    if given and p.mode != "onchip":
+        raise CimtoolError(f"{', '.join(given)}: options of --mode onchip, not of --mode {p.mode}")
     for epoch in p.lr_decay_epochs:
         check_range("--lr-decay-epochs", epoch, 1)
 
@@ -180,6 +185,10 @@ def _onchip(job: Job) -> Outcome:
         inputs, net, layers = job.data, model, job.layers
     alphas = {name: float(net.get_submodule(name).weight.detach().abs().max()) for name in layers}
     bits = p.mapping.weight_bits or max(2, math.ceil(math.log2(card.levels)))
+    recorded_epochs = len({*range(p.record_every, p.epochs + 1, p.record_every), p.epochs})
+    n_weights = sum(net.get_submodule(name).weight.numel() for name in layers)
+    job.reporter.log(f"onchip: recording the weights and weightOld of {plural(recorded_epochs, 'epoch')} "
+                     f"({recorded_epochs * n_weights * 8 / 1e6:.3g} MB; --record-every to thin)")
     runs = {}
     for label, (nl_ltp, nl_ltd) in (("card", (card.nl_ltp, card.nl_ltd)), ("linear", (0.0, 0.0))):
         trained = copy.deepcopy(net)
@@ -212,6 +221,14 @@ def _onchip(job: Job) -> Outcome:
                    epochs={e: {prefix + name: pair for name, pair in layers_.items()}
                            for e, layers_ in recorded.items()},
                    scales={prefix + name: alpha for name, alpha in scales.items()})
+
+
+def _weight_old(recipe: str) -> str:
+    """What an on-chip run records as each epoch's weightOld (neurosim-trace says it)."""
+    if RECIPES[recipe].old_is_intended:
+        return (f"the weights after the last on-chip write plus its update (V2.1's oldWeight: param + grad, "
+                f"qat --mode onchip --recipe {recipe})")
+    return "the weights before the last on-chip update (qat --mode onchip)"
 
 
 TRAINERS = {"ptq": _ptq, "qat": _finetune, "noise": _finetune, "onchip": _onchip}
@@ -314,7 +331,8 @@ def _run(p: QatParams, out: Path | None, root: Path, force: bool, reporter: Repo
             **dict(zip(("nonideal_mean", "nonideal_std"), mean_std(ours), strict=True)),
             "trials": p.trials, "array_config": asdict(_evaluation_config(card)),
             "crossbar_layers": layers, **outcome.extra, **calibration_record,
-            **({"onchip_scales": outcome.scales} if outcome.scales else {}),
+            **({"onchip_scales": outcome.scales, "onchip_weight_old": _weight_old(p.recipe)}
+               if outcome.scales else {}),
             "torch_device": device.type, "processes": ranks.world,
         }
         return output.commit(writer, [source.as_input("model")], summary)

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
+from cimtool.errors import CimtoolError
+
 
 def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict]:
     tensors, scalars = {}, {}
@@ -48,7 +50,11 @@ def load_train_states(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) 
     for name, module in model.named_modules():
         if callable(getattr(module, "load_train_state", None)):
             prefix = f"{name}."
-            module.load_train_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+            state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            if not state:
+                raise CimtoolError(f"the checkpoint holds no training state of layer {name} (an older "
+                                   "cimtool wrote it): run again without --resume")
+            module.load_train_state(state)
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, best_state: dict[str, torch.Tensor],

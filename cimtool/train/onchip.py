@@ -270,7 +270,7 @@ class OnchipTrainer:
             for name in self.layers:
                 domain = self.net.get_submodule(name).parametrizations.weight[0]
                 w = self.params[name].detach()
-                out[name] = (domain(w).contiguous(), domain(self.old.get(name, w)).contiguous())
+                out[name] = (domain(w).cpu().contiguous(), domain(self.old.get(name, w)).cpu().contiguous())
         return out
 
     def finish(self) -> None:
