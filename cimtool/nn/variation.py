@@ -4,10 +4,10 @@
 ``vary`` perturbs conductances by the card's variation model: ``lognormal`` (σ is the std of
 ln G) or ``range`` (NeuroSim's additive σ·(g_max − g_min), clamped to the device range). The
 array simulator (D2D, C2C), ``qat --mode noise``, the organic synapse layers and the pulse
-writes of on-chip training on a lognormal card call it (on a range card on-chip training writes by
-V2.1's ``wage.W``, the same additive draw in the device's [−1, 1] units); ``g``, ``g_min`` and ``g_max`` only need one unit
-(siemens, or normalised to g_max). ``vary_state`` does the same for a device's state
-``u ∈ [0, 1]`` (``G = g_min + u·(g_max − g_min)``), the unit of the pulse curves.
+writes of on-chip training on a lognormal card call it (on a range card on-chip training writes
+by V2.1's ``wage.W``, the same additive draw in the device's [−1, 1] units); ``g``, ``g_min`` and
+``g_max`` only need one unit (siemens, or normalised to g_max). ``vary_state`` does the same for
+a device's state ``u ∈ [0, 1]`` (``G = g_min + u·(g_max − g_min)``), the unit of the pulse curves.
 """
 
 from __future__ import annotations
