@@ -160,3 +160,25 @@ def test_killed_organic_run_resumes_to_the_same_weights(cli, tmp_path, interrupt
     out = json.loads(resumed.out)["artifact"]
     for name in ("weights.safetensors", "metrics.parquet"):
         assert (tmp_path / "straight" / name).read_bytes() == (tmp_path / out / name).read_bytes(), name
+
+
+def test_a_training_runs_seed_reseeds_the_layers_noise():
+    """``fit`` hands its --seed to every organic layer (``begin_fit``): a fine-tuning run (qat) draws
+    its own C2C stream, and train-ann, whose model records its own seed, draws the same one as before."""
+    from cimtool.models.registry import build, make_spec
+    from cimtool.nn.organic import layer_seed
+
+    card = load_card("organic_ofet")
+    organic = {"device": card.name, "g_min": card.g_min, "g_max": card.g_max, "read_voltage": card.read_voltage,
+               "c2c": card.c2c_sigma, "variation_model": card.variation_model, "seed": 3}
+    model = build(make_spec("organic_cnn", None, (1, 8, 8), 10, [], None, organic, None))
+    layers = [m for m in model.modules() if hasattr(m, "begin_fit")]
+    assert [m.seed for m in layers] == [layer_seed(3, i) for i in range(len(layers))]
+    before = [m.generator().get_state() for m in layers]
+    for m in layers:
+        m.begin_fit(3)  # train-ann: the seed its model records
+    assert all(torch.equal(a, m.generator().get_state()) for a, m in zip(before, layers, strict=True))
+    for m in layers:
+        m.begin_fit(4)  # another run's seed: another stream, each layer its own
+    assert [m.seed for m in layers] == [layer_seed(4, i) for i in range(len(layers))]
+    assert not torch.equal(before[0], layers[0].generator().get_state())

@@ -78,7 +78,7 @@ def _build_organic(spec: dict[str, Any]) -> nn.Module:
                   linear=lambda d_in, d_out: OrganicLinear(d_in, d_out, synapse))
     u = syn.get("update")  # --organic-update pulses: steps reach the synapses as pulses on the curve
     for i, layer in enumerate(m for m in net.modules() if isinstance(m, (OrganicConv2d, OrganicLinear))):
-        layer.seed = layer_seed(syn.get("seed", 0), i)
+        layer.index, layer.seed = i, layer_seed(syn.get("seed", 0), i)
         if u:
             layer.curve = PulseCurve(u["nl_ltp"], u["nl_ltd"], u["pulses_ltp"], u["pulses_ltd"])
     return net

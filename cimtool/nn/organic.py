@@ -100,6 +100,7 @@ class PulseCurve:
 class _OrganicSynapse:
     synapse: Synapse
     seed: int
+    index: int = 0  # the layer's place among the model's organic layers (its stream, ``layer_seed``)
     curve: PulseCurve | None = None
     devices: torch.Tensor | None  # [2, *weight.shape]: the states u of G+ and G− (pulse curve only)
 
@@ -108,6 +109,10 @@ class _OrganicSynapse:
         self._gen: torch.Generator | None = None
         # not in the state_dict (the weight is what inference needs); it follows the weight's device
         self.register_buffer("devices", None, persistent=False)
+
+    def begin_fit(self, seed: int) -> None:
+        """A training run's seed: this layer's generator starts over from ``layer_seed(seed, index)``."""
+        self.seed, self._gen = layer_seed(seed, self.index), None
 
     def generator(self) -> torch.Generator:
         """This layer's generator, on the weight's device (a fresh one, seeded alike, after a move)."""

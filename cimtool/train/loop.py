@@ -194,7 +194,8 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
 
     If ``checkpoint`` exists (an interrupted run), training continues from it and ends with the
     same weights as an uninterrupted run: shuffling and torch's global generator are seeded per
-    epoch, and a module's own generators are in the checkpoint (``checkpoint.train_states``).
+    epoch, and a module's own generators are seeded from ``cfg.seed`` (its ``begin_fit(seed)``) and
+    kept in the checkpoint (``checkpoint.train_states``).
     ``recipe``: a model's own schedule on top (``cimtool.train.recipe``). ``ranks``: this process's
     place under torchrun (``cimtool.train.distributed``); only rank 0 writes the checkpoint.
     """
@@ -203,6 +204,9 @@ def fit(model: nn.Module, train: TensorData, val: TensorData, cfg: TrainConfig,
         raise CimtoolError(f"{phase}: the last batch has {last} sample(s) for {ranks.world} processes; "
                            f"choose a --batch-size that leaves at least {ranks.world} ({len(train)} samples)")
     model.to(device).train()
+    for module in model.modules():  # a module's own generators follow this run's --seed
+        if callable(getattr(module, "begin_fit", None)):
+            module.begin_fit(cfg.seed)
     batcher = make_batcher(train, cfg.batch_size, device, cfg.loader)
     steps_per_epoch = len(batcher)
     total_steps = steps_per_epoch * cfg.epochs
