@@ -169,8 +169,9 @@ def test_a_training_runs_seed_reseeds_the_layers_noise():
     from cimtool.nn.organic import layer_seed
 
     card = load_card("organic_ofet")
-    organic = {"device": card.name, "g_min": card.g_min, "g_max": card.g_max, "read_voltage": card.read_voltage,
-               "c2c": card.c2c_sigma, "variation_model": card.variation_model, "seed": 3}
+    organic = {"device": card.name, "g_min": card.g_min, "g_max": card.g_max,
+               "read_voltage": card.read_voltage, "c2c": card.c2c_sigma,
+               "variation_model": card.variation_model, "seed": 3}
     model = build(make_spec("organic_cnn", None, (1, 8, 8), 10, [], None, organic, None))
     layers = [m for m in model.modules() if hasattr(m, "begin_fit")]
     assert [m.seed for m in layers] == [layer_seed(3, i) for i in range(len(layers))]
