@@ -221,7 +221,9 @@ def test_attention_matmul_is_refused_in_one_line():
     assert "\n" not in message
     assert "graph node 'matmul'" in message and "--digital 1" in message, message
     assert {u.node for u in unmapped_nodes(model, (4, 8))} >= {"matmul", "softmax"}
-    assert [layer.name for layer in crossbar_nodes(model, (4, 8), digital=("1",))] == ["0"]
+    layers = crossbar_nodes(model, (4, 8), digital=("1",))
+    assert [layer.name for layer in layers] == ["0"]
+    assert network_rows(layers) == [[4, 1, 8, 1, 1, 16, 0, 1]]  # 4 positions: a 1×1 conv over them
 
 
 class Branchy(nn.Module):
@@ -233,6 +235,13 @@ class Branchy(nn.Module):
         if x.sum() > 0:  # control flow on a value: torch.fx cannot trace it
             return self.fc(x)
         return x
+
+
+def test_walk_leaves_each_module_training_flag_as_it_was():
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Dropout(), nn.Linear(4, 2)).train()
+    model[1].eval()
+    crossbar_nodes(model, (4,))
+    assert [m.training for m in model.modules()] == [True, True, False, True, True]
 
 
 def test_untraceable_module_is_named():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import operator
 from dataclasses import dataclass
 
@@ -40,13 +41,14 @@ ACTIVATION_PRODUCTS = (torch.matmul, operator.matmul, torch.bmm, torch.mm, torch
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """One Conv2d or Linear call of the graph. A linear layer has kernel 1×1, stride 1, input 1×1
-    and ``in_channels`` = in_features (its NeuroSim row is ``1,1,IN,1,1,OUT,0,1``)."""
+    """One Conv2d or Linear call of the graph. A linear layer has kernel 1×1, stride 1 and
+    ``in_channels`` = in_features; its input size is the positions it is applied at: 1×1 for one
+    vector (NeuroSim's ``1,1,IN,1,1,OUT,0,1``), T×1 for a sequence, H×W for a channels-last map."""
 
     name: str  # the module's qualified name (a module called twice gives two layers)
     type: str  # "conv2d" or "linear", as in registry.crossbar_layers
     node: str  # the graph node's name
-    height: int  # input H×W, unpadded
+    height: int  # input H×W, unpadded (a linear layer: its positions)
     width: int
     in_channels: int
     out_channels: int
@@ -110,7 +112,7 @@ def _traced(model: nn.Module, input_shape: tuple[int, ...], digital: tuple[str, 
                                f"compute it digitally (--digital {where})") from None
         raise CimtoolError(f"torch.fx cannot trace the model's own forward: {first}") from None
     gm = fx.GraphModule(tracer.root, graph)
-    was_training = model.training
+    training = {m: m.training for m in model.modules()}  # given back as they were, module by module
     model.eval()  # BatchNorm on a batch of 1, and no dropout draws
     try:
         # fake tensors: shapes without allocating a single activation (nor copying the weights);
@@ -127,7 +129,8 @@ def _traced(model: nn.Module, input_shape: tuple[int, ...], digital: tuple[str, 
         raise CimtoolError(f"input {tuple(input_shape)} cannot run through the model: "
                            f"{_first_line(e.__cause__ or e)}") from None
     finally:
-        model.train(was_training)
+        for m, flag in training.items():
+            m.training = flag
     return gm
 
 
@@ -229,11 +232,14 @@ def crossbar_nodes(model: nn.Module, input_shape: tuple[int, ...],
     layers = []
     for node in crossbar:
         module = gm.get_submodule(node.target)
+        shape = tuple(node.all_input_nodes[0].meta["tensor_meta"].shape)
         if isinstance(module, nn.Linear):
-            layers.append(LayerInfo(node.target, "linear", node.name, 1, 1, module.in_features,
+            positions = shape[1:-1]  # between the batch and the features
+            height, width = (positions + (1, 1))[:2] if len(positions) <= 2 else (math.prod(positions), 1)
+            layers.append(LayerInfo(node.target, "linear", node.name, height, width, module.in_features,
                                     module.out_features, (1, 1), (1, 1), (0, 0), (1, 1), 1, node in pooled))
             continue
-        height, width = node.args[0].meta["tensor_meta"].shape[-2:]
+        height, width = shape[-2:]
         if isinstance(module.padding, str):  # 'same'/'valid': the padding torch applies
             padding = tuple(d * (k - 1) // 2 if module.padding == "same" else 0
                             for d, k in zip(module.dilation, module.kernel_size, strict=True))
@@ -261,9 +267,9 @@ def network_rows(layers: list[LayerInfo]) -> list[list[int]]:
     for layer in layers:
         if layer.stride[0] != layer.stride[1]:
             raise CimtoolError(f"layer {layer.name}: NetWork.csv has one stride, got {layer.stride}")
-        if layer.type == "linear":
+        if layer.type == "linear" and layer.height * layer.width == 1:
             spec = {"type": "linear", "in_features": layer.in_channels, "out_features": layer.out_channels}
-        else:
+        else:  # a linear layer applied at several positions is a 1×1 conv over them
             spec = {"type": "conv2d", "in_channels": layer.in_channels // layer.groups,
                     "kernel_size": list(layer.kernel_size), "out_channels": layer.out_channels,
                     "stride": list(layer.stride)}
