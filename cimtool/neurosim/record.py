@@ -151,7 +151,7 @@ def write_record(model, spec: dict[str, Any], x, p: RecordOptions, directory: Pa
     scale (an on-chip qmodel's α: the files then hold the device states); default max|W|."""
     from dataclasses import replace
 
-    from cimtool.neurosim.trace import bits_csv, layer_weight_csv, network_row, stretch
+    from cimtool.neurosim.trace import bits_csv, layer_weight_csv, network_csv, network_row, stretch
 
     if p.weight_bits is None:
         p = replace(p, weight_bits=WEIGHT_BITS)
@@ -205,7 +205,7 @@ def write_record(model, spec: dict[str, Any], x, p: RecordOptions, directory: Pa
                      "activity_sample": float(per_sample[p.sample]),
                      "activity_batch": float(per_sample.mean()), "padding_note": note,
                      "weight_file": names[0], "input_file": names[-1]})
-    (directory / NETWORK).write_text("".join(",".join(map(str, r)) + "\n" for r in net_rows))
+    (directory / NETWORK).write_text(network_csv(net_rows))
     (directory / COMMAND).write_text(_command(p, files, [r["activity_sample"] for r in rows], epoch))
     (directory / COMMAND).chmod(0o755)
     pq.write_table(pa.Table.from_pylist(rows), directory / "layers.parquet")
@@ -222,7 +222,7 @@ def write_spike_record(model, spec: dict[str, Any], x, thetas: list[float], inpu
     a rate a/θ after a neuron layer with threshold θ (a: the ANN activation there, clipped to 1):
     the spikes of a step are drawn with these probabilities (seeded), so NeuroSim sees the activity
     a step has on average. One row per layer (``activity_sample``: the input file's mean bit)."""
-    from cimtool.neurosim.trace import layer_weight_csv, network_row, planes_csv, stretch
+    from cimtool.neurosim.trace import layer_weight_csv, network_csv, network_row, planes_csv, stretch
 
     layers = spec["crossbar_layers"]
     inputs = layer_inputs(model, spec, x)
@@ -248,5 +248,5 @@ def write_spike_record(model, spec: dict[str, Any], x, thetas: list[float], inpu
         net_rows.append(network_row(layer, height, width, pooled[name]))
         rows.append({"layer": k, "name": name, "rate": float(rate.mean()),
                      "activity_sample": float(unrolled.mean()), "windows": len(unrolled)})
-    (directory / NETWORK).write_text("".join(",".join(map(str, r)) + "\n" for r in net_rows))
+    (directory / NETWORK).write_text(network_csv(net_rows))
     return rows

@@ -136,3 +136,8 @@ def network_row(layer: dict, height: int, width: int, pool: bool) -> list[int]:
         return [1, 1, layer["in_features"], 1, 1, layer["out_features"], 0, 1]
     kh, kw = layer["kernel_size"]
     return [height, width, layer["in_channels"], kh, kw, layer["out_channels"], int(pool), layer["stride"][0]]
+
+
+def network_csv(rows: list[list[int]]) -> str:
+    """``NetWork.csv``'s text: one comma-separated row per layer, no header."""
+    return "".join(",".join(map(str, r)) + "\n" for r in rows)
