@@ -121,7 +121,8 @@ def parse_dataset(name: str) -> tuple[DatasetSpec, Path | None]:
         raise CimtoolError(f"--dataset {key} needs its path: --dataset {key}:PATH, {spec.description}")
     if colon and not spec.path_in_name:
         raise CimtoolError(f"--dataset {key} takes no path ('{name}'); the folder goes in --data-dir")
-    return spec, Path(path) if spec.path_in_name else None
+    # the shell does not expand the ~ of folder:~/data (it is not at the start of a word)
+    return spec, Path(path).expanduser() if spec.path_in_name else None
 
 
 def check_dataset_name(name: str) -> DatasetSpec:
