@@ -82,8 +82,9 @@ DATASETS: dict[str, DatasetSpec] = {
 class FolderOrigin:
     """Where a data folder came from, so that a message about it names what the user can change.
 
-    ``label`` is how messages introduce the folder (``--data-dir`` puts it first: ``--data-dir X``;
-    otherwise it follows in parentheses: ``X (the data folder recorded in M/manifest.json)``);
+    ``label`` is how messages introduce the folder (an option puts it first: ``--data-dir X``,
+    ``--dataset folder:X``; otherwise it follows in parentheses: ``X (the data folder recorded in
+    M/manifest.json)``);
     ``hint`` is appended to any error about the folder's contents (how to fix it)."""
 
     label: str = "--data-dir "
