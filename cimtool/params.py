@@ -45,7 +45,8 @@ def calibration_samples_option():
 
 def data_dir_option():
     return option(None, cli_type=Path | None, parse=text,
-                  help="Folder of the model's data set, if it moved since training.")
+                  help="Folder of the model's data set (its .npz file for --dataset npz:PATH), if it "
+                       "moved since training.")
 
 
 def model_option(help: str = "Model artifact (default: the newest model trained with --method under the "
@@ -123,7 +124,11 @@ class TrainAnnParams:
                                                         "cifar10 (from --data-dir), fashion-mnist (from "
                                                         "--data-dir, default "
                                                         "/usr/share/datasets/fashion-mnist: apt-get "
-                                                        "install dataset-fashion-mnist).")
+                                                        "install dataset-fashion-mnist); your own: "
+                                                        "folder:PATH (one subfolder of PNG/JPEG images "
+                                                        "per class; train/ and test/ keep a test split) "
+                                                        "or npz:PATH (uint8 x [N, C, H, W], labels y; "
+                                                        "optionally x_test, y_test).")
     data_dir: str | None = option(None, panel="Data", cli_type=Path | None, parse=text,
                                   help="Folder with MNIST or Fashion-MNIST IDX files, or CIFAR-10 binary "
                                        "files.")
@@ -216,6 +221,10 @@ class TrainAnnParams:
                                       "pulses, stochastically rounded, along the card's LTP/LTD curve: "
                                       "NeuroSim's model, as cimtool devices fit writes it; every written "
                                       "device gets the card's C2C variation).")
+    image_size: int | None = option(None, panel="Data", help="--dataset folder:PATH: resize every image to "
+                                                             "N x N pixels (bilinear; aspect ratio not "
+                                                             "kept). Without it all images must have the "
+                                                             "same size.")
 
 
 @dataclass(frozen=True)

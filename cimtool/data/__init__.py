@@ -1,4 +1,5 @@
-"""Datasets: a registry of loaders (embedded and --data-dir) and the seeded stratified split.
+"""Datasets: a registry of loaders (embedded, --data-dir, the user's own folder: or npz: files) and
+the seeded stratified split.
 
 The names below load on first use (PEP 562), so that light modules of this package (e.g.
 ``cimtool.data.calibration``'s constants) import without numpy.

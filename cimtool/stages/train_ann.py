@@ -20,7 +20,7 @@ import torch
 from cimtool import artifacts
 from cimtool.checks import check_choice, check_range
 from cimtool.data import load_dataset, make_splits
-from cimtool.data.registry import DATASETS, check_dataset_name
+from cimtool.data.registry import artifact_stem, check_dataset_options
 from cimtool.errors import CimtoolError
 from cimtool.models.frontends import FRONTENDS
 from cimtool.models.io import save_model
@@ -52,7 +52,7 @@ OPTICAL_CARD = "organic_ofet"
 
 def validate(p: TrainAnnParams) -> None:
     """Refuse impossible parameters before anything is loaded or written."""
-    check_dataset_name(p.dataset)
+    dataset = check_dataset_options(p.dataset, p.data_dir, p.image_size)
     check_choice("--model", p.model, MODELS)
     if MODELS[p.model].uses_method:
         check_choice("--method", p.method, FRONTENDS)
@@ -74,7 +74,7 @@ def validate(p: TrainAnnParams) -> None:
                                f"{'> 0' if name.endswith('lr') else '>= 0'}, got {value}")
     if p.label_smoothing >= 1:
         raise CimtoolError(f"--label-smoothing must be below 1, got {p.label_smoothing}")
-    if DATASETS[p.dataset].official_test:
+    if dataset.official_test:
         if not 0 < p.val_frac < 1:
             raise CimtoolError(f"--val-frac must be in (0, 1), got {p.val_frac}")
     elif not (0 < p.val_frac < 1 and 0 < p.test_frac < 1 and p.val_frac + p.test_frac < 1):
@@ -199,7 +199,8 @@ def run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, reporter: 
 
 def _run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, reporter: Reporter, resume: bool,
          device: torch.device, ranks: Ranks) -> artifacts.Artifact | None:
-    raw = load_dataset(p.dataset, Path(p.data_dir) if p.data_dir else None, p.allow_pickle)
+    raw = load_dataset(p.dataset, Path(p.data_dir) if p.data_dir else None, p.allow_pickle,
+                       image_size=p.image_size)
     splits = make_splits(raw.x, raw.y, p.split_seed, p.val_frac, p.test_frac, raw.test)
     _check_fit(p, raw, splits)
     if p.epochs is None:
@@ -210,7 +211,7 @@ def _run(p: TrainAnnParams, out: Path | None, root: Path, force: bool, reporter:
         from cimtool.devices.card import load_card
 
         params["card"] = load_card(p.device).to_dict()
-    name = f"{p.dataset}-{p.method if p.model == 'crossbar' else p.model}-s{p.seed}"
+    name = f"{artifact_stem(p.dataset)}-{p.method if p.model == 'crossbar' else p.model}-s{p.seed}"
     if out is None and resume and ranks.writes:
         out_partial = artifacts.find_resumable(root / artifacts.KIND_DIRS[KIND],
                                                artifacts.sha256_json(params))
