@@ -68,6 +68,10 @@ RESUME = _param("resume", Annotated[bool, typer.Option(
 STAGES = [
     ("train-ann", "train_ann", P.TrainAnnParams,
      "Train a float model (front-end + crossbar head, or a CNN) and write a model artifact."),
+    ("import-model", "import_model", P.ImportParams,
+     "Your own PyTorch network (FILE.py:FUNCTION) and trained weights (.safetensors or a .pt/.pth "
+     "state_dict) as a model artifact, evaluated on the data set's test split; every later stage takes "
+     "it as --model."),
     ("map-weights", "map_weights", P.MapParams,
      "Map a model's crossbar layers onto device conductance levels (and simulate the array)."),
     ("export-weightmap", "export_weightmap", P.ExportParams,

@@ -541,3 +541,32 @@ class DeviceFitParams:
                                          "where none does): organic synapses of a few nS get organic_ofet, "
                                          "not an RRAM card; the log names it.")
     name: str | None = option(None, help="The fitted card's name (default: the data file's name).")
+
+
+@dataclass(frozen=True)
+class ImportParams:
+    model: str = option("", required=True, panel="Model",
+                        help="Your network: FILE.py:FUNCTION (a Python file, imported by path: its code "
+                             "runs) or package.module:FUNCTION, called as FUNCTION(num_classes=N, "
+                             "input_shape=(C, H, W), **model args); it returns a torch nn.Module that "
+                             "takes float images in [0, 1], shape [N, C, H, W], and returns logits.")
+    weights: str = option("", required=True, panel="Model", cli_type=Path, parse=text,
+                          help="Trained weights: a .safetensors file or a .pt/.pth state_dict "
+                               "(torch.save(model.state_dict()); a pickled module is refused). Names and "
+                               "shapes must match the model's exactly.")
+    dataset: str = like(TrainAnnParams, "dataset", required=True, help="The data set the network was "
+                        "trained on; its test split (--split-seed, as train-ann splits) is evaluated.")
+    data_dir: str | None = like(TrainAnnParams, "data_dir")
+    digital: tuple[str, ...] = option((), panel="Model", cli_type=str, parse=comma_list(), show=comma_text,
+                                      help="Modules computed digitally, off the crossbar arrays, "
+                                           "comma-separated qualified names (e.g. stem,head.norm).")
+    model_arg: tuple[str, ...] = option((), panel="Model", cli_type=list[str] | None,
+                                        parse=lambda v: tuple(v or ()), show=lambda v: None,
+                                        help="key=value passed to FUNCTION (repeat); values are read as "
+                                             "int, float, true/false or text.")
+    val_frac: float = like(TrainAnnParams, "val_frac")
+    test_frac: float = like(TrainAnnParams, "test_frac")
+    split_seed: int = like(TrainAnnParams, "split_seed")
+    image_size: int | None = like(TrainAnnParams, "image_size")
+    seed: int = seed_option("Seed of the evaluation's noise draws (a model with a stochastic module).")
+    torch_device: str = torch_device_option()

@@ -149,9 +149,7 @@ def load_model(artifact: Artifact):
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CimtoolError(f"{weights_path}: '{name}' contains NaN or inf")
     model.load_state_dict(state)
-    from cimtool.models.registry import crossbar_layers
-
-    if spec.get("crossbar_layers") != crossbar_layers(model, tuple(spec.get("off_array", ()))):
+    if spec.get("crossbar_layers") != MODELS[spec["model"]].layers(model, spec):
         raise CimtoolError(f"{arch_path}: 'crossbar_layers' does not match the architecture")
     return model.eval(), spec
 

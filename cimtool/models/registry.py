@@ -17,6 +17,8 @@ from cimtool.data.optical import OpticalFrontEnd
 from cimtool.models.cnn import MNIST_CNN_PLAN, VGG8_PLAN, ConvNet
 from cimtool.models.frontends import FRONTENDS, N_FEATURES, FeatureScaler
 from cimtool.models.lbpnet import LBPNet, LbpNetConfig
+from cimtool.models.sources import KIND as USER_KIND
+from cimtool.models.sources import build_user
 from cimtool.nn.organic import OrganicConv2d, OrganicLinear, PulseCurve, Synapse, layer_seed
 
 
@@ -48,6 +50,22 @@ class FrontEndHead(nn.Module):
         return self.features, list(self.head)
 
 
+def module_layers(model: nn.Module, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Crossbar layers in module order: execution order for cimtool's own (sequential) models."""
+    return crossbar_layers(model, tuple(spec.get("off_array", ())))
+
+
+def graph_layers(model: nn.Module, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Crossbar layers in execution order, from the fx graph: any model, residual or not; an op no
+    crossbar maps is refused in one line naming it (``graph.crossbar_nodes``)."""
+    from cimtool.models.graph import crossbar_nodes
+
+    by_name = {layer["name"]: layer for layer in module_layers(model, spec)}
+    called = dict.fromkeys(n.name for n in crossbar_nodes(model, tuple(spec["input_shape"]),
+                                                          tuple(spec.get("off_array", ()))))
+    return [by_name[name] for name in called]  # a module called twice stores one weight
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
@@ -57,6 +75,9 @@ class ModelEntry:
     default_lr: float  # peak AdamW learning rate per 256 samples that trains it well
     uses_method: bool = False
     min_size: int = 1  # smallest image side the architecture accepts (its max-pools halve it)
+    # its crossbar layers as arch.json records them (load_model checks the rebuilt model against them)
+    layers: Callable[[nn.Module, dict[str, Any]], list[dict[str, Any]]] = module_layers
+    trainable: bool = True  # train-ann builds it from --model NAME (a user model is imported instead)
 
 
 def _optical(spec: dict[str, Any]) -> nn.Module | None:
@@ -113,6 +134,9 @@ MODELS: dict[str, ModelEntry] = {
                    "differential pairs, nA read-out currents, C2C noise, renormalised read-out, "
                    "hard-clamped conductances "
                    "(--device)", _build_organic, off_array=("normalize",), default_lr=2e-3, min_size=4),
+        ModelEntry(USER_KIND, "your own network (cimtool import-model --model FILE.py:FUNCTION): the "
+                   "source its spec records, checked by hash; off-array: its --digital modules",
+                   build_user, off_array=(), default_lr=2e-3, layers=graph_layers, trainable=False),
     ]
 }
 

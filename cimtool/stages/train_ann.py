@@ -53,7 +53,7 @@ OPTICAL_CARD = "organic_ofet"
 def validate(p: TrainAnnParams) -> None:
     """Refuse impossible parameters before anything is loaded or written."""
     dataset = check_dataset_options(p.dataset, p.data_dir, p.image_size)
-    check_choice("--model", p.model, MODELS)
+    check_choice("--model", p.model, [name for name, entry in MODELS.items() if entry.trainable])
     if MODELS[p.model].uses_method:
         check_choice("--method", p.method, FRONTENDS)
     check_choice("--optimizer", p.optimizer, OPTIMIZERS)
