@@ -144,7 +144,7 @@ def _op(node: fx.Node, gm: fx.GraphModule) -> str:
 
 def _kind(node: fx.Node, gm: fx.GraphModule, digital: tuple[str, ...]) -> str:
     """'crossbar', 'pool', 'handled' or the reason the node is not mapped."""
-    if node.op in ("placeholder", "output", "get_attr"):
+    if node.op in ("placeholder", "output", "get_attr"):  # torch.fx's ops: graph input, result, constant
         return "handled"
     if node.op == "call_module":
         if _within(node.target, digital):
